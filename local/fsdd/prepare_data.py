@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Stage 0 for FSDD: download the release or take an existing copy (corpus.root), verify every recording
+against the release's sha256 manifest, and write the Kaldi data dirs <data-dir>/{train,dev,test} and the
+lang dir <data-dir>/lang. Skipped when done with the same corpus settings."""
+
+from phonerec.cli import step_main
+from phonerec.corpora.fsdd import prepare_fsdd
+
+
+def main(args, cfg):
+    prepare_fsdd(cfg, args.data_dir)
+
+
+if __name__ == "__main__":
+    step_main(main, __doc__, [("data_dir", "output: <data-dir>/{train,dev,test,lang}")])

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Phone recognition recipe: corpus -> Kaldi data dirs -> features -> ... , stage by stage.
+# Every key=value argument is a hydra override that each step receives verbatim (see conf/).
+set -euo pipefail
+
+stage=0
+stop_stage=100
+
+help_message="Usage: $0 [--stage N] [--stop-stage M] [key=value ...]
+
+Stages:
+  0  data preparation: corpus (corpus.root, or a download) -> <paths.data>/{train,dev,test,lang}
+  1  features: <paths.data>/{train,dev,test} -> <paths.data>/<features.name>/{train,dev,test}
+
+Options:
+  --stage N        first stage to run (default ${stage})
+  --stop-stage M   last stage to run (default ${stop_stage})
+  -h, --help       this message
+
+Any other argument is a hydra override passed to every step, for example
+  $0 corpus.root=/data/fsdd                 use an existing copy instead of downloading
+  $0 recipe=fsdd_connected nj=2             connected digits
+  $0 --stage 1 features=fbank features.kaldi.num_mel_bins=80"
+
+log() {
+  # A timestamp and the caller's file:line, as ESPnet's recipes print them.
+  echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) $*"
+}
+
+overrides=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage="${2:?--stage needs a value}"; shift 2 ;;
+    --stage=*) stage="${1#*=}"; shift ;;
+    --stop-stage|--stop_stage) stop_stage="${2:?--stop-stage needs a value}"; shift 2 ;;
+    --stop-stage=*|--stop_stage=*) stop_stage="${1#*=}"; shift ;;
+    -h|--help) echo "${help_message}"; exit 0 ;;
+    --*) echo "$0: unknown option $1" >&2; echo "${help_message}" >&2; exit 2 ;;
+    *) overrides+=("$1"); shift ;;
+  esac
+done
+for n in "${stage}" "${stop_stage}"; do
+  [[ "${n}" =~ ^[0-9]+$ ]] || { echo "$0: stage numbers must be integers, got '${n}'" >&2; exit 2; }
+done
+
+cd "$(dirname "$0")"   # relative paths in the config and on the command line are relative to the repo root
+. ./path.sh
+
+# run_step <log file> <command...>: a failing step stops the pipeline with the tail of its log.
+run_step() {
+  local logfile=$1; shift
+  if ! "$@" --log "${logfile}" ${overrides[@]+"${overrides[@]}"}; then
+    log "ERROR: step failed: $*"
+    log "The last lines of ${logfile}:"
+    tail -n 20 "${logfile}" >&2 || true
+    exit 1
+  fi
+}
+
+# Compose the config once up front: a bad override fails here, before any stage runs.
+mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name \
+  -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+if [ "${settings[-1]}" = "__failed__" ]; then
+  log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
+  exit 1
+fi
+recipe=${settings[0]} corpus=${settings[1]} data=${settings[2]} feats=${settings[3]}
+splits="train dev test"
+start_time=${SECONDS}
+log "Recipe ${recipe}: stages ${stage} to ${stop_stage}; overrides: ${overrides[*]:-none}"
+
+if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+  log "Stage 0: data preparation: corpus ${corpus} -> ${data}/{${splits// /,},lang}"
+  run_step "${data}/log/prepare_data.log" python "local/${corpus}/prepare_data.py" "${data}"
+fi
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+  log "Stage 1: features (${feats}): ${data}/{${splits// /,}} -> ${data}/${feats}/{${splits// /,}}"
+  for split in ${splits}; do
+    run_step "${data}/${feats}/${split}/log/make_features.log" \
+      python steps/make_features.py "${data}/${split}" "${data}/${feats}/${split}"
+  done
+fi
+
+log "Done in $((SECONDS - start_time)) s"

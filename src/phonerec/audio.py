@@ -1,0 +1,82 @@
+"""Audio I/O with soundfile (RIFF and NIST SPHERE alike, whatever the extension says), and a header
+check that catches truncated files, which soundfile itself reads without complaint."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Mono int16 samples and the sample rate. Kaldi's features expect int16-scaled values."""
+    samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    if samples.shape[1] != 1:
+        raise ValueError(f"{path}: {samples.shape[1]} channels, expected mono")
+    return samples[:, 0], rate
+
+
+def _riff_problem(path: Path, size: int) -> str | None:
+    with open(path, "rb") as f:
+        f.seek(12)
+        pos = 12
+        while pos + 8 <= size:
+            chunk_id = f.read(4)
+            chunk_size = int.from_bytes(f.read(4), "little")
+            if chunk_id == b"data":
+                available = size - pos - 8
+                if chunk_size > available:
+                    return f"truncated: header says {chunk_size} bytes of audio data, the file holds {available}"
+                if chunk_size == 0:
+                    return "no audio samples"
+                return None
+            pos += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+            f.seek(pos)
+    return "no data chunk in the RIFF header"
+
+
+def _nist_problem(path: Path, size: int) -> str | None:
+    with open(path, "rb") as f:
+        f.readline()  # NIST_1A
+        header_size = int(f.readline().strip())
+        f.seek(0)
+        header = f.read(header_size).decode("latin-1")
+    fields = dict(re.findall(r"^(\w+) -\w+ (\S+)", header, flags=re.MULTILINE))
+    if "shorten" in fields.get("sample_coding", ""):
+        return None  # compressed: sizes say nothing, libsndfile's read decides
+    try:
+        expected = header_size + int(fields["sample_count"]) * int(fields.get("sample_n_bytes", 2)) * int(
+            fields.get("channel_count", 1)
+        )
+    except (KeyError, ValueError):
+        return "NIST header without a usable sample_count"
+    if size < expected:
+        return f"truncated: header says {expected - header_size} bytes of audio data, the file holds {size - header_size}"
+    if int(fields["sample_count"]) == 0:
+        return "no audio samples"
+    return None
+
+
+def check_audio_file(path: str | Path) -> str | None:
+    """None when the file is readable and complete, else what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        return "no such file"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    try:
+        if magic[:4] == b"RIFF":
+            problem = _riff_problem(path, size)
+        elif magic[:7] == b"NIST_1A":
+            problem = _nist_problem(path, size)
+        else:
+            problem = None
+        if problem:
+            return problem
+        info = sf.info(str(path))
+    except (OSError, ValueError, RuntimeError, sf.LibsndfileError) as err:
+        return f"unreadable: {err}"
+    if info.frames == 0:
+        return "no audio samples"
+    return None

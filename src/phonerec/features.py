@@ -1,0 +1,281 @@
+"""Kaldi-compatible features: extraction into ark/scp, CMVN statistics, and the load-time pipeline.
+
+Extraction stores static features (torchaudio.compliance.kaldi on int16-scaled samples at the audio's own
+rate) and per-speaker CMVN statistics in Kaldi's format. Loading applies CMVN to the static features and
+then adds deltas, as Kaldi's `apply-cmvn ... | add-deltas ...` does, so changing either needs no re-extraction.
+"""
+
+import logging
+import multiprocessing as mp
+import shutil
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchaudio.compliance import kaldi
+from tqdm import tqdm
+
+from phonerec.audio import read_audio
+from phonerec.config import save_config, settings_hash
+from phonerec.data_dir import read_table, validate_data_dir, write_table
+from phonerec.errors import RecipeError
+from phonerec.stage import clear_done, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+# Data-dir files carried into the feature dir, so that it is a complete data dir of its own.
+DATA_FILES = ("wav.scp", "text", "text.words", "utt2spk", "spk2utt")
+
+
+def compute_features(samples: np.ndarray, sample_rate: int, fcfg: DictConfig) -> torch.Tensor:
+    """(frames, dims) static features of int16 samples."""
+    waveform = torch.from_numpy(samples.astype(np.float32)).unsqueeze(0)
+    options = OmegaConf.to_container(fcfg.kaldi, resolve=True)
+    if fcfg.type == "mfcc":
+        return kaldi.mfcc(waveform, sample_frequency=sample_rate, **options)
+    if fcfg.type == "fbank":
+        return kaldi.fbank(waveform, sample_frequency=sample_rate, **options)
+    raise RecipeError(f"features.type={fcfg.type}: expected mfcc or fbank")
+
+
+def extraction_settings(fcfg: DictConfig) -> dict:
+    """The settings that change the stored features; delta and norm_vars settings act at load time."""
+    return {"type": fcfg.type, "kaldi": OmegaConf.to_container(fcfg.kaldi, resolve=True), "cmvn": fcfg.cmvn}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extraction, split over nj worker processes.
+
+
+@dataclass
+class ExtractJob:
+    index: int
+    utts: list[tuple[str, str]]  # (utterance id, audio path)
+    ark: Path
+    scp: Path
+    sample_rate: int
+    fcfg: dict
+
+
+_report_progress = None  # set in each worker: counts finished utterances for the parent's progress bar
+
+
+def _init_worker(counter) -> None:
+    global _report_progress
+    torch.set_num_threads(1)
+
+    def report(n: int) -> None:
+        with counter.get_lock():
+            counter.value += n
+
+    _report_progress = report
+
+
+def _run_job(job: ExtractJob) -> float:
+    """Write one job's ark and scp; return the seconds of audio it held."""
+    fcfg = OmegaConf.create(job.fcfg)
+    seconds = 0.0
+    with kaldiio.WriteHelper(f"ark,scp:{job.ark},{job.scp}") as writer:
+        for utt, path in job.utts:
+            try:
+                samples, rate = read_audio(path)
+            except Exception as err:
+                raise RecipeError(f"utterance '{utt}': cannot read {path}: {err}") from err
+            if rate != job.sample_rate:
+                raise RecipeError(f"utterance '{utt}': {path} is at {rate} Hz, the corpus at {job.sample_rate} Hz")
+            feats = compute_features(samples, rate, fcfg)
+            if feats.shape[0] == 0:
+                raise RecipeError(f"utterance '{utt}': {path} is shorter than one frame")
+            writer(utt, feats.numpy())
+            seconds += len(samples) / rate
+            _report_progress(1)
+    return seconds
+
+
+def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int) -> float:
+    ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pools
+    counter = ctx.Value("i", 0)
+    with tqdm(total=total_utts, unit="utt", desc="features") as bar:
+        if nj == 1:
+            _init_worker(counter)
+            seconds = 0.0
+            for job in jobs:
+                seconds += _run_job(job)
+                bar.update(counter.value - bar.n)
+            return seconds
+        with ProcessPoolExecutor(nj, mp_context=ctx, initializer=_init_worker, initargs=(counter,)) as pool:
+            futures = [pool.submit(_run_job, job) for job in jobs]
+            pending = futures
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                bar.update(counter.value - bar.n)
+                for future in done:
+                    if future.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()
+            return sum(f.result() for f in futures)
+
+
+def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig) -> None:
+    """Extract features for `data_dir` into `feat_dir` (a data dir with feats.scp, cmvn.scp, ...)."""
+    fcfg, nj = cfg.features, cfg.nj
+    validate_data_dir(data_dir)
+    inputs = {name: (data_dir / name).read_text() for name in ("wav.scp", "utt2spk")}
+    digest = settings_hash(extraction_settings(fcfg), cfg.corpus.sample_rate, inputs)
+    if is_done(feat_dir, "features", digest):
+        return
+    clear_done(feat_dir, "features")
+
+    wav_scp = read_table(data_dir / "wav.scp")
+    utts = list(wav_scp.items())
+    nj = max(1, min(nj, len(utts)))
+    ark_dir = (feat_dir / "ark").resolve()
+    ark_dir.mkdir(parents=True, exist_ok=True)
+    jobs, pending = [], []
+    for j in range(nj):
+        job = ExtractJob(
+            index=j + 1,
+            utts=utts[j * len(utts) // nj : (j + 1) * len(utts) // nj],
+            ark=ark_dir / f"raw_{fcfg.name}.{j + 1}.ark",
+            scp=ark_dir / f"raw_{fcfg.name}.{j + 1}.scp",
+            sample_rate=cfg.corpus.sample_rate,
+            fcfg=OmegaConf.to_container(fcfg, resolve=True),
+        )
+        jobs.append(job)
+        # A job is finished when its marker holds this digest; anything else of it is redone whole.
+        if not is_done(ark_dir, f"job{job.index}", settings_hash(digest, nj, job.index)):
+            pending.append(job)
+    todo = sum(len(job.utts) for job in pending)
+    log.info("%s -> %s: %d utterances, %d of %d jobs to run", data_dir, feat_dir, len(utts), len(pending), nj)
+
+    start = time.perf_counter()
+    audio_seconds = _run_jobs(pending, nj, todo) if pending else 0.0
+    elapsed = time.perf_counter() - start
+    for job in pending:
+        mark_done(ark_dir, f"job{job.index}", settings_hash(digest, nj, job.index))
+    if pending:
+        log.info(
+            "extracted %d utterances, %.1f s of audio, in %.1f s wall time: %.0fx real time (RTF %.4f)",
+            todo, audio_seconds, elapsed, audio_seconds / elapsed, elapsed / max(audio_seconds, 1e-9),
+        )  # fmt: skip
+
+    # Merge only now: feats.scp appears whole or not at all.
+    feats_scp = {}
+    for job in jobs:
+        feats_scp.update(read_table(job.scp))
+    if feats_scp.keys() != wav_scp.keys():
+        raise RecipeError(f"{ark_dir}: job outputs hold {len(feats_scp)} of {len(wav_scp)} utterances")
+    for name in DATA_FILES:
+        if (data_dir / name).is_file():
+            shutil.copyfile(data_dir / name, feat_dir / name)
+    num_frames = {utt: str(kaldiio.load_mat(path).shape[0]) for utt, path in feats_scp.items()}
+    write_table(feat_dir / "utt2num_frames", num_frames)
+    write_table(feat_dir / "feats.scp", feats_scp)
+    write_cmvn_stats(feat_dir, fcfg.cmvn)
+    validate_data_dir(feat_dir, check_audio=False)
+    save_config(cfg, feat_dir / "config.yaml")
+    mark_done(feat_dir, "features", digest)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CMVN statistics, in Kaldi's layout: a 2 x (dim + 1) double matrix per speaker (or utterance):
+# row 0 = sum of frames and the frame count, row 1 = sum of squares and 0.
+
+
+def cmvn_stats(feats: np.ndarray) -> np.ndarray:
+    stats = np.zeros((2, feats.shape[1] + 1), dtype=np.float64)
+    stats[0, :-1] = feats.sum(axis=0)
+    stats[0, -1] = feats.shape[0]
+    stats[1, :-1] = (feats.astype(np.float64) ** 2).sum(axis=0)
+    return stats
+
+
+def write_cmvn_stats(feat_dir: Path, level: str) -> None:
+    cmvn_scp = feat_dir / "cmvn.scp"
+    cmvn_scp.unlink(missing_ok=True)
+    if level == "none":
+        return
+    if level not in ("speaker", "utterance"):
+        raise RecipeError(f"features.cmvn={level}: expected speaker, utterance or none")
+    utt2spk = read_table(feat_dir / "utt2spk")
+    stats: dict[str, np.ndarray] = {}
+    for utt, feats in kaldiio.load_scp_sequential(str(feat_dir / "feats.scp")):
+        key = utt2spk[utt] if level == "speaker" else utt
+        stats[key] = stats.get(key, 0) + cmvn_stats(feats)
+    ark = (feat_dir / "ark" / "cmvn.ark").resolve()
+    tmp_scp = feat_dir / "cmvn.scp.tmp"
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
+        for key in sorted(stats):
+            writer(key, stats[key])
+    tmp_scp.replace(cmvn_scp)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The load-time pipeline.
+
+
+def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_vars: bool = False) -> np.ndarray:
+    """Kaldi's apply-cmvn: subtract the mean; with norm_vars also divide by the standard deviation."""
+    count = stats[0, -1]
+    mean = stats[0, :-1] / count
+    out = feats - mean
+    if norm_vars:
+        var = np.maximum(stats[1, :-1] / count - mean**2, 1e-20)  # Kaldi's variance floor
+        out = out / np.sqrt(var)
+    return out.astype(np.float32)
+
+
+def delta_scales(order: int, window: int) -> list[np.ndarray]:
+    """Kaldi's DeltaFeatures filters: order i is order i-1 convolved with the regression window."""
+    scales = [np.array([1.0])]
+    taps = np.arange(-window, window + 1, dtype=np.float64)
+    for _ in range(order):
+        scales.append(np.convolve(scales[-1], taps) / (taps**2).sum())
+    return scales
+
+
+def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray:
+    """Kaldi's add-deltas: each order filters the static features, frames past the edges replicated.
+
+    Differs from applying torchaudio.functional.compute_deltas twice in the first and last frames:
+    Kaldi pads the static features once, not each order's output."""
+    frames = feats.shape[0]
+    outputs = []
+    for scale in delta_scales(order, window):
+        half = (len(scale) - 1) // 2
+        padded = np.pad(feats, ((half, half), (0, 0)), mode="edge")
+        outputs.append(sum(c * padded[k : k + frames] for k, c in enumerate(scale)))
+    return np.concatenate(outputs, axis=1).astype(np.float32)
+
+
+class FeatureReader:
+    """Features of a feature dir as the models see them: stored statics -> CMVN -> deltas."""
+
+    def __init__(self, feat_dir: Path, fcfg: DictConfig):
+        self.feats = kaldiio.load_scp(str(feat_dir / "feats.scp"))
+        self.utt2spk = read_table(feat_dir / "utt2spk")
+        cmvn_scp = feat_dir / "cmvn.scp"
+        self.cmvn = kaldiio.load_scp(str(cmvn_scp)) if cmvn_scp.is_file() else None
+        self.cmvn_per_speaker = fcfg.cmvn == "speaker"
+        self.norm_vars = fcfg.norm_vars
+        self.delta_order = fcfg.delta_order
+        self.delta_window = fcfg.delta_window
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def keys(self):
+        return self.feats.keys()
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        feats = self.feats[utt]
+        if self.cmvn is not None:
+            key = self.utt2spk[utt] if self.cmvn_per_speaker else utt
+            feats = apply_cmvn(feats, self.cmvn[key], self.norm_vars)
+        return add_deltas(feats, self.delta_order, self.delta_window)
