@@ -1,0 +1,54 @@
+"""Fixtures made by the tests: small audio files, fake corpus trees, and the project's environment."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FSDD = REPO.parent / "shared" / "corpora" / "fsdd"
+
+
+def write_wav(path: Path, seconds: float = 0.3, rate: int = 8000, seed: int = 0, freq: float = 440.0) -> Path:
+    """A tone with a little noise, int16 RIFF."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 8000 * np.sin(2 * np.pi * freq * t) + rng.normal(0, 300, t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples.astype(np.int16), rate, subtype="PCM_16")
+    return path
+
+
+def make_fsdd_copy(root: Path, speakers=("george", "theo", "nicolas"), digits=range(10), takes=range(3)) -> Path:
+    """A fake FSDD copy (root/recordings/...) and its sha256 manifest; returns the manifest path."""
+    lines = []
+    for s_index, speaker in enumerate(speakers):
+        for digit in digits:
+            for take in takes:
+                rel = f"recordings/{digit}_{speaker}_{take}.wav"
+                write_wav(root / rel, seconds=0.2 + 0.02 * take, seed=digit * 100 + take + 1000 * s_index,
+                          freq=200 + 50 * digit + 10 * s_index)
+                lines.append(f"{hashlib.sha256((root / rel).read_bytes()).hexdigest()}  {rel}")
+    manifest = root.parent / f"{root.name}.sha256"
+    manifest.write_text("\n".join(sorted(lines, key=lambda line: line.split()[1])) + "\n")
+    return manifest
+
+
+def project_env() -> dict:
+    """The environment path.sh sets, for steps run as subprocesses."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src")
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Two cores: the test process and the step processes it starts get one thread each.
+    import torch
+
+    torch.set_num_threads(1)
