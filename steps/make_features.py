@@ -13,4 +13,6 @@ def main(args, cfg):
 
 
 if __name__ == "__main__":
-    step_main(main, __doc__, [("data_dir", "input data dir (wav.scp, utt2spk, ...)"), ("feat_dir", "output feature dir")])
+    step_main(
+        main, __doc__, [("data_dir", "input data dir (wav.scp, utt2spk, ...)"), ("feat_dir", "output feature dir")]
+    )

@@ -29,8 +29,12 @@ def make_fsdd_copy(root: Path, speakers=("george", "theo", "nicolas"), digits=ra
         for digit in digits:
             for take in takes:
                 rel = f"recordings/{digit}_{speaker}_{take}.wav"
-                write_wav(root / rel, seconds=0.2 + 0.02 * take, seed=digit * 100 + take + 1000 * s_index,
-                          freq=200 + 50 * digit + 10 * s_index)
+                write_wav(
+                    root / rel,
+                    seconds=0.2 + 0.02 * take,
+                    seed=digit * 100 + take + 1000 * s_index,
+                    freq=200 + 50 * digit + 10 * s_index,
+                )
                 lines.append(f"{hashlib.sha256((root / rel).read_bytes()).hexdigest()}  {rel}")
     manifest = root.parent / f"{root.name}.sha256"
     manifest.write_text("\n".join(sorted(lines, key=lambda line: line.split()[1])) + "\n")

@@ -51,7 +51,9 @@ def _nist_problem(path: Path, size: int) -> str | None:
     except (KeyError, ValueError):
         return "NIST header without a usable sample_count"
     if size < expected:
-        return f"truncated: header says {expected - header_size} bytes of audio data, the file holds {size - header_size}"
+        return (
+            f"truncated: header says {expected - header_size} bytes of audio data, the file holds {size - header_size}"
+        )
     if int(fields["sample_count"]) == 0:
         return "no audio samples"
     return None

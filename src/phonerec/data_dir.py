@@ -164,7 +164,8 @@ def validate_data_dir(data_dir: Path, lang_dir: Path | None = None, check_audio:
                 f"{len(expected_spk2utt.get(spk, []))}",
             )
     for spk in expected_spk2utt.keys() - spk2utt.keys():
-        problems.add(str(data_dir / "spk2utt"), f"speaker '{spk}' of utt2spk is missing")
+        first_line = utt2spk[expected_spk2utt[spk][0]][0]
+        problems.add(f"{data_dir / 'utt2spk'}:{first_line}", f"speaker '{spk}' is missing from spk2utt")
 
     if lang_dir is not None:
         phones = read_symbol_table(Path(lang_dir) / "phones.txt")

@@ -6,6 +6,7 @@ progress bar without a total. Only a complete, verified file is renamed to `dest
 """
 
 import hashlib
+import http.client
 import logging
 import re
 import time
@@ -102,7 +103,9 @@ def download(
         try:
             _fetch(url, part, timeout)
             break
-        except OSError as err:  # URLError, HTTPError, ConnectionError and TimeoutError are OSErrors
+        # URLError, HTTPError, ConnectionError and TimeoutError are OSErrors; a chunked body that breaks off raises
+        # http.client.IncompleteRead, an HTTPException.
+        except (OSError, http.client.HTTPException) as err:
             if isinstance(err, urllib.error.HTTPError) and err.code < 500:
                 raise CorpusError(f"could not download {url}: HTTP {err.code} {err.reason}") from err
             progressed = part.exists() and part.stat().st_size > had

@@ -9,7 +9,7 @@ import logging
 import multiprocessing as mp
 import shutil
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,29 +97,40 @@ def _run_job(job: ExtractJob) -> float:
     return seconds
 
 
-def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int) -> float:
+def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> float:
+    """Run the jobs on nj processes; `on_job_done(job)` runs in this process as each one finishes, so a
+    failure or kill loses only the jobs still running. Returns the seconds of audio processed."""
     ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pools
     counter = ctx.Value("i", 0)
+    seconds = 0.0
     with tqdm(total=total_utts, unit="utt", desc="features") as bar:
         if nj == 1:
             _init_worker(counter)
-            seconds = 0.0
             for job in jobs:
                 seconds += _run_job(job)
+                on_job_done(job)
                 bar.update(counter.value - bar.n)
             return seconds
+        error = None
         with ProcessPoolExecutor(nj, mp_context=ctx, initializer=_init_worker, initargs=(counter,)) as pool:
-            futures = [pool.submit(_run_job, job) for job in jobs]
-            pending = futures
+            futures = {pool.submit(_run_job, job): job for job in jobs}
+            pending = set(futures)
             while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                done, pending = wait(pending, timeout=0.5)
                 bar.update(counter.value - bar.n)
                 for future in done:
-                    if future.exception() is not None:
+                    if future.cancelled():
+                        continue
+                    if future.exception() is None:
+                        seconds += future.result()
+                        on_job_done(futures[future])
+                    elif error is None:
+                        error = future.exception()
                         for other in pending:
-                            other.cancel()
-                        raise future.exception()
-            return sum(f.result() for f in futures)
+                            other.cancel()  # those not started yet; running ones finish and are kept
+        if error is not None:
+            raise error
+    return seconds
 
 
 def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig) -> None:
@@ -154,11 +165,12 @@ def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig) -> None:
     todo = sum(len(job.utts) for job in pending)
     log.info("%s -> %s: %d utterances, %d of %d jobs to run", data_dir, feat_dir, len(utts), len(pending), nj)
 
-    start = time.perf_counter()
-    audio_seconds = _run_jobs(pending, nj, todo) if pending else 0.0
-    elapsed = time.perf_counter() - start
-    for job in pending:
+    def job_done(job: ExtractJob) -> None:
         mark_done(ark_dir, f"job{job.index}", settings_hash(digest, nj, job.index))
+
+    start = time.perf_counter()
+    audio_seconds = _run_jobs(pending, nj, todo, job_done) if pending else 0.0
+    elapsed = time.perf_counter() - start
     if pending:
         log.info(
             "extracted %d utterances, %.1f s of audio, in %.1f s wall time: %.0fx real time (RTF %.4f)",

@@ -66,14 +66,20 @@ def verify_copy(root: Path, manifest: dict[str, str], complete: bool) -> list[Re
     """Check each recording of `root` against the manifest; `complete` demands every one of them."""
     recordings_dir = root / "recordings"
     if not recordings_dir.is_dir():
-        raise CorpusError(f"{root}: no recordings/ folder; expected an FSDD copy, <root>/recordings/<d>_<speaker>_<take>.wav")
+        raise CorpusError(
+            f"{root}: no recordings/ folder; expected an FSDD copy, <root>/recordings/<d>_<speaker>_<take>.wav"
+        )
     found = sorted(f"recordings/{p.name}" for p in recordings_dir.glob("*.wav"))
     unknown = [p for p in found if p not in manifest]
     if unknown:
-        log.warning("%s: %d recordings are not in the v1.0.10 manifest and are left out: %s", root, len(unknown), unknown[:5])
+        log.warning(
+            "%s: %d recordings are not in the v1.0.10 manifest and are left out: %s", root, len(unknown), unknown[:5]
+        )
     bad = [p for p in found if p in manifest and file_digest(root / p, "sha256") != manifest[p]]
     if bad:
-        raise CorpusError(f"{root}: {len(bad)} recordings differ from the v1.0.10 release (sha256): {', '.join(bad[:10])}")
+        raise CorpusError(
+            f"{root}: {len(bad)} recordings differ from the v1.0.10 release (sha256): {', '.join(bad[:10])}"
+        )
     present = [p for p in found if p in manifest]
     if not present:
         raise CorpusError(f"{root}/recordings: none of the release's recordings")
@@ -82,7 +88,9 @@ def verify_copy(root: Path, manifest: dict[str, str], complete: bool) -> list[Re
     speakers = sorted({_parse(p, root).speaker for p in present})
     missing_speakers = [s for s in all_speakers if s not in speakers]
     if complete and len(present) != len(manifest):
-        raise CorpusError(f"{root}: {len(manifest) - len(present)} of the release's {len(manifest)} recordings are missing")
+        raise CorpusError(
+            f"{root}: {len(manifest) - len(present)} of the release's {len(manifest)} recordings are missing"
+        )
     log.info(
         "%s: %d of %d recordings verified; speakers present: %s; missing: %s",
         root, len(present), len(manifest), " ".join(speakers), " ".join(missing_speakers) or "none",
@@ -185,7 +193,9 @@ def isolated_utterances(recordings: list[Recording], lexicon) -> list[Utterance]
     ]
 
 
-def connected_utterances(recordings: list[Recording], split: str, ccfg: DictConfig, wav_dir: Path, lexicon) -> list[Utterance]:
+def connected_utterances(
+    recordings: list[Recording], split: str, ccfg: DictConfig, wav_dir: Path, lexicon
+) -> list[Utterance]:
     """TIDIGITS-like utterances: each speaker's recordings, shuffled, concatenated 1 to 7 at a time with
     pauses of low-level Gaussian noise (not digital zeros). Every recording is used exactly once."""
     conf = ccfg.connected

@@ -1,0 +1,189 @@
+"""FSDD data prep on fake corpus trees made here: verification, splits, lexicon, connected digits, download."""
+
+import functools
+import http.server
+import logging
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import make_fsdd_copy
+
+from phonerec.config import load_config
+from phonerec.corpora.fsdd import DIGIT_WORDS, prepare_fsdd
+from phonerec.data_dir import read_table, validate_data_dir
+from phonerec.errors import CorpusError
+from phonerec.lang import read_lexicon, read_phones
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "fsdd_copy"
+    manifest = make_fsdd_copy(root, speakers=("george", "lucas", "nicolas", "theo"), takes=range(3))
+    return root, manifest
+
+
+def prepare(tmp_path, root, manifest, *overrides):
+    cfg = load_config([f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp_path}/data",
+                       f"paths.downloads={tmp_path}/downloads", *overrides])  # fmt: skip
+    prepare_fsdd(cfg, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def snapshot(root):
+    return sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*"))
+
+
+def test_speaker_independent_split_and_lang(tmp_path, corpus):
+    root, manifest = corpus
+    before = snapshot(root)
+    data = prepare(tmp_path, root, manifest)
+    assert snapshot(root) == before  # the corpus root is only read
+    speakers = {split: set(read_table(data / split / "utt2spk").values()) for split in ("train", "dev", "test")}
+    assert speakers == {"train": {"george", "lucas"}, "dev": {"theo"}, "test": {"nicolas"}}
+    for split in ("train", "dev", "test"):
+        validate_data_dir(data / split, data / "lang")
+    text = read_table(data / "train" / "text")
+    words = read_table(data / "train" / "text.words")
+    assert len(text) == 2 * 10 * 3
+    assert text["george_7_02"] == "s eh v ah n" and words["george_7_02"] == "seven"
+    assert read_table(data / "train" / "wav.scp")["george_7_02"] == str(root / "recordings" / "7_george_2.wav")
+    phones = read_phones(data / "lang")
+    assert phones["<blk>"] == 0 and phones["sil"] == 1
+    assert list(phones)[2:] == sorted(set(phones) - {"<blk>", "sil"}) and phones["ah"] == 2
+    assert "sil" not in " ".join(text.values()).split()
+
+
+def test_rerun_is_skipped(tmp_path, corpus, caplog):
+    root, manifest = corpus
+    data = prepare(tmp_path, root, manifest)
+    mtime = (data / "train" / "text").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO):
+        prepare(tmp_path, root, manifest)
+    assert "already done" in caplog.text
+    assert (data / "train" / "text").stat().st_mtime_ns == mtime
+
+
+def test_missing_listed_speaker_warns(tmp_path, corpus, caplog):
+    root, manifest = corpus
+    with caplog.at_level(logging.WARNING):
+        data = prepare(tmp_path, root, manifest, "corpus.dev_speakers=[theo,jackson]")
+    assert "jackson is not in this copy" in caplog.text
+    assert set(read_table(data / "dev" / "utt2spk").values()) == {"theo"}
+
+
+def test_explicit_train_list_leaves_others_out(tmp_path, corpus):
+    root, manifest = corpus
+    data = prepare(tmp_path, root, manifest, "corpus.train_speakers=[lucas]")
+    assert set(read_table(data / "train" / "utt2spk").values()) == {"lucas"}
+
+
+def test_empty_split_is_an_error(tmp_path, corpus):
+    root, manifest = corpus
+    with pytest.raises(CorpusError, match="test split is empty"):
+        prepare(tmp_path, root, manifest, "corpus.test_speakers=[jackson]")
+
+
+def test_speaker_in_two_lists_is_an_error(tmp_path, corpus):
+    root, manifest = corpus
+    with pytest.raises(CorpusError, match="theo is in both"):
+        prepare(tmp_path, root, manifest, "corpus.test_speakers=[theo]")
+
+
+def test_the_corpus_own_split_by_takes(tmp_path, corpus):
+    root, manifest = corpus
+    data = prepare(tmp_path, root, manifest, "corpus.split=takes", "corpus.test_takes=[0]", "corpus.dev_takes=[1]")
+    for split, take in (("test", "00"), ("dev", "01"), ("train", "02")):
+        utts = read_table(data / split / "utt2spk")
+        assert len(utts) == 4 * 10 and all(u.endswith(take) for u in utts)
+
+
+def test_modified_recording_is_named(tmp_path, corpus):
+    root, manifest = corpus
+    wav = root / "recordings" / "3_lucas_1.wav"
+    wav.write_bytes(wav.read_bytes()[:-2] + b"\x01\x02")
+    with pytest.raises(CorpusError, match="recordings/3_lucas_1.wav"):
+        prepare(tmp_path, root, manifest)
+
+
+def test_missing_root_and_no_recordings_folder(tmp_path, corpus):
+    _, manifest = corpus
+    with pytest.raises(CorpusError, match="no such directory"):
+        prepare(tmp_path, tmp_path / "nowhere", manifest)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no recordings/ folder"):
+        prepare(tmp_path, tmp_path / "empty", manifest)
+
+
+def test_connected_digits(tmp_path, corpus):
+    root, manifest = corpus
+    data = prepare(tmp_path, root, manifest, "corpus.connected.enabled=true")
+    lexicon = read_lexicon(data / "lang" / "lexicon.txt")
+    used = []
+    for split in ("train", "dev", "test"):
+        validate_data_dir(data / split, data / "lang")
+        words = read_table(data / split / "text.words")
+        text = read_table(data / split / "text")
+        wav_scp = read_table(data / split / "wav.scp")
+        for utt, transcript in words.items():
+            speaker, _, digits = utt.split("_")
+            assert 1 <= len(transcript.split()) <= 7
+            assert len(digits) == len(transcript.split())
+            assert transcript.split() == [DIGIT_WORDS[int(d)] for d in digits]
+            assert text[utt].split() == [p for w in transcript.split() for p in lexicon[w][0]]
+            samples, rate = sf.read(wav_scp[utt], dtype="int16")
+            assert rate == 8000
+            # The pauses hold low-level noise, never a run of digital zeros.
+            assert np.count_nonzero(samples == 0) < 0.05 * samples.size
+            assert 0 < np.abs(samples[:400]).max() < 200  # the leading pause is quiet but not silent
+            used += [(speaker, d) for d in digits]
+    # Every recording is used once: per speaker, each digit as often as there are takes.
+    assert len(used) == 4 * 10 * 3
+    assert all(used.count((s, d)) == 3 for s in ("george", "lucas", "nicolas", "theo") for d in "0123456789")
+
+    first = {p.name: p.read_bytes() for p in (data / "wav").rglob("*.wav")}
+    (data / ".done.prepare").unlink()
+    prepare(tmp_path, root, manifest, "corpus.connected.enabled=true")
+    assert {p.name: p.read_bytes() for p in (data / "wav").rglob("*.wav")} == first  # seeded: reproducible
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path/www on a loopback port."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_unpacks_and_verifies_a_complete_release(tmp_path, http_server):
+    www, base = http_server
+    release = tmp_path / "release" / "free-spoken-digit-dataset-1.0.10"
+    manifest = make_fsdd_copy(release, speakers=("george", "nicolas", "theo"), takes=range(2))
+    with tarfile.open(www / "v1.0.10.tar.gz", "w:gz") as tar:
+        tar.add(release, arcname=release.name)
+    data = prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")
+    copy = tmp_path / "downloads" / "fsdd" / "free-spoken-digit-dataset-1.0.10"
+    assert read_table(data / "train" / "wav.scp")["george_5_01"] == str(copy / "recordings" / "5_george_1.wav")
+    assert not (tmp_path / "downloads" / "fsdd" / "v1.0.10.tar.gz.part").exists()
+
+    # A download must be complete: a release missing a recording is refused.
+    (copy / "recordings" / "5_george_1.wav").unlink()
+    (data / ".done.prepare").unlink()
+    with pytest.raises(CorpusError, match="1 of the release's 60 recordings are missing"):
+        prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")
+
+
+def test_offline_without_root_names_both_options(tmp_path, corpus):
+    _, manifest = corpus
+    with pytest.raises(CorpusError) as err:
+        prepare(tmp_path, "null", manifest, "corpus.url=http://127.0.0.1:9/v1.0.10.tar.gz")
+    assert "http://127.0.0.1:9/v1.0.10.tar.gz" in str(err.value) and "corpus.root=" in str(err.value)

@@ -1,0 +1,53 @@
+"""run.sh: option parsing, override pass-through, and a failing step stopping the pipeline."""
+
+import subprocess
+
+from conftest import REPO, project_env
+
+
+def run_sh(*args, timeout=120):
+    return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_help_lists_stages_and_options():
+    result = run_sh("--help")
+    assert result.returncode == 0
+    assert "--stop-stage" in result.stdout and "Stage" not in result.stderr
+    assert "0  data preparation" in result.stdout and "1  features" in result.stdout
+
+
+def test_unknown_option_and_bad_stage_are_refused():
+    result = run_sh("--stagee", "1")
+    assert result.returncode == 2 and "unknown option --stagee" in result.stderr
+    result = run_sh("--stage", "one")
+    assert result.returncode == 2 and "must be integers" in result.stderr
+
+
+def test_unknown_config_key_fails_before_any_stage(tmp_path):
+    result = run_sh(f"paths.data={tmp_path}/data", "corpus.rooot=/x")
+    assert result.returncode != 0
+    assert "corpus.rooot" in result.stderr
+    assert "Stage 0" not in result.stdout
+    assert not (tmp_path / "data").exists()
+
+
+def test_overrides_reach_the_step_and_a_failing_step_stops_the_pipeline(tmp_path):
+    # corpus.root reaches stage 0, which fails on it; its log's tail is shown and stage 1 never starts.
+    result = run_sh(f"paths.data={tmp_path}/data", f"corpus.root={tmp_path}/no_corpus")
+    assert result.returncode == 1
+    assert "Stage 0: data preparation" in result.stdout
+    assert "Stage 1" not in result.stdout
+    log_file = tmp_path / "data" / "log" / "prepare_data.log"
+    assert f"corpus.root={tmp_path}/no_corpus" in log_file.read_text().splitlines()[0]  # the command line
+    assert f"The last lines of {tmp_path}/data/log/prepare_data.log" in result.stdout
+    assert f"corpus.root={tmp_path}/no_corpus: no such directory" in result.stderr
+
+
+def test_stage_range_selects_stages(tmp_path):
+    # Stage 1 alone, with no data prepared: it runs (and fails validating its input); stage 0 does not.
+    result = run_sh("--stage", "1", "--stop-stage", "1", f"paths.data={tmp_path}/data")
+    assert "Stage 0" not in result.stdout and "Stage 1: features" in result.stdout
+    assert result.returncode == 1 and "no such data dir" in result.stderr
+    result = run_sh("--stage", "2", f"paths.data={tmp_path}/data")
+    assert result.returncode == 0 and "Stage" not in result.stdout
