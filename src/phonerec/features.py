@@ -100,7 +100,8 @@ def _run_job(job: ExtractJob) -> float:
 def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> float:
     """Run the jobs on nj processes; `on_job_done(job)` runs in this process as each one finishes, so a
     failure or kill loses only the jobs still running. Returns the seconds of audio processed."""
-    ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pools
+    # fork, as torch DataLoader workers on Linux: a spawned worker would spend ~2 s importing torch again.
+    ctx = mp.get_context("fork")
     counter = ctx.Value("i", 0)
     seconds = 0.0
     with tqdm(total=total_utts, unit="utt", desc="features") as bar:
@@ -186,10 +187,8 @@ def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig) -> None:
     for name in DATA_FILES:
         if (data_dir / name).is_file():
             shutil.copyfile(data_dir / name, feat_dir / name)
-    num_frames = {utt: str(kaldiio.load_mat(path).shape[0]) for utt, path in feats_scp.items()}
-    write_table(feat_dir / "utt2num_frames", num_frames)
+    write_frames_and_cmvn(feat_dir, [job.scp for job in jobs], fcfg.cmvn)
     write_table(feat_dir / "feats.scp", feats_scp)
-    write_cmvn_stats(feat_dir, fcfg.cmvn)
     validate_data_dir(feat_dir, check_audio=False)
     save_config(cfg, feat_dir / "config.yaml")
     mark_done(feat_dir, "features", digest)
@@ -208,18 +207,23 @@ def cmvn_stats(feats: np.ndarray) -> np.ndarray:
     return stats
 
 
-def write_cmvn_stats(feat_dir: Path, level: str) -> None:
+def write_frames_and_cmvn(feat_dir: Path, job_scps: list[Path], level: str) -> None:
+    """One pass over the jobs' features: utt2num_frames, and cmvn.scp at the given level."""
+    if level not in ("speaker", "utterance", "none"):
+        raise RecipeError(f"features.cmvn={level}: expected speaker, utterance or none")
+    utt2spk = read_table(feat_dir / "utt2spk")
+    num_frames: dict[str, str] = {}
+    stats: dict[str, np.ndarray] = {}
+    for scp in job_scps:
+        for utt, feats in kaldiio.load_scp_sequential(str(scp)):
+            num_frames[utt] = str(feats.shape[0])
+            key = utt2spk[utt] if level == "speaker" else utt
+            stats[key] = stats.get(key, 0) + cmvn_stats(feats)
+    write_table(feat_dir / "utt2num_frames", num_frames)
     cmvn_scp = feat_dir / "cmvn.scp"
     cmvn_scp.unlink(missing_ok=True)
     if level == "none":
         return
-    if level not in ("speaker", "utterance"):
-        raise RecipeError(f"features.cmvn={level}: expected speaker, utterance or none")
-    utt2spk = read_table(feat_dir / "utt2spk")
-    stats: dict[str, np.ndarray] = {}
-    for utt, feats in kaldiio.load_scp_sequential(str(feat_dir / "feats.scp")):
-        key = utt2spk[utt] if level == "speaker" else utt
-        stats[key] = stats.get(key, 0) + cmvn_stats(feats)
     ark = (feat_dir / "ark" / "cmvn.ark").resolve()
     tmp_scp = feat_dir / "cmvn.scp.tmp"
     with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
