@@ -187,3 +187,15 @@ def test_offline_without_root_names_both_options(tmp_path, corpus):
     with pytest.raises(CorpusError) as err:
         prepare(tmp_path, "null", manifest, "corpus.url=http://127.0.0.1:9/v1.0.10.tar.gz")
     assert "http://127.0.0.1:9/v1.0.10.tar.gz" in str(err.value) and "corpus.root=" in str(err.value)
+
+
+def test_truncated_archive_is_deleted_with_a_clear_error(tmp_path, http_server):
+    www, base = http_server
+    release = tmp_path / "release" / "free-spoken-digit-dataset-1.0.10"
+    manifest = make_fsdd_copy(release, speakers=("george", "nicolas", "theo"), takes=range(1))
+    with tarfile.open(tmp_path / "full.tar.gz", "w:gz") as tar:
+        tar.add(release, arcname=release.name)
+    (www / "v1.0.10.tar.gz").write_bytes((tmp_path / "full.tar.gz").read_bytes()[:5000])
+    with pytest.raises(CorpusError, match="not a complete archive"):
+        prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")
+    assert not (tmp_path / "downloads" / "fsdd" / "v1.0.10.tar.gz").exists()

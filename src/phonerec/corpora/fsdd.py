@@ -132,8 +132,15 @@ def _unpack(archive: Path, downloads: Path, folder: str) -> None:
     if scratch.exists():
         shutil.rmtree(scratch)
     log.info("unpacking %s", archive)
-    with tarfile.open(archive) as tar:
-        tar.extractall(scratch, filter="data")
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(scratch, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as err:
+        # The archive has no published digest: a transfer cut short without a length shows up only here.
+        archive.unlink()
+        raise CorpusError(f"{archive}: not a complete archive ({err}); deleted it, run again to download anew") from err
+    if not (scratch / folder).is_dir():
+        raise CorpusError(f"{archive}: unpacked no {folder}/ folder; is corpus.url the v1.0.10 release?")
     (scratch / folder).replace(downloads / folder)
     scratch.rmdir()
 
