@@ -164,12 +164,18 @@ def http_server(tmp_path):
     server.server_close()
 
 
+def make_release_archive(tmp_path, archive, takes):
+    """A fake v1.0.10 release archive (free-spoken-digit-dataset-1.0.10/recordings/...); returns its manifest."""
+    release = tmp_path / "release" / "free-spoken-digit-dataset-1.0.10"
+    manifest = make_fsdd_copy(release, speakers=("george", "nicolas", "theo"), takes=takes)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(release, arcname=release.name)
+    return manifest
+
+
 def test_download_unpacks_and_verifies_a_complete_release(tmp_path, http_server):
     www, base = http_server
-    release = tmp_path / "release" / "free-spoken-digit-dataset-1.0.10"
-    manifest = make_fsdd_copy(release, speakers=("george", "nicolas", "theo"), takes=range(2))
-    with tarfile.open(www / "v1.0.10.tar.gz", "w:gz") as tar:
-        tar.add(release, arcname=release.name)
+    manifest = make_release_archive(tmp_path, www / "v1.0.10.tar.gz", takes=range(2))
     data = prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")
     copy = tmp_path / "downloads" / "fsdd" / "free-spoken-digit-dataset-1.0.10"
     assert read_table(data / "train" / "wav.scp")["george_5_01"] == str(copy / "recordings" / "5_george_1.wav")
@@ -191,10 +197,7 @@ def test_offline_without_root_names_both_options(tmp_path, corpus):
 
 def test_truncated_archive_is_deleted_with_a_clear_error(tmp_path, http_server):
     www, base = http_server
-    release = tmp_path / "release" / "free-spoken-digit-dataset-1.0.10"
-    manifest = make_fsdd_copy(release, speakers=("george", "nicolas", "theo"), takes=range(1))
-    with tarfile.open(tmp_path / "full.tar.gz", "w:gz") as tar:
-        tar.add(release, arcname=release.name)
+    manifest = make_release_archive(tmp_path, tmp_path / "full.tar.gz", takes=range(1))
     (www / "v1.0.10.tar.gz").write_bytes((tmp_path / "full.tar.gz").read_bytes()[:5000])
     with pytest.raises(CorpusError, match="not a complete archive"):
         prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")
