@@ -1,0 +1,161 @@
+"""HMM topology, alignment graphs, flat start and batched Viterbi forced alignment.
+
+Each phone is a left-to-right chain of `states_per_phone` states (self-loop and next; no transition
+probabilities: the network's scores alone decide, as in hybrid NN training). Phone ids are those of
+lang/phones.txt, where id 0 is the CTC blank, so HMM state s belongs to phone s // N + 1 and phone p owns
+states (p - 1) * N ... (p - 1) * N + N - 1.
+
+An utterance's graph is the chain of its phones' states with an optional silence block at both edges and
+between words: a path may pass through the block or jump over it. Viterbi runs over a padded batch of graphs
+at once, vectorised over utterances and graph nodes, looping over frames only.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+STAY, NEXT, SKIP = 0, 1, 2  # back-pointer codes
+
+
+@dataclass(frozen=True)
+class Topology:
+    num_phones: int  # entries of phones.txt, the blank included
+    states_per_phone: int = 1
+    silence_phone: int = 1
+
+    @property
+    def num_states(self) -> int:
+        return (self.num_phones - 1) * self.states_per_phone
+
+    def states(self, phone: int) -> list[int]:
+        if not 1 <= phone < self.num_phones:
+            raise ValueError(f"phone id {phone} has no HMM states (blank or out of range)")
+        first = (phone - 1) * self.states_per_phone
+        return list(range(first, first + self.states_per_phone))
+
+    def state_to_phone(self) -> list[int]:
+        return [s // self.states_per_phone + 1 for s in range(self.num_states)]
+
+
+@dataclass
+class Graph:
+    """A left-to-right chain of HMM states; `optional[j]` marks nodes of a skippable silence block."""
+
+    states: list[int]
+    optional: list[bool]
+
+    @property
+    def min_frames(self) -> int:
+        return sum(1 for opt in self.optional if not opt)
+
+
+def build_graph(phones: list[int], topo: Topology, word_ends: list[int] | None = None) -> Graph:
+    """The graph of a phone sequence (without silence); `word_ends` are indices into `phones` after which a
+    word ends (an optional silence goes there; the utterance's edges always get one)."""
+    if not phones:
+        raise ValueError("empty phone sequence")
+    silence = topo.states(topo.silence_phone)
+    boundaries = set(word_ends or []) - {len(phones) - 1}
+    states, optional = list(silence), [True] * len(silence)
+    for i, phone in enumerate(phones):
+        states += topo.states(phone)
+        optional += [False] * topo.states_per_phone
+        if i in boundaries:
+            states += silence
+            optional += [True] * len(silence)
+    states += silence
+    optional += [True] * len(silence)
+    return Graph(states, optional)
+
+
+def _pad_graphs(graphs: list[Graph], n: int, device) -> tuple[torch.Tensor, ...]:
+    """Padded node tensors: output index, may-skip-into flag, start and end masks, node counts."""
+    batch, width = len(graphs), max(len(g.states) for g in graphs)
+    states = torch.zeros(batch, width, dtype=torch.long)
+    skip_in = torch.zeros(batch, width, dtype=torch.bool)
+    start = torch.zeros(batch, width, dtype=torch.bool)
+    end = torch.zeros(batch, width, dtype=torch.bool)
+    valid = torch.zeros(batch, width, dtype=torch.bool)
+    for b, g in enumerate(graphs):
+        size = len(g.states)
+        states[b, :size] = torch.tensor(g.states)
+        valid[b, :size] = True
+        start[b, 0] = True
+        end[b, size - 1] = True
+        for j in range(size):
+            # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
+            block = g.optional[j - n : j] if j >= n + 1 else []
+            if len(block) == n and all(block) and not g.optional[j - n - 1]:
+                skip_in[b, j] = True
+        if size > n and all(g.optional[:n]):
+            start[b, n] = True  # begin after the leading silence
+        if size > n and all(g.optional[size - n :]):
+            end[b, size - n - 1] = True  # stop before the trailing silence
+    return states.to(device), skip_in.to(device), start.to(device), end.to(device), valid.to(device)
+
+
+def viterbi_align(
+    log_probs: torch.Tensor, lengths: torch.Tensor, graphs: list[Graph], topo: Topology
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best path of each utterance through its graph.
+
+    log_probs: (B, T, num_states) frame scores (log-posteriors, or scaled log-likelihoods).
+    Returns (alignments (B, T) of HMM state ids, -1 past each length or where no path exists,
+    log_likelihoods (B,) of the best paths, -inf where the utterance has fewer frames than its graph needs)."""
+    n = topo.states_per_phone
+    batch, frames, _ = log_probs.shape
+    device = log_probs.device
+    states, skip_in, start, end, valid = _pad_graphs(graphs, n, device)
+    width = states.shape[1]
+    lengths = lengths.to(device)
+    emissions = torch.gather(log_probs, 2, states.unsqueeze(1).expand(batch, frames, width))
+    emissions = emissions.masked_fill(~valid.unsqueeze(1), NEG_INF)
+
+    neg = torch.full((batch, 1), NEG_INF, device=device)
+    score = torch.where(start, emissions[:, 0], torch.full_like(emissions[:, 0], NEG_INF))
+    backptr = torch.zeros(batch, frames, width, dtype=torch.uint8, device=device)
+    for t in range(1, frames):
+        stay = score
+        advance = torch.cat([neg, score[:, :-1]], dim=1)
+        skip = torch.cat([neg.expand(batch, min(n + 1, width)), score[:, : width - n - 1]], dim=1)[:, :width]
+        skip = skip.masked_fill(~skip_in, NEG_INF)
+        best, choice = torch.stack([stay, advance, skip]).max(dim=0)
+        active = (t < lengths).unsqueeze(1)
+        score = torch.where(active, best + emissions[:, t], score)
+        backptr[:, t] = choice.to(torch.uint8)
+
+    final = score.masked_fill(~end, NEG_INF)
+    loglik, node = final.max(dim=1)
+    # Trace back from each utterance's last frame; frames past a length keep the node fixed.
+    offsets = torch.tensor([0, 1, n + 1], device=device)
+    path = torch.full((batch, frames), -1, dtype=torch.long, device=device)
+    rows = torch.arange(batch, device=device)
+    for t in range(frames - 1, -1, -1):
+        active = t < lengths
+        path[:, t] = torch.where(active, node, path[:, t])
+        if t:
+            step = offsets[backptr[rows, t, node].long()]
+            node = torch.where(active, node - step, node)
+    alignment = torch.gather(states, 1, path.clamp(min=0))
+    found = torch.isfinite(loglik).unsqueeze(1)
+    alignment = alignment.masked_fill((path < 0) | ~found, -1)
+    return alignment, loglik
+
+
+def uniform_alignment(num_frames: int, phones: list[int], topo: Topology, edge_silence: bool = True) -> list[int]:
+    """Flat start: the frames split evenly over the phones' states, with a silence at both edges when there
+    are frames enough (otherwise the silence model would never be trained before the first re-alignment)."""
+    states = [s for p in phones for s in topo.states(p)]
+    silence = topo.states(topo.silence_phone)
+    if edge_silence and num_frames >= len(states) + 2 * len(silence):
+        states = silence + states + silence
+    if num_frames < len(states):
+        raise ValueError(f"{num_frames} frames are fewer than the {len(states)} states to align")
+    return [states[t * len(states) // num_frames] for t in range(num_frames)]
+
+
+def log_state_priors(counts: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+    """Log priors from state occupation counts; unseen states get `floor` so division stays finite."""
+    priors = counts.double() / counts.sum().clamp(min=1)
+    return priors.clamp(min=floor).log().float()
