@@ -11,6 +11,10 @@ help_message="Usage: $0 [--stage N] [--stop-stage M] [key=value ...]
 Stages:
   0  data preparation: corpus (corpus.root, or a download) -> <paths.data>/{train,dev,test,lang}
   1  features: <paths.data>/{train,dev,test} -> <paths.data>/<features.name>/{train,dev,test}
+  2  Viterbi training (flat start, re-alignment): features -> <paths.exp>/viterbi
+  3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc
+  4  greedy decoding of dev and test: <paths.exp>/{viterbi,ctc} -> <paths.exp>/{viterbi,ctc}/decode_<split>_greedy
+  5  scoring (PER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
 
 Options:
   --stage N        first stage to run (default ${stage})
@@ -58,13 +62,15 @@ run_step() {
 }
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
-mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name \
-  -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name paths.exp \
+  paths.results decode.splits -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
 fi
-recipe=${settings[0]} corpus=${settings[1]} data=${settings[2]} feats=${settings[3]}
+recipe=${settings[0]} corpus=${settings[1]} data=${settings[2]} feats=${settings[3]} exp=${settings[4]}
+results=${settings[5]}
+decode_splits=$(echo "${settings[6]}" | tr -d "[],'")
 splits="train dev test"
 start_time=${SECONDS}
 log "Recipe ${recipe}: stages ${stage} to ${stop_stage}; overrides: ${overrides[*]:-none}"
@@ -80,6 +86,34 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     run_step "${data}/${feats}/${split}/log/make_features.log" \
       python steps/make_features.py "${data}/${split}" "${data}/${feats}/${split}"
   done
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  log "Stage 2: Viterbi training: ${data}/${feats}/{train,dev} -> ${exp}/viterbi"
+  run_step "${exp}/viterbi/log/train.log" \
+    python steps/train_viterbi.py "${data}/${feats}/train" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  log "Stage 3: CTC training: ${data}/${feats}/{train,dev}, ${exp}/viterbi -> ${exp}/ctc"
+  run_step "${exp}/ctc/log/train.log" \
+    python steps/train_ctc.py "${data}/${feats}/train" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  log "Stage 4: greedy decoding: ${exp}/{viterbi,ctc}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/{viterbi,ctc}/decode_*_greedy"
+  for model in viterbi ctc; do
+    for split in ${decode_splits}; do
+      run_step "${exp}/${model}/decode_${split}_greedy/log/decode.log" \
+        python steps/decode.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${exp}/${model}/decode_${split}_greedy"
+    done
+  done
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+  log "Stage 5: scoring: ${exp}/*/decode_* -> per.json, per.txt; ${results}"
+  run_step "${exp}/log/score.log" python steps/score.py "${data}" "${exp}"
+  grep -h "^| " "${results}" | head -n 8 || true
 fi
 
 log "Done in $((SECONDS - start_time)) s"

@@ -191,7 +191,7 @@ def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig) -> None:
     write_table(feat_dir / "feats.scp", feats_scp)
     validate_data_dir(feat_dir, check_audio=False)
     save_config(cfg, feat_dir / "config.yaml")
-    mark_done(feat_dir, "features", digest)
+    mark_done(feat_dir, "features", digest, seconds=time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ phones.txt  `<phone> <id>`: id 0 is `<blk>`, the CTC blank (output 0 of a CTC mo
 words.txt   `<word> <id>`: id 0 is `<eps>`, then the lexicon's words in C-locale order from 1.
 lexicon.txt `<word> <phone>...`, one pronunciation a line (a word may have several).
 silence_phones.txt  the silence phone, optional at utterance edges and between words in alignment graphs.
+states.txt  `<phone>_<k> <id>`: the HMM states of the Viterbi model, states_per_phone per phone, in phone id
+            order without the blank: state id = (phone id - 1) * states_per_phone + k
+            (see phonerec.alignment.Topology).
 """
 
 import shutil
@@ -34,7 +37,7 @@ def read_lexicon(path: Path) -> dict[str, list[list[str]]]:
     return lexicon
 
 
-def prepare_lang(lexicon_path: Path, lang_dir: Path, silence_phone: str = "sil") -> None:
+def prepare_lang(lexicon_path: Path, lang_dir: Path, states_per_phone: int = 1, silence_phone: str = "sil") -> None:
     lexicon = read_lexicon(lexicon_path)
     phones = sorted({p for prons in lexicon.values() for pron in prons for p in pron} - {silence_phone})
     for reserved in (BLANK, EPSILON):
@@ -42,6 +45,8 @@ def prepare_lang(lexicon_path: Path, lang_dir: Path, silence_phone: str = "sil")
             raise RecipeError(f"{lexicon_path}: '{reserved}' is reserved")
     lang_dir.mkdir(parents=True, exist_ok=True)
     _write_symbols(lang_dir / "phones.txt", [BLANK, silence_phone, *phones])
+    states = [f"{p}_{k}" for p in [silence_phone, *phones] for k in range(states_per_phone)]
+    _write_symbols(lang_dir / "states.txt", states)
     _write_symbols(lang_dir / "words.txt", [EPSILON, *sorted(lexicon)])
     (lang_dir / "silence_phones.txt").write_text(silence_phone + "\n")
     shutil.copyfile(lexicon_path, lang_dir / "lexicon.txt")

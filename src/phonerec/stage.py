@@ -4,6 +4,8 @@ inputs a stage read. A stage whose marker matches is skipped; a stale or missing
 import logging
 from pathlib import Path
 
+from phonerec.errors import RecipeError
+
 log = logging.getLogger(__name__)
 
 
@@ -24,7 +26,18 @@ def clear_done(out_dir: Path, name: str) -> None:
     _marker(out_dir, name).unlink(missing_ok=True)
 
 
-def mark_done(out_dir: Path, name: str, digest: str) -> None:
+def read_digest(out_dir: Path, name: str) -> str:
+    """The digest a finished stage recorded: what a later stage hashes to notice that its input changed."""
+    marker = _marker(out_dir, name)
+    if not marker.is_file():
+        raise RecipeError(f"{out_dir}: stage '{name}' has not finished there; run it first")
+    return marker.read_text().strip()
+
+
+def mark_done(out_dir: Path, name: str, digest: str, seconds: float | None = None) -> None:
+    """Written last. `seconds`, the wall time of the work, goes to <out_dir>/<name>.seconds for the results."""
+    if seconds is not None:
+        Path(out_dir, f"{name}.seconds").write_text(f"{seconds:.1f}\n")
     marker = _marker(out_dir, name)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(marker.name + ".tmp")

@@ -9,6 +9,7 @@ import logging
 import re
 import shutil
 import tarfile
+import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -261,14 +262,14 @@ def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
     downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
     root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / ccfg.archive_dir
     lexicon_path = _repo_path(ccfg.lexicon)
-    digest = settings_hash(ccfg, str(root), lexicon_path.read_text(), _repo_path(ccfg.manifest).read_text())
+    digest = settings_hash(ccfg, cfg.hmm, str(root), lexicon_path.read_text(), _repo_path(ccfg.manifest).read_text())
     if is_done(data_dir, "prepare", digest):
         return
     clear_done(data_dir, "prepare")
-
+    start = time.perf_counter()
     recordings = obtain_corpus(ccfg, downloads)
     lang_dir = data_dir / "lang"
-    prepare_lang(lexicon_path, lang_dir)
+    prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
     lexicon = read_lexicon(lexicon_path)
     if (data_dir / "wav").exists():
         shutil.rmtree(data_dir / "wav")  # connected-digit audio of earlier settings
@@ -281,4 +282,4 @@ def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
         count = validate_data_dir(data_dir / split, lang_dir)
         log.info("%s: %d utterances", data_dir / split, count)
     save_config(cfg, data_dir / "config.yaml")
-    mark_done(data_dir, "prepare", digest)
+    mark_done(data_dir, "prepare", digest, seconds=time.perf_counter() - start)

@@ -1,0 +1,297 @@
+"""What run.sh's training, decoding and scoring stages do, given their dirs and the config.
+
+Each stage hashes the settings it reads and the digests its inputs' stages recorded, so a finished stage is
+skipped, and changing, say, a decoding setting never redoes training. A training run whose settings changed
+is not resumed: its exp dir is moved aside to <exp-dir>.<old digest> and training starts afresh.
+"""
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from phonerec.alignment import Topology
+from phonerec.config import REPO_ROOT, save_config, settings_hash
+from phonerec.ctc import CTCTask
+from phonerec.data_dir import read_table, write_table
+from phonerec.dataset import collate, load_examples, make_batches
+from phonerec.decode import ctc_greedy, frame_argmax
+from phonerec.errors import RecipeError
+from phonerec.lang import read_phones
+from phonerec.model import BLSTMAcousticModel
+from phonerec.scoring import fold_phones, read_phone_map, score, write_score_report
+from phonerec.stage import clear_done, is_done, mark_done, read_digest
+from phonerec.training import load_model, train
+from phonerec.viterbi import ViterbiTask
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "dev", "test")
+
+
+def _load_time_features(cfg: DictConfig) -> dict:
+    return {k: cfg.features[k] for k in ("norm_vars", "delta_order", "delta_window")}
+
+
+def _training_settings(cfg: DictConfig, section: str) -> dict:
+    """What a training stage's result depends on (not num_threads or keep_checkpoints)."""
+    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
+    common = {k: tcfg[k] for k in ("seed", "batch_frames", "max_batch_utts", "grad_clip")}
+    return {"model": OmegaConf.to_container(cfg.model), "train": common, section: tcfg[section],
+            "hmm": OmegaConf.to_container(cfg.hmm), "features": _load_time_features(cfg),
+            "ignore_phones": list(cfg.decode.ignore_phones)}  # fmt: skip
+
+
+def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
+    """Keep a run with other settings (moved aside) rather than resume it with these."""
+    stamp = exp_dir / "run_digest"
+    if stamp.is_file() and stamp.read_text().strip() != digest:
+        old = stamp.read_text().strip()
+        aside = exp_dir.with_name(f"{exp_dir.name}.{old}")
+        log.warning("%s holds a run with other settings; moving it to %s", exp_dir, aside)
+        exp_dir.rename(aside)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+
+
+def _id2phone(lang_dir: Path) -> dict[int, str]:
+    return {i: p for p, i in read_phones(lang_dir).items()}
+
+
+def _topology(lang_dir: Path, cfg: DictConfig) -> Topology:
+    phones = read_phones(lang_dir)
+    topo = Topology(num_phones=len(phones), states_per_phone=cfg.hmm.states_per_phone)
+    states_file = lang_dir / "states.txt"
+    states = read_table(states_file) if states_file.is_file() else {}
+    if len(states) != topo.num_states:
+        raise RecipeError(
+            f"{lang_dir}/states.txt has {len(states)} states, hmm.states_per_phone={cfg.hmm.states_per_phone} "
+            f"needs {topo.num_states}: run stage 0 again with this setting"
+        )
+    return topo
+
+
+def _write_summary(exp_dir: Path, kind: str, summary: dict, seconds: float) -> None:
+    history = summary["history"]
+    data = {
+        "kind": kind,
+        "epochs": len(history),
+        "best": summary["best"],
+        "train_seconds": sum(r["seconds"] for r in history),
+        "frames_per_second": sum(r["frames_per_second"] for r in history) / max(len(history), 1),
+        "history": history,
+    }
+    (exp_dir / "train_summary.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path) -> None:
+    digest = settings_hash(
+        _training_settings(cfg, "viterbi"),
+        read_digest(train_dir, "features"),
+        read_digest(dev_dir, "features"),
+        (lang_dir / "phones.txt").read_text(),
+    )
+    if is_done(exp_dir, "train", digest):
+        return
+    _fresh_exp_dir(exp_dir, digest)
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.train.num_threads)
+    topo = _topology(lang_dir, cfg)
+    train_set = load_examples(train_dir, lang_dir, cfg.features)
+    dev_set = load_examples(dev_dir, lang_dir, cfg.features)
+    torch.manual_seed(cfg.train.seed)
+    model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": topo.num_states,
+                  **OmegaConf.to_container(cfg.model)}  # fmt: skip
+    model = BLSTMAcousticModel(**model_args)
+    task = ViterbiTask(exp_dir, topo, train_set, dev_set, cfg.train.viterbi, cfg.train, cfg.model.subsample,
+                       _id2phone(lang_dir), set(cfg.decode.ignore_phones))  # fmt: skip
+    summary = train(exp_dir, model, model_args, "viterbi", task, train_set, cfg.train.viterbi, cfg.train, cfg)
+    _write_summary(exp_dir, "viterbi", summary, time.perf_counter() - start)
+    save_config(cfg, exp_dir / "config.yaml")
+    mark_done(exp_dir, "train", digest, seconds=sum(r["seconds"] for r in summary["history"]))
+
+
+def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, init_dir: Path,
+                    exp_dir: Path) -> None:  # fmt: skip
+    """CTC from the Viterbi model in init_dir (train.ctc.init=viterbi) or from scratch."""
+    init = cfg.train.ctc.init
+    if init not in ("viterbi", "scratch"):
+        raise RecipeError(f"train.ctc.init={init}: expected viterbi or scratch")
+    digest = settings_hash(
+        _training_settings(cfg, "ctc"),
+        read_digest(train_dir, "features"),
+        read_digest(dev_dir, "features"),
+        (lang_dir / "phones.txt").read_text(),
+        read_digest(init_dir, "train") if init == "viterbi" else "scratch",
+    )
+    if is_done(exp_dir, "train", digest):
+        return
+    _fresh_exp_dir(exp_dir, digest)
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.train.num_threads)
+    num_phones = len(read_phones(lang_dir))
+    train_set = load_examples(train_dir, lang_dir, cfg.features)
+    dev_set = load_examples(dev_dir, lang_dir, cfg.features)
+    torch.manual_seed(cfg.train.seed)
+    if init == "viterbi":
+        model, checkpoint = load_model(init_dir / "best.pt")
+        model.replace_output_layer(num_phones)
+        model_args = {**checkpoint["model_args"], "num_outputs": num_phones}
+        log.info("CTC starts from %s (epoch %d) with a fresh phones+blank output layer",
+                 init_dir / "best.pt", checkpoint["epoch"])  # fmt: skip
+    else:
+        model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": num_phones,
+                      **OmegaConf.to_container(cfg.model)}  # fmt: skip
+        model = BLSTMAcousticModel(**model_args)
+    task = CTCTask(train_set, dev_set, cfg.train, model, _id2phone(lang_dir), set(cfg.decode.ignore_phones))
+    summary = train(exp_dir, model, model_args, "ctc", task, train_set, cfg.train.ctc, cfg.train, cfg)
+    _write_summary(exp_dir, "ctc", summary, time.perf_counter() - start)
+    save_config(cfg, exp_dir / "config.yaml")
+    mark_done(exp_dir, "train", digest, seconds=sum(r["seconds"] for r in summary["history"]))
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Path, decode_dir: Path) -> None:
+    """Greedy decoding: CTC best path, or the Viterbi model's frame argmax with repeats merged."""
+    checkpoint_path = model_dir / f"{cfg.decode.checkpoint}.pt"
+    if not checkpoint_path.is_file():
+        raise RecipeError(f"{checkpoint_path}: no such checkpoint (decode.checkpoint is best or last)")
+    digest = settings_hash(_file_sha256(checkpoint_path), read_digest(feat_dir, "features"),
+                           _load_time_features(cfg))  # fmt: skip
+    if is_done(decode_dir, "decode", digest):
+        return
+    clear_done(decode_dir, "decode")
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.train.num_threads)
+    model, checkpoint = load_model(checkpoint_path)
+    examples = load_examples(feat_dir, lang_dir, cfg.features)
+    id2phone = _id2phone(lang_dir)
+    state_to_phone = Topology(len(id2phone), cfg.hmm.states_per_phone).state_to_phone()
+    hyps = {}
+    lengths = [e.feats.shape[0] for e in examples]
+    with torch.no_grad():
+        for batch in make_batches(lengths, cfg.train.batch_frames, cfg.train.max_batch_utts):
+            batch_examples = [examples[i] for i in batch]
+            log_probs, out_lengths = model(*collate(batch_examples))
+            if checkpoint["kind"] == "ctc":
+                decoded = ctc_greedy(log_probs, out_lengths)
+            else:
+                decoded = frame_argmax(log_probs, out_lengths, state_to_phone)
+            for e, hyp in zip(batch_examples, decoded, strict=True):
+                hyps[e.utt] = " ".join(id2phone[p] for p in hyp)
+    write_table(decode_dir / "hyp.txt", hyps)
+    write_table(decode_dir / "ref.txt", {e.utt: " ".join(id2phone[p] for p in e.phones) for e in examples})
+    write_table(decode_dir / "utt2spk", {e.utt: e.speaker for e in examples})
+    (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
+    seconds = time.perf_counter() - start
+    log.info("%s: decoded %d utterances with %s (epoch %d) in %.1f s", decode_dir, len(examples),
+             checkpoint_path, checkpoint["epoch"], seconds)  # fmt: skip
+    mark_done(decode_dir, "decode", digest, seconds=seconds)
+
+
+def score_stage(cfg: DictConfig, decode_dir: Path) -> dict:
+    """PER of a decode dir: per.json (machine-readable) and per.txt (report), reference and hypothesis folded
+    by decode.phone_map when set, decode.ignore_phones removed from both."""
+    read_digest(decode_dir, "decode")
+    refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
+    hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
+    fold = None
+    if cfg.decode.phone_map:
+        mapping = read_phone_map(REPO_ROOT / cfg.decode.phone_map, to=cfg.decode.fold_to)
+        fold = lambda phones: fold_phones(phones, mapping)  # noqa: E731
+    result = score(
+        refs, hyps, read_table(decode_dir / "utt2spk"), fold=fold, ignore=frozenset(cfg.decode.ignore_phones)
+    )
+    write_score_report(result, decode_dir, title=str(decode_dir))
+    total = result["total"]
+    log.info("%s: PER %.2f%% (%d sub, %d del, %d ins of %d)", decode_dir, total["per"], total["sub"], total["del"],
+             total["ins"], total["n"])  # fmt: skip
+    return result
+
+
+def _git_hash() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def _seconds(path: Path) -> float | None:
+    return float(path.read_text()) if path.is_file() else None
+
+
+def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: Path, command: str) -> None:
+    """RESULTS.md of the recipe from its decode dirs and training summaries."""
+    feats = Path(data_dir) / cfg.features.name
+    lines = [
+        f"# Results: {cfg.recipe_name}",
+        "",
+        f"Generated by `run.sh` (stage 5) on {date.today().isoformat()}: git {_git_hash()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.machine()} CPU.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "## Phone error rate (greedy decoding, best checkpoint by dev PER)",
+        "",
+        "| model | decode | split | utts | PER % | Corr | Sub | Del | Ins | N |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model in ("viterbi", "ctc"):
+        for split in cfg.decode.splits:
+            per_json = exp_dir / model / f"decode_{split}_greedy" / "per.json"
+            if not per_json.is_file():
+                continue
+            total = json.loads(per_json.read_text())["total"]
+            decode = "frame argmax, repeats merged" if model == "viterbi" else "CTC best path"
+            lines.append(f"| {model} | {decode} | {split} | {total['utts']} | {total['per']:.2f} | {total['corr']} | "
+                         f"{total['sub']} | {total['del']} | {total['ins']} | {total['n']} |")  # fmt: skip
+    lines += ["", "## Training", "", "| model | epochs | best epoch | best dev PER % | train time s | frames/s |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for model in ("viterbi", "ctc"):
+        summary_path = exp_dir / model / "train_summary.json"
+        if summary_path.is_file():
+            s = json.loads(summary_path.read_text())
+            lines.append(f"| {model} | {s['epochs']} | {s['best']['epoch']} | {s['best']['per']:.2f} | "
+                         f"{s['train_seconds']:.0f} | {s['frames_per_second']:.0f} |")  # fmt: skip
+    rounds = sorted((exp_dir / "viterbi" / "ali").glob("iter*/stats.json"), key=lambda p: int(p.parent.name[4:]))
+    if rounds:
+        lines += ["", "## Viterbi re-alignment rounds", "",
+                  "| round | train frames changed % | train log-lik/frame | dev frame acc % | dev PER % |",
+                  "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for path in rounds:
+            r = json.loads(path.read_text())
+            if r["round"] == 0:
+                continue
+            lines.append(f"| {r['round']} | {r['changed_frames_percent']:.2f} | {r['train_loglik_per_frame']:.3f} | "
+                         f"{r['dev_frame_accuracy']:.2f} | {r['dev_per']:.2f} |")  # fmt: skip
+    stage_times = [
+        ("0 data preparation", _seconds(Path(data_dir) / "prepare.seconds")),
+        ("1 features (train, dev, test)", _sum([_seconds(feats / s / "features.seconds") for s in SPLITS])),
+        ("2 Viterbi training", _seconds(exp_dir / "viterbi" / "train.seconds")),
+        ("3 CTC training", _seconds(exp_dir / "ctc" / "train.seconds")),
+        ("4 decoding", _sum([_seconds(p) for p in exp_dir.glob("*/decode_*/decode.seconds")])),
+    ]  # fmt: skip
+    lines += ["", "## Time per stage (work only, without Python start-up)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in stage_times if seconds is not None]
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = results_path.with_name(results_path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(results_path)
+    log.info("wrote %s", results_path)
+
+
+def _sum(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None

@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""CTC training of the BiLSTM (torch.nn.CTCLoss, blank = output 0), from the Viterbi model in <init-dir>
+with a fresh phones+blank output layer (train.ctc.init=viterbi) or from scratch (train.ctc.init=scratch).
+Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
+
+from phonerec.cli import step_main
+from phonerec.stages import train_ctc_stage
+
+
+def main(args, cfg):
+    train_ctc_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.init_dir, args.exp_dir)
+
+
+if __name__ == "__main__":
+    step_main(main, __doc__, [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"),
+                              ("lang_dir", "lang dir"), ("init_dir", "Viterbi experiment dir"),
+                              ("exp_dir", "output experiment dir")])  # fmt: skip

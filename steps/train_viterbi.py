@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Viterbi training of the BiLSTM: flat start (uniform segmentation), frame cross-entropy on the current
+alignment, re-alignment after the epochs in train.viterbi.realign_epochs (kept in <exp-dir>/ali/iter<N>).
+Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
+
+from phonerec.cli import step_main
+from phonerec.stages import train_viterbi_stage
+
+
+def main(args, cfg):
+    train_viterbi_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.exp_dir)
+
+
+if __name__ == "__main__":
+    step_main(main, __doc__, [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"),
+                              ("lang_dir", "lang dir"), ("exp_dir", "output experiment dir")])  # fmt: skip

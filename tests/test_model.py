@@ -1,0 +1,150 @@
+"""The BiLSTM acoustic model: padding changes nothing, the backward direction reads the future, and the padded
+per-direction form is an exact BLSTM (equal to a packed bidirectional nn.LSTM with the same weights)."""
+
+import pytest
+import torch
+from torch import nn
+
+from phonerec.model import BLSTMAcousticModel, reverse_index, splice_frames
+
+DIM, OUTPUTS, HIDDEN = 5, 7, 12
+LENGTHS = [7, 23, 40, 40]
+
+SETTINGS = {
+    "plain": {},
+    "projection": {"projection_size": 8},
+    "splice": {"splice": 2},
+    "subsample": {"splice": 1, "subsample": 3},
+}
+
+
+def make_model(**kwargs) -> BLSTMAcousticModel:
+    torch.manual_seed(0)
+    args = {"num_layers": 2, "hidden_size": HIDDEN, "dropout": 0.2} | kwargs
+    return BLSTMAcousticModel(DIM, OUTPUTS, **args).eval()
+
+
+def padded_batch(lengths, seed=1, pad_value=0.0):
+    gen = torch.Generator().manual_seed(seed)
+    seqs = [torch.randn(n, DIM, generator=gen) for n in lengths]
+    feats = torch.full((len(lengths), max(lengths), DIM), pad_value)
+    for i, seq in enumerate(seqs):
+        feats[i, : len(seq)] = seq
+    return seqs, feats, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_padded_batch_equals_each_utterance_alone(setting):
+    model = make_model(**SETTINGS[setting])
+    seqs, feats, lengths = padded_batch(LENGTHS)
+    with torch.no_grad():
+        log_probs, out_lengths = model(feats, lengths)
+        for i, seq in enumerate(seqs):
+            alone, alone_len = model(seq.unsqueeze(0), torch.tensor([len(seq)]))
+            assert out_lengths[i] == alone_len[0] == alone.size(1)
+            torch.testing.assert_close(log_probs[i, : alone.size(1)], alone[0], atol=1e-6, rtol=0)
+    assert torch.isfinite(log_probs).all()  # padded frames included
+
+
+def test_backward_direction_reads_the_future_and_never_the_padding():
+    model = make_model()
+    _, feats, lengths = padded_batch([10, 30])
+    with torch.no_grad():
+        base, _ = model(feats, lengths)
+        changed_last = feats.clone()
+        changed_last[0, 9] += 1.0  # the last valid frame of the short utterance
+        out_last, _ = model(changed_last, lengths)
+        changed_pad = feats.clone()
+        changed_pad[0, 10:] = torch.randn(20, DIM) * 100  # its padding
+        out_pad, _ = model(changed_pad, lengths)
+    # Only the backward direction carries frame 9 to frame 0.
+    assert (out_last[0, 0] - base[0, 0]).abs().max() > 1e-4
+    torch.testing.assert_close(out_last[1], base[1], atol=0, rtol=0)
+    torch.testing.assert_close(out_pad[0, :10], base[0, :10], atol=0, rtol=0)
+    torch.testing.assert_close(out_pad[1], base[1], atol=0, rtol=0)
+
+
+def test_nan_padding_gives_finite_outputs_and_changes_nothing_valid():
+    model = make_model()  # no splice: spliced padding frames read valid frames and would hide NaN
+    _, feats, lengths = padded_batch([6, 15])
+    _, nan_feats, _ = padded_batch([6, 15], pad_value=float("nan"))
+    with torch.no_grad():
+        base, _ = model(feats, lengths)
+        out, _ = model(nan_feats, lengths)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0, :6], base[0, :6], atol=0, rtol=0)
+
+
+def test_reverse_index_and_splice_edges():
+    index = reverse_index(torch.tensor([3, 5, 0]), 5)
+    assert index.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
+    feats = torch.arange(4.0).view(1, 4, 1).expand(2, 4, 1).contiguous()
+    spliced = splice_frames(feats, torch.tensor([4, 2]), 1)
+    assert spliced[0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert spliced[1, :2].tolist() == [[0, 0, 1], [0, 1, 1]]  # the right edge is frame 1, not padding
+
+
+def test_subsample_shapes_and_lengths():
+    model = make_model(subsample=3)
+    _, feats, lengths = padded_batch([1, 2, 3, 4, 7, 9])
+    with torch.no_grad():
+        log_probs, out_lengths = model(feats, lengths)
+    assert log_probs.shape == (6, 3, OUTPUTS)
+    assert out_lengths.tolist() == [1, 1, 1, 2, 3, 3]
+    assert out_lengths.dtype == torch.long
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_log_probs_are_normalised(setting):
+    model = make_model(**SETTINGS[setting])
+    _, feats, lengths = padded_batch(LENGTHS)
+    with torch.no_grad():
+        log_probs, _ = model(feats, lengths)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(log_probs.shape[:2]), atol=1e-5, rtol=0)
+
+
+def test_replace_output_layer_keeps_the_lstms():
+    model = make_model(projection_size=8)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("output.")}
+    old_output = model.output
+    model.replace_output_layer(OUTPUTS + 1)
+    assert model.output is not old_output and model.output.out_features == OUTPUTS + 1
+    after = model.state_dict()
+    assert before.keys() == {k for k in after if not k.startswith("output.")}
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    _, feats, lengths = padded_batch(LENGTHS)
+    with torch.no_grad():
+        log_probs, _ = model(feats, lengths)
+    assert log_probs.shape == (4, 40, OUTPUTS + 1)
+
+
+def test_training_is_reproducible_with_the_same_seed():
+    _, feats, lengths = padded_batch(LENGTHS)
+    results = []
+    for _ in range(2):
+        model = make_model().train()
+        torch.manual_seed(5)  # dropout masks
+        log_probs, _ = model(feats, lengths)
+        log_probs[0, :7].sum().backward()
+        results.append((log_probs.detach(), model.layers[0].backward_lstm.weight_ih_l0.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_equals_packed_bidirectional_lstm_with_the_same_weights():
+    torch.manual_seed(0)
+    model = BLSTMAcousticModel(DIM, OUTPUTS, num_layers=1, hidden_size=HIDDEN).eval()
+    packed_lstm = nn.LSTM(DIM, HIDDEN, batch_first=True, bidirectional=True)
+    layer = model.layers[0]
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(packed_lstm, name).copy_(getattr(layer.forward_lstm, name))
+            getattr(packed_lstm, name + "_reverse").copy_(getattr(layer.backward_lstm, name))
+    _, feats, lengths = padded_batch(LENGTHS)
+    with torch.no_grad():
+        hidden, out_lengths = model.encode(feats, lengths)
+        packed = nn.utils.rnn.pack_padded_sequence(feats, lengths, batch_first=True, enforce_sorted=False)
+        reference, ref_lengths = nn.utils.rnn.pad_packed_sequence(packed_lstm(packed)[0], batch_first=True)
+    assert out_lengths.tolist() == ref_lengths.tolist()
+    for i, n in enumerate(LENGTHS):
+        torch.testing.assert_close(hidden[i, :n], reference[i, :n], atol=1e-5, rtol=0)

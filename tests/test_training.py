@@ -1,0 +1,94 @@
+"""Training stages in process on a tiny FSDD-like corpus made here: Viterbi rounds on disk, resume after an
+interruption giving the same model as an uninterrupted run, CTC from the Viterbi model, decode and score."""
+
+import json
+import logging
+
+import pytest
+import torch
+from conftest import make_fsdd_copy
+
+from phonerec.config import load_config
+from phonerec.corpora.fsdd import prepare_fsdd
+from phonerec.features import make_features
+from phonerec.stages import decode_stage, score_stage, train_ctc_stage, train_viterbi_stage
+
+TINY = ["model.num_layers=1", "model.hidden_size=16", "model.dropout=0.1", "train.num_threads=1",
+        "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]", "train.ctc.epochs=2", "nj=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    root = tmp / "fsdd"
+    manifest = make_fsdd_copy(root, speakers=("george", "nicolas", "theo"), digits=range(4), takes=range(3))
+    overrides = [f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp}/data", *TINY]
+    cfg = load_config(overrides)
+    prepare_fsdd(cfg, tmp / "data")
+    for split in ("train", "dev", "test"):
+        make_features(tmp / "data" / split, tmp / "data" / "mfcc" / split, cfg)
+    return tmp, overrides
+
+
+def dirs(tmp):
+    feats = tmp / "data" / "mfcc"
+    return feats / "train", feats / "dev", tmp / "data" / "lang"
+
+
+def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
+    tmp, overrides = prepared
+    cfg = load_config(overrides)
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    exp = tmp_path / "viterbi"
+    train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
+
+    # Rounds on disk: the flat start and a re-alignment after epochs 1 and 2, with their statistics.
+    for round_ in (0, 1, 2):
+        assert (exp / "ali" / f"iter{round_}" / "ali.train.txt").is_file()
+    stats = json.loads((exp / "ali" / "iter1" / "stats.json").read_text())
+    for key in ("changed_frames_percent", "train_loglik_per_frame", "dev_frame_accuracy", "dev_per"):
+        assert key in stats
+    assert (exp / "ali" / "iter2" / "dev_posteriors.png").is_file()
+    assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    flat = (exp / "ali" / "iter0" / "ali.train.txt").read_text()
+    assert flat != (exp / "ali" / "iter1" / "ali.train.txt").read_text()
+    uninterrupted = torch.load(exp / "checkpoints" / "epoch-3.pt", weights_only=False)["model"]
+
+    # A run killed during epoch 3: its checkpoint and marker are missing. The same command resumes.
+    (exp / "checkpoints" / "epoch-3.pt").unlink()
+    (exp / ".done.train").unlink()
+    with caplog.at_level(logging.INFO):
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
+    assert "resuming from" in caplog.text and "epoch 2 of 3 done" in caplog.text
+    resumed = torch.load(exp / "checkpoints" / "epoch-3.pt", weights_only=False)["model"]
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(tensor, resumed[name]), name
+
+    # Done: the same command is a logged no-op.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
+    assert "already done" in caplog.text
+
+    ctc = tmp_path / "ctc"
+    train_ctc_stage(cfg, train_dir, dev_dir, lang_dir, exp, ctc)
+    checkpoint = torch.load(ctc / "best.pt", weights_only=False)
+    assert checkpoint["kind"] == "ctc" and checkpoint["model_args"]["num_outputs"] == 21  # phones + blank
+
+    for model_dir in (exp, ctc):
+        decode_dir = model_dir / "decode_test_greedy"
+        decode_stage(cfg, tmp / "data" / "mfcc" / "test", lang_dir, model_dir, decode_dir)
+        result = score_stage(cfg, decode_dir)
+        assert result["total"]["n"] > 0 and (decode_dir / "per.txt").is_file()
+
+
+def test_changed_settings_move_the_old_run_aside(prepared, tmp_path):
+    tmp, overrides = prepared
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    exp = tmp_path / "viterbi"
+    train_viterbi_stage(load_config([*overrides, "train.viterbi.epochs=1"]), train_dir, dev_dir, lang_dir, exp)
+    old_digest = (exp / "run_digest").read_text().strip()
+    train_viterbi_stage(load_config([*overrides, "train.viterbi.epochs=1", "train.viterbi.lr=0.01"]),
+                        train_dir, dev_dir, lang_dir, exp)  # fmt: skip
+    assert (tmp_path / f"viterbi.{old_digest}" / "best.pt").is_file()
+    assert (exp / "run_digest").read_text().strip() != old_digest
