@@ -1,6 +1,10 @@
 """End to end: run.sh stages 0-1 on a subset of the real FSDD recordings in ../shared/corpora/fsdd."""
 
+import json
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 from conftest import REPO, SHARED_FSDD, project_env
@@ -17,15 +21,19 @@ def run_sh(*args):
                           timeout=600)  # fmt: skip
 
 
-def test_stages_0_1_on_fsdd_subset(tmp_path):
-    # A copy holding takes 0-4 of three speakers, as links to the shared recordings.
-    root = tmp_path / "fsdd"
+def fsdd_subset(root, takes):
+    """A copy holding some takes of three speakers, as links to the shared recordings."""
     (root / "recordings").mkdir(parents=True)
     for speaker in ("george", "nicolas", "theo"):
         for digit in range(10):
-            for take in range(5):
+            for take in takes:
                 name = f"{digit}_{speaker}_{take}.wav"
                 (root / "recordings" / name).symlink_to(SHARED_FSDD / "recordings" / name)
+    return root
+
+
+def test_stages_0_1_on_fsdd_subset(tmp_path):
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(5))
     data = tmp_path / "data"
     overrides = [f"corpus.root={root}", f"paths.data={data}", f"paths.exp={tmp_path}/exp", "nj=2"]
 
@@ -57,3 +65,39 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
     assert result.returncode == 1
     assert f"wav.scp:{index + 1}: 'george_3_04': {truncated}: truncated" in result.stderr
     assert (data / "mfcc" / "train" / "feats.scp").is_file()
+
+
+def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(4))
+    exp = tmp_path / "exp"
+    overrides = [f"corpus.root={root}", f"paths.data={tmp_path}/data", f"paths.exp={exp}",
+                 f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1", "model.hidden_size=32",
+                 "train.num_threads=1", "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]",
+                 "train.ctc.epochs=6"]  # fmt: skip
+    result = run_sh("--stop-stage", "2", *overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # Stage 3 killed (SIGKILL, the whole process group) once its first checkpoint is written.
+    process = subprocess.Popen(["./run.sh", "--stage", "3", "--stop-stage", "3", *overrides], cwd=REPO,
+                               env=project_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not (exp / "ctc" / "checkpoints" / "epoch-1.pt").exists() and time.time() < deadline:
+        assert process.poll() is None, "stage 3 ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (exp / "ctc" / ".done.train").exists()
+
+    result = run_sh("--stage", "3", *overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming from" in result.stderr
+    for model in ("viterbi", "ctc"):
+        for split in ("dev", "test"):
+            decode_dir = exp / model / f"decode_{split}_greedy"
+            per = json.loads((decode_dir / "per.json").read_text())
+            assert per["metric"] == "per" and per["total"]["n"] == 4 * 32  # 4 takes of 0-9: 32 phones each
+            assert (decode_dir / "hyp.txt").is_file() and (decode_dir / "per.txt").is_file()
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "| viterbi | frame argmax" in results and "| ctc | CTC best path" in results
+    assert "Viterbi re-alignment rounds" in results and "3 CTC training" in results
