@@ -244,7 +244,7 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         "",
         f"Command: `{command}`",
         "",
-        "## Phone error rate (greedy decoding, best checkpoint by dev PER)",
+        f"## Phone error rate (greedy decoding, checkpoint: {cfg.decode.checkpoint})",
         "",
         "| model | decode | split | utts | PER % | Corr | Sub | Del | Ins | N |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
