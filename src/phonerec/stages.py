@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import time
 from datetime import date
@@ -56,7 +57,12 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
         old = stamp.read_text().strip()
         aside = exp_dir.with_name(f"{exp_dir.name}.{old}")
         log.warning("%s holds a run with other settings; moving it to %s", exp_dir, aside)
-        exp_dir.rename(aside)
+        aside.mkdir()
+        for entry in exp_dir.iterdir():
+            if entry.name != "log":  # this step is writing its log there
+                entry.rename(aside / entry.name)
+        if (exp_dir / "log").is_dir():
+            shutil.copytree(exp_dir / "log", aside / "log")
     exp_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(digest + "\n")
 
@@ -78,7 +84,7 @@ def _topology(lang_dir: Path, cfg: DictConfig) -> Topology:
     return topo
 
 
-def _write_summary(exp_dir: Path, kind: str, summary: dict, seconds: float) -> None:
+def _write_summary(exp_dir: Path, kind: str, summary: dict) -> None:
     history = summary["history"]
     data = {
         "kind": kind,
@@ -101,7 +107,6 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
     if is_done(exp_dir, "train", digest):
         return
     _fresh_exp_dir(exp_dir, digest)
-    start = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads)
     topo = _topology(lang_dir, cfg)
     train_set = load_examples(train_dir, lang_dir, cfg.features)
@@ -113,7 +118,7 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
     task = ViterbiTask(exp_dir, topo, train_set, dev_set, cfg.train.viterbi, cfg.train, cfg.model.subsample,
                        _id2phone(lang_dir), set(cfg.decode.ignore_phones))  # fmt: skip
     summary = train(exp_dir, model, model_args, "viterbi", task, train_set, cfg.train.viterbi, cfg.train, cfg)
-    _write_summary(exp_dir, "viterbi", summary, time.perf_counter() - start)
+    _write_summary(exp_dir, "viterbi", summary)
     save_config(cfg, exp_dir / "config.yaml")
     mark_done(exp_dir, "train", digest, seconds=sum(r["seconds"] for r in summary["history"]))
 
@@ -134,7 +139,6 @@ def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: P
     if is_done(exp_dir, "train", digest):
         return
     _fresh_exp_dir(exp_dir, digest)
-    start = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads)
     num_phones = len(read_phones(lang_dir))
     train_set = load_examples(train_dir, lang_dir, cfg.features)
@@ -152,7 +156,7 @@ def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: P
         model = BLSTMAcousticModel(**model_args)
     task = CTCTask(train_set, dev_set, cfg.train, model, _id2phone(lang_dir), set(cfg.decode.ignore_phones))
     summary = train(exp_dir, model, model_args, "ctc", task, train_set, cfg.train.ctc, cfg.train, cfg)
-    _write_summary(exp_dir, "ctc", summary, time.perf_counter() - start)
+    _write_summary(exp_dir, "ctc", summary)
     save_config(cfg, exp_dir / "config.yaml")
     mark_done(exp_dir, "train", digest, seconds=sum(r["seconds"] for r in summary["history"]))
 
