@@ -201,6 +201,9 @@ class ViterbiTask:
         if ali is not None:
             ax.plot(range(len(ali)), ali.numpy(), color="red", linewidth=1, label="alignment")
             ax.legend(loc="upper right")
+            states = sorted(set(ali.tolist()))
+            n = self.topo.states_per_phone
+            ax.set_yticks(states, [f"{self.id2phone[s // n + 1]}_{s % n}" for s in states])
         ax.set_xlabel("frame")
         ax.set_ylabel("HMM state")
         ax.set_title(f"{example.utt}: posteriors and alignment, round {self.round}")
