@@ -94,35 +94,64 @@ def test_frame_argmax_maps_three_states_per_phone():
 
 # ---- phone map and folding -------------------------------------------------------------------------------------
 
-MAP_TEXT = "a\ta\ta\nb\tb\tb\nx\tx\tb\ny\tb\tb\nc\tc\tc\nd\td\td\nh#\tsil\tsil\nsil\tsil\tsil\nq\n"
+MAP_TEXT = """# a comment line
+full\tmid\tsmall
+a\ta\ta
+b\tb\tb
+x\tx\tb
+y\tb\tb
+c\tc\tc
+d\td\td
+h#\tsil\tsil
+sil\tsil\tsil
+q\t-\t-
+"""
 
 
 @pytest.fixture
 def phone_map(tmp_path):
-    path = tmp_path / "phones.map"
+    path = tmp_path / "phones.tsv"
     path.write_text(MAP_TEXT)
     return path
 
 
 def test_read_phone_map_columns_and_unmapped(phone_map):
-    to39 = read_phone_map(phone_map)
-    assert to39 == {"a": "a", "b": "b", "x": "b", "y": "b", "c": "c", "d": "d", "h#": "sil", "sil": "sil", "q": None}
-    to48 = read_phone_map(phone_map, to=48)
-    assert to48["x"] == "x" and to48["y"] == "b" and to48["q"] is None
-    assert fold_phones(["q", "a", "x", "q", "h#"], to39) == ["a", "b", "sil"]
+    to_small = read_phone_map(phone_map, source="full", target="small")
+    assert to_small == {
+        "a": "a",
+        "b": "b",
+        "x": "b",
+        "y": "b",
+        "c": "c",
+        "d": "d",
+        "h#": "sil",
+        "sil": "sil",
+        "q": None,
+    }
+    to_mid = read_phone_map(phone_map, source="full", target="mid")
+    assert to_mid["x"] == "x" and to_mid["y"] == "b" and to_mid["q"] is None
+    # From the middle set: rows sharing a source phone agree (y and b are both b -> b); q has no source phone.
+    mid_to_small = read_phone_map(phone_map, source="mid", target="small")
+    assert mid_to_small == {"a": "a", "b": "b", "x": "b", "c": "c", "d": "d", "sil": "sil"}
+    assert fold_phones(["q", "a", "x", "q", "h#"], to_small) == ["a", "b", "sil"]
     with pytest.raises(ScoringError, match="'zz'"):
-        fold_phones(["a", "zz"], to39)
+        fold_phones(["a", "zz"], to_small)
 
 
 @pytest.mark.parametrize(
     "text, message",
-    [("a a a\na b b\n", "mapped twice"), ("a a a\nb b\n", "no 39"), ("a a a a\n", "at most 3"), ("\n", "empty")],
+    [
+        ("full mid small\na a a\nb a b\n", "maps to both"),
+        ("full mid small\na a\n", "expected 3 columns"),
+        ("full mid\na a\n", "no column 'small'"),
+        ("# only a comment\n\n", "empty"),
+    ],
 )
 def test_read_phone_map_errors(tmp_path, text, message):
-    path = tmp_path / "bad.map"
+    path = tmp_path / "bad.tsv"
     path.write_text(text)
     with pytest.raises(ScoringError, match=message):
-        read_phone_map(path)
+        read_phone_map(path, source="mid" if "maps to both" in message else "full", target="small")
 
 
 # ---- score -------------------------------------------------------------------------------------------------------
@@ -163,7 +192,7 @@ def test_score_speaker_totals_add_up():
 
 
 def test_score_fold_applied_to_both_sides(phone_map):
-    fold = functools.partial(fold_phones, mapping=read_phone_map(phone_map))
+    fold = functools.partial(fold_phones, mapping=read_phone_map(phone_map, source="full", target="small"))
     refs = {"u1": "a b c d".split(), "u2": "a y".split(), "u3": "q a b".split()}
     hyps = {"u1": "a x c".split(), "u2": "a b".split(), "u3": "a q b q".split()}
     unfolded = score(refs, hyps)["utterances"]
@@ -187,7 +216,12 @@ def test_score_ignore_after_fold(phone_map):
     ignored = score(refs, hyps, ignore={"sil"})["utterances"]
     assert counts(ignored["u1"]) == (2, 0, 0, 0, 2)
     assert counts(ignored["u2"]) == (1, 0, 2, 0, 3)  # h# is not sil until folded
-    result = score(refs, hyps, fold=functools.partial(fold_phones, mapping=read_phone_map(phone_map)), ignore={"sil"})
+    result = score(
+        refs,
+        hyps,
+        fold=functools.partial(fold_phones, mapping=read_phone_map(phone_map, source="full", target="small")),
+        ignore={"sil"},
+    )
     assert counts(result["total"]) == (3, 0, 0, 0, 3)  # folded h# -> sil, then sil dropped
     assert result["ignore"] == ["sil"]
     with pytest.raises(TypeError):

@@ -50,11 +50,17 @@ class Graph:
         return sum(1 for opt in self.optional if not opt)
 
 
-def build_graph(phones: list[int], topo: Topology, word_ends: list[int] | None = None) -> Graph:
-    """The graph of a phone sequence (without silence); `word_ends` are indices into `phones` after which a
-    word ends (an optional silence goes there; the utterance's edges always get one)."""
+def build_graph(
+    phones: list[int], topo: Topology, word_ends: list[int] | None = None, optional_silence: bool = True
+) -> Graph:
+    """The graph of a phone sequence; `word_ends` are indices into `phones` after which a word ends. With
+    optional_silence, a skippable silence goes at both edges and after each word end; without, the graph is
+    the phone sequence alone (for transcripts that hold their silences, as TIMIT's do)."""
     if not phones:
         raise ValueError("empty phone sequence")
+    if not optional_silence:
+        states = [s for p in phones for s in topo.states(p)]
+        return Graph(states, [False] * len(states))
     silence = topo.states(topo.silence_phone)
     boundaries = set(word_ends or []) - {len(phones) - 1}
     states, optional = list(silence), [True] * len(silence)

@@ -24,6 +24,11 @@ def load_config(overrides: list[str]) -> DictConfig:
         raise RecipeError(f"config: {err} (overrides: {' '.join(overrides) or 'none'})") from err
 
 
+def repo_path(path: str | Path) -> Path:
+    """A path from the config: relative ones are relative to the repository root."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+
+
 def settings_hash(*parts) -> str:
     """A short digest of the settings a stage reads (DictConfigs are resolved first)."""
     plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig) else p for p in parts]

@@ -40,14 +40,16 @@ def word_ends(words: list[str], phones: list[str], lexicon: dict[str, list[list[
     return ends if pos == len(phones) else None
 
 
-def load_examples(feat_dir: Path, lang_dir: Path, fcfg: DictConfig) -> list[Example]:
-    """Every utterance of a feature dir, in memory (FSDD and TIMIT fit easily)."""
+def load_examples(feat_dir: Path, lang_dir: Path, fcfg: DictConfig, word_boundaries: bool = True) -> list[Example]:
+    """Every utterance of a feature dir, in memory (FSDD and TIMIT fit easily). word_boundaries: find where
+    words end (from text.words and the lexicon), for optional silence between words."""
     validate_data_dir(feat_dir, lang_dir, check_audio=False)
     phone_ids = read_phones(lang_dir)
     lexicon = read_lexicon(lang_dir / "lexicon.txt")
     reader = FeatureReader(feat_dir, fcfg)
     text = read_table(feat_dir / "text")
-    words = read_table(feat_dir / "text.words") if (feat_dir / "text.words").is_file() else {}
+    has_words = word_boundaries and (feat_dir / "text.words").is_file()
+    words = read_table(feat_dir / "text.words") if has_words else {}
     utt2spk = read_table(feat_dir / "utt2spk")
     examples = []
     for utt, transcript in text.items():

@@ -29,7 +29,7 @@ from phonerec.stage import clear_done, is_done, mark_done
 log = logging.getLogger(__name__)
 
 # Data-dir files carried into the feature dir, so that it is a complete data dir of its own.
-DATA_FILES = ("wav.scp", "text", "text.words", "utt2spk", "spk2utt")
+DATA_FILES = ("wav.scp", "text", "text.words", "utt2spk", "spk2utt", "phones.ctm")
 
 
 def compute_features(samples: np.ndarray, sample_rate: int, fcfg: DictConfig) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """Phone error rate (PER): phone-set folding, alignment counts with jiwer, and the score report.
 
 The same preparation is applied to the reference and the hypothesis of every utterance: first `fold` (for
-TIMIT, the 60/61 -> 39 phone folding of Lee & Hon (1989), read with `read_phone_map` and applied with
+TIMIT, the 61 -> 48 -> 39 phone folding of Lee & Hon (1989), read with `read_phone_map` and applied with
 `fold_phones`; a phone with no mapping, such as `q`, is deleted), then the `ignore` phones are removed (e.g.
 {"sil"} for the digit corpora). The aligned counts are those of jiwer's Levenshtein alignment (jiwer aligns
 whitespace-separated tokens, so phones are joined with spaces; a phone may not contain whitespace).
 
-    mapping = read_phone_map("conf/phones.60-48-39.map", to=39)
+    mapping = read_phone_map("local/timit/phones.tsv", source="train48", target="score39")
     result = score(refs, hyps, utt2spk, fold=functools.partial(fold_phones, mapping=mapping))
     write_score_report(result, Path("exp/.../decode_test"), title="test, CTC greedy")
 
@@ -28,32 +28,35 @@ class ScoringError(RecipeError, ValueError):
     """Bad scoring input: a malformed phone map, a phone missing from it, mismatched utterance sets."""
 
 
-def read_phone_map(path: Path | str, to: int = 39) -> dict[str, str | None]:
-    """Read a Kaldi TIMIT phone map, lines `<phone60> [<phone48> [<phone39>]]`, as phone60 -> phone`to`.
+def read_phone_map(path: Path | str, source: str = "timit61", target: str = "score39") -> dict[str, str | None]:
+    """Read a phone-set table as `source` phone -> `target` phone.
 
-    `to` is 48 (second column) or 39 (third column). A line holding only its first phone (TIMIT's `q`) maps
-    that phone to None: `fold_phones` deletes it. A line with some but not all columns up to the one
-    asked for is an error (rather than a silent deletion), as are duplicate phones and extra columns.
-    """
-    if to not in (48, 39):
-        raise ValueError(f"to must be 48 or 39, got {to!r}")
-    column = 1 if to == 48 else 2
-    mapping: dict[str, str | None] = {}
+    The table (local/timit/phones.tsv) has `#` comment lines, then a header naming its columns (phone sets),
+    then one row per phone of the first set; `-` marks a phone with no mapping (TIMIT's `q`), which
+    `fold_phones` deletes. Several rows may share a source phone (61 -> 48 merges closures) only if they agree
+    on the target: a table that folds one phone two ways is an error, as are rows of the wrong width."""
+    rows: list[tuple[int, list[str]]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) > 3:
-                raise ScoringError(f"{path}:{lineno}: expected at most 3 phones, got {len(parts)}: {line.strip()!r}")
-            if parts[0] in mapping:
-                raise ScoringError(f"{path}:{lineno}: phone '{parts[0]}' mapped twice")
-            if len(parts) == 1:
-                mapping[parts[0]] = None
-            elif len(parts) > column:
-                mapping[parts[0]] = parts[column]
-            else:
-                raise ScoringError(f"{path}:{lineno}: phone '{parts[0]}' has no {to}-phone-set column")
+            if line.strip() and not line.startswith("#"):
+                rows.append((lineno, line.split()))
+    if not rows:
+        raise ScoringError(f"{path}: empty phone map")
+    (_, header), body = rows[0], rows[1:]
+    for name in (source, target):
+        if name not in header:
+            raise ScoringError(f"{path}: no column '{name}' (columns: {' '.join(header)})")
+    src, tgt = header.index(source), header.index(target)
+    mapping: dict[str, str | None] = {}
+    for lineno, parts in body:
+        if len(parts) != len(header):
+            raise ScoringError(f"{path}:{lineno}: expected {len(header)} columns, got {len(parts)}")
+        if parts[src] == "-":
+            continue
+        value = None if parts[tgt] == "-" else parts[tgt]
+        if parts[src] in mapping and mapping[parts[src]] != value:
+            raise ScoringError(f"{path}:{lineno}: '{parts[src]}' maps to both {mapping[parts[src]]} and {value}")
+        mapping[parts[src]] = value
     if not mapping:
         raise ScoringError(f"{path}: empty phone map")
     return mapping

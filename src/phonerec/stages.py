@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from phonerec.alignment import Topology
-from phonerec.config import REPO_ROOT, save_config, settings_hash
-from phonerec.ctc import CTCTask
+from phonerec.align_eval import ctc_segments, evaluate_alignment, frames_to_segments, read_ctm, write_ctm
+from phonerec.alignment import Topology, build_graph, viterbi_align
+from phonerec.config import REPO_ROOT, repo_path, save_config, settings_hash
+from phonerec.ctc import CTCTask, ctc_min_frames
 from phonerec.data_dir import read_table, write_table
 from phonerec.dataset import collate, load_examples, make_batches
 from phonerec.decode import ctc_greedy, frame_argmax
@@ -31,7 +32,7 @@ from phonerec.model import BLSTMAcousticModel
 from phonerec.scoring import fold_phones, read_phone_map, score, write_score_report
 from phonerec.stage import clear_done, is_done, mark_done, read_digest
 from phonerec.training import load_model, train
-from phonerec.viterbi import ViterbiTask
+from phonerec.viterbi import ViterbiTask, format_accuracy
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -65,6 +66,11 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
             shutil.copytree(exp_dir / "log", aside / "log")
     exp_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(digest + "\n")
+
+
+def _frame_shift(cfg: DictConfig) -> float:
+    """Seconds between model output frames."""
+    return cfg.features.kaldi.frame_shift / 1000 * cfg.model.subsample
 
 
 def _id2phone(lang_dir: Path) -> dict[int, str]:
@@ -109,14 +115,27 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
     _fresh_exp_dir(exp_dir, digest)
     torch.set_num_threads(cfg.train.num_threads)
     topo = _topology(lang_dir, cfg)
-    train_set = load_examples(train_dir, lang_dir, cfg.features)
-    dev_set = load_examples(dev_dir, lang_dir, cfg.features)
+    train_set = load_examples(train_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
+    dev_set = load_examples(dev_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
     torch.manual_seed(cfg.train.seed)
     model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": topo.num_states,
                   **OmegaConf.to_container(cfg.model)}  # fmt: skip
     model = BLSTMAcousticModel(**model_args)
-    task = ViterbiTask(exp_dir, topo, train_set, dev_set, cfg.train.viterbi, cfg.train, cfg.model.subsample,
-                       _id2phone(lang_dir), set(cfg.decode.ignore_phones))  # fmt: skip
+    reference = {name: read_ctm(d / "phones.ctm") for name, d in (("train", train_dir), ("dev", dev_dir))
+                 if (d / "phones.ctm").is_file()}  # fmt: skip
+    task = ViterbiTask(
+        exp_dir,
+        topo,
+        train_set,
+        dev_set,
+        cfg.train.viterbi,
+        cfg.train,
+        _id2phone(lang_dir),
+        set(cfg.decode.ignore_phones),
+        cfg.hmm.optional_silence,
+        reference,
+        _frame_shift(cfg),
+    )
     summary = train(exp_dir, model, model_args, "viterbi", task, train_set, cfg.train.viterbi, cfg.train, cfg)
     _write_summary(exp_dir, "viterbi", summary)
     save_config(cfg, exp_dir / "config.yaml")
@@ -141,8 +160,8 @@ def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: P
     _fresh_exp_dir(exp_dir, digest)
     torch.set_num_threads(cfg.train.num_threads)
     num_phones = len(read_phones(lang_dir))
-    train_set = load_examples(train_dir, lang_dir, cfg.features)
-    dev_set = load_examples(dev_dir, lang_dir, cfg.features)
+    train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=False)
+    dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=False)
     torch.manual_seed(cfg.train.seed)
     if init == "viterbi":
         model, checkpoint = load_model(init_dir / "best.pt")
@@ -178,10 +197,12 @@ def decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Pat
     start = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads)
     model, checkpoint = load_model(checkpoint_path)
-    examples = load_examples(feat_dir, lang_dir, cfg.features)
+    examples = load_examples(feat_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
     id2phone = _id2phone(lang_dir)
     state_to_phone = Topology(len(id2phone), cfg.hmm.states_per_phone).state_to_phone()
-    hyps = {}
+    topo = Topology(len(id2phone), cfg.hmm.states_per_phone)
+    reference = read_ctm(feat_dir / "phones.ctm") if (feat_dir / "phones.ctm").is_file() else None
+    hyps, aligned = {}, {}
     lengths = [e.feats.shape[0] for e in examples]
     with torch.no_grad():
         for batch in make_batches(lengths, cfg.train.batch_frames, cfg.train.max_batch_utts):
@@ -193,14 +214,44 @@ def decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Pat
                 decoded = frame_argmax(log_probs, out_lengths, state_to_phone)
             for e, hyp in zip(batch_examples, decoded, strict=True):
                 hyps[e.utt] = " ".join(id2phone[p] for p in hyp)
+            if reference is not None:
+                alis = _forced_alignment(cfg, checkpoint, topo, id2phone, batch_examples, log_probs, out_lengths)
+                aligned.update(alis)
     write_table(decode_dir / "hyp.txt", hyps)
     write_table(decode_dir / "ref.txt", {e.utt: " ".join(id2phone[p] for p in e.phones) for e in examples})
     write_table(decode_dir / "utt2spk", {e.utt: e.speaker for e in examples})
     (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
+    if reference is not None:
+        write_ctm(decode_dir / "ali.ctm", aligned)
+        accuracy = evaluate_alignment(reference, aligned, _frame_shift(cfg))
+        (decode_dir / "alignment_accuracy.json").write_text(json.dumps(accuracy, indent=2) + "\n")
+        log.info("%s: forced alignment vs hand labels: %s", decode_dir, format_accuracy(accuracy))
     seconds = time.perf_counter() - start
     log.info("%s: decoded %d utterances with %s (epoch %d) in %.1f s", decode_dir, len(examples),
              checkpoint_path, checkpoint["epoch"], seconds)  # fmt: skip
     mark_done(decode_dir, "decode", digest, seconds=seconds)
+
+
+def _forced_alignment(cfg, checkpoint, topo, id2phone, examples, log_probs, out_lengths) -> dict:
+    """Segments of each utterance's transcript: Viterbi through its graph on scaled likelihoods (Viterbi
+    model, with the priors of its last alignment), or torchaudio's CTC forced alignment (CTC model)."""
+    shift = _frame_shift(cfg)
+    if checkpoint["kind"] == "ctc":
+        return {
+            e.utt: ctc_segments(log_probs[k, : out_lengths[k]], e.phones, 0, shift, id2phone)
+            for k, e in enumerate(examples)
+            if out_lengths[k] >= ctc_min_frames(e.phones)
+        }
+    priors = checkpoint["task"].get("log_priors")
+    scores = log_probs - cfg.train.viterbi.prior_scale * priors if priors is not None else log_probs
+    graphs = [build_graph(e.phones, topo, e.word_ends, cfg.hmm.optional_silence) for e in examples]
+    alignment, loglik = viterbi_align(scores, out_lengths, graphs, topo)
+    n = topo.states_per_phone
+    return {
+        e.utt: frames_to_segments([id2phone[s // n + 1] for s in alignment[k, : out_lengths[k]].tolist()], shift)
+        for k, e in enumerate(examples)
+        if torch.isfinite(loglik[k])
+    }
 
 
 def score_stage(cfg: DictConfig, decode_dir: Path) -> dict:
@@ -211,7 +262,9 @@ def score_stage(cfg: DictConfig, decode_dir: Path) -> dict:
     hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
     fold = None
     if cfg.decode.phone_map:
-        mapping = read_phone_map(REPO_ROOT / cfg.decode.phone_map, to=cfg.decode.fold_to)
+        mapping = read_phone_map(
+            repo_path(cfg.decode.phone_map), source=cfg.decode.fold_from, target=cfg.decode.fold_to
+        )
         fold = lambda phones: fold_phones(phones, mapping)  # noqa: E731
     result = score(
         refs, hyps, read_table(decode_dir / "utt2spk"), fold=fold, ignore=frozenset(cfg.decode.ignore_phones)
@@ -281,6 +334,26 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
                 continue
             lines.append(f"| {r['round']} | {r['changed_frames_percent']:.2f} | {r['train_loglik_per_frame']:.3f} | "
                          f"{r['dev_frame_accuracy']:.2f} | {r['dev_per']:.2f} |")  # fmt: skip
+    accuracy_rows = []
+    for path in rounds:
+        for name, acc in json.loads(path.read_text()).get("alignment_accuracy", {}).items():
+            round_ = int(path.parent.name[4:])
+            accuracy_rows.append((f"Viterbi round {round_}" + (" (flat start)" if round_ == 0 else ""), name, acc))
+    for model, what in (("viterbi", "final Viterbi model, forced"), ("ctc", "final CTC model, forced_align")):
+        for split in cfg.decode.splits:
+            path = exp_dir / model / f"decode_{split}_greedy" / "alignment_accuracy.json"
+            if path.is_file():
+                accuracy_rows.append((what, split, json.loads(path.read_text())))
+    if accuracy_rows:
+        lines += ["", "## Alignment accuracy against the hand-labelled phone boundaries", "",
+                  "Inner boundaries only; a boundary between frames t-1 and t lies at t x frame shift.", "",
+                  "| alignment | set | boundaries | within 10 ms % | within 20 ms % | within 50 ms % | "
+                  "mean error ms | frame agreement % |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        keys = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
+        for what, name, a in accuracy_rows:
+            figures = " | ".join("n/a" if a[k] is None else f"{a[k]:.1f}" for k in keys)
+            lines.append(f"| {what} | {name} | {a['matched_boundaries']} | {figures} |")
     stage_times = [
         ("0 data preparation", _seconds(Path(data_dir) / "prepare.seconds")),
         ("1 features (train, dev, test)", _sum([_seconds(feats / s / "features.seconds") for s in SPLITS])),

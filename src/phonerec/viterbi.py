@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from phonerec.align_eval import evaluate_alignment, frames_to_segments
 from phonerec.alignment import Topology, build_graph, log_state_priors, uniform_alignment, viterbi_align
 from phonerec.data_dir import read_table, write_table
 from phonerec.dataset import Example, collate, make_batches
@@ -23,21 +24,30 @@ from phonerec.scoring import score
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # target of frames that no alignment covers (padding)
+ACCURACY_KEYS = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
 
 
-def output_lengths(lengths: torch.Tensor, subsample: int) -> torch.Tensor:
-    return (lengths + subsample - 1) // subsample
+def format_accuracy(accuracy: dict) -> str:
+    def pct(key):
+        return "n/a" if accuracy[key] is None else f"{accuracy[key]:.1f}"
+
+    return (
+        f"boundaries within 10/20/50 ms {pct('within_10ms')}/{pct('within_20ms')}/{pct('within_50ms')}%, "
+        f"mean error {pct('mean_abs_error_ms')} ms, frame agreement {pct('frame_agreement')}%"
+    )
 
 
 class ViterbiTask:
     def __init__(self, exp_dir: Path, topo: Topology, train: list[Example], dev: list[Example], vcfg, tcfg,
-                 subsample: int, id2phone: dict[int, str], ignore_phones: set[str]):  # fmt: skip
+                 id2phone: dict[int, str], ignore_phones: set[str], optional_silence: bool = True,
+                 reference: dict[str, dict] | None = None, frame_shift: float = 0.01):  # fmt: skip
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
         self.sets = {"train": train, "dev": dev}
-        self.subsample = subsample
         self.id2phone, self.ignore_phones = id2phone, ignore_phones
-        self.graphs = {name: {e.utt: build_graph(e.phones, topo, e.word_ends) for e in examples}
+        self.optional_silence = optional_silence
+        self.graphs = {name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
                        for name, examples in self.sets.items()}  # fmt: skip
+        self.reference, self.frame_shift = reference or {}, frame_shift
         self.alignments: dict[str, dict[str, torch.Tensor]] = {}
         self.round = 0
         self.log_priors: torch.Tensor | None = None
@@ -72,19 +82,22 @@ class ViterbiTask:
     # -- the task interface of phonerec.training.train -----------------------------------------------
     def start(self, model) -> None:
         """Round 0: uniform segmentation of every utterance over its phones' states (flat start)."""
-        lengths_of = lambda e: int(output_lengths(torch.tensor(e.feats.shape[0]), self.subsample))  # noqa: E731
         for name, examples in self.sets.items():
             self.alignments[name] = {}
             for e in examples:
                 try:
-                    self.alignments[name][e.utt] = torch.tensor(uniform_alignment(lengths_of(e), e.phones, self.topo))
+                    frames = int(model.output_lengths(torch.tensor([e.feats.shape[0]]))[0])
+                    flat = uniform_alignment(frames, e.phones, self.topo, edge_silence=self.optional_silence)
+                    self.alignments[name][e.utt] = torch.tensor(flat)
                 except ValueError as err:
                     log.warning("flat start: %s utterance %s skipped: %s", name, e.utt, err)
         self._update_priors()
-        self._save_round(0, {"round": 0, "kind": "flat start", **self._coverage()})
+        stats = {"round": 0, "kind": "flat start", **self._coverage(), "alignment_accuracy": self.alignment_accuracy()}
+        self._save_round(0, stats)
 
     def state(self) -> dict:
-        return {"round": self.round}
+        # The priors travel with the model: hybrid decoding and forced alignment with it need them.
+        return {"round": self.round, "log_priors": self.log_priors}
 
     def load_state(self, state: dict) -> None:
         self._load_round(state["round"])
@@ -149,6 +162,7 @@ class ViterbiTask:
             "dev_per": valid["per"],
             "skipped": skipped,
             **self._coverage(),
+            "alignment_accuracy": self.alignment_accuracy(),
         }
         self._save_round(epoch, stats)
         figure = self._plot(model)
@@ -156,6 +170,11 @@ class ViterbiTask:
         writer.add_figure("align/dev_posteriors", figure, epoch)
         for key in ("changed_frames_percent", "train_loglik_per_frame", "dev_frame_accuracy", "dev_per"):
             writer.add_scalar(f"align/{key}", stats[key], epoch)
+        for name, accuracy in stats["alignment_accuracy"].items():
+            for key in ACCURACY_KEYS:
+                if accuracy[key] is not None:
+                    writer.add_scalar(f"align_accuracy/{name}_{key}", accuracy[key], epoch)
+            log.info("round %d, %s alignment vs hand labels: %s", epoch, name, format_accuracy(accuracy))
         log.info(
             "re-alignment round %d: %.2f%% of train frames changed, log-likelihood per frame %.3f, "
             "dev frame accuracy %.2f%%, dev PER %.2f%%",
@@ -185,6 +204,18 @@ class ViterbiTask:
             log.warning("%s: %d utterances have fewer frames than their graph needs, skipped: %s",
                         name, len(skipped), " ".join(skipped[:10]))  # fmt: skip
         return alignments, total_loglik, total_frames, skipped
+
+    def alignment_accuracy(self) -> dict:
+        """The current alignments against the hand-labelled segments, where a set has them (TIMIT)."""
+        n = self.topo.states_per_phone
+        results = {}
+        for name, reference in self.reference.items():
+            hyp = {
+                utt: frames_to_segments([self.id2phone[s // n + 1] for s in ali.tolist()], self.frame_shift)
+                for utt, ali in self.alignments[name].items()
+            }
+            results[name] = evaluate_alignment(reference, hyp, self.frame_shift)
+        return results
 
     def _coverage(self) -> dict:
         return {f"{name}_aligned": len(self.alignments[name]) for name in self.sets} | {

@@ -20,7 +20,7 @@ import soundfile as sf
 from omegaconf import DictConfig
 
 from phonerec.audio import read_audio
-from phonerec.config import REPO_ROOT, save_config, settings_hash
+from phonerec.config import repo_path, save_config, settings_hash
 from phonerec.data_dir import Utterance, validate_data_dir, write_data_dir
 from phonerec.download import download, file_digest
 from phonerec.errors import CorpusError
@@ -40,10 +40,6 @@ class Recording:
     speaker: str
     take: int
     path: Path
-
-
-def _repo_path(path: str) -> Path:
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 def read_manifest(path: Path) -> dict[str, str]:
@@ -106,7 +102,7 @@ def verify_copy(root: Path, manifest: dict[str, str], complete: bool) -> list[Re
 
 def obtain_corpus(ccfg: DictConfig, downloads: Path) -> list[Recording]:
     """The verified recordings of an existing copy (corpus.root) or of the downloaded release."""
-    manifest = read_manifest(_repo_path(ccfg.manifest))
+    manifest = read_manifest(repo_path(ccfg.manifest))
     if ccfg.root is not None:
         root = Path(ccfg.root).resolve()
         if not root.is_dir():
@@ -261,8 +257,8 @@ def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
     ccfg = cfg.corpus
     downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
     root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / ccfg.archive_dir
-    lexicon_path = _repo_path(ccfg.lexicon)
-    digest = settings_hash(ccfg, cfg.hmm, str(root), lexicon_path.read_text(), _repo_path(ccfg.manifest).read_text())
+    lexicon_path = repo_path(ccfg.lexicon)
+    digest = settings_hash(ccfg, cfg.hmm, str(root), lexicon_path.read_text(), repo_path(ccfg.manifest).read_text())
     if is_done(data_dir, "prepare", digest):
         return
     clear_done(data_dir, "prepare")

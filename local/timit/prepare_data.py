@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Stage 0 for TIMIT: an LDC copy or the public sample (corpus.root; without it the sample is downloaded and
+checked against its published size and MD5) -> Kaldi data dirs <data-dir>/{train,dev,test}, each with the
+hand-labelled phone segments folded like the training labels (phones.ctm), and the lang dir <data-dir>/lang."""
+
+from phonerec.cli import step_main
+from phonerec.corpora.timit import prepare_timit
+
+
+def main(args, cfg):
+    prepare_timit(cfg, args.data_dir)
+
+
+if __name__ == "__main__":
+    step_main(main, __doc__, [("data_dir", "output: <data-dir>/{train,dev,test,lang}")])

@@ -1,0 +1,176 @@
+"""TIMIT prep on fixture trees made here: the LDC layout (upper case, NIST SPHERE), the public sample's layout
+(lower case, RIFF and NIST under .wav), phone folding, Kaldi's speaker lists, the sample download."""
+
+import functools
+import hashlib
+import http.server
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+from omegaconf import OmegaConf
+
+from phonerec.align_eval import read_ctm
+from phonerec.config import load_config, repo_path
+from phonerec.corpora.timit import fold_segments, prepare_timit
+from phonerec.data_dir import read_table
+from phonerec.errors import CorpusError
+from phonerec.scoring import fold_phones, read_phone_map
+
+PHONES = repo_path("local/timit/phones.tsv")
+# (start, end, label) in samples at 16 kHz: q inside, closures, silence at both ends.
+PHN = [
+    (0, 1600, "h#"),
+    (1600, 2400, "q"),
+    (2400, 4000, "ih"),
+    (4000, 4800, "tcl"),
+    (4800, 5600, "t"),
+    (5600, 6400, "pau"),
+    (6400, 7200, "bcl"),
+    (7200, 8000, "b"),
+    (8000, 9600, "ao"),
+    (9600, 11200, "h#"),
+]
+WRD = [(1600, 5600, "it"), (6400, 9600, "ball")]
+
+
+def write_utterance(folder, name, nist: bool, upper: bool):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(name))
+    samples = (rng.normal(0, 2000, 11200)).astype(np.int16)
+
+    def path(ext):
+        return folder / (f"{name}.{ext}".upper() if upper else f"{name}.{ext}")
+
+    sf.write(str(path("wav")), samples, 16000, format="NIST" if nist else "WAV", subtype="PCM_16")
+    path("phn").write_text("".join(f"{s} {e} {label}\n" for s, e, label in PHN))
+    path("wrd").write_text("".join(f"{s} {e} {word}\n" for s, e, word in WRD))
+    path("txt").write_text("0 11200 It ball.\n")
+
+
+def make_ldc(root):
+    """Upper-case LDC layout: train speakers, a dev-list speaker, a core-test speaker, one in neither list."""
+    for part, dialect, speaker in (("TRAIN", "DR1", "FCJF0"), ("TRAIN", "DR2", "MABC0"), ("TEST", "DR1", "FAKS0"),
+                                   ("TEST", "DR3", "MDAB0"), ("TEST", "DR4", "MZZZ0")):  # fmt: skip
+        for sentence in ("SA1", "SI648", "SX38"):
+            write_utterance(root / "TIMIT" / part / dialect / speaker, sentence, nist=True, upper=True)
+    return root
+
+
+def make_sample(root):
+    for speaker in ("dr1-fvmh0", "dr1-mcpm0", "dr6-fapb0", "dr7-fblv0"):
+        for k, sentence in enumerate(("sa1", "si836", "sx116")):
+            write_utterance(root / "timit" / speaker, sentence, nist=k == 1, upper=False)
+    (root / "timit" / "README").write_text("TIMIT CORPUS SAMPLE\n")
+    return root
+
+
+def prepare(tmp_path, root, *overrides):
+    cfg = load_config(["recipe=timit_sample", f"corpus.root={root}", f"paths.data={tmp_path}/data",
+                       f"paths.downloads={tmp_path}/downloads", *overrides])  # fmt: skip
+    prepare_timit(cfg, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_phone_folding_61_48_39():
+    to48 = read_phone_map(PHONES, source="timit61", target="train48")
+    to39 = read_phone_map(PHONES, source="timit61", target="score39")
+    labels = [label for _, _, label in PHN]
+    assert fold_phones(labels, to48) == ["sil", "ih", "cl", "t", "sil", "vcl", "b", "ao", "sil"]
+    assert fold_phones(labels, to39) == ["sil", "ih", "sil", "t", "sil", "sil", "b", "aa", "sil"]
+    assert len(to48) == 61 and to48["q"] is None and len(set(to48.values()) - {None}) == 48
+    assert len(set(to39.values()) - {None}) == 39
+    # 48 -> 39 from the training set, as scoring folds hypotheses: consistent for every 48-set phone.
+    from48 = read_phone_map(PHONES, source="train48", target="score39")
+    assert len(from48) == 48 and from48["vcl"] == "sil" and from48["cl"] == "sil" and from48["ao"] == "aa"
+
+
+def test_fold_segments_deletes_q_and_merges_equal_neighbours():
+    to39 = read_phone_map(PHONES, source="timit61", target="score39")
+    segments = fold_segments(PHN, to39, 16000, "x.phn")
+    # q's time goes to h# before it; tcl/t stay apart; pau, bcl fold to sil and merge.
+    assert [(s.label, s.start, s.end) for s in segments] == [
+        ("sil", 0.0, 0.15), ("ih", 0.15, 0.25), ("sil", 0.25, 0.3), ("t", 0.3, 0.35), ("sil", 0.35, 0.45),
+        ("b", 0.45, 0.5), ("aa", 0.5, 0.6), ("sil", 0.6, 0.7)]  # fmt: skip
+    # A q at the utterance start gives its time to the segment after it.
+    first = fold_segments([(0, 800, "q"), (800, 1600, "ih")], to39, 16000, "x.phn")
+    assert [(s.label, s.start, s.end) for s in first] == [("ih", 0.0, 0.1)]
+
+
+def test_speaker_lists_are_kaldis():
+    lists = OmegaConf.load(repo_path("local/timit/speakers.yaml"))
+    assert len(set(lists.dev)) == 50 and len(set(lists.core_test)) == 24
+    assert not set(lists.dev) & set(lists.core_test)
+    assert "faks0" in lists.dev and "mdab0" in lists.core_test
+
+
+def test_ldc_layout_upper_case_nist(tmp_path):
+    root = make_ldc(tmp_path / "ldc")
+    data = prepare(tmp_path, root)
+    speakers = {split: set(read_table(data / split / "utt2spk").values()) for split in ("train", "dev", "test")}
+    assert speakers == {"train": {"fcjf0", "mabc0"}, "dev": {"faks0"}, "test": {"mdab0"}}
+    text = read_table(data / "train" / "text")
+    assert sorted(text) == ["fcjf0_si648", "fcjf0_sx38", "mabc0_si648", "mabc0_sx38"]  # no SA
+    assert text["fcjf0_si648"] == "sil ih cl t sil vcl b ao sil"
+    assert read_table(data / "train" / "text.words")["fcjf0_si648"] == "it ball"
+    assert read_table(data / "train" / "wav.scp")["fcjf0_si648"].endswith("TIMIT/TRAIN/DR1/FCJF0/SI648.WAV")
+    ctm = read_ctm(data / "train" / "phones.ctm")["fcjf0_si648"]
+    assert [s.label for s in ctm] == text["fcjf0_si648"].split()
+    assert ctm[1].start == pytest.approx(0.15) and ctm[-1].end == pytest.approx(0.7)
+    phones = read_table(data / "lang" / "phones.txt")
+    assert len(phones) == 1 + 48 and phones["<blk>"] == "0" and phones["sil"] == "1"
+
+    data_sa = prepare(tmp_path / "with_sa", root, "corpus.include_sa=true")
+    assert "fcjf0_sa1" in read_table(data_sa / "train" / "text")
+
+
+def test_sample_layout_and_39_phone_training_set(tmp_path):
+    root = make_sample(tmp_path / "sample")
+    data = prepare(tmp_path, root, "corpus.sample_dev_speakers=[dr7-fblv0]", "corpus.sample_test_speakers=[fapb0]",
+                   "corpus.train_phones=score39")  # fmt: skip
+    assert set(read_table(data / "dev" / "utt2spk").values()) == {"fblv0"}
+    assert set(read_table(data / "test" / "utt2spk").values()) == {"fapb0"}
+    assert set(read_table(data / "train" / "utt2spk").values()) == {"fvmh0", "mcpm0"}
+    assert read_table(data / "train" / "text")["fvmh0_si836"] == "sil ih sil t sil b aa sil"  # the NIST one
+    assert len(read_table(data / "lang" / "phones.txt")) == 1 + 39
+
+
+def test_no_timit_below_root_and_empty_split(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no TIMIT transcriptions"):
+        prepare(tmp_path, tmp_path / "empty")
+    root = make_sample(tmp_path / "sample")
+    with pytest.raises(CorpusError, match="dev split is empty"):
+        prepare(tmp_path, root, "corpus.sample_dev_speakers=[dr9-nobody0]")
+
+
+@pytest.fixture
+def served_zip(tmp_path):
+    www = tmp_path / "www"
+    make_sample(tmp_path / "zipme")
+    www.mkdir()
+    with zipfile.ZipFile(www / "timit.zip", "w") as zf:
+        for path in sorted((tmp_path / "zipme").rglob("*")):
+            zf.write(path, path.relative_to(tmp_path / "zipme"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    archive = (www / "timit.zip").read_bytes()
+    yield f"http://127.0.0.1:{server.server_address[1]}/timit.zip", len(archive), hashlib.md5(archive).hexdigest()
+    server.shutdown()
+    server.server_close()
+
+
+def test_sample_download_checked_by_size_and_md5(tmp_path, served_zip):
+    url, size, md5 = served_zip
+    speakers = ["corpus.sample_dev_speakers=[dr7-fblv0]", "corpus.sample_test_speakers=[dr6-fapb0]"]
+    data = prepare(tmp_path, "null", f"corpus.sample_url={url}", f"corpus.sample_size={size}",
+                   f"corpus.sample_md5={md5}", *speakers)  # fmt: skip
+    assert (tmp_path / "downloads" / "timit" / "timit_sample" / "timit" / "dr1-fvmh0").is_dir()
+    assert len(read_table(data / "train" / "text")) == 4
+    with pytest.raises(CorpusError, match="MD5"):
+        prepare(tmp_path / "again", "null", f"corpus.sample_url={url}", f"corpus.sample_size={size}",
+                "corpus.sample_md5=00000000000000000000000000000000", *speakers)  # fmt: skip
