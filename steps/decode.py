@@ -3,11 +3,13 @@
 or for a Viterbi model the frame argmax with repeats merged. Writes hyp.txt, ref.txt and utt2spk."""
 
 from phonerec.cli import step_main
+from phonerec.stage import exclusive
 from phonerec.stages import decode_stage
 
 
 def main(args, cfg):
-    decode_stage(cfg, args.feat_dir, args.lang_dir, args.model_dir, args.decode_dir)
+    with exclusive(args.decode_dir):
+        decode_stage(cfg, args.feat_dir, args.lang_dir, args.model_dir, args.decode_dir)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ run resumes with the jobs that did not finish."""
 
 from phonerec.cli import step_main
 from phonerec.features import make_features
+from phonerec.stage import exclusive
 
 
 def main(args, cfg):
-    make_features(args.data_dir, args.feat_dir, cfg)
+    with exclusive(args.feat_dir):
+        make_features(args.data_dir, args.feat_dir, cfg)
 
 
 if __name__ == "__main__":

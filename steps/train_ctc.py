@@ -4,11 +4,13 @@ with a fresh phones+blank output layer (train.ctc.init=viterbi) or from scratch 
 Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
 
 from phonerec.cli import step_main
+from phonerec.stage import exclusive
 from phonerec.stages import train_ctc_stage
 
 
 def main(args, cfg):
-    train_ctc_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.init_dir, args.exp_dir)
+    with exclusive(args.exp_dir):
+        train_ctc_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.init_dir, args.exp_dir)
 
 
 if __name__ == "__main__":

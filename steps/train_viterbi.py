@@ -4,11 +4,13 @@ alignment, re-alignment after the epochs in train.viterbi.realign_epochs (kept i
 Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
 
 from phonerec.cli import step_main
+from phonerec.stage import exclusive
 from phonerec.stages import train_viterbi_stage
 
 
 def main(args, cfg):
-    train_viterbi_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.exp_dir)
+    with exclusive(args.exp_dir):
+        train_viterbi_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.exp_dir)
 
 
 if __name__ == "__main__":

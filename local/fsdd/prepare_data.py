@@ -5,10 +5,12 @@ lang dir <data-dir>/lang. Skipped when done with the same corpus settings."""
 
 from phonerec.cli import step_main
 from phonerec.corpora.fsdd import prepare_fsdd
+from phonerec.stage import exclusive
 
 
 def main(args, cfg):
-    prepare_fsdd(cfg, args.data_dir)
+    with exclusive(args.data_dir):
+        prepare_fsdd(cfg, args.data_dir)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ with the same corpus settings."""
 
 from phonerec.cli import step_main
 from phonerec.corpora.tidigits import prepare_tidigits
+from phonerec.stage import exclusive
 
 
 def main(args, cfg):
-    prepare_tidigits(cfg, args.data_dir)
+    with exclusive(args.data_dir):
+        prepare_tidigits(cfg, args.data_dir)
 
 
 if __name__ == "__main__":

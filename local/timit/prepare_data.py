@@ -5,10 +5,12 @@ hand-labelled phone segments folded like the training labels (phones.ctm), and t
 
 from phonerec.cli import step_main
 from phonerec.corpora.timit import prepare_timit
+from phonerec.stage import exclusive
 
 
 def main(args, cfg):
-    prepare_timit(cfg, args.data_dir)
+    with exclusive(args.data_dir):
+        prepare_timit(cfg, args.data_dir)
 
 
 if __name__ == "__main__":

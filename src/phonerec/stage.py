@@ -1,7 +1,10 @@
 """Idempotent stages: a `.done.<name>` marker, written last, holds the digest of the settings and
 inputs a stage read. A stage whose marker matches is skipped; a stale or missing one means redo."""
 
+import contextlib
+import fcntl
 import logging
+import os
 from pathlib import Path
 
 from phonerec.errors import RecipeError
@@ -43,3 +46,22 @@ def mark_done(out_dir: Path, name: str, digest: str, seconds: float | None = Non
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(digest + "\n")
     tmp.replace(marker)
+
+
+@contextlib.contextmanager
+def exclusive(out_dir: Path):
+    """Hold <out_dir>/.lock while a stage writes there: a second run on the same dir stops at once instead of
+    interleaving its files with the first's. The lock goes with the process, a killed one included."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RecipeError(f"{out_dir} is in use by another run (pid {handle.read().strip() or '?'})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield

@@ -60,7 +60,7 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
         log.warning("%s holds a run with other settings; moving it to %s", exp_dir, aside)
         aside.mkdir()
         for entry in exp_dir.iterdir():
-            if entry.name != "log":  # this step is writing its log there
+            if entry.name not in ("log", ".lock"):  # this step writes its log there and holds the lock
                 entry.rename(aside / entry.name)
         if (exp_dir / "log").is_dir():
             shutil.copytree(exp_dir / "log", aside / "log")
