@@ -24,6 +24,7 @@ Options:
 Any other argument is a hydra override passed to every step, for example
   $0 corpus.root=/data/fsdd                 use an existing copy instead of downloading
   $0 recipe=fsdd_connected nj=2             connected digits
+  $0 recipe=timit_sample corpus.root=../shared/corpora/timit_sample     the TIMIT sample
   $0 --stage 1 features=fbank features.kaldi.num_mel_bins=80"
 
 log() {

@@ -117,7 +117,7 @@ def train(
         model.eval()
         with torch.no_grad():
             valid = task.validate(model)
-        scheduler.step(valid["per"])
+        scheduler.step(valid[scfg.lr_metric])
         lr = optimizer.param_groups[0]["lr"]
         record = {
             "epoch": epoch,
