@@ -1,7 +1,11 @@
-"""Fixtures made by the tests: small audio files, fake corpus trees, and the project's environment."""
+"""Fixtures made by the tests: small audio files, fake corpus trees, a loopback HTTP server, and the project's
+environment."""
 
+import functools
 import hashlib
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +60,22 @@ def _one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path/www on a loopback port."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

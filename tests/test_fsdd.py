@@ -1,10 +1,7 @@
 """FSDD data prep on fake corpus trees made here: verification, splits, lexicon, connected digits, download."""
 
-import functools
-import http.server
 import logging
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -147,21 +144,6 @@ def test_connected_digits(tmp_path, corpus):
     (data / ".done.prepare").unlink()
     prepare(tmp_path, root, manifest, "corpus.connected.enabled=true")
     assert {p.name: p.read_bytes() for p in (data / "wav").rglob("*.wav")} == first  # seeded: reproducible
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves tmp_path/www on a loopback port."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield www, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def make_release_archive(tmp_path, archive, takes):

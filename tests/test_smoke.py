@@ -13,7 +13,8 @@ from phonerec.config import load_config
 from phonerec.data_dir import read_table, validate_data_dir
 from phonerec.features import FeatureReader
 
-pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora/fsdd")
+SHARED_TIMIT = SHARED_FSDD.parent / "timit_sample"
+pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 
 
 def run_sh(*args):
@@ -101,3 +102,27 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     results = (tmp_path / "RESULTS.md").read_text()
     assert "| viterbi | frame argmax" in results and "| ctc | CTC best path" in results
     assert "Viterbi re-alignment rounds" in results and "3 CTC training" in results
+
+
+def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
+    exp = tmp_path / "exp"
+    overrides = ["recipe=timit_sample", f"corpus.root={SHARED_TIMIT}", f"paths.data={tmp_path}/data",
+                 f"paths.exp={exp}", f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1",
+                 "model.hidden_size=32", "train.num_threads=1", "train.viterbi.epochs=3",
+                 "train.viterbi.realign_epochs=[2,3]", "train.ctc.epochs=2"]  # fmt: skip
+    result = run_sh(*overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "train: 80 utterances of 10 speakers" in result.stderr
+    for round_ in (0, 2, 3):
+        stats = json.loads((exp / "viterbi" / "ali" / f"iter{round_}" / "stats.json").read_text())
+        for name in ("train", "dev"):
+            accuracy = stats["alignment_accuracy"][name]
+            assert accuracy["matched_boundaries"] > 500 and 0 < accuracy["frame_agreement"] <= 100
+    for model in ("viterbi", "ctc"):
+        accuracy = json.loads((exp / model / "decode_test_greedy" / "alignment_accuracy.json").read_text())
+        assert accuracy["num_utts"] == 16 and accuracy["within_50ms"] is not None
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "Alignment accuracy against the hand-labelled phone boundaries" in results
+    assert (
+        "| Viterbi round 0 (flat start) | train |" in results and "| final CTC model, forced_align | test |" in results
+    )

@@ -1,10 +1,7 @@
 """TIMIT prep on fixture trees made here: the LDC layout (upper case, NIST SPHERE), the public sample's layout
 (lower case, RIFF and NIST under .wav), phone folding, Kaldi's speaker lists, the sample download."""
 
-import functools
 import hashlib
-import http.server
-import threading
 import zipfile
 
 import numpy as np
@@ -147,21 +144,14 @@ def test_no_timit_below_root_and_empty_split(tmp_path):
 
 
 @pytest.fixture
-def served_zip(tmp_path):
-    www = tmp_path / "www"
+def served_zip(tmp_path, http_server):
+    www, base = http_server
     make_sample(tmp_path / "zipme")
-    www.mkdir()
     with zipfile.ZipFile(www / "timit.zip", "w") as zf:
         for path in sorted((tmp_path / "zipme").rglob("*")):
             zf.write(path, path.relative_to(tmp_path / "zipme"))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     archive = (www / "timit.zip").read_bytes()
-    yield f"http://127.0.0.1:{server.server_address[1]}/timit.zip", len(archive), hashlib.md5(archive).hexdigest()
-    server.shutdown()
-    server.server_close()
+    return f"{base}/timit.zip", len(archive), hashlib.md5(archive).hexdigest()
 
 
 def test_sample_download_checked_by_size_and_md5(tmp_path, served_zip):
