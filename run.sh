@@ -13,7 +13,8 @@ Stages:
   1  features: <paths.data>/{train,dev,test} -> <paths.data>/<features.name>/{train,dev,test}
   2  Viterbi training (flat start, re-alignment): features -> <paths.exp>/viterbi
   3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc
-  4  greedy decoding of dev and test: <paths.exp>/{viterbi,ctc} -> <paths.exp>/{viterbi,ctc}/decode_<split>_greedy
+  4  decoding of dev and test, greedy and with a phone n-gram LM (weights tuned on dev only):
+     <paths.exp>/{viterbi,ctc} -> <paths.exp>/{viterbi,ctc}/decode_<split>_{greedy,lm}
   5  scoring (PER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
 
 Options:
@@ -102,11 +103,18 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  log "Stage 4: greedy decoding: ${exp}/{viterbi,ctc}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/{viterbi,ctc}/decode_*_greedy"
+  log "Stage 4: decoding: ${exp}/{viterbi,ctc}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/{viterbi,ctc}/decode_<split>_{greedy,lm}"
+  run_step "${data}/lm/log/make_lm.log" python steps/make_lm.py "${data}/train" "${data}/lm"
+  tune_split=${decode_splits%% *}   # the first split (dev) tunes the LM decoders' weights
   for model in viterbi ctc; do
     for split in ${decode_splits}; do
       run_step "${exp}/${model}/decode_${split}_greedy/log/decode.log" \
         python steps/decode.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${exp}/${model}/decode_${split}_greedy"
+      tuned=()
+      [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_lm")
+      run_step "${exp}/${model}/decode_${split}_lm/log/decode.log" \
+        python steps/decode_lm.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${data}/lm" \
+        "${exp}/${model}/decode_${split}_lm" ${tuned[@]+"${tuned[@]}"}
     done
   done
 fi

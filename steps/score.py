@@ -10,8 +10,9 @@ from phonerec.stages import score_stage, write_results
 
 
 def main(args, cfg):
-    for decode_dir in sorted(args.exp_dir.glob("*/decode_*")):
-        score_stage(cfg, decode_dir)
+    for model in ("viterbi", "ctc"):  # not the runs moved aside to <model>.<digest>
+        for decode_dir in sorted((args.exp_dir / model).glob("decode_*")):
+            score_stage(cfg, decode_dir)
     command = "./run.sh " + shlex.join(args.overrides)
     write_results(cfg, args.data_dir, args.exp_dir, Path(cfg.paths.results), command)
 

@@ -12,6 +12,7 @@ from conftest import REPO, SHARED_FSDD, project_env
 from phonerec.config import load_config
 from phonerec.data_dir import read_table, validate_data_dir
 from phonerec.features import FeatureReader
+from phonerec.sclite import find_sclite
 
 SHARED_TIMIT = SHARED_FSDD.parent / "timit_sample"
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
@@ -74,7 +75,8 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     overrides = [f"corpus.root={root}", f"paths.data={tmp_path}/data", f"paths.exp={exp}",
                  f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1", "model.hidden_size=32",
                  "train.num_threads=1", "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]",
-                 "train.ctc.epochs=6"]  # fmt: skip
+                 "train.ctc.epochs=6", "decode.ctc_beam.lm_weights=[0,0.5]", "decode.ctc_beam.insertion_bonuses=[0,1]",
+                 "decode.hybrid.acoustic_scales=[0.3,1.0]", "decode.hybrid.insertion_bonuses=[0]"]  # fmt: skip
     result = run_sh("--stop-stage", "2", *overrides)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -99,8 +101,25 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
             per = json.loads((decode_dir / "per.json").read_text())
             assert per["metric"] == "per" and per["total"]["n"] == 4 * 32  # 4 takes of 0-9: 32 phones each
             assert (decode_dir / "hyp.txt").is_file() and (decode_dir / "per.txt").is_file()
+    # The LM decoders: weights tuned on dev over the grid, test decoded once with the values chosen there.
+    for model, grid_size in (("viterbi", 2), ("ctc", 4)):
+        tuning = json.loads((exp / model / "decode_dev_lm" / "tuning.json").read_text())
+        assert len(tuning["grid"]) == grid_size
+        chosen = json.loads((exp / model / "decode_test_lm" / "decoder.json").read_text())
+        assert {k: v for k, v in chosen.items() if k != "decoder"} == tuning["chosen"]
+        assert not (exp / model / "decode_test_lm" / "tuning.json").exists()
+        assert (exp / model / "decode_test_lm" / "per.json").is_file()
+        # The reports of every decode dir; sclite (CI installs sctk) agrees with our PER on these real decodes.
+        for decode_dir in (exp / model).glob("decode_*"):
+            for report in ("per.pra", "confusions.txt", "confusion.png"):
+                assert (decode_dir / report).stat().st_size > 0
+            if os.environ.get("CI") or find_sclite():
+                ours = json.loads((decode_dir / "per.json").read_text())["total"]["per"]
+                theirs = json.loads((decode_dir / "sclite.json").read_text())["per"]
+                assert abs(ours - theirs) <= 0.5
     results = (tmp_path / "RESULTS.md").read_text()
     assert "| viterbi | frame argmax" in results and "| ctc | CTC best path" in results
+    assert "| ctc | CTC prefix beam search + phone LM (lm_weight" in results and "| viterbi | hybrid Viterbi" in results
     assert "Viterbi re-alignment rounds" in results and "3 CTC training" in results
 
 

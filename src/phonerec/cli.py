@@ -25,14 +25,17 @@ def setup_logging(log_file: Path | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
-def step_main(main, doc: str, positional: list[tuple[str, str]]) -> None:
-    """Run `main(args, cfg)` as a step: `<positional>... [--log FILE] [key=value ...]`.
+def step_main(main, doc: str, positional: list[tuple[str, str]], options: dict[str, dict] | None = None) -> None:
+    """Run `main(args, cfg)` as a step: `<positional>... [--log FILE] [options] [key=value ...]`; `options`
+    maps a step's own option flags to argparse keyword arguments.
 
     Exits 1 with the message alone for a RecipeError (bad input), with a traceback for anything else."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, help_text in positional:
         parser.add_argument(name, type=Path, help=help_text)
     parser.add_argument("--log", type=Path, help="log file (the command line is its first line)")
+    for flag, kwargs in (options or {}).items():
+        parser.add_argument(flag, **kwargs)
     parser.add_argument("overrides", nargs="*", help="hydra overrides, key=value, passed on by run.sh")
     args = parser.parse_intermixed_args()
 

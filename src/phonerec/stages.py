@@ -5,6 +5,7 @@ skipped, and changing, say, a decoding setting never redoes training. A training
 is not resumed: its exp dir is moved aside to <exp-dir>.<old digest> and training starts afresh.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,17 +19,23 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
 
 from phonerec.align_eval import ctc_segments, evaluate_alignment, frames_to_segments, read_ctm, write_ctm
 from phonerec.alignment import Topology, build_graph, viterbi_align
 from phonerec.config import REPO_ROOT, repo_path, save_config, settings_hash
 from phonerec.ctc import CTCTask, ctc_min_frames
+from phonerec.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.data_dir import read_table, write_table
 from phonerec.dataset import collate, load_examples, make_batches
 from phonerec.decode import ctc_greedy, frame_argmax
 from phonerec.errors import RecipeError
+from phonerec.hybrid import hybrid_decode
 from phonerec.lang import read_phones
+from phonerec.lm import NgramLM
 from phonerec.model import BLSTMAcousticModel
+from phonerec.reports import refs_hyps, write_reports
+from phonerec.sclite import find_sclite, run_sclite
 from phonerec.scoring import fold_phones, read_phone_map, score, write_score_report
 from phonerec.stage import clear_done, is_done, mark_done, read_digest
 from phonerec.training import load_model, train
@@ -199,8 +206,8 @@ def decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Pat
     model, checkpoint = load_model(checkpoint_path)
     examples = load_examples(feat_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
     id2phone = _id2phone(lang_dir)
-    state_to_phone = Topology(len(id2phone), cfg.hmm.states_per_phone).state_to_phone()
     topo = Topology(len(id2phone), cfg.hmm.states_per_phone)
+    state_to_phone = topo.state_to_phone()
     reference = read_ctm(feat_dir / "phones.ctm") if (feat_dir / "phones.ctm").is_file() else None
     hyps, aligned = {}, {}
     lengths = [e.feats.shape[0] for e in examples]
@@ -254,25 +261,152 @@ def _forced_alignment(cfg, checkpoint, topo, id2phone, examples, log_probs, out_
     }
 
 
+def _fold(cfg: DictConfig):
+    """The one folding of reference and hypothesis before scoring (decode.phone_map), or None."""
+    if not cfg.decode.phone_map:
+        return None
+    mapping = read_phone_map(repo_path(cfg.decode.phone_map), source=cfg.decode.fold_from, target=cfg.decode.fold_to)
+    return functools.partial(fold_phones, mapping=mapping)
+
+
+def make_lm_stage(cfg: DictConfig, train_dir: Path, lm_dir: Path) -> None:
+    """Phone n-gram LMs from the training transcripts: phones.<order>gram.arpa for CTC beam search and, for the
+    hybrid decoder's phone loop, phones.2gram.arpa (the same file when the order is 2)."""
+    text = (train_dir / "text").read_text()
+    digest = settings_hash(cfg.decode.lm_order, text)
+    if is_done(lm_dir, "lm", digest):
+        return
+    clear_done(lm_dir, "lm")
+    start = time.perf_counter()
+    sentences = [line.split()[1:] for line in text.splitlines() if line.strip()]
+    for order in sorted({cfg.decode.lm_order, 2}):
+        lm = NgramLM.estimate(sentences, order=order)
+        lm.write_arpa(lm_dir / f"phones.{order}gram.arpa")
+        log.info("%s: %d-gram phone LM from %d training transcripts", lm_dir / f"phones.{order}gram.arpa", order,
+                 len(sentences))  # fmt: skip
+    mark_done(lm_dir, "lm", digest, seconds=time.perf_counter() - start)
+
+
+def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Path, lm_dir: Path,
+                    decode_dir: Path, tuned_dir: Path | None) -> None:  # fmt: skip
+    """The model's LM decoder: CTC prefix beam search, or hybrid Viterbi through a phone loop, with the phone
+    LM. tuned_dir None: this is the dev set; every grid point of decode.* is scored here and the best kept
+    (tuning.json). Otherwise the values chosen in tuned_dir/tuning.json decode this set once."""
+    checkpoint_path = model_dir / f"{cfg.decode.checkpoint}.pt"
+    if not checkpoint_path.is_file():
+        raise RecipeError(f"{checkpoint_path}: no such checkpoint (decode.checkpoint is best or last)")
+    tuning = None if tuned_dir is None else json.loads((tuned_dir / "tuning.json").read_text())
+    digest = settings_hash(_file_sha256(checkpoint_path), read_digest(feat_dir, "features"), read_digest(lm_dir, "lm"),
+                           _load_time_features(cfg), OmegaConf.to_container(cfg.decode), tuning)  # fmt: skip
+    if is_done(decode_dir, "decode", digest):
+        return
+    clear_done(decode_dir, "decode")
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.train.num_threads)
+    model, checkpoint = load_model(checkpoint_path)
+    examples = load_examples(feat_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
+    id2phone = _id2phone(lang_dir)
+    posteriors = _posteriors(model, examples, cfg)
+    refs = {e.utt: [id2phone[p] for p in e.phones] for e in examples}
+    utt2spk = {e.utt: e.speaker for e in examples}
+
+    if checkpoint["kind"] == "ctc":
+        phones = [id2phone[i] for i in range(len(id2phone))]
+        lm_path = lm_dir / f"phones.{cfg.decode.lm_order}gram.arpa"
+        grid = [{"lm_weight": w, "insertion_bonus": b} for w in cfg.decode.ctc_beam.lm_weights
+                for b in cfg.decode.ctc_beam.insertion_bonuses]  # fmt: skip
+
+        def run(point):
+            decoder = make_ctc_beam_decoder(phones, lm_path, point["lm_weight"], point["insertion_bonus"],
+                                            cfg.decode.ctc_beam.beam_size)  # fmt: skip
+            return {e.utt: [id2phone[p] for p in ctc_beam_decode(decoder, lp.unsqueeze(0), torch.tensor([len(lp)]))[0]]
+                    for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
+
+        name = "CTC prefix beam search + phone LM"
+    else:
+        topo = Topology(len(id2phone), cfg.hmm.states_per_phone)
+        lm = NgramLM.read_arpa(lm_dir / "phones.2gram.arpa")
+        priors = checkpoint["task"].get("log_priors")
+        grid = [{"acoustic_scale": a, "insertion_bonus": b} for a in cfg.decode.hybrid.acoustic_scales
+                for b in cfg.decode.hybrid.insertion_bonuses]  # fmt: skip
+
+        def run(point):
+            hyps = {}
+            for e, lp in zip(examples, posteriors, strict=True):
+                scaled = lp - cfg.train.viterbi.prior_scale * priors if priors is not None else lp
+                ids = hybrid_decode(point["acoustic_scale"] * scaled, topo, lm, id2phone, lm_weight=1.0,
+                                    insertion_bonus=point["insertion_bonus"], beam=cfg.decode.hybrid.beam)  # fmt: skip
+                hyps[e.utt] = [id2phone[p] for p in ids]
+            return hyps
+
+        name = "hybrid Viterbi (posteriors / priors) + phone LM"
+
+    fold, ignore = _fold(cfg), frozenset(cfg.decode.ignore_phones)
+    if tuning is None:
+        results = []
+        for point in grid:
+            hyps = run(point)
+            per = score(refs, hyps, utt2spk, fold=fold, ignore=ignore)["total"]["per"]
+            results.append({**point, "per": per})
+            log.info("%s: %s -> dev PER %.2f%%", decode_dir.name, point, per)
+        best = min(range(len(grid)), key=lambda i: results[i]["per"])
+        tuning = {"decoder": name, "tuned_on": str(decode_dir), "chosen": grid[best], "grid": results}
+        hyps = run(grid[best])
+        tmp = decode_dir / "tuning.json.tmp"
+        tmp.write_text(json.dumps(tuning, indent=2) + "\n")
+        tmp.replace(decode_dir / "tuning.json")
+        log.info("%s: chose %s (dev PER %.2f%%)", decode_dir, grid[best], results[best]["per"])
+    else:
+        hyps = run(tuning["chosen"])
+        log.info("%s: decoded once with %s, chosen on %s", decode_dir, tuning["chosen"], tuning["tuned_on"])
+    write_table(decode_dir / "hyp.txt", {u: " ".join(h) for u, h in hyps.items()})
+    write_table(decode_dir / "ref.txt", {u: " ".join(r) for u, r in refs.items()})
+    write_table(decode_dir / "utt2spk", utt2spk)
+    (decode_dir / "decoder.json").write_text(json.dumps({"decoder": name, **tuning["chosen"]}) + "\n")
+    (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
+    mark_done(decode_dir, "decode", digest, seconds=time.perf_counter() - start)
+
+
+def _posteriors(model, examples, cfg) -> list[torch.Tensor]:
+    """Each utterance's log-posteriors (frames, outputs), in the order of `examples`."""
+    out: dict[int, torch.Tensor] = {}
+    lengths = [e.feats.shape[0] for e in examples]
+    with torch.no_grad():
+        for batch in make_batches(lengths, cfg.train.batch_frames, cfg.train.max_batch_utts):
+            log_probs, out_lengths = model(*collate([examples[i] for i in batch]))
+            for k, i in enumerate(batch):
+                out[i] = log_probs[k, : out_lengths[k]]
+    return [out[i] for i in range(len(examples))]
+
+
 def score_stage(cfg: DictConfig, decode_dir: Path) -> dict:
-    """PER of a decode dir: per.json (machine-readable) and per.txt (report), reference and hypothesis folded
-    by decode.phone_map when set, decode.ignore_phones removed from both."""
+    """PER of a decode dir, reference and hypothesis folded by decode.phone_map when set and
+    decode.ignore_phones removed from both: per.json (machine-readable), per.txt (per speaker), per.pra
+    (each utterance's alignment with S/D/I marked, as sclite prints it), confusions.txt and confusion.png
+    (also in the model's TensorBoard). With decode.sclite (auto: when sctk is installed), NIST sclite scores
+    the same prepared sequences into decode_dir/sclite/ and its PER is logged beside ours."""
     read_digest(decode_dir, "decode")
     refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
     hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
-    fold = None
-    if cfg.decode.phone_map:
-        mapping = read_phone_map(
-            repo_path(cfg.decode.phone_map), source=cfg.decode.fold_from, target=cfg.decode.fold_to
-        )
-        fold = lambda phones: fold_phones(phones, mapping)  # noqa: E731
-    result = score(
-        refs, hyps, read_table(decode_dir / "utt2spk"), fold=fold, ignore=frozenset(cfg.decode.ignore_phones)
-    )
-    write_score_report(result, decode_dir, title=str(decode_dir))
+    utt2spk = read_table(decode_dir / "utt2spk")
+    result = score(refs, hyps, utt2spk, fold=_fold(cfg), ignore=frozenset(cfg.decode.ignore_phones))
+    title = f"{decode_dir.parent.name}/{decode_dir.name}"
+    write_score_report(result, decode_dir, title=title)
+    writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))
+    write_reports(result, decode_dir, title, writer=writer)
+    writer.close()
     total = result["total"]
     log.info("%s: PER %.2f%% (%d sub, %d del, %d ins of %d)", decode_dir, total["per"], total["sub"], total["del"],
              total["ins"], total["n"])  # fmt: skip
+    sclite = find_sclite() if cfg.decode.sclite in ("auto", True) else None
+    if cfg.decode.sclite is True and sclite is None:
+        raise RecipeError("decode.sclite=true, but no sclite: install Debian's sctk (apt-get install sctk)")
+    if sclite is not None:
+        scored = run_sclite(*refs_hyps(result), utt2spk, decode_dir / "sclite", sclite=sclite)
+        (decode_dir / "sclite.json").write_text(json.dumps({k: scored[k] for k in ("utts", "n", "corr", "sub",
+                                                "del", "ins", "err", "per")}, indent=2) + "\n")  # fmt: skip
+        log.info("%s: sclite PER %.2f%% (%d sub, %d del, %d ins of %d)", decode_dir, scored["per"], scored["sub"],
+                 scored["del"], scored["ins"], scored["n"])  # fmt: skip
     return result
 
 
@@ -301,20 +435,26 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         "",
         f"Command: `{command}`",
         "",
-        f"## Phone error rate (greedy decoding, checkpoint: {cfg.decode.checkpoint})",
+        f"## Phone error rate (checkpoint: {cfg.decode.checkpoint})",
         "",
         "| model | decode | split | utts | PER % | Corr | Sub | Del | Ins | N |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    greedy_names = {"viterbi": "frame argmax, repeats merged", "ctc": "CTC best path"}
     for model in ("viterbi", "ctc"):
-        for split in cfg.decode.splits:
-            per_json = exp_dir / model / f"decode_{split}_greedy" / "per.json"
-            if not per_json.is_file():
-                continue
-            total = json.loads(per_json.read_text())["total"]
-            decode = "frame argmax, repeats merged" if model == "viterbi" else "CTC best path"
-            lines.append(f"| {model} | {decode} | {split} | {total['utts']} | {total['per']:.2f} | {total['corr']} | "
-                         f"{total['sub']} | {total['del']} | {total['ins']} | {total['n']} |")  # fmt: skip
+        for kind in ("greedy", "lm"):
+            for split in cfg.decode.splits:
+                decode_dir = exp_dir / model / f"decode_{split}_{kind}"
+                if not (decode_dir / "per.json").is_file():
+                    continue
+                total = json.loads((decode_dir / "per.json").read_text())["total"]
+                decode = greedy_names[model]
+                if kind == "lm":
+                    chosen = json.loads((decode_dir / "decoder.json").read_text())
+                    values = ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k != "decoder")
+                    decode = f"{chosen['decoder']} ({values}; tuned on {cfg.decode.splits[0]})"
+                counts = " | ".join(str(total[k]) for k in ("corr", "sub", "del", "ins", "n"))
+                lines.append(f"| {model} | {decode} | {split} | {total['utts']} | {total['per']:.2f} | {counts} |")
     lines += ["", "## Training", "", "| model | epochs | best epoch | best dev PER % | train time s | frames/s |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for model in ("viterbi", "ctc"):

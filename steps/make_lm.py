@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Estimate phone n-gram LMs (decode.lm_order, and a bigram for the hybrid decoder) from the training
+transcripts <train-dir>/text, as ARPA files in <lm-dir>."""
+
+from phonerec.cli import step_main
+from phonerec.stage import exclusive
+from phonerec.stages import make_lm_stage
+
+
+def main(args, cfg):
+    with exclusive(args.lm_dir):
+        make_lm_stage(cfg, args.train_dir, args.lm_dir)
+
+
+if __name__ == "__main__":
+    step_main(main, __doc__, [("train_dir", "training data dir (its text)"), ("lm_dir", "output LM dir")])

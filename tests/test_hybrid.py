@@ -1,0 +1,166 @@
+"""Hybrid phone-loop decoding against a brute-force search over every path, and constructed cases."""
+
+import itertools
+import logging
+import math
+import random
+
+import pytest
+import torch
+
+from phonerec.alignment import Topology
+from phonerec.hybrid import hybrid_decode, hybrid_search, scaled_log_likelihoods
+from phonerec.lm import NgramLM
+
+NAMES = ["<blk>", "a", "b", "c"]
+
+
+def setup(num_phones: int, n: int, sentences=None, seed: int = 0):
+    """A topology over phones a, b(, c), its id2phone and a bigram LM from some sentences over them."""
+    names = NAMES[1 : num_phones + 1]
+    id2phone = dict(enumerate(NAMES[: num_phones + 1]))
+    if sentences is None:
+        rng = random.Random(seed)
+        sentences = [rng.choices(names, k=rng.randint(1, 4)) for _ in range(6)]
+    lm = NgramLM.estimate(sentences, order=2, vocab=names)
+    return Topology(num_phones + 1, n), id2phone, lm
+
+
+def compositions(total: int, parts: int):
+    """Every way of writing `total` as `parts` positive integers, in order."""
+    for cuts in itertools.combinations(range(1, total), parts - 1):
+        bounds = (0, *cuts, total)
+        yield [bounds[i + 1] - bounds[i] for i in range(parts)]
+
+
+def path_score(ll, phones, states, id2phone, lm, lm_weight, bonus) -> float:
+    """Score of a path given as its phone instances and per-frame states, written out from the definition."""
+    acoustic = math.fsum(ll[t][s] for t, s in enumerate(states))
+    words = [id2phone[p] for p in phones]
+    lm_score = lm.score_sentence(words)
+    return acoustic + (lm_weight * lm_score if lm_weight else 0.0) + bonus * len(phones)
+
+
+def brute_force(ll, topo, id2phone, lm, lm_weight, bonus) -> dict[tuple[int, ...], float]:
+    """The best score of each phone sequence, over every segmentation of the frames into its states."""
+    frames, n = len(ll), topo.states_per_phone
+    best = {}
+    for length in range(1, frames // n + 1):
+        for phones in itertools.product(range(1, topo.num_phones), repeat=length):
+            states_seq = [s for p in phones for s in topo.states(p)]
+            for durations in compositions(frames, len(states_seq)):
+                states = [s for s, d in zip(states_seq, durations, strict=True) for _ in range(d)]
+                score = path_score(ll, phones, states, id2phone, lm, lm_weight, bonus)
+                best[phones] = max(best.get(phones, -math.inf), score)
+    return best
+
+
+def peaky(states: list[int], num_states: int, height: float = 8.0) -> torch.Tensor:
+    logits = torch.zeros(len(states), num_states)
+    logits[torch.arange(len(states)), torch.tensor(states)] = height
+    return logits.log_softmax(dim=-1)
+
+
+@pytest.mark.parametrize("num_phones, n", [(2, 1), (3, 1), (2, 2), (3, 2)])
+def test_exact_search_equals_brute_force(num_phones, n):
+    gen = torch.Generator().manual_seed(100 * num_phones + n)
+    checked_sequences = 0
+    for trial in range(12):
+        topo, id2phone, lm = setup(num_phones, n, seed=trial)
+        frames = int(torch.randint(n, 7, (1,), generator=gen))
+        ll = torch.randn(frames, topo.num_states, generator=gen, dtype=torch.float64) * 2
+        lm_weight = [0.0, 1.0, float(torch.rand(1, generator=gen)) * 3][trial % 3]
+        bonus = float(torch.rand(1, generator=gen)) * 4 - 2
+        result = hybrid_search(ll, topo, lm, id2phone, lm_weight, bonus, beam=math.inf)
+        best = brute_force(ll.tolist(), topo, id2phone, lm, lm_weight, bonus)
+        ranked = sorted(best.items(), key=lambda item: -item[1])
+        assert result.score == pytest.approx(ranked[0][1], abs=1e-9)
+        # The decoded sequence is a best one, and its state path scores what the decoder says.
+        assert best[tuple(result.phones)] == pytest.approx(ranked[0][1], abs=1e-9)
+        assert len(result.states) == frames
+        rescored = path_score(ll.tolist(), result.phones, result.states, id2phone, lm, lm_weight, bonus)
+        assert rescored == pytest.approx(result.score, abs=1e-9)
+        if len(ranked) == 1 or ranked[0][1] - ranked[1][1] > 1e-6:
+            assert result.phones == list(ranked[0][0])
+            checked_sequences += 1
+        assert hybrid_decode(ll.float(), topo, lm, id2phone, lm_weight, bonus) == result.phones
+    assert checked_sequences >= 10
+
+
+def test_no_lm_and_peaky_likelihoods_give_the_obvious_sequence():
+    topo, id2phone, lm = setup(3, 2, sentences=[["a", "a", "a"]] * 5)
+    # c (states 4, 5), a (0, 1), a again (0, 1), b (2, 3): two instances of a in a row stay two.
+    states = [4, 4, 5, 0, 1, 1, 0, 1, 2, 2, 3]
+    ll = peaky(states, topo.num_states)
+    result = hybrid_search(ll, topo, lm, id2phone, lm_weight=0.0, insertion_bonus=0.0)
+    assert result.phones == [3, 1, 1, 2]
+    assert result.states == states
+    # With one state per phone, repeated frames of a phone are one instance unless a bonus pays for more.
+    topo1, id2phone1, lm1 = setup(2, 1)
+    ll1 = peaky([0, 0, 0, 1, 1], topo1.num_states)
+    assert hybrid_decode(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=0.0) == [1, 2]
+    assert hybrid_decode(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=5.0) == [1, 1, 1, 2, 2]
+
+
+def test_the_lm_changes_the_output():
+    # The middle frame is slightly better as b, but the LM has only ever seen "a c".
+    topo, id2phone, lm = setup(3, 1, sentences=[["a", "c"]] * 20 + [["b"]])
+    ll = torch.tensor([[0.0, -9.0, -9.0], [-9.0, 0.0, -0.5], [-9.0, -9.0, 0.0]])
+    assert hybrid_decode(ll, topo, lm, id2phone, lm_weight=0.0, insertion_bonus=0.0) == [1, 2, 3]
+    assert hybrid_decode(ll, topo, lm, id2phone, lm_weight=1.0, insertion_bonus=0.0) == [1, 3]
+    # A small LM weight leaves the acoustics the say.
+    assert hybrid_decode(ll, topo, lm, id2phone, lm_weight=0.05, insertion_bonus=0.0) == [1, 2, 3]
+
+
+def test_a_narrow_beam_prunes_but_returns_a_valid_sequence():
+    topo, id2phone, lm = setup(2, 1)
+    # Frame 0 slightly prefers a; the rest strongly prefer b, and every phone costs 10.
+    ll = torch.tensor([[0.0, -0.1], [-12.0, 0.0], [-12.0, 0.0]])
+    kwargs = {"lm_weight": 0.0, "insertion_bonus": -10.0}
+    assert hybrid_decode(ll, topo, lm, id2phone, beam=math.inf, **kwargs) == [2]
+    assert hybrid_decode(ll, topo, lm, id2phone, beam=1.0, **kwargs) == [2]
+    # Beam 0 keeps only the best state at frame 0 (a), so the search can only reach a, b.
+    pruned = hybrid_search(ll, topo, lm, id2phone, beam=0.0, **kwargs)
+    assert pruned.phones == [1, 2]
+    assert pruned.score == pytest.approx(-20.0)
+
+
+def test_a_beam_that_leaves_no_final_state_decodes_again_without_it(caplog):
+    topo, id2phone, lm = setup(2, 2)
+    # Frame 1 strongly prefers a first state, which cannot end a path: beam 0 prunes every last state.
+    ll = torch.tensor([[0.0, -50.0, -1.0, -50.0], [0.0, -20.0, 0.0, -30.0]])
+    with caplog.at_level(logging.WARNING, logger="phonerec.hybrid"):
+        assert hybrid_decode(ll, topo, lm, id2phone, beam=0.0) == [1]
+    assert "decoding again with no beam" in caplog.text
+    # Random problems: any beam gives a sequence of real phones whose score is at most the exact one.
+    gen = torch.Generator().manual_seed(7)
+    topo3, id2phone3, lm3 = setup(3, 2)
+    for _ in range(20):
+        ll = torch.randn(int(torch.randint(2, 30, (1,), generator=gen)), topo3.num_states, generator=gen) * 3
+        exact = hybrid_search(ll, topo3, lm3, id2phone3)
+        for beam in (0.0, 0.5, 2.0):
+            result = hybrid_search(ll, topo3, lm3, id2phone3, beam=beam)
+            assert result.phones and all(1 <= p <= 3 for p in result.phones)
+            assert result.score <= exact.score + 1e-9
+
+
+def test_scaled_log_likelihoods():
+    post = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    priors = torch.log(torch.tensor([0.5, 0.5, 0.125]))
+    expected = 0.5 * (post - 0.8 * priors)
+    assert torch.allclose(scaled_log_likelihoods(post, priors, prior_scale=0.8, acoustic_scale=0.5), expected)
+    assert torch.equal(scaled_log_likelihoods(post, None, acoustic_scale=2.0), 2 * post)
+
+
+def test_bad_input_is_rejected():
+    topo, id2phone, lm = setup(2, 2)
+    with pytest.raises(ValueError, match="fewer than"):
+        hybrid_decode(torch.zeros(1, 4), topo, lm, id2phone)
+    with pytest.raises(ValueError, match="states per frame"):
+        hybrid_decode(torch.zeros(3, 5), topo, lm, id2phone)
+    with pytest.raises(ValueError, match="beam"):
+        hybrid_decode(torch.zeros(3, 4), topo, lm, id2phone, beam=-1.0)
+    with pytest.raises(ValueError, match="scores -inf"):
+        hybrid_decode(torch.full((3, 4), -math.inf), topo, lm, id2phone, beam=1.0)
+    with pytest.raises(ValueError, match="order-3"):
+        hybrid_decode(torch.zeros(3, 4), topo, NgramLM.estimate([["a", "b"]], order=3), id2phone)
