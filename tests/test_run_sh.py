@@ -19,7 +19,7 @@ def test_help_lists_stages_and_options():
         "1  features",
         "2  Viterbi training",
         "3  CTC training",
-        "4  greedy decoding",
+        "4  decoding of dev and test",
         "5  scoring",
     ):
         assert stage in result.stdout

@@ -51,7 +51,7 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
     assert "Done in" in result.stdout
 
     # Stage 1 again: a logged no-op for every split.
-    result = run_sh("--stage", "1", *overrides)
+    result = run_sh("--stage", "1", "--stop-stage", "1", *overrides)
     assert result.returncode == 0
     assert result.stderr.count("features already done with these settings") == 3
 
@@ -63,7 +63,7 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
     index = next(i for i, line in enumerate(lines) if line.startswith("george_3_04 "))
     lines[index] = f"george_3_04 {truncated}"
     wav_scp.write_text("\n".join(lines) + "\n")
-    result = run_sh("--stage", "1", *overrides)
+    result = run_sh("--stage", "1", "--stop-stage", "1", *overrides)
     assert result.returncode == 1
     assert f"wav.scp:{index + 1}: 'george_3_04': {truncated}: truncated" in result.stderr
     assert (data / "mfcc" / "train" / "feats.scp").is_file()
@@ -128,7 +128,9 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     overrides = ["recipe=timit_sample", f"corpus.root={SHARED_TIMIT}", f"paths.data={tmp_path}/data",
                  f"paths.exp={exp}", f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1",
                  "model.hidden_size=32", "train.num_threads=1", "train.viterbi.epochs=3",
-                 "train.viterbi.realign_epochs=[2,3]", "train.ctc.epochs=2"]  # fmt: skip
+                 "train.viterbi.realign_epochs=[2,3]", "train.ctc.epochs=2", "decode.ctc_beam.lm_weights=[0.5]",
+                 "decode.ctc_beam.insertion_bonuses=[0]", "decode.hybrid.acoustic_scales=[0.5]",
+                 "decode.hybrid.insertion_bonuses=[0]"]  # fmt: skip
     result = run_sh(*overrides)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "train: 80 utterances of 10 speakers" in result.stderr
