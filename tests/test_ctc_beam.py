@@ -39,7 +39,7 @@ def peaky(labels, vocab=4, low=-8.0):
 
 def test_lm_weight_zero_equals_greedy_on_peaky_posteriors(tmp_path):
     (tmp_path / "lm.arpa").write_text(ARPA)
-    decoder = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=0.0, insertion_bonus=0.0, beam_size=8)
+    decoder = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=0.0, beam_size=8)
     cases = [[1, 0, 2, 0, 3, 0, 1], [2, 0, 3], [1, 1, 2, 2, 1], [2, 0, 2, 0, 0], [0, 0, 0], [3, 3, 0, 3, 1]]
     width = max(len(c) for c in cases)
     log_probs = torch.stack([torch.cat([peaky(c), peaky([0] * (width - len(c)))]) for c in cases])
@@ -58,7 +58,7 @@ def test_the_lm_changes_an_ambiguous_frame(tmp_path):
     log_probs = log_probs.log_softmax(-1).unsqueeze(0)
     lengths = torch.tensor([5])
     assert ctc_greedy(log_probs, lengths) == [[2, 2]]
-    no_lm = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=0.0, insertion_bonus=0.0)
-    with_lm = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=2.0, insertion_bonus=0.0)
+    no_lm = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=0.0)
+    with_lm = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=2.0)
     assert ctc_beam_decode(no_lm, log_probs, lengths) == [[2, 2]]
     assert ctc_beam_decode(with_lm, log_probs, lengths) == [[2, 3]]

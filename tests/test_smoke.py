@@ -75,7 +75,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     overrides = [f"corpus.root={root}", f"paths.data={tmp_path}/data", f"paths.exp={exp}",
                  f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1", "model.hidden_size=32",
                  "train.num_threads=1", "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]",
-                 "train.ctc.epochs=6", "decode.ctc_beam.lm_weights=[0,0.5]", "decode.ctc_beam.insertion_bonuses=[0,1]",
+                 "train.ctc.epochs=6", "decode.ctc_beam.lm_weights=[0,0.2,0.5,1]",
                  "decode.hybrid.acoustic_scales=[0.3,1.0]", "decode.hybrid.insertion_bonuses=[0]"]  # fmt: skip
     result = run_sh("--stop-stage", "2", *overrides)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -129,7 +129,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
                  f"paths.exp={exp}", f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1",
                  "model.hidden_size=32", "train.num_threads=1", "train.viterbi.epochs=3",
                  "train.viterbi.realign_epochs=[2,3]", "train.ctc.epochs=2", "decode.ctc_beam.lm_weights=[0.5]",
-                 "decode.ctc_beam.insertion_bonuses=[0]", "decode.hybrid.acoustic_scales=[0.5]",
+                 "decode.hybrid.acoustic_scales=[0.5]",
                  "decode.hybrid.insertion_bonuses=[0]"]  # fmt: skip
     result = run_sh(*overrides)
     assert result.returncode == 0, result.stdout + result.stderr

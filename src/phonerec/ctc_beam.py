@@ -5,6 +5,9 @@ The decoder's silence token is set to the blank: flashlight's lexicon-free searc
 ends of every hypothesis, and a real phone there (TIMIT's `sil`) would be indistinguishable from it; as the
 blank, torchaudio drops it with the other blanks, and the outputs equal the greedy best path on peaky
 posteriors when the LM weight is 0.
+
+There is no insertion bonus: flashlight's lexicon-free search has no per-token score (its word score is for
+lexicon words), and raising the LM's log-probabilities instead would make some positive, which KenLM refuses.
 """
 
 from pathlib import Path
@@ -13,15 +16,13 @@ import torch
 from torchaudio.models.decoder import ctc_decoder
 
 
-def make_ctc_beam_decoder(phones: list[str], lm: Path | None, lm_weight: float, insertion_bonus: float,
-                          beam_size: int = 50):  # fmt: skip
+def make_ctc_beam_decoder(phones: list[str], lm: Path | None, lm_weight: float, beam_size: int = 50):
     """phones: the output symbols by id, phones[0] the blank (lang/phones.txt order)."""
     return ctc_decoder(
         lexicon=None,
         tokens=phones,
         lm=str(lm) if lm is not None else None,
         lm_weight=lm_weight,
-        word_score=insertion_bonus,  # lexicon-free: added for every emitted phone
         beam_size=beam_size,
         blank_token=phones[0],
         sil_token=phones[0],

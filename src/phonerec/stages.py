@@ -313,12 +313,10 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
     if checkpoint["kind"] == "ctc":
         phones = [id2phone[i] for i in range(len(id2phone))]
         lm_path = lm_dir / f"phones.{cfg.decode.lm_order}gram.arpa"
-        grid = [{"lm_weight": w, "insertion_bonus": b} for w in cfg.decode.ctc_beam.lm_weights
-                for b in cfg.decode.ctc_beam.insertion_bonuses]  # fmt: skip
+        grid = [{"lm_weight": w} for w in cfg.decode.ctc_beam.lm_weights]
 
         def run(point):
-            decoder = make_ctc_beam_decoder(phones, lm_path, point["lm_weight"], point["insertion_bonus"],
-                                            cfg.decode.ctc_beam.beam_size)  # fmt: skip
+            decoder = make_ctc_beam_decoder(phones, lm_path, point["lm_weight"], cfg.decode.ctc_beam.beam_size)
             return {e.utt: [id2phone[p] for p in ctc_beam_decode(decoder, lp.unsqueeze(0), torch.tensor([len(lp)]))[0]]
                     for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
 
