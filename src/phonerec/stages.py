@@ -187,15 +187,20 @@ def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: P
     mark_done(exp_dir, "train", digest, seconds=sum(r["seconds"] for r in summary["history"]))
 
 
+def _checkpoint_path(cfg: DictConfig, model_dir: Path) -> Path:
+    path = model_dir / f"{cfg.decode.checkpoint}.pt"
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such checkpoint (decode.checkpoint is best or last)")
+    return path
+
+
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Path, decode_dir: Path) -> None:
     """Greedy decoding: CTC best path, or the Viterbi model's frame argmax with repeats merged."""
-    checkpoint_path = model_dir / f"{cfg.decode.checkpoint}.pt"
-    if not checkpoint_path.is_file():
-        raise RecipeError(f"{checkpoint_path}: no such checkpoint (decode.checkpoint is best or last)")
+    checkpoint_path = _checkpoint_path(cfg, model_dir)
     digest = settings_hash(_file_sha256(checkpoint_path), read_digest(feat_dir, "features"),
                            _load_time_features(cfg))  # fmt: skip
     if is_done(decode_dir, "decode", digest):
@@ -292,9 +297,7 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
     """The model's LM decoder: CTC prefix beam search, or hybrid Viterbi through a phone loop, with the phone
     LM. tuned_dir None: this is the dev set; every grid point of decode.* is scored here and the best kept
     (tuning.json). Otherwise the values chosen in tuned_dir/tuning.json decode this set once."""
-    checkpoint_path = model_dir / f"{cfg.decode.checkpoint}.pt"
-    if not checkpoint_path.is_file():
-        raise RecipeError(f"{checkpoint_path}: no such checkpoint (decode.checkpoint is best or last)")
+    checkpoint_path = _checkpoint_path(cfg, model_dir)
     tuning = None if tuned_dir is None else json.loads((tuned_dir / "tuning.json").read_text())
     digest = settings_hash(_file_sha256(checkpoint_path), read_digest(feat_dir, "features"), read_digest(lm_dir, "lm"),
                            _load_time_features(cfg), OmegaConf.to_container(cfg.decode), tuning)  # fmt: skip
