@@ -300,7 +300,7 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
     checkpoint_path = _checkpoint_path(cfg, model_dir)
     tuning = None if tuned_dir is None else json.loads((tuned_dir / "tuning.json").read_text())
     digest = settings_hash(_file_sha256(checkpoint_path), read_digest(feat_dir, "features"), read_digest(lm_dir, "lm"),
-                           _load_time_features(cfg), OmegaConf.to_container(cfg.decode), tuning)  # fmt: skip
+                           _load_time_features(cfg), _lm_decode_settings(cfg), tuning)  # fmt: skip
     if is_done(decode_dir, "decode", digest):
         return
     clear_done(decode_dir, "decode")
@@ -366,6 +366,12 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
     (decode_dir / "decoder.json").write_text(json.dumps({"decoder": name, **tuning["chosen"]}) + "\n")
     (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
     mark_done(decode_dir, "decode", digest, seconds=time.perf_counter() - start)
+
+
+def _lm_decode_settings(cfg: DictConfig) -> dict:
+    """What an LM decode reads: the grids, and the scoring settings its tuning uses (not sclite, not splits)."""
+    keys = ("lm_order", "ctc_beam", "hybrid", "ignore_phones", "phone_map", "fold_from", "fold_to")
+    return {k: OmegaConf.to_container(cfg.decode, resolve=True)[k] for k in keys}
 
 
 def _posteriors(model, examples, cfg) -> list[torch.Tensor]:
