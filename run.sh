@@ -65,7 +65,7 @@ run_step() {
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
 mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name paths.exp \
-  paths.results decode.splits -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+  paths.results decode.splits decode.words.enabled -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
@@ -73,6 +73,7 @@ fi
 recipe=${settings[0]} corpus=${settings[1]} data=${settings[2]} feats=${settings[3]} exp=${settings[4]}
 results=${settings[5]}
 decode_splits=$(echo "${settings[6]}" | tr -d "[],'")
+word_decoding=${settings[7]}
 splits="train dev test"
 start_time=${SECONDS}
 log "Recipe ${recipe}: stages ${stage} to ${stop_stage}; overrides: ${overrides[*]:-none}"
@@ -117,6 +118,15 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         "${exp}/${model}/decode_${split}_lm" ${tuned[@]+"${tuned[@]}"}
     done
   done
+  if [ "${word_decoding}" = "True" ]; then   # the digit corpora: words through the lexicon, WER and SER
+    for split in ${decode_splits}; do
+      tuned=()
+      [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/ctc/decode_${tune_split}_words")
+      run_step "${exp}/ctc/decode_${split}_words/log/decode.log" \
+        python steps/decode_words.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/ctc" "${data}/lm" \
+        "${exp}/ctc/decode_${split}_words" ${tuned[@]+"${tuned[@]}"}
+    done
+  fi
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then

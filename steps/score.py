@@ -6,13 +6,16 @@ import shlex
 from pathlib import Path
 
 from phonerec.cli import step_main
-from phonerec.stages import score_stage, write_results
+from phonerec.stages import score_stage, word_score_stage, write_results
 
 
 def main(args, cfg):
     for model in ("viterbi", "ctc"):  # not the runs moved aside to <model>.<digest>
         for decode_dir in sorted((args.exp_dir / model).glob("decode_*")):
-            score_stage(cfg, decode_dir)
+            if decode_dir.name.endswith("_words"):
+                word_score_stage(decode_dir)
+            else:
+                score_stage(cfg, decode_dir)
     command = "./run.sh " + shlex.join(args.overrides)
     write_results(cfg, args.data_dir, args.exp_dir, Path(cfg.paths.results), command)
 

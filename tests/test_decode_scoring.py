@@ -283,3 +283,14 @@ def test_write_score_report(tmp_path):
     write_score_report(score({"u": []}, {"u": ["a"]}), out_dir, title="empty")
     assert json.loads((out_dir / "per.json").read_text())["total"]["per"] is None
     assert "%PER n/a [ 1 / 0, 1 ins, 0 del, 0 sub ]" in (out_dir / "per.txt").read_text()
+
+
+def test_word_error_rates_and_sentence_errors():
+    from phonerec.scoring import word_error_rates
+
+    refs = {"u1": ["one", "two", "three"], "u2": ["four"], "u3": ["five", "six"]}
+    hyps = {"u1": ["one", "two", "three"], "u2": ["oh"], "u3": ["five"]}
+    rates = word_error_rates(refs, hyps)
+    assert (rates["sub"], rates["del"], rates["ins"], rates["n"]) == (1, 1, 0, 6)
+    assert rates["wer"] == pytest.approx(100 * 2 / 6) and rates["ser"] == pytest.approx(100 * 2 / 3)
+    assert rates["metric"] == "wer"

@@ -76,7 +76,8 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
                  f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1", "model.hidden_size=32",
                  "train.num_threads=1", "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]",
                  "train.ctc.epochs=6", "decode.ctc_beam.lm_weights=[0,0.2,0.5,1]",
-                 "decode.hybrid.acoustic_scales=[0.3,1.0]", "decode.hybrid.insertion_bonuses=[0]"]  # fmt: skip
+                 "decode.hybrid.acoustic_scales=[0.3,1.0]", "decode.hybrid.insertion_bonuses=[0]",
+                 "decode.words.lm_weights=[0,1]", "decode.words.word_scores=[0]"]  # fmt: skip
     result = run_sh("--stop-stage", "2", *overrides)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -110,14 +111,19 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
         assert not (exp / model / "decode_test_lm" / "tuning.json").exists()
         assert (exp / model / "decode_test_lm" / "per.json").is_file()
         # The reports of every decode dir; sclite (CI installs sctk) agrees with our PER on these real decodes.
-        for decode_dir in (exp / model).glob("decode_*"):
+        for decode_dir in [*(exp / model).glob("decode_*_greedy"), *(exp / model).glob("decode_*_lm")]:
             for report in ("per.pra", "confusions.txt", "confusion.png"):
                 assert (decode_dir / report).stat().st_size > 0
             if os.environ.get("CI") or find_sclite():
                 ours = json.loads((decode_dir / "per.json").read_text())["total"]["per"]
                 theirs = json.loads((decode_dir / "sclite.json").read_text())["per"]
                 assert abs(ours - theirs) <= 0.5
+    # Word decoding of the digits (FSDD enables it): WER and SER, tuned on dev.
+    assert len(json.loads((exp / "ctc" / "decode_dev_words" / "tuning.json").read_text())["grid"]) == 2
+    rates = json.loads((exp / "ctc" / "decode_test_words" / "wer.json").read_text())
+    assert rates["metric"] == "wer" and rates["n"] == 40 and 0 <= rates["ser"] <= 100
     results = (tmp_path / "RESULTS.md").read_text()
+    assert "Word error rate (lexicon-constrained word decoding)" in results
     assert "| viterbi | frame argmax" in results and "| ctc | CTC best path" in results
     assert "| ctc | CTC prefix beam search + phone LM (lm_weight" in results and "| viterbi | hybrid Viterbi" in results
     assert "Viterbi re-alignment rounds" in results and "3 CTC training" in results

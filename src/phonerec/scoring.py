@@ -233,3 +233,14 @@ def write_score_report(result: dict, out_dir: Path, title: str) -> None:
         lines.append("-" * len(header))
     lines.append(row_line("Sum", total))
     _write_atomic(out_dir / "per.txt", "\n".join(lines) + "\n")
+
+
+def word_error_rates(refs: dict[str, list[str]], hyps: dict[str, list[str]]) -> dict:
+    """WER and sentence error rate (SER) of word sequences, with the same alignment counts as score()."""
+    total = score(refs, hyps)["total"]
+    return {
+        "metric": "wer",
+        "wer": total["per"],  # score() names its rate per; for words it is the word error rate
+        "ser": _per(total["utts_err"], total["utts"]),
+        **{k: total[k] for k in ("corr", "sub", "del", "ins", "err", "n", "utts", "utts_err")},
+    }

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
+from torchaudio.models.decoder import ctc_decoder
 
 from phonerec.align_eval import ctc_segments, evaluate_alignment, frames_to_segments, read_ctm, write_ctm
 from phonerec.alignment import Topology, build_graph, viterbi_align
@@ -36,7 +37,7 @@ from phonerec.lm import NgramLM
 from phonerec.model import BLSTMAcousticModel
 from phonerec.reports import refs_hyps, write_reports
 from phonerec.sclite import find_sclite, run_sclite
-from phonerec.scoring import fold_phones, read_phone_map, score, write_score_report
+from phonerec.scoring import fold_phones, read_phone_map, score, word_error_rates, write_score_report
 from phonerec.stage import clear_done, is_done, mark_done, read_digest
 from phonerec.training import load_model, train
 from phonerec.viterbi import ViterbiTask, format_accuracy
@@ -278,7 +279,11 @@ def make_lm_stage(cfg: DictConfig, train_dir: Path, lm_dir: Path) -> None:
     """Phone n-gram LMs from the training transcripts: phones.<order>gram.arpa for CTC beam search and, for the
     hybrid decoder's phone loop, phones.2gram.arpa (the same file when the order is 2)."""
     text = (train_dir / "text").read_text()
-    digest = settings_hash(cfg.decode.lm_order, text)
+    words_file = train_dir / "text.words"
+    word_text = words_file.read_text() if cfg.decode.words.enabled and words_file.is_file() else None
+    if cfg.decode.words.enabled and word_text is None:
+        raise RecipeError(f"decode.words.enabled=true, but {words_file} is missing")
+    digest = settings_hash(cfg.decode.lm_order, text, word_text)
     if is_done(lm_dir, "lm", digest):
         return
     clear_done(lm_dir, "lm")
@@ -289,6 +294,10 @@ def make_lm_stage(cfg: DictConfig, train_dir: Path, lm_dir: Path) -> None:
         lm.write_arpa(lm_dir / f"phones.{order}gram.arpa")
         log.info("%s: %d-gram phone LM from %d training transcripts", lm_dir / f"phones.{order}gram.arpa", order,
                  len(sentences))  # fmt: skip
+    if cfg.decode.words.enabled:
+        words = [v.split() for v in read_table(train_dir / "text.words").values()]
+        NgramLM.estimate(words, order=2).write_arpa(lm_dir / "words.2gram.arpa")
+        log.info("%s: word bigram from %d training transcripts", lm_dir / "words.2gram.arpa", len(words))
     mark_done(lm_dir, "lm", digest, seconds=time.perf_counter() - start)
 
 
@@ -366,6 +375,71 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
     (decode_dir / "decoder.json").write_text(json.dumps({"decoder": name, **tuning["chosen"]}) + "\n")
     (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
     mark_done(decode_dir, "decode", digest, seconds=time.perf_counter() - start)
+
+
+def word_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Path, lm_dir: Path,
+                      decode_dir: Path, tuned_dir: Path | None) -> None:  # fmt: skip
+    """Word decoding of a CTC model, constrained by lang/lexicon.txt, with the word bigram: torchaudio's
+    ctc_decoder in lexicon mode. Tuned on dev (tuned_dir None) by WER; test decoded once with the choice."""
+    checkpoint_path = _checkpoint_path(cfg, model_dir)
+    tuning = None if tuned_dir is None else json.loads((tuned_dir / "tuning.json").read_text())
+    wcfg = OmegaConf.to_container(cfg.decode.words, resolve=True)
+    digest = settings_hash(_file_sha256(checkpoint_path), read_digest(feat_dir, "features"), read_digest(lm_dir, "lm"),
+                           _load_time_features(cfg), wcfg, tuning)  # fmt: skip
+    if is_done(decode_dir, "decode", digest):
+        return
+    clear_done(decode_dir, "decode")
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.train.num_threads)
+    model, checkpoint = load_model(checkpoint_path)
+    if checkpoint["kind"] != "ctc":
+        raise RecipeError(f"{checkpoint_path}: word decoding is for CTC models")
+    examples = load_examples(feat_dir, lang_dir, cfg.features, word_boundaries=False)
+    id2phone = _id2phone(lang_dir)
+    phones = [id2phone[i] for i in range(len(id2phone))]
+    posteriors = _posteriors(model, examples, cfg)
+    refs = {u: v.split() for u, v in read_table(feat_dir / "text.words").items()}
+    grid = [{"lm_weight": w, "word_score": b} for w in wcfg["lm_weights"] for b in wcfg["word_scores"]]
+
+    def run(point):
+        decoder = ctc_decoder(lexicon=str(lang_dir / "lexicon.txt"), tokens=phones, lm=str(lm_dir / "words.2gram.arpa"),
+                              lm_weight=point["lm_weight"], word_score=point["word_score"],
+                              beam_size=wcfg["beam_size"], blank_token=phones[0], sil_token=phones[1],
+                              unk_word="<unk>")  # fmt: skip
+        hyps = {}
+        for e, lp in zip(examples, posteriors, strict=True):
+            best = decoder(lp.unsqueeze(0).float().contiguous(), torch.tensor([len(lp)], dtype=torch.int32))[0]
+            hyps[e.utt] = list(best[0].words) if best else []
+        return hyps
+
+    if tuning is None:
+        results = []
+        for point in grid:
+            rates = word_error_rates(refs, run(point))
+            results.append({**point, "wer": rates["wer"], "ser": rates["ser"]})
+            log.info("%s: %s -> dev WER %.2f%%, SER %.2f%%", decode_dir.name, point, rates["wer"], rates["ser"])
+        best = min(range(len(grid)), key=lambda i: results[i]["wer"])
+        tuning = {"decoder": "CTC lexicon beam search + word bigram", "tuned_on": str(decode_dir),
+                  "chosen": grid[best], "grid": results}  # fmt: skip
+        decode_dir.mkdir(parents=True, exist_ok=True)
+        (decode_dir / "tuning.json").write_text(json.dumps(tuning, indent=2) + "\n")
+    hyps = run(tuning["chosen"])
+    write_table(decode_dir / "hyp.txt", {u: " ".join(h) for u, h in hyps.items()})
+    write_table(decode_dir / "ref.txt", {u: " ".join(r) for u, r in refs.items()})
+    (decode_dir / "decoder.json").write_text(json.dumps({"decoder": tuning["decoder"], **tuning["chosen"]}) + "\n")
+    mark_done(decode_dir, "decode", digest, seconds=time.perf_counter() - start)
+
+
+def word_score_stage(decode_dir: Path) -> dict:
+    """wer.json of a word decode dir: WER and sentence error rate."""
+    read_digest(decode_dir, "decode")
+    refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
+    hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
+    rates = word_error_rates(refs, hyps)
+    (decode_dir / "wer.json").write_text(json.dumps(rates, indent=2) + "\n")
+    log.info("%s: WER %.2f%%, SER %.2f%% (%d sub, %d del, %d ins of %d words)", decode_dir, rates["wer"],
+             rates["ser"], rates["sub"], rates["del"], rates["ins"], rates["n"])  # fmt: skip
+    return rates
 
 
 def _lm_decode_settings(cfg: DictConfig) -> dict:
@@ -462,6 +536,22 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
                     decode = f"{chosen['decoder']} ({values}; tuned on {cfg.decode.splits[0]})"
                 counts = " | ".join(str(total[k]) for k in ("corr", "sub", "del", "ins", "n"))
                 lines.append(f"| {model} | {decode} | {split} | {total['utts']} | {total['per']:.2f} | {counts} |")
+    word_rows = []
+    for split in cfg.decode.splits:
+        wer_json = exp_dir / "ctc" / f"decode_{split}_words" / "wer.json"
+        if wer_json.is_file():
+            r = json.loads(wer_json.read_text())
+            chosen = json.loads((wer_json.parent / "decoder.json").read_text())
+            decoder = (f"{chosen['decoder']} (lm_weight {chosen['lm_weight']:g}, word_score {chosen['word_score']:g}; "
+                       f"tuned on {cfg.decode.splits[0]})")  # fmt: skip
+            counts = " | ".join(str(r[k]) for k in ("sub", "del", "ins", "n"))
+            word_rows.append(
+                f"| ctc | {decoder} | {split} | {r['utts']} | {r['wer']:.2f} | {r['ser']:.2f} | {counts} |"
+            )
+    if word_rows:
+        lines += ["", "## Word error rate (lexicon-constrained word decoding)", "",
+                  "| model | decode | split | utts | WER % | SER % | Sub | Del | Ins | N |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *word_rows]  # fmt: skip
     lines += ["", "## Training", "", "| model | epochs | best epoch | best dev PER % | train time s | frames/s |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for model in ("viterbi", "ctc"):
