@@ -226,14 +226,12 @@ def decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: Pat
             else:
                 decoded = frame_argmax(log_probs, out_lengths, state_to_phone)
             for e, hyp in zip(batch_examples, decoded, strict=True):
-                hyps[e.utt] = " ".join(id2phone[p] for p in hyp)
+                hyps[e.utt] = [id2phone[p] for p in hyp]
             if reference is not None:
                 alis = _forced_alignment(cfg, checkpoint, topo, id2phone, batch_examples, log_probs, out_lengths)
                 aligned.update(alis)
-    write_table(decode_dir / "hyp.txt", hyps)
-    write_table(decode_dir / "ref.txt", {e.utt: " ".join(id2phone[p] for p in e.phones) for e in examples})
-    write_table(decode_dir / "utt2spk", {e.utt: e.speaker for e in examples})
-    (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
+    refs = {e.utt: [id2phone[p] for p in e.phones] for e in examples}
+    _write_decode(decode_dir, hyps, refs, {e.utt: e.speaker for e in examples}, checkpoint_path, checkpoint)
     if reference is not None:
         write_ctm(decode_dir / "ali.ctm", aligned)
         accuracy = evaluate_alignment(reference, aligned, _frame_shift(cfg))
@@ -352,28 +350,12 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
         name = "hybrid Viterbi (posteriors / priors) + phone LM"
 
     fold, ignore = _fold(cfg), frozenset(cfg.decode.ignore_phones)
-    if tuning is None:
-        results = []
-        for point in grid:
-            hyps = run(point)
-            per = score(refs, hyps, utt2spk, fold=fold, ignore=ignore)["total"]["per"]
-            results.append({**point, "per": per})
-            log.info("%s: %s -> dev PER %.2f%%", decode_dir.name, point, per)
-        best = min(range(len(grid)), key=lambda i: results[i]["per"])
-        tuning = {"decoder": name, "tuned_on": str(decode_dir), "chosen": grid[best], "grid": results}
-        hyps = run(grid[best])
-        tmp = decode_dir / "tuning.json.tmp"
-        tmp.write_text(json.dumps(tuning, indent=2) + "\n")
-        tmp.replace(decode_dir / "tuning.json")
-        log.info("%s: chose %s (dev PER %.2f%%)", decode_dir, grid[best], results[best]["per"])
-    else:
-        hyps = run(tuning["chosen"])
-        log.info("%s: decoded once with %s, chosen on %s", decode_dir, tuning["chosen"], tuning["tuned_on"])
-    write_table(decode_dir / "hyp.txt", {u: " ".join(h) for u, h in hyps.items()})
-    write_table(decode_dir / "ref.txt", {u: " ".join(r) for u, r in refs.items()})
-    write_table(decode_dir / "utt2spk", utt2spk)
-    (decode_dir / "decoder.json").write_text(json.dumps({"decoder": name, **tuning["chosen"]}) + "\n")
-    (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
+
+    def figures(hyps):
+        return {"per": score(refs, hyps, utt2spk, fold=fold, ignore=ignore)["total"]["per"]}
+
+    tuning, hyps = _tuned_decode(decode_dir, name, grid, run, figures, tuning)
+    _write_decode(decode_dir, hyps, refs, utt2spk, checkpoint_path, checkpoint, tuning)
     mark_done(decode_dir, "decode", digest, seconds=time.perf_counter() - start)
 
 
@@ -412,21 +394,14 @@ def word_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir
             hyps[e.utt] = list(best[0].words) if best else []
         return hyps
 
-    if tuning is None:
-        results = []
-        for point in grid:
-            rates = word_error_rates(refs, run(point))
-            results.append({**point, "wer": rates["wer"], "ser": rates["ser"]})
-            log.info("%s: %s -> dev WER %.2f%%, SER %.2f%%", decode_dir.name, point, rates["wer"], rates["ser"])
-        best = min(range(len(grid)), key=lambda i: results[i]["wer"])
-        tuning = {"decoder": "CTC lexicon beam search + word bigram", "tuned_on": str(decode_dir),
-                  "chosen": grid[best], "grid": results}  # fmt: skip
-        decode_dir.mkdir(parents=True, exist_ok=True)
-        (decode_dir / "tuning.json").write_text(json.dumps(tuning, indent=2) + "\n")
-    hyps = run(tuning["chosen"])
-    write_table(decode_dir / "hyp.txt", {u: " ".join(h) for u, h in hyps.items()})
-    write_table(decode_dir / "ref.txt", {u: " ".join(r) for u, r in refs.items()})
-    (decode_dir / "decoder.json").write_text(json.dumps({"decoder": tuning["decoder"], **tuning["chosen"]}) + "\n")
+    def figures(hyps):
+        rates = word_error_rates(refs, hyps)
+        return {"wer": rates["wer"], "ser": rates["ser"]}
+
+    name = "CTC lexicon beam search + word bigram"
+    tuning, hyps = _tuned_decode(decode_dir, name, grid, run, figures, tuning)
+    utt2spk = {e.utt: e.speaker for e in examples}
+    _write_decode(decode_dir, hyps, refs, utt2spk, checkpoint_path, checkpoint, tuning)
     mark_done(decode_dir, "decode", digest, seconds=time.perf_counter() - start)
 
 
@@ -440,6 +415,42 @@ def word_score_stage(decode_dir: Path) -> dict:
     log.info("%s: WER %.2f%%, SER %.2f%% (%d sub, %d del, %d ins of %d words)", decode_dir, rates["wer"],
              rates["ser"], rates["sub"], rates["del"], rates["ins"], rates["n"])  # fmt: skip
     return rates
+
+
+def _tuned_decode(decode_dir: Path, name: str, grid: list[dict], run, figures, tuning: dict | None):
+    """Decode with the values `tuning` chose elsewhere; or, with tuning None, tune here: every grid point is
+    decoded (run(point) -> hyps) and scored (figures(hyps) -> dict whose first value is minimised), and the
+    grid and the choice go to decode_dir/tuning.json. Returns (tuning, hyps of the chosen point)."""
+    if tuning is not None:
+        log.info("%s: decoded once with %s, chosen on %s", decode_dir, tuning["chosen"], tuning["tuned_on"])
+        return tuning, run(tuning["chosen"])
+    results, best, best_hyps = [], None, None
+    for point in grid:
+        hyps = run(point)
+        result = figures(hyps)
+        results.append({**point, **result})
+        log.info("%s: %s -> %s", decode_dir.name, point, result)
+        rate = next(iter(result.values()))
+        if best is None or rate < best:  # the first of equal rates, as min() picks
+            best, best_point, best_hyps = rate, point, hyps
+    tuning = {"decoder": name, "tuned_on": str(decode_dir), "chosen": best_point, "grid": results}
+    decode_dir.mkdir(parents=True, exist_ok=True)
+    tmp = decode_dir / "tuning.json.tmp"
+    tmp.write_text(json.dumps(tuning, indent=2) + "\n")
+    tmp.replace(decode_dir / "tuning.json")
+    log.info("%s: chose %s (%.2f%%)", decode_dir, best_point, best)
+    return tuning, best_hyps
+
+
+def _write_decode(decode_dir: Path, hyps: dict, refs: dict, utt2spk: dict, checkpoint_path: Path, checkpoint: dict,
+                  tuning: dict | None = None) -> None:  # fmt: skip
+    """A decode dir's outputs: hyp.txt, ref.txt, utt2spk, the model used and, for a tuned decoder, its values."""
+    write_table(decode_dir / "hyp.txt", {u: " ".join(h) for u, h in hyps.items()})
+    write_table(decode_dir / "ref.txt", {u: " ".join(r) for u, r in refs.items()})
+    write_table(decode_dir / "utt2spk", utt2spk)
+    (decode_dir / "model").write_text(f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n")
+    if tuning is not None:
+        (decode_dir / "decoder.json").write_text(json.dumps({"decoder": tuning["decoder"], **tuning["chosen"]}) + "\n")
 
 
 def _lm_decode_settings(cfg: DictConfig) -> dict:
