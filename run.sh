@@ -14,7 +14,8 @@ Stages:
   2  Viterbi training (flat start, re-alignment): features -> <paths.exp>/viterbi
   3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc
   4  decoding of dev and test, greedy and with a phone n-gram LM (weights tuned on dev only):
-     <paths.exp>/{viterbi,ctc} -> <paths.exp>/{viterbi,ctc}/decode_<split>_{greedy,lm}
+     <paths.exp>/{viterbi,ctc} -> <paths.exp>/{viterbi,ctc}/decode_<split>_{greedy,lm}; with
+     decode.words.enabled (the digit recipes) also word decoding -> .../decode_<split>_words
   5  scoring (PER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
 
 Options:
@@ -119,12 +120,14 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     done
   done
   if [ "${word_decoding}" = "True" ]; then   # the digit corpora: words through the lexicon, WER and SER
-    for split in ${decode_splits}; do
-      tuned=()
-      [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/ctc/decode_${tune_split}_words")
-      run_step "${exp}/ctc/decode_${split}_words/log/decode.log" \
-        python steps/decode_words.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/ctc" "${data}/lm" \
-        "${exp}/ctc/decode_${split}_words" ${tuned[@]+"${tuned[@]}"}
+    for model in viterbi ctc; do
+      for split in ${decode_splits}; do
+        tuned=()
+        [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_words")
+        run_step "${exp}/${model}/decode_${split}_words/log/decode.log" \
+          python steps/decode_words.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${data}/lm" \
+          "${exp}/${model}/decode_${split}_words" ${tuned[@]+"${tuned[@]}"}
+      done
     done
   fi
 fi

@@ -4,7 +4,7 @@ or for a Viterbi model the frame argmax with repeats merged. Writes hyp.txt, ref
 
 from phonerec.cli import step_main
 from phonerec.stage import exclusive
-from phonerec.stages import decode_stage
+from phonerec.stages.decode import decode_stage
 
 
 def main(args, cfg):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from phonerec.cli import step_main
 from phonerec.stage import exclusive
-from phonerec.stages import lm_decode_stage
+from phonerec.stages.decode import lm_decode_stage
 
 
 def main(args, cfg):

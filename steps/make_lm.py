@@ -4,7 +4,7 @@ transcripts <train-dir>/text, as ARPA files in <lm-dir>."""
 
 from phonerec.cli import step_main
 from phonerec.stage import exclusive
-from phonerec.stages import make_lm_stage
+from phonerec.stages.decode import make_lm_stage
 
 
 def main(args, cfg):

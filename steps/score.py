@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from phonerec.cli import step_main
-from phonerec.stages import score_stage, word_score_stage, write_results
+from phonerec.stages.score import score_stage, word_score_stage, write_results
 
 
 def main(args, cfg):

@@ -5,7 +5,7 @@ Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev P
 
 from phonerec.cli import step_main
 from phonerec.stage import exclusive
-from phonerec.stages import train_ctc_stage
+from phonerec.stages.train import train_ctc_stage
 
 
 def main(args, cfg):

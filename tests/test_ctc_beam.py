@@ -1,10 +1,15 @@
-"""CTC beam search with a phone LM (torchaudio ctc_decoder): LM weight 0 equals greedy on peaky posteriors, and
-the LM changes the output where it should."""
+"""CTC beam search with a phone LM (torchaudio ctc_decoder): LM weight 0 equals greedy on peaky posteriors, the
+LM and the insertion bonus change the output where they should, and a hypothesis scores exactly its CTC
+log-posterior + lm_weight * its LM log-probability + bonus * its length."""
 
+import math
+
+import pytest
 import torch
 
 from phonerec.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decode import ctc_greedy
+from phonerec.lm import NgramLM
 
 PHONES = ["<blk>", "sil", "a", "b"]
 # A bigram that strongly prefers "a" after "<s>"... and "b" after "a".
@@ -30,6 +35,12 @@ ngram 2=4
 """
 
 
+@pytest.fixture
+def lm(tmp_path):
+    (tmp_path / "lm.arpa").write_text(ARPA)
+    return NgramLM.read_arpa(tmp_path / "lm.arpa")
+
+
 def peaky(labels, vocab=4, low=-8.0):
     log_probs = torch.full((len(labels), vocab), low)
     for t, k in enumerate(labels):
@@ -37,9 +48,8 @@ def peaky(labels, vocab=4, low=-8.0):
     return log_probs.log_softmax(-1)
 
 
-def test_lm_weight_zero_equals_greedy_on_peaky_posteriors(tmp_path):
-    (tmp_path / "lm.arpa").write_text(ARPA)
-    decoder = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=0.0, beam_size=8)
+def test_lm_weight_zero_equals_greedy_on_peaky_posteriors(lm):
+    decoder = make_ctc_beam_decoder(PHONES, lm, lm_weight=0.0, beam_size=8)
     cases = [[1, 0, 2, 0, 3, 0, 1], [2, 0, 3], [1, 1, 2, 2, 1], [2, 0, 2, 0, 0], [0, 0, 0], [3, 3, 0, 3, 1]]
     width = max(len(c) for c in cases)
     log_probs = torch.stack([torch.cat([peaky(c), peaky([0] * (width - len(c)))]) for c in cases])
@@ -47,8 +57,7 @@ def test_lm_weight_zero_equals_greedy_on_peaky_posteriors(tmp_path):
     assert ctc_beam_decode(decoder, log_probs, lengths) == ctc_greedy(log_probs, lengths)
 
 
-def test_the_lm_changes_an_ambiguous_frame(tmp_path):
-    (tmp_path / "lm.arpa").write_text(ARPA)
+def test_the_lm_changes_an_ambiguous_frame(lm):
     # Frame 2 is a little more "a" than "b": greedy says "a a"; the LM (a -> b likely, a -> a not) says "a b".
     log_probs = torch.full((5, 4), -8.0)
     log_probs[0, 2] = 0.0
@@ -58,7 +67,34 @@ def test_the_lm_changes_an_ambiguous_frame(tmp_path):
     log_probs = log_probs.log_softmax(-1).unsqueeze(0)
     lengths = torch.tensor([5])
     assert ctc_greedy(log_probs, lengths) == [[2, 2]]
-    no_lm = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=0.0)
-    with_lm = make_ctc_beam_decoder(PHONES, tmp_path / "lm.arpa", lm_weight=2.0)
+    no_lm = make_ctc_beam_decoder(PHONES, lm, lm_weight=0.0)
+    with_lm = make_ctc_beam_decoder(PHONES, lm, lm_weight=2.0)
     assert ctc_beam_decode(no_lm, log_probs, lengths) == [[2, 2]]
     assert ctc_beam_decode(with_lm, log_probs, lengths) == [[2, 3]]
+
+
+def test_the_insertion_bonus_turns_a_doubtful_phone_into_an_insertion(lm):
+    # Frame 1 is mostly blank but a little "b": no bonus keeps "a", a bonus of 2 per phone buys the "b".
+    log_probs = torch.full((3, 4), -8.0)
+    log_probs[0, 2] = 0.0
+    log_probs[1, 0], log_probs[1, 3] = -0.4, -1.1
+    log_probs[2, 0] = 0.0
+    log_probs = log_probs.log_softmax(-1).unsqueeze(0)
+    lengths = torch.tensor([3])
+    for bonus, expected in [(-1.0, [[2]]), (0.0, [[2]]), (2.0, [[2, 3]])]:
+        decoder = make_ctc_beam_decoder(PHONES, lm, lm_weight=0.0, insertion_bonus=bonus)
+        assert ctc_beam_decode(decoder, log_probs, lengths) == expected
+
+
+@pytest.mark.parametrize("beam_size_token", [None, 2])
+def test_a_hypothesis_scores_acoustics_plus_weighted_lm_plus_bonus(lm, beam_size_token):
+    # One-hot posteriors: the path "a _ b" costs nothing acoustically, so the decoder's score is the LM's part.
+    log_probs = torch.full((1, 3, 4), -1e4)
+    log_probs[0, 0, 2] = log_probs[0, 1, 0] = log_probs[0, 2, 3] = 0.0
+    lm_weight, bonus = 0.7, 1.5
+    decoder = make_ctc_beam_decoder(PHONES, lm, lm_weight, bonus, beam_size_token=beam_size_token)
+    best = decoder(log_probs, torch.tensor([3], dtype=torch.int32))[0][0]
+    assert best.tokens.tolist() == [2, 3]
+    expected = lm_weight * lm.score_sentence(["a", "b"]) + 2 * bonus
+    assert best.score == pytest.approx(expected, abs=1e-4)
+    assert lm.score_sentence(["a", "b"]) == pytest.approx(math.log(10) * (-0.05 - 0.05 - 0.05))

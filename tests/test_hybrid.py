@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from phonerec.alignment import Topology
-from phonerec.hybrid import hybrid_decode, hybrid_search, scaled_log_likelihoods
+from phonerec.hybrid import (
+    hybrid_decode,
+    hybrid_search,
+    hybrid_word_decode,
+    loop_search,
+    scaled_log_likelihoods,
+    word_loop,
+)
 from phonerec.lm import NgramLM
 
 NAMES = ["<blk>", "a", "b", "c"]
@@ -164,3 +171,74 @@ def test_bad_input_is_rejected():
         hybrid_decode(torch.full((3, 4), -math.inf), topo, lm, id2phone, beam=1.0)
     with pytest.raises(ValueError, match="order-3"):
         hybrid_decode(torch.zeros(3, 4), topo, NgramLM.estimate([["a", "b"]], order=3), id2phone)
+
+
+# ---- word loop ------------------------------------------------------------------------------------------------
+
+WORD_PHONES = {"<blk>": 0, "sil": 1, "a": 2, "b": 3}
+LEXICON = {"x": [["a"]], "y": [["b", "a"], ["b"]]}  # y has two pronunciations
+
+
+def word_setup(n: int):
+    topo = Topology(len(WORD_PHONES), n)
+    lm = NgramLM.estimate([["x", "y"], ["y"], ["y", "y", "x"]], order=2)
+    return topo, lm
+
+
+def word_paths(topo: Topology, frames: int, optional_silence: bool):
+    """Every (words, state sequence) the word loop allows within `frames` frames, written out from its
+    definition: pronunciations in a row, an optional silence first and after each word."""
+    silence = topo.states(WORD_PHONES["sil"])
+    units = [
+        (w, [s for p in pron for s in topo.states(WORD_PHONES[p])]) for w, prons in LEXICON.items() for pron in prons
+    ]
+    gaps = [[], silence] if optional_silence else [[]]
+
+    def extend(words, states):
+        for word, chain in units:
+            for gap in gaps:
+                longer = states + chain + gap
+                if len(longer) <= frames:
+                    yield words + [word], longer
+                    yield from extend(words + [word], longer)
+
+    for lead in gaps:
+        yield from extend([], list(lead))
+
+
+def word_brute_force(ll, topo, lm, word_score, optional_silence):
+    best = {}
+    for words, states_seq in word_paths(topo, len(ll), optional_silence):
+        for durations in compositions(len(ll), len(states_seq)):
+            states = [s for s, d in zip(states_seq, durations, strict=True) for _ in range(d)]
+            acoustic = math.fsum(ll[t][s] for t, s in enumerate(states))
+            score = acoustic + lm.score_sentence(words) + word_score * len(words)
+            best[tuple(words)] = max(best.get(tuple(words), -math.inf), score)
+    return best
+
+
+@pytest.mark.parametrize("n, optional_silence", [(1, True), (1, False), (2, True)])
+def test_word_loop_search_equals_brute_force(n, optional_silence):
+    topo, lm = word_setup(n)
+    phone2id = {p: i for p, i in WORD_PHONES.items() if i > 0}
+    gen = torch.Generator().manual_seed(n)
+    for word_score in (-1.0, 0.0, 2.0):
+        graph, words = word_loop(LEXICON, phone2id, topo, lm, word_score=word_score, optional_silence=optional_silence)
+        for frames in range(2 * n, 6 * n - n // 2):
+            ll = torch.randn(frames, topo.num_states, generator=gen) * 2
+            best = word_brute_force(ll.tolist(), topo, lm, word_score, optional_silence)
+            expected_words = max(best, key=best.get)
+            path = loop_search(ll, graph)
+            assert path.score == pytest.approx(best[expected_words], abs=1e-9)
+            assert tuple(hybrid_word_decode(ll, graph, words)) == expected_words
+
+
+def test_word_loop_decodes_peaky_likelihoods_with_silences():
+    topo, lm = word_setup(1)
+    phone2id = {p: i for p, i in WORD_PHONES.items() if i > 0}
+    graph, words = word_loop(LEXICON, phone2id, topo, lm)
+    sil, a, b = (topo.states(WORD_PHONES[p])[0] for p in ("sil", "a", "b"))
+    ll = peaky([sil, sil, b, a, a, sil, a, sil], topo.num_states)
+    assert hybrid_word_decode(ll, graph, words) == ["y", "x"]
+    with pytest.raises(ValueError, match="not in the phone table"):
+        word_loop({"z": [["q"]]}, phone2id, topo, lm)

@@ -75,7 +75,8 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     overrides = [f"corpus.root={root}", f"paths.data={tmp_path}/data", f"paths.exp={exp}",
                  f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1", "model.hidden_size=32",
                  "train.num_threads=1", "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]",
-                 "train.ctc.epochs=6", "decode.ctc_beam.lm_weights=[0,0.2,0.5,1]",
+                 "train.ctc.epochs=6", "decode.ctc_beam.lm_weights=[0,0.5]",
+                 "decode.ctc_beam.insertion_bonuses=[0,1]",
                  "decode.hybrid.acoustic_scales=[0.3,1.0]", "decode.hybrid.insertion_bonuses=[0]",
                  "decode.words.lm_weights=[0,1]", "decode.words.word_scores=[0]"]  # fmt: skip
     result = run_sh("--stop-stage", "2", *overrides)
@@ -103,7 +104,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
             assert per["metric"] == "per" and per["total"]["n"] == 4 * 32  # 4 takes of 0-9: 32 phones each
             assert (decode_dir / "hyp.txt").is_file() and (decode_dir / "per.txt").is_file()
     # The LM decoders: weights tuned on dev over the grid, test decoded once with the values chosen there.
-    for model, grid_size in (("viterbi", 2), ("ctc", 4)):
+    for model, grid_size in (("viterbi", 2), ("ctc", 4)):  # the CTC grid: LM weight x insertion bonus
         tuning = json.loads((exp / model / "decode_dev_lm" / "tuning.json").read_text())
         assert len(tuning["grid"]) == grid_size
         chosen = json.loads((exp / model / "decode_test_lm" / "decoder.json").read_text())
@@ -118,14 +119,16 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
                 ours = json.loads((decode_dir / "per.json").read_text())["total"]["per"]
                 theirs = json.loads((decode_dir / "sclite.json").read_text())["per"]
                 assert abs(ours - theirs) <= 0.5
-    # Word decoding of the digits (FSDD enables it): WER and SER, tuned on dev.
-    assert len(json.loads((exp / "ctc" / "decode_dev_words" / "tuning.json").read_text())["grid"]) == 2
-    rates = json.loads((exp / "ctc" / "decode_test_words" / "wer.json").read_text())
-    assert rates["metric"] == "wer" and rates["n"] == 40 and 0 <= rates["ser"] <= 100
+    # Word decoding of the digits (FSDD enables it) by both models: WER and SER, tuned on dev.
+    for model in ("viterbi", "ctc"):
+        assert len(json.loads((exp / model / "decode_dev_words" / "tuning.json").read_text())["grid"]) == 2
+        rates = json.loads((exp / model / "decode_test_words" / "wer.json").read_text())
+        assert rates["metric"] == "wer" and rates["n"] == 40 and 0 <= rates["ser"] <= 100
     results = (tmp_path / "RESULTS.md").read_text()
     assert "Word error rate (lexicon-constrained word decoding)" in results
     assert "| viterbi | frame argmax" in results and "| ctc | CTC best path" in results
     assert "| ctc | CTC prefix beam search + phone LM (lm_weight" in results and "| viterbi | hybrid Viterbi" in results
+    assert "| viterbi | hybrid Viterbi word loop + word bigram (acoustic_scale" in results
     assert "Viterbi re-alignment rounds" in results and "3 CTC training" in results
 
 
@@ -135,6 +138,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
                  f"paths.exp={exp}", f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1",
                  "model.hidden_size=32", "train.num_threads=1", "train.viterbi.epochs=3",
                  "train.viterbi.realign_epochs=[2,3]", "train.ctc.epochs=2", "decode.ctc_beam.lm_weights=[0.5]",
+                 "decode.ctc_beam.insertion_bonuses=[1]",
                  "decode.hybrid.acoustic_scales=[0.5]",
                  "decode.hybrid.insertion_bonuses=[0]"]  # fmt: skip
     result = run_sh(*overrides)

@@ -11,7 +11,9 @@ from conftest import make_fsdd_copy
 from phonerec.config import load_config
 from phonerec.corpora.fsdd import prepare_fsdd
 from phonerec.features import make_features
-from phonerec.stages import decode_stage, score_stage, train_ctc_stage, train_viterbi_stage
+from phonerec.stages.decode import decode_stage
+from phonerec.stages.score import score_stage
+from phonerec.stages.train import train_ctc_stage, train_viterbi_stage
 
 TINY = ["model.num_layers=1", "model.hidden_size=16", "model.dropout=0.1", "train.num_threads=1",
         "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]", "train.ctc.epochs=2", "nj=1"]  # fmt: skip

@@ -1,24 +1,36 @@
-"""Hybrid decoding of the Viterbi-trained model: a phone loop with a bigram phone LM, Viterbi search with a beam.
+"""Hybrid decoding of the Viterbi-trained model: Viterbi search with a beam through a loop of phones (with a
+bigram phone LM) or of words (with a word bigram, constrained by the lexicon).
 
 The frame scores are scaled log-likelihoods (`scaled_log_likelihoods`): acoustic_scale * (log-posterior -
-prior_scale * log-prior) of each HMM state. The search graph is a loop over every phone of lang/phones.txt but
-the blank (id 0, which has no states): each phone is a left-to-right chain of N = topo.states_per_phone states
-(state id (phone_id - 1) * N + k, as in phonerec.alignment.Topology) with a self-loop and a next transition on
-each state, both of weight 0. Between phone instances, with LM scores in natural log:
+prior_scale * log-prior) of each HMM state. Every search graph here is a `LoopGraph`: a loop over units, each a
+left-to-right chain of HMM states (columns of the scores) with a self-loop and a next transition on each state,
+both of weight 0, and weights in natural log between units:
 
-    start            -> first state of q : lm_weight * ln P(q | <s>) + insertion_bonus
-    last state of p  -> first state of q : lm_weight * ln P(q | p)   + insertion_bonus   (q == p too: a new instance)
-    last state of p  -> end              : lm_weight * ln P(</s> | p)
+    start            -> first state of v : start[v]
+    last state of u  -> first state of v : trans[u, v]      (v == u too: a new instance)
+    last state of u  -> end              : end[u]
+
+A path must start in the first state of a unit and end in the last state of one.
+
+Phone loop (`phone_loop`): a unit per phone of lang/phones.txt but the blank (id 0, which has no states), its
+chain the N = topo.states_per_phone states of the phone (state id (phone_id - 1) * N + k, as in
+phonerec.alignment.Topology), and
+
+    start[q] = lm_weight * ln P(q | <s>) + insertion_bonus,  trans[p, q] = lm_weight * ln P(q | p) + insertion_bonus,
+    end[p] = lm_weight * ln P(</s> | p)
 
 so a path's score is its acoustic score + lm_weight * the LM log-probability of its phone sentence +
-insertion_bonus * its number of phones (the LM weight and the bonus apply to the first phone and the end too, so
-with lm_weight = insertion_bonus = 0 the LM has no say at all). A path must start in the first state of a phone
-and end in the last state of one, so it needs at least N frames.
+insertion_bonus * its number of phones (with lm_weight = insertion_bonus = 0 the LM has no say at all).
 
-The search is vectorised over states with a dense (phones x phones) transition matrix and loops over frames only.
-Beam: after each frame, states scoring below the frame's best - beam are dropped. If no state that can end the
-path survives the last frame, the utterance is decoded again with no beam (and a warning is logged), so a narrow
-beam still gives a complete phone sequence.
+Word loop (`word_loop`): a unit per pronunciation of lang/lexicon.txt, its chain the states of its phones, with
+the word LM and a word score in place of the phone LM and the insertion bonus. With optional silence (as the
+training graphs of phonerec.alignment have it), each pronunciation also has a twin that ends in a silence, and a
+leading silence unit may open the path; silence adds nothing to the LM's history.
+
+The search is vectorised over chain positions with a dense (units x units) transition matrix and loops over frames
+only. Beam: after each frame, positions scoring below the frame's best - beam are dropped. If no position that can
+end the path survives the last frame, the utterance is decoded again with no beam (and a warning is logged), so a
+narrow beam still gives a complete sequence.
 """
 
 import logging
@@ -54,28 +66,104 @@ def scaled_log_likelihoods(
     return acoustic_scale * scores
 
 
-def lm_transitions(
-    lm: NgramLM, id2phone: Mapping[int, str], topo: Topology, lm_weight: float = 1.0, insertion_bonus: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The phone loop's weights in float64: start (P,), transitions (P, P) [from p, to q] and end (P,), with
-    index i standing for phone id i + 1. A phone missing from the LM is scored as <unk> when the LM has it;
-    otherwise the LM raises LMError."""
+@dataclass
+class LoopGraph:
+    """A loop over units; see the module docstring. chains[u] lists unit u's HMM states (score columns) in order;
+    start (U,), trans (U, U) [from u, to v] and end (U,) are float64 log-weights."""
+
+    chains: list[list[int]]
+    start: torch.Tensor
+    trans: torch.Tensor
+    end: torch.Tensor
+
+
+@dataclass
+class LoopPath:
+    units: list[int]  # the units of the path, one per instance
+    score: float  # acoustic + graph score of the path (natural log)
+    states: list[int]  # the HMM state of every frame
+
+
+def _lm_weights(lm: NgramLM, names: list[str], lm_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """lm_weight * ln P of a bigram loop over `names`: start (K,), trans (K, K) [from, to], end (K,). A name
+    missing from the LM is scored as <unk> when the LM has it; otherwise the LM raises LMError."""
     if lm.order > 2:
-        raise ValueError(f"the phone loop has bigram states; got an order-{lm.order} LM")
-    num = topo.num_phones - 1
-    missing = [i for i in range(1, topo.num_phones) if i not in id2phone]
-    if missing:
-        raise ValueError(f"id2phone has no symbol for phone ids {missing}")
-    names = [id2phone[i] for i in range(1, topo.num_phones)]
+        raise ValueError(f"the loop has bigram states; got an order-{lm.order} LM")
     start = torch.tensor([lm.logprob(q, [BOS]) for q in names], dtype=torch.float64)
     trans = torch.tensor([[lm.logprob(q, [p]) for q in names] for p in names], dtype=torch.float64)
     end = torch.tensor([lm.logprob(EOS, [p]) for p in names], dtype=torch.float64)
-    assert trans.shape == (num, num)
     if lm_weight == 0:  # no LM at all, even where a probability is 0 (0 * -inf would be nan)
-        start, trans, end = torch.zeros_like(start), torch.zeros_like(trans), torch.zeros_like(end)
-    else:
-        start, trans, end = lm_weight * start, lm_weight * trans, lm_weight * end
-    return start + insertion_bonus, trans + insertion_bonus, end
+        return torch.zeros_like(start), torch.zeros_like(trans), torch.zeros_like(end)
+    return lm_weight * start, lm_weight * trans, lm_weight * end
+
+
+def phone_loop(
+    lm: NgramLM, id2phone: Mapping[int, str], topo: Topology, lm_weight: float = 1.0, insertion_bonus: float = 0.0
+) -> LoopGraph:
+    """The phone loop of the module docstring; unit i is phone id i + 1."""
+    missing = [i for i in range(1, topo.num_phones) if i not in id2phone]
+    if missing:
+        raise ValueError(f"id2phone has no symbol for phone ids {missing}")
+    start, trans, end = _lm_weights(lm, [id2phone[i] for i in range(1, topo.num_phones)], lm_weight)
+    chains = [topo.states(i) for i in range(1, topo.num_phones)]
+    return LoopGraph(chains, start + insertion_bonus, trans + insertion_bonus, end)
+
+
+def word_loop(
+    lexicon: Mapping[str, list[list[str]]],
+    phone2id: Mapping[str, int],
+    topo: Topology,
+    lm: NgramLM,
+    lm_weight: float = 1.0,
+    word_score: float = 0.0,
+    optional_silence: bool = True,
+) -> tuple[LoopGraph, list[str | None]]:
+    """The word loop of the module docstring, and the word of each unit (None for the leading silence)."""
+    chains, words = [], []
+    for word, prons in lexicon.items():
+        for pron in prons:
+            unknown = [p for p in pron if p not in phone2id]
+            if unknown:
+                raise ValueError(f"lexicon word '{word}': phones {unknown} are not in the phone table")
+            chains.append([s for p in pron for s in topo.states(phone2id[p])])
+            words.append(word)
+    start, trans, end = _lm_weights(lm, words, lm_weight)
+    start, trans = start + word_score, trans + word_score
+    if optional_silence:  # units: the words, the words followed by silence, the leading silence
+        k, silence = len(words), topo.states(topo.silence_phone)
+        chains = chains + [c + silence for c in chains] + [silence]
+        full = torch.full((2 * k + 1, 2 * k + 1), NEG_INF, dtype=torch.float64)
+        full[: 2 * k, : 2 * k] = trans.repeat(2, 2)
+        full[2 * k, : 2 * k] = start.repeat(2)  # after the leading silence, a word starts the sentence
+        trans = full
+        start = torch.cat([start, start, torch.zeros(1, dtype=torch.float64)])
+        end = torch.cat([end, end, torch.full((1,), NEG_INF, dtype=torch.float64)])
+        words = words * 2 + [None]
+    return LoopGraph(chains, start, trans, end), words
+
+
+def loop_search(log_likelihoods: torch.Tensor, graph: LoopGraph, beam: float = math.inf) -> LoopPath:
+    """The best path through a loop graph for one utterance's (T, S) scaled log-likelihoods; see the module
+    docstring. Raises ValueError if T is shorter than every chain or every path scores -inf."""
+    if not isinstance(log_likelihoods, torch.Tensor) or log_likelihoods.dim() != 2:
+        raise ValueError(f"log_likelihoods must be a (T, S) tensor, got {getattr(log_likelihoods, 'shape', None)}")
+    frames, num_states = log_likelihoods.shape
+    shortest = min(len(c) for c in graph.chains)
+    if frames < shortest:
+        raise ValueError(f"{frames} frames are fewer than the {shortest} states of the shortest unit: no path")
+    needed = max(max(c) for c in graph.chains) + 1
+    if num_states < needed:
+        raise ValueError(f"log_likelihoods has {num_states} states per frame, the graph uses {needed}")
+    if not beam >= 0:  # also refuses nan
+        raise ValueError(f"beam must be >= 0, got {beam}")
+    scores = log_likelihoods.detach().to(device="cpu", dtype=torch.float64)
+    path = _viterbi(scores, graph, beam)
+    if path is None:
+        log.warning("no path survived beam %g to the last frame; decoding again with no beam", beam)
+        path = _viterbi(scores, graph, math.inf)
+    if path is None:
+        raise ValueError("every path through the loop scores -inf")
+    return path
 
 
 def hybrid_search(
@@ -87,27 +175,12 @@ def hybrid_search(
     insertion_bonus: float = 0.0,
     beam: float = math.inf,
 ) -> HybridPath:
-    """The best path through the phone loop for one utterance's (T, S) scaled log-likelihoods; see the module
-    docstring. Raises ValueError if T < states_per_phone or every path scores -inf."""
-    if not isinstance(log_likelihoods, torch.Tensor) or log_likelihoods.dim() != 2:
-        raise ValueError(f"log_likelihoods must be a (T, S) tensor, got {getattr(log_likelihoods, 'shape', None)}")
-    frames, num_states = log_likelihoods.shape
-    n = topo.states_per_phone
-    if num_states != topo.num_states:
+    """The best path through the phone loop for one utterance's (T, S) scaled log-likelihoods."""
+    num_states = log_likelihoods.shape[-1] if isinstance(log_likelihoods, torch.Tensor) else None
+    if num_states is not None and num_states != topo.num_states:
         raise ValueError(f"log_likelihoods has {num_states} states per frame, the topology {topo.num_states}")
-    if frames < n:
-        raise ValueError(f"{frames} frames are fewer than the {n} states of one phone: no path")
-    if not beam >= 0:  # also refuses nan
-        raise ValueError(f"beam must be >= 0, got {beam}")
-    start, trans, end = lm_transitions(lm, id2phone, topo, lm_weight, insertion_bonus)
-    scores = log_likelihoods.detach().to(device="cpu", dtype=torch.float64)
-    path = _viterbi(scores, n, start, trans, end, beam)
-    if path is None:
-        log.warning("no path survived beam %g to the last frame; decoding again with no beam", beam)
-        path = _viterbi(scores, n, start, trans, end, math.inf)
-    if path is None:
-        raise ValueError("every path through the phone loop scores -inf")
-    return path
+    path = loop_search(log_likelihoods, phone_loop(lm, id2phone, topo, lm_weight, insertion_bonus), beam)
+    return HybridPath(phones=[u + 1 for u in path.units], score=path.score, states=path.states)
 
 
 def hybrid_decode(
@@ -123,51 +196,61 @@ def hybrid_decode(
     return hybrid_search(log_likelihoods, topo, lm, id2phone, lm_weight, insertion_bonus, beam).phones
 
 
-def _viterbi(
-    scores: torch.Tensor, n: int, start: torch.Tensor, trans: torch.Tensor, end: torch.Tensor, beam: float
-) -> HybridPath | None:
-    """Viterbi over the phone loop; None when pruning left no state that can end at the last frame."""
-    frames, num_states = scores.shape
-    num_phones = num_states // n
-    states = torch.arange(num_states)
-    first = torch.arange(num_phones) * n  # first state of each phone
-    last = first + n - 1
-    is_first = states % n == 0
+def hybrid_word_decode(
+    log_likelihoods: torch.Tensor, graph: LoopGraph, words: list[str | None], beam: float = math.inf
+) -> list[str]:
+    """The words of the best path through a word loop (`word_loop`: the graph and its units' words)."""
+    return [words[u] for u in loop_search(log_likelihoods, graph, beam).units if words[u] is not None]
 
-    delta = torch.full((num_states,), NEG_INF, dtype=torch.float64)
-    delta[first] = start + scores[0, first]
+
+def _viterbi(scores: torch.Tensor, graph: LoopGraph, beam: float) -> LoopPath | None:
+    """Viterbi over the positions of the loop's chains; None when pruning left no position that can end at the
+    last frame."""
+    frames = scores.shape[0]
+    lengths = torch.tensor([len(c) for c in graph.chains])
+    last = lengths.cumsum(0) - 1  # position of each unit's last state
+    first = last - lengths + 1
+    columns = torch.tensor([s for c in graph.chains for s in c])  # the score column of each position
+    unit_of = torch.repeat_interleave(torch.arange(len(graph.chains)), lengths)
+    positions = torch.arange(len(columns))
+    is_first = torch.zeros(len(columns), dtype=torch.bool)
+    is_first[first] = True
+    scores = scores[:, columns]
+
+    delta = torch.full((len(columns),), NEG_INF, dtype=torch.float64)
+    delta[first] = graph.start + scores[0, first]
     delta = _prune(delta, beam)
-    backptr = torch.zeros(frames, num_states, dtype=torch.long)  # predecessor state
-    entered = torch.zeros(frames, num_states, dtype=torch.bool)  # a new phone instance begins at (t, s)
+    backptr = torch.zeros(frames, len(columns), dtype=torch.long)  # predecessor position
+    entered = torch.zeros(frames, len(columns), dtype=torch.bool)  # a new unit instance begins at (t, position)
     entered[0] = is_first
     neg = torch.full((1,), NEG_INF, dtype=torch.float64)
     for t in range(1, frames):
         stay = delta
         advance = torch.cat([neg, delta[:-1]]).masked_fill(is_first, NEG_INF)
-        into, from_phone = (delta[last].unsqueeze(1) + trans).max(dim=0)  # best entry into each phone q
-        enter = torch.full((num_states,), NEG_INF, dtype=torch.float64)
+        into, from_unit = (delta[last].unsqueeze(1) + graph.trans).max(dim=0)  # best entry into each unit
+        enter = torch.full((len(columns),), NEG_INF, dtype=torch.float64)
         enter[first] = into
         best, choice = torch.stack([stay, advance, enter]).max(dim=0)
-        enter_from = torch.zeros(num_states, dtype=torch.long)
-        enter_from[first] = last[from_phone]
-        backptr[t] = torch.where(choice == 0, states, torch.where(choice == 1, states - 1, enter_from))
+        enter_from = torch.zeros(len(columns), dtype=torch.long)
+        enter_from[first] = last[from_unit]
+        backptr[t] = torch.where(choice == 0, positions, torch.where(choice == 1, positions - 1, enter_from))
         entered[t] = (choice == 2) & torch.isfinite(best)
         delta = _prune(best + scores[t], beam)
 
-    final = torch.full((num_states,), NEG_INF, dtype=torch.float64)
-    final[last] = delta[last] + end
-    score, state = final.max(dim=0)
+    final = torch.full((len(columns),), NEG_INF, dtype=torch.float64)
+    final[last] = delta[last] + graph.end
+    score, position = final.max(dim=0)
     if not torch.isfinite(score):
         return None
-    state = int(state)
-    path, phones = [0] * frames, []
+    position = int(position)
+    states, units = [0] * frames, []
     for t in range(frames - 1, -1, -1):
-        path[t] = state
-        if entered[t, state]:
-            phones.append(state // n + 1)
-        state = int(backptr[t, state])
-    phones.reverse()
-    return HybridPath(phones=phones, score=float(score), states=path)
+        states[t] = int(columns[position])
+        if entered[t, position]:
+            units.append(int(unit_of[position]))
+        position = int(backptr[t, position])
+    units.reverse()
+    return LoopPath(units=units, score=float(score), states=states)
 
 
 def _prune(delta: torch.Tensor, beam: float) -> torch.Tensor:
