@@ -14,6 +14,8 @@ from phonerec.hybrid import (
     hybrid_search,
     hybrid_word_decode,
     loop_search,
+    loop_search_batch,
+    phone_loop,
     scaled_log_likelihoods,
     word_loop,
 )
@@ -242,3 +244,19 @@ def test_word_loop_decodes_peaky_likelihoods_with_silences():
     assert hybrid_word_decode(ll, graph, words) == ["y", "x"]
     with pytest.raises(ValueError, match="not in the phone table"):
         word_loop({"z": [["q"]]}, phone2id, topo, lm)
+
+
+def test_a_batch_decodes_as_each_utterance_alone():
+    topo, id2phone, lm = setup(3, 2)
+    graph = phone_loop(lm, id2phone, topo, lm_weight=0.5, insertion_bonus=1.0)
+    gen = torch.Generator().manual_seed(3)
+    utts = [torch.randn(int(torch.randint(2, 40, (1,), generator=gen)), topo.num_states, generator=gen) * 3
+            for _ in range(12)]  # fmt: skip
+    for beam in (math.inf, 4.0, 0.0):  # beam 0 also sends some utterances through the search again
+        batch = loop_search_batch(utts, graph, beam)
+        alone = [loop_search(u, graph, beam) for u in utts]
+        assert [p.units for p in batch] == [p.units for p in alone]
+        assert [p.states for p in batch] == [p.states for p in alone]
+        assert [p.score for p in batch] == pytest.approx([p.score for p in alone])
+    with pytest.raises(ValueError, match="utterance u2: 1 frames are fewer"):
+        loop_search_batch([utts[0], utts[1], torch.zeros(1, 6)], graph, names=["u0", "u1", "u2"])

@@ -4,14 +4,18 @@ lexicon-free, so the LM's words are the phones themselves.
 The LM goes in through torchaudio's custom-LM interface (`PhoneLMScorer`, a CTCDecoderLM), not as an ARPA file
 for KenLM: flashlight's lexicon-free search has no per-token score of its own (its word score is for lexicon
 words), and an ARPA file with the bonus folded into its log-probabilities would hold positive ones, which KenLM
-refuses. Each phone the search appends scores, in natural log as in the hybrid decoder (phonerec.hybrid),
+refuses. (Beware, too: given an ARPA file and no `lm_dict`, torchaudio 2.11's lexicon-free decoder numbers
+KenLM's words in the order of an unordered map, not the tokens' order, so the LM scores other phones than the
+search appends; an lm_dict file listing the tokens in order mends it. benchmarks/bench_ctc_beam.py measures both.)
+Each phone the search appends scores, in natural log as in the hybrid decoder (phonerec.hybrid),
 
     lm_weight * ln P(phone | history) + insertion_bonus          and at the end  lm_weight * ln P(</s> | history)
 
 so a hypothesis scores its CTC log-posterior + lm_weight * the LM log-probability of its phone sentence +
 insertion_bonus * its number of phones. The decoder's own lm_weight is 1. The scorer's states are built once per
-history and keep their successors, so the search's LM calls are list lookups; `beam_size_token` (the most
-likely tokens tried per frame) keeps their number down.
+history and keep their successors, so the search's LM calls are list lookups; still, each is a call into Python,
+4x KenLM's cost with every token tried per frame, and `beam_size_token` (the most likely tokens tried per frame)
+keeps their number down: 10 tokens cost 0.36x KenLM with every token (benchmarks/RESULTS.md).
 
 The decoder's silence token is set to the blank: flashlight's lexicon-free search puts a silence token at both
 ends of every hypothesis, and a real phone there (TIMIT's `sil`) would be indistinguishable from it; as the

@@ -145,25 +145,42 @@ def word_loop(
 def loop_search(log_likelihoods: torch.Tensor, graph: LoopGraph, beam: float = math.inf) -> LoopPath:
     """The best path through a loop graph for one utterance's (T, S) scaled log-likelihoods; see the module
     docstring. Raises ValueError if T is shorter than every chain or every path scores -inf."""
-    if not isinstance(log_likelihoods, torch.Tensor) or log_likelihoods.dim() != 2:
-        raise ValueError(f"log_likelihoods must be a (T, S) tensor, got {getattr(log_likelihoods, 'shape', None)}")
-    frames, num_states = log_likelihoods.shape
+    return loop_search_batch([log_likelihoods], graph, beam)[0]
+
+
+def loop_search_batch(
+    log_likelihoods: list[torch.Tensor], graph: LoopGraph, beam: float = math.inf, names: list[str] | None = None
+) -> list[LoopPath]:
+    """`loop_search` of several utterances at once (their frames in step: one pass over the longest); `names`
+    name them in errors (default: their index)."""
+    names = names or [str(i) for i in range(len(log_likelihoods))]
     shortest = min(len(c) for c in graph.chains)
-    if frames < shortest:
-        raise ValueError(f"{frames} frames are fewer than the {shortest} states of the shortest unit: no path")
     needed = max(max(c) for c in graph.chains) + 1
-    if num_states < needed:
-        raise ValueError(f"log_likelihoods has {num_states} states per frame, the graph uses {needed}")
+    scores = []
+    for name, ll in zip(names, log_likelihoods, strict=True):
+        if not isinstance(ll, torch.Tensor) or ll.dim() != 2:
+            raise ValueError(f"utterance {name}: log_likelihoods must be a (T, S) tensor, got "
+                             f"{getattr(ll, 'shape', None)}")  # fmt: skip
+        if ll.shape[0] < shortest:
+            raise ValueError(f"utterance {name}: {ll.shape[0]} frames are fewer than the {shortest} states of the "
+                             "shortest unit: no path")  # fmt: skip
+        if ll.shape[1] < needed:
+            raise ValueError(f"utterance {name}: log_likelihoods has {ll.shape[1]} states per frame, the graph uses "
+                             f"{needed}")  # fmt: skip
+        scores.append(ll.detach().to(device="cpu", dtype=torch.float64))
     if not beam >= 0:  # also refuses nan
         raise ValueError(f"beam must be >= 0, got {beam}")
-    scores = log_likelihoods.detach().to(device="cpu", dtype=torch.float64)
-    path = _viterbi(scores, graph, beam)
-    if path is None:
-        log.warning("no path survived beam %g to the last frame; decoding again with no beam", beam)
-        path = _viterbi(scores, graph, math.inf)
-    if path is None:
-        raise ValueError("every path through the loop scores -inf")
-    return path
+    paths = _viterbi(scores, graph, beam)
+    failed = [i for i, path in enumerate(paths) if path is None]
+    if failed and not math.isinf(beam):
+        log.warning("no path survived beam %g to the last frame of %s; decoding again with no beam", beam,
+                    ", ".join(names[i] for i in failed))  # fmt: skip
+        for i, path in zip(failed, _viterbi([scores[i] for i in failed], graph, math.inf), strict=True):
+            paths[i] = path
+    for name, path in zip(names, paths, strict=True):
+        if path is None:
+            raise ValueError(f"utterance {name}: every path through the loop scores -inf")
+    return paths
 
 
 def hybrid_search(
@@ -203,57 +220,66 @@ def hybrid_word_decode(
     return [words[u] for u in loop_search(log_likelihoods, graph, beam).units if words[u] is not None]
 
 
-def _viterbi(scores: torch.Tensor, graph: LoopGraph, beam: float) -> LoopPath | None:
-    """Viterbi over the positions of the loop's chains; None when pruning left no position that can end at the
-    last frame."""
-    frames = scores.shape[0]
+def _viterbi(scores: list[torch.Tensor], graph: LoopGraph, beam: float) -> list[LoopPath | None]:
+    """Viterbi over the positions of the loop's chains, for a batch of utterances' (T, S) float64 scores; None for
+    an utterance where pruning left no position that can end at its last frame."""
     lengths = torch.tensor([len(c) for c in graph.chains])
     last = lengths.cumsum(0) - 1  # position of each unit's last state
     first = last - lengths + 1
     columns = torch.tensor([s for c in graph.chains for s in c])  # the score column of each position
-    unit_of = torch.repeat_interleave(torch.arange(len(graph.chains)), lengths)
-    positions = torch.arange(len(columns))
-    is_first = torch.zeros(len(columns), dtype=torch.bool)
+    num_positions, batch = len(columns), len(scores)
+    is_first = torch.zeros(num_positions, dtype=torch.bool)
     is_first[first] = True
-    scores = scores[:, columns]
+    frames = torch.tensor([len(s) for s in scores])
+    padded = torch.zeros(batch, int(frames.max()), num_positions, dtype=torch.float64)
+    for b, s in enumerate(scores):
+        padded[b, : len(s)] = s[:, columns]
 
-    delta = torch.full((len(columns),), NEG_INF, dtype=torch.float64)
-    delta[first] = graph.start + scores[0, first]
+    delta = torch.full((batch, num_positions), NEG_INF, dtype=torch.float64)
+    delta[:, first] = graph.start + padded[:, 0, first]
     delta = _prune(delta, beam)
-    backptr = torch.zeros(frames, len(columns), dtype=torch.long)  # predecessor position
-    entered = torch.zeros(frames, len(columns), dtype=torch.bool)  # a new unit instance begins at (t, position)
+    backptr = torch.zeros(padded.shape[1], batch, num_positions, dtype=torch.long)  # predecessor position
+    entered = torch.zeros(padded.shape[1], batch, num_positions, dtype=torch.bool)  # a unit instance begins here
     entered[0] = is_first
-    neg = torch.full((1,), NEG_INF, dtype=torch.float64)
-    for t in range(1, frames):
+    positions = torch.arange(num_positions).expand(batch, -1)
+    neg = torch.full((batch, 1), NEG_INF, dtype=torch.float64)
+    for t in range(1, padded.shape[1]):
         stay = delta
-        advance = torch.cat([neg, delta[:-1]]).masked_fill(is_first, NEG_INF)
-        into, from_unit = (delta[last].unsqueeze(1) + graph.trans).max(dim=0)  # best entry into each unit
-        enter = torch.full((len(columns),), NEG_INF, dtype=torch.float64)
-        enter[first] = into
+        advance = torch.cat([neg, delta[:, :-1]], dim=1).masked_fill(is_first, NEG_INF)
+        into, from_unit = (delta[:, last].unsqueeze(2) + graph.trans).max(dim=1)  # best entry into each unit
+        enter = torch.full((batch, num_positions), NEG_INF, dtype=torch.float64)
+        enter[:, first] = into
         best, choice = torch.stack([stay, advance, enter]).max(dim=0)
-        enter_from = torch.zeros(len(columns), dtype=torch.long)
-        enter_from[first] = last[from_unit]
+        enter_from = torch.zeros(batch, num_positions, dtype=torch.long)
+        enter_from[:, first] = last[from_unit]
         backptr[t] = torch.where(choice == 0, positions, torch.where(choice == 1, positions - 1, enter_from))
         entered[t] = (choice == 2) & torch.isfinite(best)
-        delta = _prune(best + scores[t], beam)
+        running = (t < frames).unsqueeze(1)  # an utterance that has ended keeps its last frame's scores
+        delta = torch.where(running, _prune(best + padded[:, t], beam), delta)
 
-    final = torch.full((len(columns),), NEG_INF, dtype=torch.float64)
-    final[last] = delta[last] + graph.end
-    score, position = final.max(dim=0)
-    if not torch.isfinite(score):
-        return None
-    position = int(position)
-    states, units = [0] * frames, []
-    for t in range(frames - 1, -1, -1):
-        states[t] = int(columns[position])
-        if entered[t, position]:
-            units.append(int(unit_of[position]))
-        position = int(backptr[t, position])
-    units.reverse()
-    return LoopPath(units=units, score=float(score), states=states)
+    final_scores, final_units = (delta[:, last] + graph.end).max(dim=1)
+    unit_of = torch.repeat_interleave(torch.arange(len(graph.chains)), lengths).tolist()
+    columns, last = columns.tolist(), last.tolist()
+    backptr, entered = backptr.numpy(), entered.numpy()
+    paths = []
+    for b in range(batch):
+        if not torch.isfinite(final_scores[b]):
+            paths.append(None)
+            continue
+        position = last[int(final_units[b])]
+        states, units = [0] * int(frames[b]), []
+        for t in range(int(frames[b]) - 1, -1, -1):
+            states[t] = columns[position]
+            if entered[t, b, position]:
+                units.append(unit_of[position])
+            position = int(backptr[t, b, position])
+        units.reverse()
+        paths.append(LoopPath(units=units, score=float(final_scores[b]), states=states))
+    return paths
 
 
 def _prune(delta: torch.Tensor, beam: float) -> torch.Tensor:
+    """Drop the positions of each utterance (row) scoring below its best - beam."""
     if math.isinf(beam):
         return delta
-    return delta.masked_fill(delta < delta.max() - beam, NEG_INF)
+    return delta.masked_fill(delta < delta.max(dim=1, keepdim=True).values - beam, NEG_INF)

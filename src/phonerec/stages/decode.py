@@ -19,7 +19,7 @@ from phonerec.data_dir import read_table, write_table
 from phonerec.dataset import collate, load_examples, make_batches
 from phonerec.decode import ctc_greedy, frame_argmax
 from phonerec.errors import RecipeError
-from phonerec.hybrid import hybrid_decode, hybrid_word_decode, scaled_log_likelihoods, word_loop
+from phonerec.hybrid import LoopGraph, LoopPath, loop_search_batch, phone_loop, scaled_log_likelihoods, word_loop
 from phonerec.lang import read_lexicon
 from phonerec.lm import NgramLM
 from phonerec.scoring import score, word_error_rates
@@ -138,14 +138,14 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
     (tuning.json). Otherwise the values chosen in tuned_dir/tuning.json decode this set once."""
     checkpoint_path = find_checkpoint(cfg, model_dir)
     tuning = None if tuned_dir is None else json.loads((tuned_dir / "tuning.json").read_text())
+    model, checkpoint = load_model(checkpoint_path)
     digest = settings_hash(file_sha256(checkpoint_path), read_digest(feat_dir, "features"), read_digest(lm_dir, "lm"),
-                           load_time_features(cfg), _lm_decode_settings(cfg), tuning)  # fmt: skip
+                           load_time_features(cfg), _decoder_settings(cfg, checkpoint["kind"]), tuning)  # fmt: skip
     if is_done(decode_dir, "decode", digest):
         return
     clear_done(decode_dir, "decode")
     start = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads)
-    model, checkpoint = load_model(checkpoint_path)
     examples = load_examples(feat_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
     id2phone = read_id2phone(lang_dir)
     posteriors = _posteriors(model, examples, cfg)
@@ -173,13 +173,9 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
                 for b in cfg.decode.hybrid.insertion_bonuses]  # fmt: skip
 
         def run(point):
-            hyps = {}
-            for e, lp in zip(examples, posteriors, strict=True):
-                scaled = scaled_log_likelihoods(lp, priors, cfg.train.viterbi.prior_scale, point["acoustic_scale"])
-                ids = hybrid_decode(scaled, topo, lm, id2phone, lm_weight=1.0, insertion_bonus=point["insertion_bonus"],
-                                    beam=cfg.decode.hybrid.beam)  # fmt: skip
-                hyps[e.utt] = [id2phone[p] for p in ids]
-            return hyps
+            graph = phone_loop(lm, id2phone, topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"])
+            paths = _hybrid_search(cfg, examples, posteriors, priors, point["acoustic_scale"], graph)
+            return {e.utt: [id2phone[u + 1] for u in path.units] for e, path in zip(examples, paths, strict=True)}
 
         name = "hybrid Viterbi (posteriors / priors) + phone LM"
 
@@ -202,15 +198,15 @@ def word_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir
     checkpoint_path = find_checkpoint(cfg, model_dir)
     tuning = None if tuned_dir is None else json.loads((tuned_dir / "tuning.json").read_text())
     wcfg = OmegaConf.to_container(cfg.decode.words, resolve=True)
-    settings = [wcfg, OmegaConf.to_container(cfg.decode.hybrid), OmegaConf.to_container(cfg.hmm)]
+    model, checkpoint = load_model(checkpoint_path)
     digest = settings_hash(file_sha256(checkpoint_path), read_digest(feat_dir, "features"), read_digest(lm_dir, "lm"),
-                           load_time_features(cfg), settings, tuning)  # fmt: skip
+                           load_time_features(cfg), _decoder_settings(cfg, checkpoint["kind"], words=True),
+                           tuning)  # fmt: skip
     if is_done(decode_dir, "decode", digest):
         return
     clear_done(decode_dir, "decode")
     start = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads)
-    model, checkpoint = load_model(checkpoint_path)
     examples = load_examples(feat_dir, lang_dir, cfg.features, word_boundaries=False)
     id2phone = read_id2phone(lang_dir)
     phones = [id2phone[i] for i in range(len(id2phone))]
@@ -244,11 +240,9 @@ def word_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir
         def run(point):
             graph, words = word_loop(lexicon, phone2id, topo, lm, lm_weight=1.0, word_score=point["word_score"],
                                      optional_silence=cfg.hmm.optional_silence)  # fmt: skip
-            hyps = {}
-            for e, lp in zip(examples, posteriors, strict=True):
-                scaled = scaled_log_likelihoods(lp, priors, cfg.train.viterbi.prior_scale, point["acoustic_scale"])
-                hyps[e.utt] = hybrid_word_decode(scaled, graph, words, beam=cfg.decode.hybrid.beam)
-            return hyps
+            paths = _hybrid_search(cfg, examples, posteriors, priors, point["acoustic_scale"], graph)
+            return {e.utt: [words[u] for u in path.units if words[u] is not None]
+                    for e, path in zip(examples, paths, strict=True)}  # fmt: skip
 
         name = "hybrid Viterbi word loop + word bigram"
 
@@ -298,10 +292,36 @@ def _write_decode(decode_dir: Path, hyps: dict, refs: dict, utt2spk: dict, check
         (decode_dir / "decoder.json").write_text(json.dumps({"decoder": tuning["decoder"], **tuning["chosen"]}) + "\n")
 
 
-def _lm_decode_settings(cfg: DictConfig) -> dict:
-    """What an LM decode reads: the grids, and the scoring settings its tuning uses (not sclite, not splits)."""
-    keys = ("lm_order", "ctc_beam", "hybrid", "ignore_phones", "phone_map", "fold_from", "fold_to")
-    return {k: OmegaConf.to_container(cfg.decode, resolve=True)[k] for k in keys}
+def _decoder_settings(cfg: DictConfig, kind: str, words: bool = False) -> dict:
+    """What an LM or word decode of a model of this kind reads: its decoder's settings and grids, and for phones
+    the scoring settings its tuning uses (not sclite, not splits, not how many frames are searched at once)."""
+    decode = OmegaConf.to_container(cfg.decode, resolve=True)
+    hybrid = {k: v for k, v in decode["hybrid"].items() if k != "batch_frames"}
+    if words:
+        settings = {"words": decode["words"]}
+        if kind == "viterbi":
+            settings |= {"hybrid": hybrid, "optional_silence": cfg.hmm.optional_silence}
+        return settings
+    settings = {k: decode[k] for k in ("lm_order", "ignore_phones", "phone_map", "fold_from", "fold_to")}
+    if kind == "ctc":
+        settings["ctc_beam"] = decode["ctc_beam"]
+    else:
+        settings["hybrid"] = hybrid
+    return settings
+
+
+def _hybrid_search(cfg, examples, posteriors, log_priors, acoustic_scale: float, graph: LoopGraph) -> list[LoopPath]:
+    """Each utterance's best path through a loop graph, on its scaled likelihoods, a batch of similar lengths at
+    a time (decode.hybrid.batch_frames)."""
+    prior_scale = cfg.train.viterbi.prior_scale
+    scaled = [scaled_log_likelihoods(lp, log_priors, prior_scale, acoustic_scale) for lp in posteriors]
+    paths = [None] * len(scaled)
+    for batch in make_batches([len(s) for s in scaled], cfg.decode.hybrid.batch_frames, len(scaled)):
+        found = loop_search_batch([scaled[i] for i in batch], graph, cfg.decode.hybrid.beam,
+                                  names=[examples[i].utt for i in batch])  # fmt: skip
+        for i, path in zip(batch, found, strict=True):
+            paths[i] = path
+    return paths
 
 
 def _posteriors(model, examples, cfg) -> list[torch.Tensor]:

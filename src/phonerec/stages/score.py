@@ -179,10 +179,20 @@ def _seconds(path: Path) -> float | None:
 
 
 def _tuned_decoder(decode_dir: Path, tuned_on: str) -> str:
-    """A tuned decoder and the values it was given, from decode_dir/decoder.json."""
+    """A tuned decoder and the values it was given, from decode_dir/decoder.json, and how many grid points of the
+    tuning set's tuning.json (decode_<tuned_on>_<kind>, beside decode_dir) scored as well as the chosen one."""
     chosen = json.loads((decode_dir / "decoder.json").read_text())
     values = ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k != "decoder")
-    return f"{chosen['decoder']} ({values}; tuned on {tuned_on})"
+    kind = decode_dir.name.rsplit("_", 1)[1]
+    tuning_json = decode_dir.parent / f"decode_{tuned_on}_{kind}" / "tuning.json"
+    ties = ""
+    if tuning_json.is_file():
+        grid = json.loads(tuning_json.read_text())["grid"]
+        metric = next(k for k in grid[0] if k not in chosen)  # the first figure, the one tuning minimised
+        best = min(point[metric] for point in grid)
+        tied = sum(abs(point[metric] - best) < 1e-9 for point in grid)
+        ties = f", {tied} of {len(grid)} grid points tie" if tied > 1 else ""
+    return f"{chosen['decoder']} ({values}; tuned on {tuned_on}{ties})"
 
 
 def _sum(values: list[float | None]) -> float | None:
