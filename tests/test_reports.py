@@ -18,7 +18,7 @@ from phonerec.reports import (
     refs_hyps,
     write_reports,
 )
-from phonerec.scoring import ScoringError, score
+from phonerec.scoring import ScoringError, score, score_table
 
 # One substitution (iy -> ih), one deletion (ae), one insertion (dx): the only minimal alignment.
 REF = "sh iy hh ae d y er".split()
@@ -237,3 +237,16 @@ def test_tensorboard_figure(tmp_path):
     assert events.Tags()["images"] == ["confusion/dev_CTC"]
     (image,) = events.Images("confusion/dev_CTC")
     assert image.step == 3 and image.width > 500 and image.height > 500
+
+
+def test_word_reports_are_named_and_labelled_for_words(tmp_path):
+    refs = {"u1": ["one", "two"], "u2": ["three"]}
+    hyps = {"u1": ["one", "one"], "u2": []}
+    paths = write_reports((refs, hyps), tmp_path / "decode", "dev words", metric="wer")
+    assert sorted(p.name for p in (tmp_path / "decode").iterdir()) == ["confusion.png", "confusions.txt", "wer.pra"]
+    text = paths["confusions"].read_text()
+    assert text.splitlines()[1] == "%WER 66.67 [ 2 / 3, 0 ins, 1 del, 1 sub ]"
+    assert "DELETIONS (ref word)" in text and "two ==> one" in text
+    table = score_table(score(refs, hyps, {"u1": "a", "u2": "b"}), "dev words", metric="wer")
+    assert table.splitlines()[1] == "%WER 66.67 [ 2 / 3, 0 ins, 1 del, 1 sub ]"
+    assert table.splitlines()[5].split()[-1] == "WER"

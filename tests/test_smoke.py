@@ -124,6 +124,9 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
         assert len(json.loads((exp / model / "decode_dev_words" / "tuning.json").read_text())["grid"]) == 2
         rates = json.loads((exp / model / "decode_test_words" / "wer.json").read_text())
         assert rates["metric"] == "wer" and rates["n"] == 40 and 0 <= rates["ser"] <= 100
+        for report in ("wer.txt", "wer.pra", "confusions.txt", "confusion.png"):
+            assert (exp / model / "decode_test_words" / report).stat().st_size > 0
+        assert (exp / model / "decode_test_words" / "wer.txt").read_text().splitlines()[1].startswith("%WER ")
     results = (tmp_path / "RESULTS.md").read_text()
     assert "Word error rate (lexicon-constrained word decoding)" in results
     assert "| viterbi | frame argmax" in results and "| ctc | CTC best path" in results

@@ -180,7 +180,9 @@ def most_frequent_confusions(counts: Mapping[tuple[str, str], int], n: int = 20)
     return out
 
 
-def confusions_text(counts: Mapping[tuple[str, str], int], n: int = 20, title: str | None = None) -> str:
+def confusions_text(
+    counts: Mapping[tuple[str, str], int], n: int = 20, title: str | None = None, metric: str = "per"
+) -> str:
     """confusions.txt: the totals, then the most frequent substitutions, deletions and insertions (as sclite's
     dtl report lists its confusion pairs, deletions and insertions)."""
     totals = Counter()
@@ -191,12 +193,13 @@ def confusions_text(counts: Mapping[tuple[str, str], int], n: int = 20, title: s
     total = {"err": err, "n": num_ref, "sub": totals["sub"], "del": totals["del"], "ins": totals["ins"]}
     total["per"] = err / num_ref * 100 if num_ref else None
     lines = [f"# {' '.join(title.split())}"] if title else []
-    lines.append(per_line(total))
+    lines.append(per_line(total, metric))
+    unit = "word" if metric == "wer" else "phone"
     top = most_frequent_confusions(counts, n)
     headings = {
         "sub": "SUBSTITUTIONS (ref ==> hyp)",
-        "del": "DELETIONS (ref phone)",
-        "ins": "INSERTIONS (hyp phone)",
+        "del": f"DELETIONS (ref {unit})",
+        "ins": f"INSERTIONS (hyp {unit})",
     }
     for kind, heading in headings.items():
         group = [(pair, c) for pair, c in top if _kind(pair) == kind]
@@ -215,12 +218,16 @@ def _phone_order(counts: Mapping[tuple[str, str], int], labels: Sequence[str] | 
 
 
 def confusion_matrix_figure(
-    counts: Mapping[tuple[str, str], int], labels: Sequence[str] | None = None, title: str | None = None
+    counts: Mapping[tuple[str, str], int],
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    unit: str = "phone",
 ) -> Figure:
     """The confusion matrix as a matplotlib Figure (no pyplot state): rows are reference phones then <ins>,
     columns hypothesis phones then <del>, in the order of `labels` (phones counted but not in `labels` are
     added after them, sorted; None: all counted phones, sorted). Colours are log-scaled counts; zero cells are
-    blank. Sized to stay readable at 48 phones and more (about a quarter inch per row)."""
+    blank. Sized to stay readable at 48 phones and more (about a quarter inch per row). `unit` names the
+    axes' symbols (phone, word)."""
     phones = _phone_order(counts, labels)
     rows, cols = [*phones, INS], [*phones, DEL]
     row_index = {p: i for i, p in enumerate(rows)}
@@ -244,8 +251,8 @@ def confusion_matrix_figure(
     ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=fontsize)
     ax.set_yticks(range(len(rows)), rows, fontsize=fontsize)
     ax.tick_params(top=True, labeltop=True, right=True)
-    ax.set_xlabel("hypothesis phone")
-    ax.set_ylabel("reference phone")
+    ax.set_xlabel(f"hypothesis {unit}")
+    ax.set_ylabel(f"reference {unit}")
     # A faint grid to follow a row or column; darker lines set the <ins> row and the <del> column apart.
     edges = np.arange(len(cols) + 1) - 0.5
     ax.vlines(edges[1:-2], -0.5, len(rows) - 0.5, colors="0.92", linewidth=0.3)
@@ -281,10 +288,11 @@ def write_reports(
     *,
     labels: Sequence[str] | None = None,
     top: int = 20,
+    metric: str = "per",
 ) -> dict[str, Path]:
-    """Write out_dir/per.pra (`alignment_report`), out_dir/confusions.txt (the `top` most frequent
-    substitutions, deletions and insertions) and out_dir/confusion.png (`confusion_matrix_figure` over
-    `labels`), each to a temporary name then renamed. `source` is a `score()` result or a (refs, hyps) pair.
+    """Write out_dir/per.pra (`alignment_report`; wer.pra for metric "wer"), out_dir/confusions.txt (the `top`
+    most frequent substitutions, deletions and insertions) and out_dir/confusion.png (`confusion_matrix_figure`
+    over `labels`), each to a temporary name then renamed. `source` is a `score()` result or a (refs, hyps) pair.
     With a TensorBoard SummaryWriter (anything with add_figure), the figure is also logged as
     `confusion/<title>` (whitespace in the title made `_`) at `step`. Returns the paths written."""
     if isinstance(source, tuple):
@@ -296,14 +304,18 @@ def write_reports(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_title = " ".join(title.split())
-    paths = {"pra": out_dir / "per.pra", "confusions": out_dir / "confusions.txt", "png": out_dir / "confusion.png"}
+    paths = {
+        "pra": out_dir / f"{metric}.pra",
+        "confusions": out_dir / "confusions.txt",
+        "png": out_dir / "confusion.png",
+    }
 
     counts = confusion_counts(refs, hyps)
     report = alignment_report(refs, hyps)
     _write_bytes_atomic(paths["pra"], (f"# {clean_title}\n\n{report}" if clean_title else report).encode("utf-8"))
-    _write_bytes_atomic(paths["confusions"], confusions_text(counts, top, clean_title).encode("utf-8"))
+    _write_bytes_atomic(paths["confusions"], confusions_text(counts, top, clean_title, metric).encode("utf-8"))
 
-    fig = confusion_matrix_figure(counts, labels, title=clean_title)
+    fig = confusion_matrix_figure(counts, labels, title=clean_title, unit="word" if metric == "wer" else "phone")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     _write_bytes_atomic(paths["png"], buffer.getvalue())

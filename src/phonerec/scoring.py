@@ -178,10 +178,11 @@ def _fmt_per(per: float | None) -> str:
     return "n/a" if per is None else f"{per:.2f}"
 
 
-def per_line(total: dict) -> str:
-    """Kaldi compute-wer's summary line, for PER: `%PER 12.34 [ 56 / 454, 3 ins, 10 del, 43 sub ]`."""
+def per_line(total: dict, metric: str = "per") -> str:
+    """Kaldi compute-wer's summary line, for PER: `%PER 12.34 [ 56 / 454, 3 ins, 10 del, 43 sub ]` (`%WER` for
+    metric "wer"; the rate is total["per"] either way)."""
     return (
-        f"%PER {_fmt_per(total['per'])} [ {total['err']} / {total['n']}, "
+        f"%{metric.upper()} {_fmt_per(total['per'])} [ {total['err']} / {total['n']}, "
         f"{total['ins']} ins, {total['del']} del, {total['sub']} sub ]"
     )
 
@@ -193,20 +194,24 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_score_report(result: dict, out_dir: Path, title: str) -> None:
-    """Write out_dir/per.json (the whole result, with the title) and out_dir/per.txt (summary, speaker table)."""
+    """Write out_dir/per.json (the whole result, with the title) and out_dir/per.txt (`score_table`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     title = " ".join(title.split())
-    total = result["total"]
-
     # allow_nan=False: the file stays strict JSON (PER is None, never NaN or inf, where N = 0).
     data = {"title": title, **result}
     _write_atomic(out_dir / "per.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
+    _write_atomic(out_dir / "per.txt", score_table(result, title))
 
+
+def score_table(result: dict, title: str, metric: str = "per") -> str:
+    """per.txt (wer.txt for words): the summary lines, then Corr/Sub/Del/Ins/Err and the rate per speaker."""
+    title = " ".join(title.split())
+    total = result["total"]
     ser = _fmt_per(_per(total["utts_err"], total["utts"]))
     lines = [
         f"# {title}",
-        per_line(total),
+        per_line(total, metric),
         f"%SER {ser} [ {total['utts_err']} / {total['utts']} ]",
         f"Scored {total['utts']} utterances.",
     ]
@@ -218,7 +223,8 @@ def write_score_report(result: dict, out_dir: Path, title: str) -> None:
     speakers = result.get("speakers", {})
     width = max(len("Speaker"), len("Sum"), *(len(spk) for spk in speakers))
     header = (
-        f"{'Speaker':<{width}} {'#Utt':>6} {'Corr':>7} {'Sub':>6} {'Del':>6} {'Ins':>6} {'Err':>6} {'N':>7} {'PER':>7}"
+        f"{'Speaker':<{width}} {'#Utt':>6} {'Corr':>7} {'Sub':>6} {'Del':>6} {'Ins':>6} {'Err':>6} {'N':>7} "
+        f"{metric.upper():>7}"
     )
 
     def row_line(name: str, row: dict) -> str:
@@ -232,7 +238,7 @@ def write_score_report(result: dict, out_dir: Path, title: str) -> None:
         lines += [row_line(spk, row) for spk, row in speakers.items()]
         lines.append("-" * len(header))
     lines.append(row_line("Sum", total))
-    _write_atomic(out_dir / "per.txt", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def word_error_rates(refs: dict[str, list[str]], hyps: dict[str, list[str]]) -> dict:
