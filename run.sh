@@ -105,31 +105,25 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  log "Stage 4: decoding: ${exp}/{viterbi,ctc}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/{viterbi,ctc}/decode_<split>_{greedy,lm}"
+  log "Stage 4: decoding: ${exp}/{viterbi,ctc}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/{viterbi,ctc}/decode_<split>_{greedy,lm,words}"
   run_step "${data}/lm/log/make_lm.log" python steps/make_lm.py "${data}/train" "${data}/lm"
-  tune_split=${decode_splits%% *}   # the first split (dev) tunes the LM decoders' weights
+  tune_split=${decode_splits%% *}   # the first split (dev) tunes the weights of the tuned decoders
+  tuned_decoders=(lm)               # steps/decode_lm.py: with the phone LM
+  # The digit corpora: words through the lexicon, WER and SER (steps/decode_words.py).
+  [ "${word_decoding}" = "True" ] && tuned_decoders+=(words)
   for model in viterbi ctc; do
     for split in ${decode_splits}; do
       run_step "${exp}/${model}/decode_${split}_greedy/log/decode.log" \
         python steps/decode.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${exp}/${model}/decode_${split}_greedy"
-      tuned=()
-      [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_lm")
-      run_step "${exp}/${model}/decode_${split}_lm/log/decode.log" \
-        python steps/decode_lm.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${data}/lm" \
-        "${exp}/${model}/decode_${split}_lm" ${tuned[@]+"${tuned[@]}"}
-    done
-  done
-  if [ "${word_decoding}" = "True" ]; then   # the digit corpora: words through the lexicon, WER and SER
-    for model in viterbi ctc; do
-      for split in ${decode_splits}; do
+      for decoder in "${tuned_decoders[@]}"; do
         tuned=()
-        [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_words")
-        run_step "${exp}/${model}/decode_${split}_words/log/decode.log" \
-          python steps/decode_words.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${data}/lm" \
-          "${exp}/${model}/decode_${split}_words" ${tuned[@]+"${tuned[@]}"}
+        [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_${decoder}")
+        run_step "${exp}/${model}/decode_${split}_${decoder}/log/decode.log" \
+          python "steps/decode_${decoder}.py" "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${data}/lm" \
+          "${exp}/${model}/decode_${split}_${decoder}" ${tuned[@]+"${tuned[@]}"}
       done
     done
-  fi
+  done
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then

@@ -98,3 +98,19 @@ def test_a_hypothesis_scores_acoustics_plus_weighted_lm_plus_bonus(lm, beam_size
     expected = lm_weight * lm.score_sentence(["a", "b"]) + 2 * bonus
     assert best.score == pytest.approx(expected, abs=1e-4)
     assert lm.score_sentence(["a", "b"]) == pytest.approx(math.log(10) * (-0.05 - 0.05 - 0.05))
+
+
+def test_a_trigram_scores_with_two_phones_of_history():
+    sentences = [["a", "b", "a"], ["b", "b", "a"], ["a", "a", "b", "b"]]
+    trigram = NgramLM.estimate(sentences, order=3, vocab=PHONES[1:])
+    labels = [2, 0, 3, 0, 2, 0, 3]  # one-hot "a b a b": the score is the LM's part alone
+    log_probs = torch.full((1, len(labels), 4), -1e4)
+    for t, k in enumerate(labels):
+        log_probs[0, t, k] = 0.0
+    decoder = make_ctc_beam_decoder(PHONES, trigram, lm_weight=0.5, insertion_bonus=-0.25)
+    best = decoder(log_probs, torch.tensor([len(labels)], dtype=torch.int32))[0][0]
+    assert best.tokens.tolist() == [2, 3, 2, 3]
+    expected = 0.5 * trigram.score_sentence(["a", "b", "a", "b"]) - 0.25 * 4
+    assert best.score == pytest.approx(expected, abs=1e-4)
+    bigram_score = NgramLM.estimate(sentences, order=2, vocab=PHONES[1:]).score_sentence(["a", "b", "a", "b"])
+    assert abs(trigram.score_sentence(["a", "b", "a", "b"]) - bigram_score) > 0.1  # the history length matters
