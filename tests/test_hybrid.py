@@ -10,11 +10,10 @@ import torch
 
 from phonerec.alignment import Topology
 from phonerec.hybrid import (
-    hybrid_decode,
     hybrid_search,
-    hybrid_word_decode,
     loop_search,
     loop_search_batch,
+    path_labels,
     phone_loop,
     scaled_log_likelihoods,
     word_loop,
@@ -92,7 +91,7 @@ def test_exact_search_equals_brute_force(num_phones, n):
         if len(ranked) == 1 or ranked[0][1] - ranked[1][1] > 1e-6:
             assert result.phones == list(ranked[0][0])
             checked_sequences += 1
-        assert hybrid_decode(ll.float(), topo, lm, id2phone, lm_weight, bonus) == result.phones
+        assert hybrid_search(ll.float(), topo, lm, id2phone, lm_weight, bonus).phones == result.phones
     assert checked_sequences >= 10
 
 
@@ -107,18 +106,18 @@ def test_no_lm_and_peaky_likelihoods_give_the_obvious_sequence():
     # With one state per phone, repeated frames of a phone are one instance unless a bonus pays for more.
     topo1, id2phone1, lm1 = setup(2, 1)
     ll1 = peaky([0, 0, 0, 1, 1], topo1.num_states)
-    assert hybrid_decode(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=0.0) == [1, 2]
-    assert hybrid_decode(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=5.0) == [1, 1, 1, 2, 2]
+    assert hybrid_search(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=0.0).phones == [1, 2]
+    assert hybrid_search(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=5.0).phones == [1, 1, 1, 2, 2]
 
 
 def test_the_lm_changes_the_output():
     # The middle frame is slightly better as b, but the LM has only ever seen "a c".
     topo, id2phone, lm = setup(3, 1, sentences=[["a", "c"]] * 20 + [["b"]])
     ll = torch.tensor([[0.0, -9.0, -9.0], [-9.0, 0.0, -0.5], [-9.0, -9.0, 0.0]])
-    assert hybrid_decode(ll, topo, lm, id2phone, lm_weight=0.0, insertion_bonus=0.0) == [1, 2, 3]
-    assert hybrid_decode(ll, topo, lm, id2phone, lm_weight=1.0, insertion_bonus=0.0) == [1, 3]
+    assert hybrid_search(ll, topo, lm, id2phone, lm_weight=0.0, insertion_bonus=0.0).phones == [1, 2, 3]
+    assert hybrid_search(ll, topo, lm, id2phone, lm_weight=1.0, insertion_bonus=0.0).phones == [1, 3]
     # A small LM weight leaves the acoustics the say.
-    assert hybrid_decode(ll, topo, lm, id2phone, lm_weight=0.05, insertion_bonus=0.0) == [1, 2, 3]
+    assert hybrid_search(ll, topo, lm, id2phone, lm_weight=0.05, insertion_bonus=0.0).phones == [1, 2, 3]
 
 
 def test_a_narrow_beam_prunes_but_returns_a_valid_sequence():
@@ -126,8 +125,8 @@ def test_a_narrow_beam_prunes_but_returns_a_valid_sequence():
     # Frame 0 slightly prefers a; the rest strongly prefer b, and every phone costs 10.
     ll = torch.tensor([[0.0, -0.1], [-12.0, 0.0], [-12.0, 0.0]])
     kwargs = {"lm_weight": 0.0, "insertion_bonus": -10.0}
-    assert hybrid_decode(ll, topo, lm, id2phone, beam=math.inf, **kwargs) == [2]
-    assert hybrid_decode(ll, topo, lm, id2phone, beam=1.0, **kwargs) == [2]
+    assert hybrid_search(ll, topo, lm, id2phone, beam=math.inf, **kwargs).phones == [2]
+    assert hybrid_search(ll, topo, lm, id2phone, beam=1.0, **kwargs).phones == [2]
     # Beam 0 keeps only the best state at frame 0 (a), so the search can only reach a, b.
     pruned = hybrid_search(ll, topo, lm, id2phone, beam=0.0, **kwargs)
     assert pruned.phones == [1, 2]
@@ -139,7 +138,7 @@ def test_a_beam_that_leaves_no_final_state_decodes_again_without_it(caplog):
     # Frame 1 strongly prefers a first state, which cannot end a path: beam 0 prunes every last state.
     ll = torch.tensor([[0.0, -50.0, -1.0, -50.0], [0.0, -20.0, 0.0, -30.0]])
     with caplog.at_level(logging.WARNING, logger="phonerec.hybrid"):
-        assert hybrid_decode(ll, topo, lm, id2phone, beam=0.0) == [1]
+        assert hybrid_search(ll, topo, lm, id2phone, beam=0.0).phones == [1]
     assert "decoding again with no beam" in caplog.text
     # Random problems: any beam gives a sequence of real phones whose score is at most the exact one.
     gen = torch.Generator().manual_seed(7)
@@ -164,15 +163,15 @@ def test_scaled_log_likelihoods():
 def test_bad_input_is_rejected():
     topo, id2phone, lm = setup(2, 2)
     with pytest.raises(ValueError, match="fewer than"):
-        hybrid_decode(torch.zeros(1, 4), topo, lm, id2phone)
+        hybrid_search(torch.zeros(1, 4), topo, lm, id2phone)
     with pytest.raises(ValueError, match="states per frame"):
-        hybrid_decode(torch.zeros(3, 5), topo, lm, id2phone)
+        hybrid_search(torch.zeros(3, 5), topo, lm, id2phone)
     with pytest.raises(ValueError, match="beam"):
-        hybrid_decode(torch.zeros(3, 4), topo, lm, id2phone, beam=-1.0)
+        hybrid_search(torch.zeros(3, 4), topo, lm, id2phone, beam=-1.0)
     with pytest.raises(ValueError, match="scores -inf"):
-        hybrid_decode(torch.full((3, 4), -math.inf), topo, lm, id2phone, beam=1.0)
+        hybrid_search(torch.full((3, 4), -math.inf), topo, lm, id2phone, beam=1.0)
     with pytest.raises(ValueError, match="order-3"):
-        hybrid_decode(torch.zeros(3, 4), topo, NgramLM.estimate([["a", "b"]], order=3), id2phone)
+        hybrid_search(torch.zeros(3, 4), topo, NgramLM.estimate([["a", "b"]], order=3), id2phone)
 
 
 # ---- word loop ------------------------------------------------------------------------------------------------
@@ -232,7 +231,7 @@ def test_word_loop_search_equals_brute_force(n, optional_silence):
             expected_words = max(best, key=best.get)
             path = loop_search(ll, graph)
             assert path.score == pytest.approx(best[expected_words], abs=1e-9)
-            assert tuple(hybrid_word_decode(ll, graph, words)) == expected_words
+            assert tuple(path_labels(loop_search(ll, graph), words)) == expected_words
 
 
 def test_word_loop_decodes_peaky_likelihoods_with_silences():
@@ -241,14 +240,14 @@ def test_word_loop_decodes_peaky_likelihoods_with_silences():
     graph, words = word_loop(LEXICON, phone2id, topo, lm)
     sil, a, b = (topo.states(WORD_PHONES[p])[0] for p in ("sil", "a", "b"))
     ll = peaky([sil, sil, b, a, a, sil, a, sil], topo.num_states)
-    assert hybrid_word_decode(ll, graph, words) == ["y", "x"]
+    assert path_labels(loop_search(ll, graph), words) == ["y", "x"]
     with pytest.raises(ValueError, match="not in the phone table"):
         word_loop({"z": [["q"]]}, phone2id, topo, lm)
 
 
 def test_a_batch_decodes_as_each_utterance_alone():
     topo, id2phone, lm = setup(3, 2)
-    graph = phone_loop(lm, id2phone, topo, lm_weight=0.5, insertion_bonus=1.0)
+    graph, _ = phone_loop(lm, id2phone, topo, lm_weight=0.5, insertion_bonus=1.0)
     gen = torch.Generator().manual_seed(3)
     utts = [torch.randn(int(torch.randint(2, 40, (1,), generator=gen)), topo.num_states, generator=gen) * 3
             for _ in range(12)]  # fmt: skip

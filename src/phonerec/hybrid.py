@@ -99,14 +99,15 @@ def _lm_weights(lm: NgramLM, names: list[str], lm_weight: float) -> tuple[torch.
 
 def phone_loop(
     lm: NgramLM, id2phone: Mapping[int, str], topo: Topology, lm_weight: float = 1.0, insertion_bonus: float = 0.0
-) -> LoopGraph:
-    """The phone loop of the module docstring; unit i is phone id i + 1."""
-    missing = [i for i in range(1, topo.num_phones) if i not in id2phone]
+) -> tuple[LoopGraph, list[int]]:
+    """The phone loop of the module docstring, and the phone id of each unit."""
+    phone_ids = list(range(1, topo.num_phones))
+    missing = [i for i in phone_ids if i not in id2phone]
     if missing:
         raise ValueError(f"id2phone has no symbol for phone ids {missing}")
-    start, trans, end = _lm_weights(lm, [id2phone[i] for i in range(1, topo.num_phones)], lm_weight)
-    chains = [topo.states(i) for i in range(1, topo.num_phones)]
-    return LoopGraph(chains, start + insertion_bonus, trans + insertion_bonus, end)
+    start, trans, end = _lm_weights(lm, [id2phone[i] for i in phone_ids], lm_weight)
+    chains = [topo.states(i) for i in phone_ids]
+    return LoopGraph(chains, start + insertion_bonus, trans + insertion_bonus, end), phone_ids
 
 
 def word_loop(
@@ -183,6 +184,12 @@ def loop_search_batch(
     return paths
 
 
+def path_labels(path: LoopPath, labels: list) -> list:
+    """What a path's units stand for, in order, given the label of each unit (`phone_loop`'s phone ids,
+    `word_loop`'s words); units labelled None (the word loop's leading silence) are left out."""
+    return [labels[u] for u in path.units if labels[u] is not None]
+
+
 def hybrid_search(
     log_likelihoods: torch.Tensor,
     topo: Topology,
@@ -192,32 +199,14 @@ def hybrid_search(
     insertion_bonus: float = 0.0,
     beam: float = math.inf,
 ) -> HybridPath:
-    """The best path through the phone loop for one utterance's (T, S) scaled log-likelihoods."""
+    """The best path through the phone loop for one utterance's (T, S) scaled log-likelihoods; its phones are
+    one id per phone instance (two instances of a phone in a row stay two)."""
     num_states = log_likelihoods.shape[-1] if isinstance(log_likelihoods, torch.Tensor) else None
     if num_states is not None and num_states != topo.num_states:
         raise ValueError(f"log_likelihoods has {num_states} states per frame, the topology {topo.num_states}")
-    path = loop_search(log_likelihoods, phone_loop(lm, id2phone, topo, lm_weight, insertion_bonus), beam)
-    return HybridPath(phones=[u + 1 for u in path.units], score=path.score, states=path.states)
-
-
-def hybrid_decode(
-    log_likelihoods: torch.Tensor,
-    topo: Topology,
-    lm: NgramLM,
-    id2phone: Mapping[int, str],
-    lm_weight: float = 1.0,
-    insertion_bonus: float = 0.0,
-    beam: float = math.inf,
-) -> list[int]:
-    """The phone ids of the best path (one per phone instance: two instances of a phone in a row stay two)."""
-    return hybrid_search(log_likelihoods, topo, lm, id2phone, lm_weight, insertion_bonus, beam).phones
-
-
-def hybrid_word_decode(
-    log_likelihoods: torch.Tensor, graph: LoopGraph, words: list[str | None], beam: float = math.inf
-) -> list[str]:
-    """The words of the best path through a word loop (`word_loop`: the graph and its units' words)."""
-    return [words[u] for u in loop_search(log_likelihoods, graph, beam).units if words[u] is not None]
+    graph, phone_ids = phone_loop(lm, id2phone, topo, lm_weight, insertion_bonus)
+    path = loop_search(log_likelihoods, graph, beam)
+    return HybridPath(phones=path_labels(path, phone_ids), score=path.score, states=path.states)
 
 
 def _viterbi(scores: list[torch.Tensor], graph: LoopGraph, beam: float) -> list[LoopPath | None]:

@@ -19,7 +19,15 @@ from phonerec.data_dir import read_table, write_table
 from phonerec.dataset import collate, load_examples, make_batches
 from phonerec.decode import ctc_greedy, frame_argmax
 from phonerec.errors import RecipeError
-from phonerec.hybrid import LoopGraph, LoopPath, loop_search_batch, phone_loop, scaled_log_likelihoods, word_loop
+from phonerec.hybrid import (
+    LoopGraph,
+    LoopPath,
+    loop_search_batch,
+    path_labels,
+    phone_loop,
+    scaled_log_likelihoods,
+    word_loop,
+)
 from phonerec.lang import read_lexicon
 from phonerec.lm import NgramLM
 from phonerec.scoring import score, word_error_rates
@@ -173,9 +181,10 @@ def lm_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir: 
                 for b in cfg.decode.hybrid.insertion_bonuses]  # fmt: skip
 
         def run(point):
-            graph = phone_loop(lm, id2phone, topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"])
+            graph, phone_ids = phone_loop(lm, id2phone, topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"])
             paths = _hybrid_search(cfg, examples, posteriors, priors, point["acoustic_scale"], graph)
-            return {e.utt: [id2phone[u + 1] for u in path.units] for e, path in zip(examples, paths, strict=True)}
+            return {e.utt: [id2phone[p] for p in path_labels(path, phone_ids)]
+                    for e, path in zip(examples, paths, strict=True)}  # fmt: skip
 
         name = "hybrid Viterbi (posteriors / priors) + phone LM"
 
@@ -241,8 +250,7 @@ def word_decode_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, model_dir
             graph, words = word_loop(lexicon, phone2id, topo, lm, lm_weight=1.0, word_score=point["word_score"],
                                      optional_silence=cfg.hmm.optional_silence)  # fmt: skip
             paths = _hybrid_search(cfg, examples, posteriors, priors, point["acoustic_scale"], graph)
-            return {e.utt: [words[u] for u in path.units if words[u] is not None]
-                    for e, path in zip(examples, paths, strict=True)}  # fmt: skip
+            return {e.utt: path_labels(path, words) for e, path in zip(examples, paths, strict=True)}
 
         name = "hybrid Viterbi word loop + word bigram"
 
