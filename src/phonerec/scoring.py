@@ -243,7 +243,11 @@ def score_table(result: dict, title: str, metric: str = "per") -> str:
 
 def word_error_rates(refs: dict[str, list[str]], hyps: dict[str, list[str]]) -> dict:
     """WER and sentence error rate (SER) of word sequences, with the same alignment counts as score()."""
-    total = score(refs, hyps)["total"]
+    return word_rates(score(refs, hyps)["total"])
+
+
+def word_rates(total: dict) -> dict:
+    """`word_error_rates` from the total of a score() of word sequences."""
     return {
         "metric": "wer",
         "wer": total["per"],  # score() names its rate per; for words it is the word error rate

@@ -17,7 +17,7 @@ from phonerec.data_dir import read_table
 from phonerec.errors import RecipeError
 from phonerec.reports import refs_hyps, write_reports
 from phonerec.sclite import find_sclite, run_sclite
-from phonerec.scoring import score, score_table, word_error_rates, write_score_report
+from phonerec.scoring import score, score_table, word_rates, write_score_report
 from phonerec.stage import read_digest
 from phonerec.stages.common import SPLITS, scoring_fold
 
@@ -61,9 +61,9 @@ def word_score_stage(decode_dir: Path) -> dict:
     read_digest(decode_dir, "decode")
     refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
     hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
-    rates = word_error_rates(refs, hyps)
-    (decode_dir / "wer.json").write_text(json.dumps(rates, indent=2) + "\n")
     result = score(refs, hyps, read_table(decode_dir / "utt2spk"))
+    rates = word_rates(result["total"])
+    (decode_dir / "wer.json").write_text(json.dumps(rates, indent=2) + "\n")
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
     (decode_dir / "wer.txt").write_text(score_table(result, title, metric="wer"))
     writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))
