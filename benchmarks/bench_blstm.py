@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""BLSTM speed: a packed bidirectional nn.LSTM against phonerec.model's padded per-direction form (two
+"""BLSTM speed: a packed bidirectional nn.LSTM against phonerec.model.blstm's padded per-direction form (two
 unidirectional nn.LSTMs, the backward one on each utterance reversed within its length), forward + backward
 (training) and forward alone (decoding), same sizes and batches, in one run; then the largest difference of their
 outputs with shared weights.
@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from phonerec.model import BLSTMAcousticModel
+from phonerec.model.blstm import BLSTMAcousticModel
 
 BATCH, INPUT, HIDDEN, LAYERS = 16, 39, 256, 3
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CTC prefix beam search with a phone bigram: the LM through torchaudio's custom-LM interface
-(phonerec.ctc_beam.PhoneLMScorer, which carries the insertion bonus) against the same LM as an ARPA file read by
-flashlight's KenLM (no insertion bonus possible; with its word ids in token order by lm_dict, and without, as
+(phonerec.decoding.ctc_beam.PhoneLMScorer, which carries the insertion bonus) against the same LM as an ARPA
+file read by flashlight's KenLM (no insertion bonus possible; with its word ids in token order by lm_dict, and without, as
 torchaudio builds them by default), with every token tried per frame and with the 10 most likely
 (decode.ctc_beam.beam_size_token), on the same synthetic posteriors in one run.
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torchaudio.models.decoder import ctc_decoder
 
-from phonerec.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
-from phonerec.lm import NgramLM
-from phonerec.scoring import score
+from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
+from phonerec.decoding.lm import NgramLM
+from phonerec.scoring.error_rate import score
 
 
 def synthetic(num_utts: int, frames: int, num_phones: int, gen: torch.Generator):
@@ -66,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         arpa = Path(tmp) / "lm.arpa"
         lm.write_arpa(arpa)
-        lm_dict = Path(tmp) / "lm_dict.txt"  # KenLM's word ids in token order (see phonerec.ctc_beam)
+        lm_dict = Path(tmp) / "lm_dict.txt"  # KenLM's word ids in token order (see phonerec.decoding.ctc_beam)
         lm_dict.write_text("\n".join([*phones, "<unk>"]) + "\n")
 
         def kenlm(beam_size_token, word_dict=lm_dict):

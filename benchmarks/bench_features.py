@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from phonerec.audio import read_audio
-from phonerec.config import load_config
-from phonerec.data_dir import Utterance, write_data_dir
+from phonerec.data.audio import read_audio
+from phonerec.data.data_dir import Utterance, write_data_dir
 from phonerec.features import compute_features, make_features
+from phonerec.pipeline.config import load_config
 
 
 def main():

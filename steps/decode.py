@@ -2,9 +2,9 @@
 """Greedy decoding of a feature dir with a trained model (<model-dir>/<decode.checkpoint>.pt): CTC best path,
 or for a Viterbi model the frame argmax with repeats merged. Writes hyp.txt, ref.txt and utt2spk."""
 
-from phonerec.cli import step_main
-from phonerec.stage import exclusive
-from phonerec.stages.decode import decode_stage
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.decode_stages import decode_stage
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

@@ -5,9 +5,9 @@ in decode.* (dev: tuning.json); with it, the values chosen there decode the set 
 
 from pathlib import Path
 
-from phonerec.cli import step_main
-from phonerec.stage import exclusive
-from phonerec.stages.decode import lm_decode_stage
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.decode_stages import lm_decode_stage
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

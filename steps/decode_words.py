@@ -6,9 +6,9 @@ the set tunes the weights (dev: tuning.json); with it, the values chosen there d
 
 from pathlib import Path
 
-from phonerec.cli import step_main
-from phonerec.stage import exclusive
-from phonerec.stages.decode import word_decode_stage
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.decode_stages import word_decode_stage
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

@@ -6,7 +6,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from phonerec.config import load_config
+from phonerec.pipeline.config import load_config
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -4,9 +4,9 @@ data dir with feats.scp, utt2num_frames and cmvn.scp (statistics per features.cm
 Work is split over nj processes; a rerun with the same settings and inputs is a logged no-op, and a killed
 run resumes with the jobs that did not finish."""
 
-from phonerec.cli import step_main
 from phonerec.features import make_features
-from phonerec.stage import exclusive
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

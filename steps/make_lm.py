@@ -2,9 +2,9 @@
 """Estimate phone n-gram LMs (decode.lm_order, and a bigram for the hybrid decoder) from the training
 transcripts <train-dir>/text, as ARPA files in <lm-dir>."""
 
-from phonerec.cli import step_main
-from phonerec.stage import exclusive
-from phonerec.stages.decode import make_lm_stage
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.decode_stages import make_lm_stage
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

@@ -5,8 +5,8 @@ RESULTS.md (paths.results) from the decode dirs and training summaries under <ex
 import shlex
 from pathlib import Path
 
-from phonerec.cli import step_main
-from phonerec.stages.score import score_stage, word_score_stage, write_results
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.score_stages import score_stage, word_score_stage, write_results
 
 
 def main(args, cfg):

@@ -3,9 +3,9 @@
 with a fresh phones+blank output layer (train.ctc.init=viterbi) or from scratch (train.ctc.init=scratch).
 Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
 
-from phonerec.cli import step_main
-from phonerec.stage import exclusive
-from phonerec.stages.train import train_ctc_stage
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.markers import exclusive
+from phonerec.pipeline.train_stages import train_ctc_stage
 
 
 def main(args, cfg):

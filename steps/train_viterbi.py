@@ -3,9 +3,9 @@
 alignment, re-alignment after the epochs in train.viterbi.realign_epochs (kept in <exp-dir>/ali/iter<N>).
 Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
 
-from phonerec.cli import step_main
-from phonerec.stage import exclusive
-from phonerec.stages.train import train_viterbi_stage
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.markers import exclusive
+from phonerec.pipeline.train_stages import train_viterbi_stage
 
 
 def main(args, cfg):

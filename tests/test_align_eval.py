@@ -4,7 +4,7 @@ forced-alignment segments from peaky log-probs."""
 import pytest
 import torch
 
-from phonerec.align_eval import (
+from phonerec.hmm.align_eval import (
     Segment,
     align_labels,
     ctc_segments,
@@ -13,7 +13,7 @@ from phonerec.align_eval import (
     read_ctm,
     write_ctm,
 )
-from phonerec.errors import RecipeError
+from phonerec.pipeline.errors import RecipeError
 
 SHIFT = 0.01
 

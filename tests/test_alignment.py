@@ -4,7 +4,7 @@ signal whose segments are separable."""
 import pytest
 import torch
 
-from phonerec.alignment import (
+from phonerec.hmm.align import (
     Topology,
     build_graph,
     log_state_priors,

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from phonerec.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
-from phonerec.decode import ctc_greedy
-from phonerec.lm import NgramLM
+from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
+from phonerec.decoding.greedy import ctc_greedy
+from phonerec.decoding.lm import NgramLM
 
 PHONES = ["<blk>", "sil", "a", "b"]
 # A bigram that strongly prefers "a" after "<s>"... and "b" after "a".

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from conftest import REPO, project_env, write_wav
 
-from phonerec.audio import check_audio_file, read_audio
-from phonerec.data_dir import Utterance, read_spk2utt, read_table, validate_data_dir, write_data_dir
-from phonerec.errors import DataDirError
+from phonerec.data.audio import check_audio_file, read_audio
+from phonerec.data.data_dir import Utterance, read_spk2utt, read_table, validate_data_dir, write_data_dir
+from phonerec.pipeline.errors import DataDirError
 
 PHONES = ["a", "b", "k", "t"]
 # utterance id -> (speaker, phones); ids start with their speaker id. Line numbers below follow this order.

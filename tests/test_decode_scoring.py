@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from phonerec.decode import ctc_greedy, frame_argmax
-from phonerec.scoring import ScoringError, fold_phones, read_phone_map, score, write_score_report
+from phonerec.decoding.greedy import ctc_greedy, frame_argmax
+from phonerec.scoring.error_rate import ScoringError, fold_phones, read_phone_map, score, write_score_report
 
 
 def peaky(label_rows: list[list[int]], num_outputs: int, pad_label: int = 1) -> torch.Tensor:
@@ -286,7 +286,7 @@ def test_write_score_report(tmp_path):
 
 
 def test_word_error_rates_and_sentence_errors():
-    from phonerec.scoring import word_error_rates
+    from phonerec.scoring.error_rate import word_error_rates
 
     refs = {"u1": ["one", "two", "three"], "u2": ["four"], "u3": ["five", "six"]}
     hyps = {"u1": ["one", "two", "three"], "u2": ["oh"], "u3": ["five"]}

@@ -1,4 +1,5 @@
-"""phonerec.download against a real HTTP server on 127.0.0.1 (a thread in this process; nothing leaves loopback)."""
+"""phonerec.data.download against a real HTTP server on 127.0.0.1 (a thread in this process; nothing leaves
+loopback)."""
 
 import hashlib
 import random
@@ -10,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import phonerec.download as dl
-from phonerec.errors import CorpusError
+import phonerec.data.download as dl
+from phonerec.pipeline.errors import CorpusError
 
 PAYLOAD = random.Random(20240521).randbytes(300_000)
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

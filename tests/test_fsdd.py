@@ -8,11 +8,11 @@ import pytest
 import soundfile as sf
 from conftest import make_fsdd_copy
 
-from phonerec.config import load_config
-from phonerec.corpora.fsdd import DIGIT_WORDS, prepare_fsdd
-from phonerec.data_dir import read_table, validate_data_dir
-from phonerec.errors import CorpusError
-from phonerec.lang import read_lexicon, read_phones
+from phonerec.data.corpora.fsdd import DIGIT_WORDS, prepare_fsdd
+from phonerec.data.data_dir import read_table, validate_data_dir
+from phonerec.data.lang import read_lexicon, read_phones
+from phonerec.pipeline.config import load_config
+from phonerec.pipeline.errors import CorpusError
 
 
 @pytest.fixture

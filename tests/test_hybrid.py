@@ -8,8 +8,7 @@ import random
 import pytest
 import torch
 
-from phonerec.alignment import Topology
-from phonerec.hybrid import (
+from phonerec.decoding.hybrid import (
     hybrid_search,
     loop_search,
     loop_search_batch,
@@ -18,7 +17,8 @@ from phonerec.hybrid import (
     scaled_log_likelihoods,
     word_loop,
 )
-from phonerec.lm import NgramLM
+from phonerec.decoding.lm import NgramLM
+from phonerec.hmm.align import Topology
 
 NAMES = ["<blk>", "a", "b", "c"]
 
@@ -137,7 +137,7 @@ def test_a_beam_that_leaves_no_final_state_decodes_again_without_it(caplog):
     topo, id2phone, lm = setup(2, 2)
     # Frame 1 strongly prefers a first state, which cannot end a path: beam 0 prunes every last state.
     ll = torch.tensor([[0.0, -50.0, -1.0, -50.0], [0.0, -20.0, 0.0, -30.0]])
-    with caplog.at_level(logging.WARNING, logger="phonerec.hybrid"):
+    with caplog.at_level(logging.WARNING, logger="phonerec.decoding.hybrid"):
         assert hybrid_search(ll, topo, lm, id2phone, beam=0.0).phones == [1]
     assert "decoding again with no beam" in caplog.text
     # Random problems: any beam gives a sequence of real phones whose score is at most the exact one.

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from phonerec.lm import LMError, NgramLM
+from phonerec.decoding.lm import LMError, NgramLM
 
 TOY = [["a", "b"], ["a", "a"]]
 CORPUS = [

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from phonerec.model import BLSTMAcousticModel, reverse_index, splice_frames
+from phonerec.model.blstm import BLSTMAcousticModel, reverse_index, splice_frames
 
 DIM, OUTPUTS, HIDDEN = 5, 7, 12
 LENGTHS = [7, 23, 40, 40]

@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from phonerec.reports import (
+from phonerec.scoring.error_rate import ScoringError, score, score_table
+from phonerec.scoring.reports import (
     DEL,
     INS,
     align,
@@ -18,7 +19,6 @@ from phonerec.reports import (
     refs_hyps,
     write_reports,
 )
-from phonerec.scoring import ScoringError, score, score_table
 
 # One substitution (iy -> ih), one deletion (ae), one insertion (dx): the only minimal alignment.
 REF = "sh iy hh ae d y er".split()

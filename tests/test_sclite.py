@@ -1,5 +1,5 @@
 """NIST sclite as a second scorer: the trn files, the report parser, and (where SCTK is installed; CI installs
-it, `apt-get install -y sctk`) sclite's totals against hand counts and against phonerec.scoring.score."""
+it, `apt-get install -y sctk`) sclite's totals against hand counts and against phonerec.scoring.error_rate.score."""
 
 import os
 import random
@@ -7,9 +7,10 @@ import stat
 
 import pytest
 
-from phonerec import sclite as sclite_module
-from phonerec.reports import alignment_report
-from phonerec.sclite import (
+from phonerec.scoring import sclite as sclite_module
+from phonerec.scoring.error_rate import ScoringError, score
+from phonerec.scoring.reports import alignment_report
+from phonerec.scoring.sclite import (
     ScliteError,
     find_sclite,
     parse_sum_table,
@@ -18,7 +19,6 @@ from phonerec.sclite import (
     trn_ids,
     write_trn,
 )
-from phonerec.scoring import ScoringError, score
 
 PHONES48 = (
     "aa ae ah ao aw ax ay b ch cl d dh dx eh el en epi er ey f g hh ih ix iy jh k l m n ng ow oy p r s sh sil t th "
@@ -245,7 +245,7 @@ def test_sclite_agrees_with_score_on_random_edits(sclite, tmp_path):
 
 
 def test_alignment_report_matches_sclite_pra(sclite, tmp_path):
-    # Where the alignment is unambiguous, phonerec.reports prints what sclite prints (case-folded mode, which
+    # Where the alignment is unambiguous, phonerec.scoring.reports prints what sclite prints (case-folded mode, which
     # upper-cases the errors; sclite pads its lines with a trailing blank, reports strips it).
     refs = {"u1": "sh iy hh ae d y er".split(), "u2": ["aa", "b"], "u3": []}
     hyps = {"u1": "sh ih hh d y er dx".split(), "u2": [], "u3": ["p", "q"]}

@@ -9,10 +9,10 @@ import time
 import pytest
 from conftest import REPO, SHARED_FSDD, project_env
 
-from phonerec.config import load_config
-from phonerec.data_dir import read_table, validate_data_dir
+from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.features import FeatureReader
-from phonerec.sclite import find_sclite
+from phonerec.pipeline.config import load_config
+from phonerec.scoring.sclite import find_sclite
 
 SHARED_TIMIT = SHARED_FSDD.parent / "timit_sample"
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")

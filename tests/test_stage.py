@@ -6,8 +6,8 @@ import sys
 import pytest
 from conftest import project_env
 
-from phonerec.errors import RecipeError
-from phonerec.stage import clear_done, exclusive, is_done, mark_done, read_digest
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.markers import clear_done, exclusive, is_done, mark_done, read_digest
 
 
 def test_done_marker_round_trip(tmp_path):
@@ -23,7 +23,7 @@ def test_done_marker_round_trip(tmp_path):
 
 def test_a_second_run_on_the_same_dir_is_refused(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from phonerec.stage import exclusive\nwith exclusive({str(tmp_path)!r}):\n"
+        [sys.executable, "-c", f"from phonerec.pipeline.markers import exclusive\nwith exclusive({str(tmp_path)!r}):\n"
          "    print('held', flush=True)\n    input()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=project_env(),
     )  # fmt: skip

@@ -11,12 +11,12 @@ import pytest
 import soundfile as sf
 from conftest import REPO, project_env
 
-from phonerec.config import load_config
-from phonerec.corpora.tidigits import prepare_tidigits
-from phonerec.data_dir import read_spk2utt, read_table, validate_data_dir
-from phonerec.errors import CorpusError, RecipeError
+from phonerec.data.corpora.tidigits import prepare_tidigits
+from phonerec.data.data_dir import read_spk2utt, read_table, validate_data_dir
+from phonerec.data.lang import read_phones
 from phonerec.features import make_features
-from phonerec.lang import read_phones
+from phonerec.pipeline.config import load_config
+from phonerec.pipeline.errors import CorpusError, RecipeError
 
 RATE = 20000
 # part -> group -> speaker -> file stems. Train: 3 men, 2 women, 2 boys; test: a man, a woman, a girl.

@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from phonerec.align_eval import read_ctm
-from phonerec.config import load_config, repo_path
-from phonerec.corpora.timit import fold_segments, prepare_timit
-from phonerec.data_dir import read_table
-from phonerec.errors import CorpusError
-from phonerec.scoring import fold_phones, read_phone_map
+from phonerec.data.corpora.timit import fold_segments, prepare_timit
+from phonerec.data.data_dir import read_table
+from phonerec.hmm.align_eval import read_ctm
+from phonerec.pipeline.config import load_config, repo_path
+from phonerec.pipeline.errors import CorpusError
+from phonerec.scoring.error_rate import fold_phones, read_phone_map
 
 PHONES = repo_path("local/timit/phones.tsv")
 # (start, end, label) in samples at 16 kHz: q inside, closures, silence at both ends.

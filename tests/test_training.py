@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import make_fsdd_copy
 
-from phonerec.config import load_config
-from phonerec.corpora.fsdd import prepare_fsdd
+from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.features import make_features
-from phonerec.stages.decode import decode_stage
-from phonerec.stages.score import score_stage
-from phonerec.stages.train import train_ctc_stage, train_viterbi_stage
+from phonerec.pipeline.config import load_config
+from phonerec.pipeline.decode_stages import decode_stage
+from phonerec.pipeline.score_stages import score_stage
+from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage
 
 TINY = ["model.num_layers=1", "model.hidden_size=16", "model.dropout=0.1", "train.num_threads=1",
         "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]", "train.ctc.epochs=2", "nj=1"]  # fmt: skip

@@ -3,9 +3,9 @@
 against the release's sha256 manifest, and write the Kaldi data dirs <data-dir>/{train,dev,test} and the
 lang dir <data-dir>/lang. Skipped when done with the same corpus settings."""
 
-from phonerec.cli import step_main
-from phonerec.corpora.fsdd import prepare_fsdd
-from phonerec.stage import exclusive
+from phonerec.data.corpora.fsdd import prepare_fsdd
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

@@ -4,9 +4,9 @@ Kaldi data dirs <data-dir>/{train,dev,test} (the speaker groups in corpus.groups
 out, corpus.dev_speakers) and the lang dir <data-dir>/lang from the shared digit lexicon. Skipped when done
 with the same corpus settings."""
 
-from phonerec.cli import step_main
-from phonerec.corpora.tidigits import prepare_tidigits
-from phonerec.stage import exclusive
+from phonerec.data.corpora.tidigits import prepare_tidigits
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

@@ -3,9 +3,9 @@
 checked against its published size and MD5) -> Kaldi data dirs <data-dir>/{train,dev,test}, each with the
 hand-labelled phone segments folded like the training labels (phones.ctm), and the lang dir <data-dir>/lang."""
 
-from phonerec.cli import step_main
-from phonerec.corpora.timit import prepare_timit
-from phonerec.stage import exclusive
+from phonerec.data.corpora.timit import prepare_timit
+from phonerec.pipeline.cli import step_main
+from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

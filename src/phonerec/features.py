@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from torchaudio.compliance import kaldi
 from tqdm import tqdm
 
-from phonerec.audio import read_audio
-from phonerec.config import save_config, settings_hash
-from phonerec.data_dir import read_table, validate_data_dir, write_table
-from phonerec.errors import RecipeError
-from phonerec.stage import clear_done, is_done, mark_done
+from phonerec.data.audio import read_audio
+from phonerec.data.data_dir import read_table, validate_data_dir, write_table
+from phonerec.pipeline.config import save_config, settings_hash
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.markers import clear_done, is_done, mark_done
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,248 @@
+"""TIMIT: an LDC copy (LDC93S1) or the public TIMIT sample, into Kaldi data dirs with hand-labelled segments.
+
+Layouts, found by walking the corpus root, names matched whatever their case:
+  LDC      <root>/TRAIN/DR1/FCJF0/SA1.WAV (+ .PHN .WRD .TXT), TEST/...; audio NIST SPHERE
+  sample   <root>/timit/dr1-fvmh0/sa1.wav (+ .phn ...); some .wav files RIFF, some NIST
+soundfile reads both kinds whatever the extension says.
+
+Kaldi's conventions (egs/timit/s5): SA sentences left out (corpus.include_sa); dev = the 50-speaker dev list
+and test = the 24-speaker core test, both from the LDC test part (local/timit/speakers.yaml); the 61 labels
+are folded to the training set (corpus.train_phones: train48 or score39, local/timit/phones.tsv) and scored
+after folding to 39. The sample has no train/test parts: a speaker split from config instead.
+
+Labels: `q` has no mapping; its time goes to the segment before it (the one after, at an utterance start).
+After folding, neighbouring equal labels merge into one segment (closure `vcl` then `vcl`, `sil` then `sil`).
+`text` is the folded label sequence, silence included as Kaldi's TIMIT text has it; `phones.ctm` next to it
+holds the same labels with their hand-labelled times, for alignment accuracy.
+"""
+
+import logging
+import re
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
+from phonerec.data.download import download
+from phonerec.data.lang import prepare_lang
+from phonerec.hmm.align_eval import Segment, write_ctm
+from phonerec.pipeline.config import repo_path, save_config, settings_hash
+from phonerec.pipeline.errors import CorpusError
+from phonerec.pipeline.markers import clear_done, is_done, mark_done
+from phonerec.scoring.error_rate import read_phone_map
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+SAMPLE_SPEAKER_DIR = re.compile(r"^dr\d-([a-z]{4}\d)$")
+LDC_SPEAKER_DIR = re.compile(r"^[fm][a-z]{3}\d$")
+
+
+@dataclass(frozen=True)
+class Recording:
+    speaker: str  # TIMIT's speaker code, lower case: fcjf0
+    sentence: str  # sa1, si836, sx26
+    part: str | None  # train or test (LDC), None (sample)
+    wav: Path
+    phn: Path
+    wrd: Path | None
+
+
+def _sibling(path: Path, suffix: str) -> Path | None:
+    for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_recordings(root: Path) -> tuple[str, list[Recording]]:
+    """Every utterance with a .phn transcription under root; the layout is told by the speaker folders."""
+    recordings, layouts = [], set()
+    for phn in sorted(root.rglob("*")):
+        if phn.suffix.lower() != ".phn" or not phn.is_file():
+            continue
+        folder = phn.parent.name.lower()
+        wav = _sibling(phn, ".wav")
+        if wav is None:
+            raise CorpusError(f"{phn}: no audio file beside it (.wav or .WAV)")
+        sample = SAMPLE_SPEAKER_DIR.match(folder)
+        if sample:
+            layouts.add("sample")
+            speaker, part = sample.group(1), None
+        elif LDC_SPEAKER_DIR.match(folder):
+            layouts.add("ldc")
+            speaker, part = folder, phn.parent.parent.parent.name.lower()
+            if part not in ("train", "test"):
+                raise CorpusError(f"{phn}: expected <root>/{{TRAIN,TEST}}/DR<n>/<speaker>/, found part '{part}'")
+        else:
+            continue  # not a speaker folder (the sample's top-level lists, say)
+        recordings.append(Recording(speaker, phn.stem.lower(), part, wav, phn, _sibling(phn, ".wrd")))
+    if not recordings:
+        raise CorpusError(
+            f"{root}: no TIMIT transcriptions found; expected TRAIN/DR1/FCJF0/SA1.PHN (LDC) or timit/dr1-fvmh0/sa1.phn"
+            " (the public sample) below it"
+        )
+    if len(layouts) > 1:
+        raise CorpusError(f"{root}: holds both the LDC and the sample layout; point corpus.root at one of them")
+    return layouts.pop(), recordings
+
+
+def read_phn(path: Path) -> list[tuple[int, int, str]]:
+    """(start sample, end sample, label) rows of a .PHN file."""
+    rows = []
+    with open(path, encoding="latin-1") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or int(parts[1]) < int(parts[0]):
+                raise CorpusError(f"{path}:{lineno}: expected '<start> <end> <label>' in samples, got {line.strip()!r}")
+            rows.append((int(parts[0]), int(parts[1]), parts[2]))
+    if not rows:
+        raise CorpusError(f"{path}: no phone segments")
+    return rows
+
+
+def fold_segments(rows, mapping: dict[str, str | None], sample_rate: int, where: Path) -> list[Segment]:
+    """Fold TIMIT labels to the training set; deleted labels give their time to a neighbour; equal
+    neighbours merge."""
+    segments: list[list] = []  # [start, end, label]
+    pending_start = None  # a deleted label at the utterance start: its time goes to the next segment
+    for start, end, label in rows:
+        if label not in mapping:
+            raise CorpusError(f"{where}: label '{label}' is not a TIMIT phone (local/timit/phones.tsv)")
+        target = mapping[label]
+        if target is None:
+            if segments:
+                segments[-1][1] = end
+            elif pending_start is None:
+                pending_start = start
+            continue
+        if pending_start is not None:
+            start, pending_start = pending_start, None
+        if segments and segments[-1][2] == target:
+            segments[-1][1] = end
+        else:
+            segments.append([start, end, target])
+    if not segments:
+        raise CorpusError(f"{where}: no phones left after folding")
+    return [Segment(s / sample_rate, e / sample_rate, label) for s, e, label in segments]
+
+
+def _speaker_code(name: str) -> str:
+    """dr7-fblv0 (the sample's folder names) and fblv0 both name speaker fblv0."""
+    match = SAMPLE_SPEAKER_DIR.match(name.lower())
+    return match.group(1) if match else name.lower()
+
+
+def split_recordings(layout: str, recordings: list[Recording], ccfg: DictConfig) -> dict[str, list[Recording]]:
+    if layout == "ldc":
+        lists = OmegaConf.load(repo_path(ccfg.speaker_lists))
+        dev, test = set(lists["dev"]), set(lists["core_test"])
+        if len(dev) != 50 or len(test) != 24:
+            raise CorpusError(f"{ccfg.speaker_lists}: expected 50 dev and 24 core-test speakers")
+
+        def split_of(r):
+            return (
+                "train" if r.part == "train" else "dev" if r.speaker in dev else "test" if r.speaker in test else None
+            )
+
+    else:
+        dev = {_speaker_code(s) for s in ccfg.sample_dev_speakers}
+        test = {_speaker_code(s) for s in ccfg.sample_test_speakers}
+        if dev & test:
+            raise CorpusError(f"speakers {sorted(dev & test)} are in both the dev and the test list")
+
+        def split_of(r):
+            return "dev" if r.speaker in dev else "test" if r.speaker in test else "train"
+
+    present = {r.speaker for r in recordings}
+    for name, listed in (("dev", dev), ("test", test)):
+        missing = sorted(listed - present)
+        if missing:
+            log.warning("%d listed %s speakers are not in this copy: %s", len(missing), name, " ".join(missing[:10]))
+    splits = {name: [] for name in SPLITS}
+    for r in recordings:
+        name = split_of(r)
+        if name is not None:
+            splits[name].append(r)
+    for name, recs in splits.items():
+        if not recs:
+            raise CorpusError(f"the {name} split is empty ({layout} layout); check the speaker lists")
+        log.info("%s: %d utterances of %d speakers", name, len(recs), len({r.speaker for r in recs}))
+    return splits
+
+
+def obtain_sample(ccfg: DictConfig, downloads: Path) -> Path:
+    """The public TIMIT sample, downloaded (size and MD5 as NLTK's data index gives them) and unpacked."""
+    root = downloads / "timit_sample"
+    if (root / "timit").is_dir():
+        return root
+    archive = downloads / Path(ccfg.sample_url).name
+    try:
+        download(ccfg.sample_url, archive, size=ccfg.sample_size, md5=ccfg.sample_md5)
+    except CorpusError as err:
+        raise CorpusError(
+            f"{err}\nEither let this machine reach {ccfg.sample_url}, or give an existing copy: "
+            "corpus.root=<dir> (an LDC TIMIT copy, or the sample: the folder holding timit/)"
+        ) from err
+    scratch = downloads / ".unpack-timit_sample"
+    shutil.rmtree(scratch, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(scratch)
+    if not (scratch / "timit").is_dir():
+        raise CorpusError(f"{archive}: unpacked no timit/ folder")
+    scratch.replace(root)
+    return root
+
+
+def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
+    """Stage 0: corpus -> data_dir/{train,dev,test} (with phones.ctm) and data_dir/lang."""
+    ccfg = cfg.corpus
+    downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
+    root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / "timit_sample"
+    phone_table = repo_path(ccfg.phone_table)
+    digest = settings_hash(ccfg, cfg.hmm, str(root), phone_table.read_text(),
+                           repo_path(ccfg.speaker_lists).read_text())  # fmt: skip
+    if is_done(data_dir, "prepare", digest):
+        return
+    clear_done(data_dir, "prepare")
+    start = time.perf_counter()
+    if ccfg.root is None:
+        root = obtain_sample(ccfg, downloads)
+    elif not root.is_dir():
+        raise CorpusError(f"corpus.root={ccfg.root}: no such directory")
+
+    layout, recordings = find_recordings(root)
+    log.info("%s: %s layout, %d utterances of %d speakers", root, layout, len(recordings),
+             len({r.speaker for r in recordings}))  # fmt: skip
+    if not ccfg.include_sa:
+        recordings = [r for r in recordings if not r.sentence.startswith("sa")]
+    mapping = read_phone_map(phone_table, source="timit61", target=ccfg.train_phones)
+
+    # The lang dir: each phone is its own word, as in Kaldi's TIMIT recipe.
+    phones = sorted({p for p in mapping.values() if p is not None})
+    lexicon = data_dir / "local" / "lexicon.txt"
+    lexicon.parent.mkdir(parents=True, exist_ok=True)
+    lexicon.write_text("".join(f"{p} {p}\n" for p in phones))
+    prepare_lang(lexicon, data_dir / "lang", cfg.hmm.states_per_phone)
+
+    for split, recs in split_recordings(layout, recordings, ccfg).items():
+        utterances, ctm = [], {}
+        for r in recs:
+            utt = f"{r.speaker}_{r.sentence}"
+            segments = fold_segments(read_phn(r.phn), mapping, ccfg.sample_rate, r.phn)
+            words = [line.split()[2].lower() for line in r.wrd.read_text(encoding="latin-1").splitlines()
+                     if len(line.split()) == 3] if r.wrd else []  # fmt: skip
+            utterances.append(Utterance(utt, r.speaker, str(r.wav), [s.label for s in segments], words))
+            ctm[utt] = segments
+        write_data_dir(data_dir / split, utterances)
+        write_ctm(data_dir / split / "phones.ctm", ctm)
+        count = validate_data_dir(data_dir / split, data_dir / "lang")
+        log.info("%s: %d utterances", data_dir / split, count)
+    save_config(cfg, data_dir / "config.yaml")
+    mark_done(data_dir, "prepare", digest, seconds=time.perf_counter() - start)

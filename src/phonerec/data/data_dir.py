@@ -1,0 +1,221 @@
+"""Kaldi data dirs: writing them, reading their tables, and validating the contract.
+
+A data dir holds, one `<id> <value>` line each, sorted and unique under LC_ALL=C:
+  wav.scp     utterance -> audio file (plain paths; no pipes)
+  text        utterance -> phone sequence (no silence)
+  text.words  utterance -> word transcript (optional)
+  utt2spk     utterance -> speaker; utterance ids start with their speaker id
+  spk2utt     speaker -> its utterances
+and after feature extraction feats.scp, utt2num_frames and cmvn.scp.
+"""
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from phonerec.data.audio import check_audio_file
+from phonerec.pipeline.errors import DataDirError
+from phonerec.pipeline.files import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
+MAX_REPORTED_PROBLEMS = 20
+
+
+@dataclass
+class Utterance:
+    utt_id: str
+    speaker: str
+    wav: str
+    phones: list[str]
+    words: list[str] = field(default_factory=list)
+
+
+def write_table(path: Path, rows: dict[str, str]) -> None:
+    """Write `<key> <value>` lines in C-locale order, atomically (a kill leaves the old file or the new)."""
+    # Python orders str by code point, which is the byte order of UTF-8: the same as LC_ALL=C sort.
+    write_text_atomic(path, "".join(f"{key} {rows[key]}\n" for key in sorted(rows)))
+
+
+def read_table(path: Path) -> dict[str, str]:
+    """`<key> <value>` lines as a dict; for files that were validated (see validate_data_dir)."""
+    rows = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.rstrip("\n").partition(" ")
+            rows[key] = value.strip()
+    return rows
+
+
+def read_spk2utt(path: Path) -> dict[str, list[str]]:
+    return {spk: utts.split() for spk, utts in read_table(path).items()}
+
+
+def write_data_dir(out_dir: Path, utterances: list[Utterance]) -> None:
+    ids = [u.utt_id for u in utterances]
+    if len(set(ids)) != len(ids):
+        raise DataDirError(f"{out_dir}: duplicate utterance ids")
+    spk2utt = defaultdict(list)
+    for u in sorted(utterances, key=lambda u: u.utt_id):
+        spk2utt[u.speaker].append(u.utt_id)
+    write_table(out_dir / "wav.scp", {u.utt_id: u.wav for u in utterances})
+    write_table(out_dir / "text", {u.utt_id: " ".join(u.phones) for u in utterances})
+    write_table(out_dir / "utt2spk", {u.utt_id: u.speaker for u in utterances})
+    write_table(out_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
+    if any(u.words for u in utterances):
+        write_table(out_dir / "text.words", {u.utt_id: " ".join(u.words) for u in utterances})
+
+
+class _Problems:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.items: list[str] = []
+
+    def add(self, where: str, message: str) -> None:
+        self.items.append(f"{where}: {message}")
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        shown = self.items[:MAX_REPORTED_PROBLEMS]
+        more = len(self.items) - len(shown)
+        tail = f"\n  ... and {more} more" if more else ""
+        raise DataDirError(
+            f"invalid data dir {self.data_dir} ({len(self.items)} problems):\n  " + "\n  ".join(shown) + tail
+        )
+
+
+def _read_checked(path: Path, problems: _Problems, need_value: bool = True) -> dict[str, tuple[int, str]]:
+    """id -> (line number, value), reporting unsorted, duplicate, empty and id-only lines."""
+    rows: dict[str, tuple[int, str]] = {}
+    prev = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            parts = line.strip().split(maxsplit=1)
+            if not parts:
+                problems.add(where, "empty line")
+                continue
+            key = parts[0]
+            value = parts[1] if len(parts) > 1 else ""
+            if key in rows:
+                problems.add(where, f"duplicate id '{key}' (first on line {rows[key][0]})")
+                continue
+            if prev is not None and key < prev:
+                problems.add(where, f"not sorted (LC_ALL=C): '{key}' after '{prev}'")
+            if need_value and not value:
+                problems.add(where, f"'{key}' has no value")
+            rows[key] = (lineno, value)
+            prev = key
+    return rows
+
+
+def read_symbol_table(path: Path) -> dict[str, int]:
+    return {sym: int(i) for sym, i in read_table(path).items()}
+
+
+def validate_data_dir(data_dir: Path, lang_dir: Path | None = None, check_audio: bool = True) -> int:
+    """Check a data dir; raise DataDirError naming each bad file:line, else return the utterance count.
+
+    lang_dir: every phone in `text` must be in its phones.txt. check_audio: every wav.scp entry must be
+    a complete, readable audio file (the header's data size is checked against the file size)."""
+    data_dir = Path(data_dir)
+    problems = _Problems(data_dir)
+    if not data_dir.is_dir():
+        raise DataDirError(f"{data_dir}: no such data dir")
+    missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
+    if missing:
+        raise DataDirError(f"{data_dir}: missing {', '.join(missing)}")
+
+    tables = {name: _read_checked(data_dir / name, problems) for name in REQUIRED_FILES}
+    wav_scp, text, utt2spk, spk2utt = (tables[n] for n in REQUIRED_FILES)
+    if not utt2spk:
+        problems.add(str(data_dir / "utt2spk"), "no utterances")
+
+    # The same utterances everywhere.
+    for name in ("wav.scp", "text"):
+        for utt in utt2spk.keys() - tables[name].keys():
+            problems.add(f"{data_dir / 'utt2spk'}:{utt2spk[utt][0]}", f"utterance '{utt}' is not in {name}")
+        for utt in tables[name].keys() - utt2spk.keys():
+            problems.add(f"{data_dir / name}:{tables[name][utt][0]}", f"utterance '{utt}' is not in utt2spk")
+
+    # utt2spk sorted by utterance must also be sorted by speaker (speaker-prefixed ids), and agree with spk2utt.
+    expected_spk2utt = defaultdict(list)
+    prev_spk = None
+    for utt, (lineno, spk) in utt2spk.items():
+        if prev_spk is not None and spk < prev_spk:
+            problems.add(
+                f"{data_dir / 'utt2spk'}:{lineno}",
+                f"speaker '{spk}' after '{prev_spk}': utterance ids must start with their speaker id",
+            )
+        prev_spk = spk
+        expected_spk2utt[spk].append(utt)
+    for spk, (lineno, utts) in spk2utt.items():
+        if utts.split() != expected_spk2utt.get(spk, []):
+            problems.add(
+                f"{data_dir / 'spk2utt'}:{lineno}",
+                f"speaker '{spk}' lists {len(utts.split())} utterances that differ from utt2spk's "
+                f"{len(expected_spk2utt.get(spk, []))}",
+            )
+    for spk in expected_spk2utt.keys() - spk2utt.keys():
+        first_line = utt2spk[expected_spk2utt[spk][0]][0]
+        problems.add(f"{data_dir / 'utt2spk'}:{first_line}", f"speaker '{spk}' is missing from spk2utt")
+
+    if lang_dir is not None:
+        phones = read_symbol_table(Path(lang_dir) / "phones.txt")
+        for utt, (lineno, value) in text.items():
+            for phone in value.split():
+                if phone not in phones:
+                    problems.add(
+                        f"{data_dir / 'text'}:{lineno}",
+                        f"'{utt}': phone '{phone}' is not in {Path(lang_dir) / 'phones.txt'}",
+                    )
+
+    if (data_dir / "text.words").is_file():
+        words = _read_checked(data_dir / "text.words", problems)
+        if words.keys() != utt2spk.keys():
+            problems.add(str(data_dir / "text.words"), "utterances differ from utt2spk")
+
+    if check_audio:
+        for utt, (lineno, value) in wav_scp.items():
+            if value.endswith("|"):
+                problems.add(f"{data_dir / 'wav.scp'}:{lineno}", f"'{utt}': pipes are not supported, give a file")
+                continue
+            problem = check_audio_file(value)
+            if problem:
+                problems.add(f"{data_dir / 'wav.scp'}:{lineno}", f"'{utt}': {value}: {problem}")
+
+    _validate_features(data_dir, utt2spk, problems)
+    problems.raise_if_any()
+    return len(utt2spk)
+
+
+def _validate_features(data_dir: Path, utt2spk: dict, problems: _Problems) -> None:
+    feats_scp = data_dir / "feats.scp"
+    if not feats_scp.is_file():
+        return
+    feats = _read_checked(feats_scp, problems)
+    if feats.keys() != utt2spk.keys():
+        problems.add(str(feats_scp), f"{len(feats)} utterances, utt2spk has {len(utt2spk)}")
+    for utt, (lineno, value) in feats.items():
+        ark, _, offset = value.rpartition(":")
+        if not Path(ark).is_file() or not offset.isdigit() or int(offset) >= Path(ark).stat().st_size:
+            problems.add(f"{feats_scp}:{lineno}", f"'{utt}': {value} is not inside an existing ark file")
+    num_frames_file = data_dir / "utt2num_frames"
+    if not num_frames_file.is_file():
+        problems.add(str(num_frames_file), "missing (feats.scp needs it)")
+    else:
+        num_frames = _read_checked(num_frames_file, problems)
+        for utt, (lineno, value) in num_frames.items():
+            if not value.isdigit() or int(value) == 0:
+                problems.add(f"{num_frames_file}:{lineno}", f"'{utt}': bad frame count '{value}'")
+        if num_frames.keys() != feats.keys():
+            problems.add(str(num_frames_file), "utterances differ from feats.scp")
+    cmvn_scp = data_dir / "cmvn.scp"
+    if cmvn_scp.is_file():
+        cmvn_keys = _read_checked(cmvn_scp, problems).keys()
+        speakers = set(v for _, v in utt2spk.values())
+        if cmvn_keys != speakers and cmvn_keys != utt2spk.keys():
+            problems.add(str(cmvn_scp), "keys are neither the speakers nor the utterances of utt2spk")

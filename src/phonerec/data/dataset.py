@@ -1,0 +1,85 @@
+"""Utterances as the models see them (features after CMVN and deltas, phone ids, word ends) and
+length-bucketed batches."""
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from phonerec.data.data_dir import read_table, validate_data_dir
+from phonerec.data.lang import read_lexicon, read_phones
+from phonerec.features import FeatureReader
+from phonerec.pipeline.errors import RecipeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    utt: str
+    speaker: str
+    feats: torch.Tensor  # (frames, dim), float32
+    phones: list[int]  # ids of lang/phones.txt, no silence
+    word_ends: list[int] | None  # indices into `phones` where a word ends; None: unknown
+
+
+def word_ends(words: list[str], phones: list[str], lexicon: dict[str, list[list[str]]]) -> list[int] | None:
+    """Where each word ends in the phone sequence, if some choice of pronunciations spells it exactly."""
+    ends, pos = [], 0
+    for word in words:
+        for pron in lexicon.get(word, []):
+            if phones[pos : pos + len(pron)] == pron:
+                pos += len(pron)
+                ends.append(pos - 1)
+                break
+        else:
+            return None
+    return ends if pos == len(phones) else None
+
+
+def load_examples(feat_dir: Path, lang_dir: Path, fcfg: DictConfig, word_boundaries: bool = True) -> list[Example]:
+    """Every utterance of a feature dir, in memory (FSDD and TIMIT fit easily). word_boundaries: find where
+    words end (from text.words and the lexicon), for optional silence between words."""
+    validate_data_dir(feat_dir, lang_dir, check_audio=False)
+    phone_ids = read_phones(lang_dir)
+    lexicon = read_lexicon(lang_dir / "lexicon.txt")
+    reader = FeatureReader(feat_dir, fcfg)
+    text = read_table(feat_dir / "text")
+    has_words = word_boundaries and (feat_dir / "text.words").is_file()
+    words = read_table(feat_dir / "text.words") if has_words else {}
+    utt2spk = read_table(feat_dir / "utt2spk")
+    examples = []
+    for utt, transcript in text.items():
+        phones = transcript.split()
+        ends = word_ends(words[utt].split(), phones, lexicon) if utt in words else None
+        if utt in words and ends is None:
+            raise RecipeError(f"{feat_dir}/text: '{utt}': phones do not spell text.words by {lang_dir}/lexicon.txt")
+        feats = torch.from_numpy(reader[utt])
+        examples.append(Example(utt, utt2spk[utt], feats, [phone_ids[p] for p in phones], ends))
+    return examples
+
+
+def make_batches(lengths: list[int], batch_frames: int, max_utts: int, rng: random.Random | None = None):
+    """Indices grouped by similar length so that padding stays small: sorted by length, cut where the padded
+    size (longest x count) would pass `batch_frames`; the batch order is shuffled when `rng` is given."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > batch_frames or len(current) == max_utts:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([e.feats.shape[0] for e in examples])
+    feats = torch.nn.utils.rnn.pad_sequence([e.feats for e in examples], batch_first=True)
+    return feats, lengths

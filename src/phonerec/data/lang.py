@@ -1,0 +1,61 @@
+"""The lang dir: lexicon and symbol tables with stable ids.
+
+phones.txt  `<phone> <id>`: id 0 is `<blk>`, the CTC blank (output 0 of a CTC model, never in an
+            alignment); id 1 is the silence phone; the lexicon's other phones follow in C-locale order
+            from id 2. The ids depend on the lexicon alone, never on the data.
+words.txt   `<word> <id>`: id 0 is `<eps>`, then the lexicon's words in C-locale order from 1.
+lexicon.txt `<word> <phone>...`, one pronunciation a line (a word may have several).
+silence_phones.txt  the silence phone, optional at utterance edges and between words in alignment graphs.
+states.txt  `<phone>_<k> <id>`: the HMM states of the Viterbi model, states_per_phone per phone, in phone id
+            order without the blank: state id = (phone id - 1) * states_per_phone + k
+            (see phonerec.hmm.align.Topology).
+"""
+
+import shutil
+from pathlib import Path
+
+from phonerec.data.data_dir import read_symbol_table
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.files import write_text_atomic
+
+BLANK = "<blk>"
+EPSILON = "<eps>"
+
+
+def read_lexicon(path: Path) -> dict[str, list[list[str]]]:
+    """word -> pronunciations, in file order."""
+    lexicon: dict[str, list[list[str]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise RecipeError(f"{path}:{lineno}: word '{parts[0]}' has no pronunciation")
+            lexicon.setdefault(parts[0], []).append(parts[1:])
+    if not lexicon:
+        raise RecipeError(f"{path}: empty lexicon")
+    return lexicon
+
+
+def prepare_lang(lexicon_path: Path, lang_dir: Path, states_per_phone: int = 1, silence_phone: str = "sil") -> None:
+    lexicon = read_lexicon(lexicon_path)
+    phones = sorted({p for prons in lexicon.values() for pron in prons for p in pron} - {silence_phone})
+    for reserved in (BLANK, EPSILON):
+        if reserved in lexicon or reserved in phones:
+            raise RecipeError(f"{lexicon_path}: '{reserved}' is reserved")
+    lang_dir.mkdir(parents=True, exist_ok=True)
+    _write_symbols(lang_dir / "phones.txt", [BLANK, silence_phone, *phones])
+    states = [f"{p}_{k}" for p in [silence_phone, *phones] for k in range(states_per_phone)]
+    _write_symbols(lang_dir / "states.txt", states)
+    _write_symbols(lang_dir / "words.txt", [EPSILON, *sorted(lexicon)])
+    (lang_dir / "silence_phones.txt").write_text(silence_phone + "\n")
+    shutil.copyfile(lexicon_path, lang_dir / "lexicon.txt")
+
+
+def _write_symbols(path: Path, symbols: list[str]) -> None:
+    write_text_atomic(path, "".join(f"{sym} {i}\n" for i, sym in enumerate(symbols)))
+
+
+def read_phones(lang_dir: Path) -> dict[str, int]:
+    return read_symbol_table(Path(lang_dir) / "phones.txt")

@@ -1,0 +1,52 @@
+"""What every entry point in steps/ and local/ shares: `<dirs>... [key=value ...]` arguments,
+a log file that starts with the command line, the composed config, and clean error exits."""
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from phonerec.pipeline.config import load_config
+from phonerec.pipeline.errors import RecipeError
+
+log = logging.getLogger("phonerec")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s"
+
+
+def setup_logging(log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a"))  # reruns append: no history lost
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+
+
+def step_main(main, doc: str, positional: list[tuple[str, str]], options: dict[str, dict] | None = None) -> None:
+    """Run `main(args, cfg)` as a step: `<positional>... [--log FILE] [options] [key=value ...]`; `options`
+    maps a step's own option flags to argparse keyword arguments.
+
+    Exits 1 with the message alone for a RecipeError (bad input), with a traceback for anything else."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, help_text in positional:
+        parser.add_argument(name, type=Path, help=help_text)
+    parser.add_argument("--log", type=Path, help="log file (the command line is its first line)")
+    for flag, kwargs in (options or {}).items():
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("overrides", nargs="*", help="hydra overrides, key=value, passed on by run.sh")
+    args = parser.parse_intermixed_args()
+
+    setup_logging(args.log)
+    log.info("Running: %s", shlex.join(sys.argv))
+    try:
+        cfg: DictConfig = load_config(args.overrides)
+        main(args, cfg)
+    except RecipeError as err:
+        log.error("%s", err)
+        sys.exit(1)
+    except Exception:
+        log.exception("%s failed", Path(sys.argv[0]).name)
+        sys.exit(1)

@@ -1,0 +1,64 @@
+"""Idempotent stages: a `.done.<name>` marker, written last, holds the digest of the settings and
+inputs a stage read. A stage whose marker matches is skipped; a stale or missing one means redo."""
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.files import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _marker(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / f".done.{name}"
+
+
+def is_done(out_dir: Path, name: str, digest: str) -> bool:
+    marker = _marker(out_dir, name)
+    if marker.is_file() and marker.read_text().strip() == digest:
+        log.info("%s: %s already done with these settings (%s) - skipping", out_dir, name, digest)
+        return True
+    return False
+
+
+def clear_done(out_dir: Path, name: str) -> None:
+    """Called before a stage (re)writes its outputs, so a half-done stage never looks done."""
+    _marker(out_dir, name).unlink(missing_ok=True)
+
+
+def read_digest(out_dir: Path, name: str) -> str:
+    """The digest a finished stage recorded: what a later stage hashes to notice that its input changed."""
+    marker = _marker(out_dir, name)
+    if not marker.is_file():
+        raise RecipeError(f"{out_dir}: stage '{name}' has not finished there; run it first")
+    return marker.read_text().strip()
+
+
+def mark_done(out_dir: Path, name: str, digest: str, seconds: float | None = None) -> None:
+    """Written last. `seconds`, the wall time of the work, goes to <out_dir>/<name>.seconds for the results."""
+    if seconds is not None:
+        write_text_atomic(Path(out_dir, f"{name}.seconds"), f"{seconds:.1f}\n")
+    write_text_atomic(_marker(out_dir, name), digest + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(out_dir: Path):
+    """Hold <out_dir>/.lock while a stage writes there: a second run on the same dir stops at once instead of
+    interleaving its files with the first's. The lock goes with the process, a killed one included."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RecipeError(f"{out_dir} is in use by another run (pid {handle.read().strip() or '?'})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield

@@ -1,0 +1,1 @@
+"""Scoring: PER and WER, reports (alignments, confusions), NIST sclite."""

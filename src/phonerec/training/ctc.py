@@ -1,0 +1,74 @@
+"""CTC training (torch.nn.CTCLoss): outputs are the phones of lang/phones.txt with the blank as output 0."""
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from phonerec.data.dataset import Example, collate, make_batches
+from phonerec.decoding.greedy import ctc_greedy
+from phonerec.scoring.error_rate import score
+
+log = logging.getLogger(__name__)
+
+
+def ctc_min_frames(phones: list[int]) -> int:
+    """Frames a CTC path needs: one per label, plus a blank between equal neighbours."""
+    return len(phones) + sum(1 for a, b in zip(phones, phones[1:], strict=False) if a == b)
+
+
+class CTCTask:
+    def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, ignore_phones):
+        self.tcfg, self.id2phone, self.ignore_phones = tcfg, id2phone, frozenset(ignore_phones)
+        self.dev = dev
+        self.usable = set()
+        too_short = []
+        for e in train:
+            frames = int(model.output_lengths(torch.tensor([e.feats.shape[0]]))[0])
+            if frames >= ctc_min_frames(e.phones):
+                self.usable.add(e.utt)
+            else:
+                too_short.append(e.utt)
+        if too_short:
+            log.warning("CTC: %d training utterances are too short for their labels, skipped: %s",
+                        len(too_short), " ".join(too_short[:10]))  # fmt: skip
+
+    def start(self, model) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def train_examples(self, train: list[Example]) -> list[Example]:
+        return [e for e in train if e.utt in self.usable]
+
+    def _loss(self, log_probs, out_lengths, examples, reduction):
+        targets = torch.tensor([p for e in examples for p in e.phones])
+        target_lengths = torch.tensor([len(e.phones) for e in examples])
+        return F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=0,
+                          reduction=reduction, zero_infinity=True)  # fmt: skip
+
+    def loss(self, model, feats, lengths, examples):
+        log_probs, out_lengths = model(feats, lengths)
+        # Per utterance, divided by its label count (CTCLoss "mean"): comparable across batches.
+        return self._loss(log_probs, out_lengths, examples, "mean"), len(examples)
+
+    def validate(self, model) -> dict:
+        total_loss, refs, hyps = 0.0, {}, {}
+        lengths = [e.feats.shape[0] for e in self.dev]
+        for batch in make_batches(lengths, self.tcfg.batch_frames, self.tcfg.max_batch_utts):
+            examples = [self.dev[i] for i in batch]
+            feats, lens = collate(examples)
+            log_probs, out_lengths = model(feats, lens)
+            total_loss += self._loss(log_probs, out_lengths, examples, "mean").item() * len(examples)
+            for e, hyp in zip(examples, ctc_greedy(log_probs, out_lengths), strict=True):
+                refs[e.utt] = [self.id2phone[p] for p in e.phones]
+                hyps[e.utt] = [self.id2phone[p] for p in hyp]
+        per = score(refs, hyps, ignore=self.ignore_phones)["total"]["per"]
+        return {"loss": total_loss / max(len(self.dev), 1), "per": per}
+
+    def end_of_epoch(self, model, epoch: int, writer) -> None:
+        pass

@@ -1,0 +1,240 @@
+"""Viterbi training: flat start, frame cross-entropy on the current alignment, re-alignment on a schedule.
+
+Alignments are artifacts: `ali/iter<N>/ali.{train,dev}.txt` (`<utt> <state>...`, one state per model output
+frame) and `ali/iter<N>/stats.json`; round 0 is the flat start (uniform segmentation), round N the
+re-alignment after epoch N. Each round also records, for dev: frame accuracy of the model against the dev set's
+own new alignment and PER of the simplest decode (frame argmax, repeats merged), and draws one dev
+utterance's posteriors with its alignment path.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from phonerec.data.data_dir import read_table, write_table
+from phonerec.data.dataset import Example, collate, make_batches
+from phonerec.decoding.greedy import frame_argmax
+from phonerec.hmm.align import Topology, build_graph, log_state_priors, uniform_alignment, viterbi_align
+from phonerec.hmm.align_eval import evaluate_alignment, frames_to_segments
+from phonerec.pipeline.files import write_json_atomic
+from phonerec.scoring.error_rate import score
+
+log = logging.getLogger(__name__)
+IGNORE = -100  # target of frames that no alignment covers (padding)
+ACCURACY_KEYS = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
+
+
+def format_accuracy(accuracy: dict) -> str:
+    def pct(key):
+        return "n/a" if accuracy[key] is None else f"{accuracy[key]:.1f}"
+
+    return (
+        f"boundaries within 10/20/50 ms {pct('within_10ms')}/{pct('within_20ms')}/{pct('within_50ms')}%, "
+        f"mean error {pct('mean_abs_error_ms')} ms, frame agreement {pct('frame_agreement')}%"
+    )
+
+
+class ViterbiTask:
+    def __init__(self, exp_dir: Path, topo: Topology, train: list[Example], dev: list[Example], vcfg, tcfg,
+                 id2phone: dict[int, str], ignore_phones: set[str], optional_silence: bool = True,
+                 reference: dict[str, dict] | None = None, frame_shift: float = 0.01):  # fmt: skip
+        self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
+        self.sets = {"train": train, "dev": dev}
+        self.id2phone, self.ignore_phones = id2phone, ignore_phones
+        self.optional_silence = optional_silence
+        self.graphs = {name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
+                       for name, examples in self.sets.items()}  # fmt: skip
+        self.reference, self.frame_shift = reference or {}, frame_shift
+        self.alignments: dict[str, dict[str, torch.Tensor]] = {}
+        self.round = 0
+        self.log_priors: torch.Tensor | None = None
+
+    # -- alignments on disk ------------------------------------------------------------------------
+    def _ali_dir(self, round_: int) -> Path:
+        return self.exp_dir / "ali" / f"iter{round_}"
+
+    def _save_round(self, round_: int, stats: dict) -> None:
+        ali_dir = self._ali_dir(round_)
+        for name, alis in self.alignments.items():
+            write_table(ali_dir / f"ali.{name}.txt", {u: " ".join(map(str, a.tolist())) for u, a in alis.items()})
+        write_json_atomic(ali_dir / "stats.json", stats)
+
+    def _load_round(self, round_: int) -> None:
+        ali_dir = self._ali_dir(round_)
+        self.alignments = {}
+        for name in self.sets:
+            table = read_table(ali_dir / f"ali.{name}.txt")
+            self.alignments[name] = {u: torch.tensor([int(s) for s in v.split()]) for u, v in table.items()}
+        self.round = round_
+        self._update_priors()
+
+    def _update_priors(self) -> None:
+        counts = torch.zeros(self.topo.num_states)
+        for ali in self.alignments["train"].values():
+            counts += torch.bincount(ali, minlength=self.topo.num_states)
+        self.log_priors = log_state_priors(counts) if self.vcfg.use_priors else None
+
+    # -- the task interface of phonerec.training.loop.train -----------------------------------------------
+    def start(self, model) -> None:
+        """Round 0: uniform segmentation of every utterance over its phones' states (flat start)."""
+        for name, examples in self.sets.items():
+            self.alignments[name] = {}
+            for e in examples:
+                try:
+                    frames = int(model.output_lengths(torch.tensor([e.feats.shape[0]]))[0])
+                    flat = uniform_alignment(frames, e.phones, self.topo, edge_silence=self.optional_silence)
+                    self.alignments[name][e.utt] = torch.tensor(flat)
+                except ValueError as err:
+                    log.warning("flat start: %s utterance %s skipped: %s", name, e.utt, err)
+        self._update_priors()
+        stats = {"round": 0, "kind": "flat start", **self._coverage(), "alignment_accuracy": self.alignment_accuracy()}
+        self._save_round(0, stats)
+
+    def state(self) -> dict:
+        # The priors travel with the model: hybrid decoding and forced alignment with it need them.
+        return {"round": self.round, "log_priors": self.log_priors}
+
+    def load_state(self, state: dict) -> None:
+        self._load_round(state["round"])
+
+    def train_examples(self, train: list[Example]) -> list[Example]:
+        return [e for e in train if e.utt in self.alignments["train"]]
+
+    def loss(self, model, feats, lengths, examples):
+        log_probs, out_lengths = model(feats, lengths)
+        targets = torch.full(log_probs.shape[:2], IGNORE, dtype=torch.long)
+        for b, e in enumerate(examples):
+            ali = self.alignments["train"][e.utt]
+            targets[b, : len(ali)] = ali
+        frames = int((targets != IGNORE).sum())
+        loss = F.nll_loss(log_probs.transpose(1, 2), targets, ignore_index=IGNORE, reduction="sum") / frames
+        return loss, frames
+
+    def _posteriors(self, model, examples):
+        """(utterance, log-posteriors (frames, states)) in batches."""
+        lengths = [e.feats.shape[0] for e in examples]
+        for batch in make_batches(lengths, self.tcfg.batch_frames, self.tcfg.max_batch_utts):
+            feats, lens = collate([examples[i] for i in batch])
+            log_probs, out_lengths = model(feats, lens)
+            for k, i in enumerate(batch):
+                yield examples[i], log_probs[k, : out_lengths[k]]
+
+    def validate(self, model) -> dict:
+        dev = self.sets["dev"]
+        loss = correct = frames = 0.0
+        refs, hyps = {}, {}
+        for example, log_probs in self._posteriors(model, dev):
+            ali = self.alignments["dev"].get(example.utt)
+            if ali is not None:
+                loss += F.nll_loss(log_probs, ali, reduction="sum").item()
+                correct += (log_probs.argmax(-1) == ali).sum().item()
+                frames += len(ali)
+            hyp = frame_argmax(log_probs.unsqueeze(0), torch.tensor([len(log_probs)]), self.topo.state_to_phone())[0]
+            refs[example.utt] = [self.id2phone[p] for p in example.phones]
+            hyps[example.utt] = [self.id2phone[p] for p in hyp]
+        per = score(refs, hyps, ignore=self.ignore_phones)["total"]["per"]
+        return {"loss": loss / max(frames, 1), "frame_accuracy": 100 * correct / max(frames, 1), "per": per}
+
+    def end_of_epoch(self, model, epoch: int, writer) -> None:
+        if epoch not in self.vcfg.realign_epochs:
+            return
+        previous = self.alignments
+        self.alignments, logliks, frames, skipped = {}, {}, {}, {}
+        for name, examples in self.sets.items():
+            self.alignments[name], logliks[name], frames[name], skipped[name] = self._realign(model, examples, name)
+        before = previous["train"]
+        changed = sum((before[u] != a).sum().item() for u, a in self.alignments["train"].items() if u in before)
+        self.round = epoch
+        self._update_priors()
+        valid = self.validate(model)
+        stats = {
+            "round": epoch,
+            "kind": "re-alignment after epoch",
+            "changed_frames_percent": 100 * changed / max(frames["train"], 1),
+            "train_loglik_per_frame": logliks["train"] / max(frames["train"], 1),
+            "dev_loglik_per_frame": logliks["dev"] / max(frames["dev"], 1),
+            "dev_frame_accuracy": valid["frame_accuracy"],
+            "dev_per": valid["per"],
+            "skipped": skipped,
+            **self._coverage(),
+            "alignment_accuracy": self.alignment_accuracy(),
+        }
+        self._save_round(epoch, stats)
+        figure = self._plot(model)
+        figure.savefig(self._ali_dir(epoch) / "dev_posteriors.png", dpi=80)
+        writer.add_figure("align/dev_posteriors", figure, epoch)
+        for key in ("changed_frames_percent", "train_loglik_per_frame", "dev_frame_accuracy", "dev_per"):
+            writer.add_scalar(f"align/{key}", stats[key], epoch)
+        for name, accuracy in stats["alignment_accuracy"].items():
+            for key in ACCURACY_KEYS:
+                if accuracy[key] is not None:
+                    writer.add_scalar(f"align_accuracy/{name}_{key}", accuracy[key], epoch)
+            log.info("round %d, %s alignment vs hand labels: %s", epoch, name, format_accuracy(accuracy))
+        log.info(
+            "re-alignment round %d: %.2f%% of train frames changed, log-likelihood per frame %.3f, "
+            "dev frame accuracy %.2f%%, dev PER %.2f%%",
+            epoch, stats["changed_frames_percent"], stats["train_loglik_per_frame"], valid["frame_accuracy"],
+            valid["per"],
+        )  # fmt: skip
+
+    def _realign(self, model, examples, name):
+        alignments, total_loglik, total_frames, skipped = {}, 0.0, 0, []
+        scored = list(self._posteriors(model, examples))
+        for start in range(0, len(scored), self.tcfg.max_batch_utts):
+            chunk = scored[start : start + self.tcfg.max_batch_utts]
+            lengths = torch.tensor([len(lp) for _, lp in chunk])
+            log_probs = torch.nn.utils.rnn.pad_sequence([lp for _, lp in chunk], batch_first=True)
+            if self.log_priors is not None:
+                log_probs = log_probs - self.vcfg.prior_scale * self.log_priors  # scaled likelihoods
+            graphs = [self.graphs[name][e.utt] for e, _ in chunk]
+            ali, loglik = viterbi_align(log_probs, lengths, graphs, self.topo)
+            for k, (e, _) in enumerate(chunk):
+                if torch.isfinite(loglik[k]):
+                    alignments[e.utt] = ali[k, : lengths[k]].clone()
+                    total_loglik += loglik[k].item()
+                    total_frames += int(lengths[k])
+                else:
+                    skipped.append(e.utt)
+        if skipped:
+            log.warning("%s: %d utterances have fewer frames than their graph needs, skipped: %s",
+                        name, len(skipped), " ".join(skipped[:10]))  # fmt: skip
+        return alignments, total_loglik, total_frames, skipped
+
+    def alignment_accuracy(self) -> dict:
+        """The current alignments against the hand-labelled segments, where a set has them (TIMIT)."""
+        n = self.topo.states_per_phone
+        results = {}
+        for name, reference in self.reference.items():
+            hyp = {
+                utt: frames_to_segments([self.id2phone[s // n + 1] for s in ali.tolist()], self.frame_shift)
+                for utt, ali in self.alignments[name].items()
+            }
+            results[name] = evaluate_alignment(reference, hyp, self.frame_shift)
+        return results
+
+    def _coverage(self) -> dict:
+        return {f"{name}_aligned": len(self.alignments[name]) for name in self.sets} | {
+            f"{name}_utterances": len(examples) for name, examples in self.sets.items()
+        }
+
+    def _plot(self, model):
+        example = self.sets["dev"][0]
+        _, log_probs = next(self._posteriors(model, [example]))
+        fig = Figure(figsize=(8, 4))
+        ax = fig.subplots()
+        ax.imshow(log_probs.exp().T.numpy(), origin="lower", aspect="auto", cmap="Greys", interpolation="nearest")
+        ali = self.alignments["dev"].get(example.utt)
+        if ali is not None:
+            ax.plot(range(len(ali)), ali.numpy(), color="red", linewidth=1, label="alignment")
+            ax.legend(loc="upper right")
+            states = sorted(set(ali.tolist()))
+            n = self.topo.states_per_phone
+            ax.set_yticks(states, [f"{self.id2phone[s // n + 1]}_{s % n}" for s in states])
+        ax.set_xlabel("frame")
+        ax.set_ylabel("HMM state")
+        ax.set_title(f"{example.utt}: posteriors and alignment, round {self.round}")
+        fig.tight_layout()
+        return fig
