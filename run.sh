@@ -13,10 +13,9 @@ Stages:
   1  features: <paths.data>/{train,dev,test} -> <paths.data>/<features.name>/{train,dev,test}
   2  Viterbi training (flat start, re-alignment): features -> <paths.exp>/viterbi
   3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc
-  4  decoding of dev and test, greedy and with a phone n-gram LM (weights tuned on dev only):
-     <paths.exp>/{viterbi,ctc} -> <paths.exp>/{viterbi,ctc}/decode_<split>_{greedy,lm}; with
-     decode.words.enabled (the digit recipes) also word decoding -> .../decode_<split>_words
-  5  scoring (PER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
+  4  decoding of dev and test by each of decode.decoders: greedy, with a phone n-gram LM (weights tuned on dev
+     only), and for the digit recipes words: <paths.exp>/{viterbi,ctc} -> .../decode_<split>_<decoder>
+  5  scoring (PER, WER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
 
 Options:
   --stage N        first stage to run (default ${stage})
@@ -66,7 +65,7 @@ run_step() {
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
 mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name paths.exp \
-  paths.results decode.splits decode.words.enabled -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+  paths.results decode.splits decode.decoders models -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
@@ -74,8 +73,9 @@ fi
 recipe=${settings[0]} corpus=${settings[1]} data=${settings[2]} feats=${settings[3]} exp=${settings[4]}
 results=${settings[5]}
 decode_splits=$(echo "${settings[6]}" | tr -d "[],'")
-word_decoding=${settings[7]}
-splits="train dev test"
+decoders=$(echo "${settings[7]}" | tr -d "[],'")
+models=$(echo "${settings[8]}" | tr -d "[],'")
+splits=$(python -c 'from phonerec.data.data_dir import SPLITS; print(*SPLITS)')
 start_time=${SECONDS}
 log "Recipe ${recipe}: stages ${stage} to ${stop_stage}; overrides: ${overrides[*]:-none}"
 
@@ -88,7 +88,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   log "Stage 1: features (${feats}): ${data}/{${splits// /,}} -> ${data}/${feats}/{${splits// /,}}"
   for split in ${splits}; do
     run_step "${data}/${feats}/${split}/log/make_features.log" \
-      python steps/make_features.py "${data}/${split}" "${data}/${feats}/${split}"
+      python steps/make_features.py "${data}/${split}" "${data}/${feats}/${split}" --lang "${data}/lang"
   done
 fi
 
@@ -105,22 +105,17 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  log "Stage 4: decoding: ${exp}/{viterbi,ctc}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/{viterbi,ctc}/decode_<split>_{greedy,lm,words}"
+  log "Stage 4: decoding (${decoders// /, }): ${exp}/{${models// /,}}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/<model>/decode_<split>_<decoder>"
   run_step "${data}/lm/log/make_lm.log" python steps/make_lm.py "${data}/train" "${data}/lm"
   tune_split=${decode_splits%% *}   # the first split (dev) tunes the weights of the tuned decoders
-  tuned_decoders=(lm)               # steps/decode_lm.py: with the phone LM
-  # The digit corpora: words through the lexicon, WER and SER (steps/decode_words.py).
-  [ "${word_decoding}" = "True" ] && tuned_decoders+=(words)
-  for model in viterbi ctc; do
+  for model in ${models}; do
     for split in ${decode_splits}; do
-      run_step "${exp}/${model}/decode_${split}_greedy/log/decode.log" \
-        python steps/decode.py "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${exp}/${model}/decode_${split}_greedy"
-      for decoder in "${tuned_decoders[@]}"; do
+      for decoder in ${decoders}; do
         tuned=()
         [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_${decoder}")
         run_step "${exp}/${model}/decode_${split}_${decoder}/log/decode.log" \
-          python "steps/decode_${decoder}.py" "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" "${data}/lm" \
-          "${exp}/${model}/decode_${split}_${decoder}" ${tuned[@]+"${tuned[@]}"}
+          python steps/decode.py --decoder "${decoder}" "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" \
+          "${data}/lm" "${exp}/${model}/decode_${split}_${decoder}" ${tuned[@]+"${tuned[@]}"}
       done
     done
   done

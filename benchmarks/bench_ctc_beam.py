@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """CTC prefix beam search with a phone bigram: the LM through torchaudio's custom-LM interface
 (phonerec.decoding.ctc_beam.PhoneLMScorer, which carries the insertion bonus) against the same LM as an ARPA
-file read by flashlight's KenLM (no insertion bonus possible; with its word ids in token order by lm_dict, and without, as
-torchaudio builds them by default), with every token tried per frame and with the 10 most likely
+file read by flashlight's KenLM (no insertion bonus possible; with its word ids in token order by lm_dict, and
+without, as torchaudio builds them by default), with every token tried per frame and with the 10 most likely
 (decode.ctc_beam.beam_size_token), on the same synthetic posteriors in one run.
 
   PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_ctc_beam.py [--utts 20] [--frames 300] [--phones 48]

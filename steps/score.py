@@ -1,23 +1,15 @@
 #!/usr/bin/env python3
-"""Score decode dirs (per.json, per.txt: PER with Corr/Sub/Del/Ins, per speaker) and write the recipe's
-RESULTS.md (paths.results) from the decode dirs and training summaries under <exp-dir>."""
+"""Score the decode dirs under <exp-dir> (PER with Corr/Sub/Del/Ins per speaker in per.json and per.txt; WER for
+word decodes; reports) and write the recipe's RESULTS.md (paths.results) from them and the training summaries."""
 
 import shlex
-from pathlib import Path
 
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.score_stages import score_stage, word_score_stage, write_results
+from phonerec.pipeline.score_stages import score_stage
 
 
 def main(args, cfg):
-    for model in ("viterbi", "ctc"):  # not the runs moved aside to <model>.<digest>
-        for decode_dir in sorted((args.exp_dir / model).glob("decode_*")):
-            if decode_dir.name.endswith("_words"):
-                word_score_stage(decode_dir)
-            else:
-                score_stage(cfg, decode_dir)
-    command = "./run.sh " + shlex.join(args.overrides)
-    write_results(cfg, args.data_dir, args.exp_dir, Path(cfg.paths.results), command)
+    score_stage(cfg, args.data_dir, args.exp_dir, "./run.sh " + shlex.join(args.overrides))
 
 
 if __name__ == "__main__":

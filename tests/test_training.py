@@ -12,7 +12,7 @@ from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.features import make_features
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.decode_stages import decode_stage
-from phonerec.pipeline.score_stages import score_stage
+from phonerec.pipeline.score_stages import score_phones
 from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage
 
 TINY = ["model.num_layers=1", "model.hidden_size=16", "model.dropout=0.1", "train.num_threads=1",
@@ -79,8 +79,8 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
 
     for model_dir in (exp, ctc):
         decode_dir = model_dir / "decode_test_greedy"
-        decode_stage(cfg, tmp / "data" / "mfcc" / "test", lang_dir, model_dir, decode_dir)
-        result = score_stage(cfg, decode_dir)
+        decode_stage(cfg, "greedy", tmp / "data" / "mfcc" / "test", lang_dir, model_dir, tmp / "data" / "lm", decode_dir)
+        result = score_phones(cfg, decode_dir)
         assert result["total"]["n"] > 0 and (decode_dir / "per.txt").is_file()
 
 

@@ -5,9 +5,9 @@ rate) and per-speaker CMVN statistics in Kaldi's format. Loading applies CMVN to
 then adds deltas, as Kaldi's `apply-cmvn ... | add-deltas ...` does, so changing either needs no re-extraction.
 """
 
+import filecmp
 import logging
 import multiprocessing as mp
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -21,15 +21,14 @@ from torchaudio.compliance import kaldi
 from tqdm import tqdm
 
 from phonerec.data.audio import read_audio
-from phonerec.data.data_dir import read_table, validate_data_dir, write_table
+from phonerec.data.data_dir import DATA_FILES, read_table, validate_data_dir, write_table
 from phonerec.pipeline.config import save_config, settings_hash
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.markers import clear_done, is_done, mark_done
+from phonerec.pipeline.files import contents_sha256, copy_atomic
+from phonerec.pipeline.markers import StageRun, is_done, mark_done
+from phonerec.pipeline.stage_keys import FEATURES
 
 log = logging.getLogger(__name__)
-
-# Data-dir files carried into the feature dir, so that it is a complete data dir of its own.
-DATA_FILES = ("wav.scp", "text", "text.words", "utt2spk", "spk2utt", "phones.ctm")
 
 
 def compute_features(samples: np.ndarray, sample_rate: int, fcfg: DictConfig) -> torch.Tensor:
@@ -41,11 +40,6 @@ def compute_features(samples: np.ndarray, sample_rate: int, fcfg: DictConfig) ->
     if fcfg.type == "fbank":
         return kaldi.fbank(waveform, sample_frequency=sample_rate, **options)
     raise RecipeError(f"features.type={fcfg.type}: expected mfcc or fbank")
-
-
-def extraction_settings(fcfg: DictConfig) -> dict:
-    """The settings that change the stored features; delta and norm_vars settings act at load time."""
-    return {"type": fcfg.type, "kaldi": OmegaConf.to_container(fcfg.kaldi, resolve=True), "cmvn": fcfg.cmvn}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,16 +128,34 @@ def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> 
     return seconds
 
 
-def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig) -> None:
-    """Extract features for `data_dir` into `feat_dir` (a data dir with feats.scp, cmvn.scp, ...)."""
-    fcfg, nj = cfg.features, cfg.nj
-    validate_data_dir(data_dir)
-    inputs = {name: (data_dir / name).read_text() for name in ("wav.scp", "utt2spk")}
-    digest = settings_hash(extraction_settings(fcfg), cfg.corpus.sample_rate, inputs)
-    if is_done(feat_dir, "features", digest):
+def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig, lang_dir: Path | None = None) -> None:
+    """Extract features for `data_dir` into `feat_dir`: a copy of the data dir (DATA_FILES, checked against
+    lang_dir) with feats.scp, cmvn.scp and utt2num_frames. The stage's digest covers the content of the copied
+    files, so an edited transcript is copied (and checked) again; the extraction jobs' digest covers only
+    what the features depend on (audio list, speakers, settings), so that copy redoes no extraction."""
+    cfg = FEATURES.view(cfg)
+    validate_data_dir(data_dir, lang_dir)
+    digest = FEATURES.digest(cfg, contents_sha256(data_dir, ("wav.scp", "utt2spk")))
+    stage = StageRun(feat_dir, "features", FEATURES.digest(cfg, digest, contents_sha256(data_dir, DATA_FILES)))
+    if stage.done and _copies_match(data_dir, feat_dir):
         return
-    clear_done(feat_dir, "features")
+    with stage:
+        _extract(data_dir, feat_dir, lang_dir, cfg, digest)
 
+
+def _copies_match(data_dir: Path, feat_dir: Path) -> bool:
+    """Whether each data-dir file in feat_dir is still what stage 1 copied from data_dir (someone may have
+    edited the copy); a difference is logged, and the stage runs again."""
+    for name in DATA_FILES:
+        source, copy = data_dir / name, feat_dir / name
+        if source.is_file() != copy.is_file() or source.is_file() and not filecmp.cmp(source, copy, shallow=False):
+            log.warning("%s differs from its source %s: copying the data dir again", copy, source)
+            return False
+    return True
+
+
+def _extract(data_dir: Path, feat_dir: Path, lang_dir: Path | None, cfg: DictConfig, digest: str) -> None:
+    fcfg, nj = cfg.features, cfg.nj
     wav_scp = read_table(data_dir / "wav.scp")
     utts = list(wav_scp.items())
     nj = max(1, min(nj, len(utts)))
@@ -185,13 +197,13 @@ def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig) -> None:
     if feats_scp.keys() != wav_scp.keys():
         raise RecipeError(f"{ark_dir}: job outputs hold {len(feats_scp)} of {len(wav_scp)} utterances")
     for name in DATA_FILES:
+        (feat_dir / name).unlink(missing_ok=True)
         if (data_dir / name).is_file():
-            shutil.copyfile(data_dir / name, feat_dir / name)
+            copy_atomic(data_dir / name, feat_dir / name)
     write_frames_and_cmvn(feat_dir, [job.scp for job in jobs], fcfg.cmvn)
     write_table(feat_dir / "feats.scp", feats_scp)
-    validate_data_dir(feat_dir, check_audio=False)
+    validate_data_dir(feat_dir, lang_dir, check_audio=False)
     save_config(cfg, feat_dir / "config.yaml")
-    mark_done(feat_dir, "features", digest, seconds=time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------------

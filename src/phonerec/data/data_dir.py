@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 MAX_REPORTED_PROBLEMS = 20
 
+SPLITS = ("train", "dev", "test")  # the data dirs stage 0 writes, each with its features from stage 1
+# The files of a data dir that later stages read: stage 1 carries them into the feature dir.
+DATA_FILES = ("wav.scp", "text", "text.words", "utt2spk", "spk2utt", "phones.ctm")
+
 
 @dataclass
 class Utterance:

@@ -19,6 +19,7 @@ from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_text_atomic
 
 BLANK = "<blk>"
+LANG_FILES = ("phones.txt", "words.txt", "lexicon.txt", "silence_phones.txt", "states.txt")
 EPSILON = "<eps>"
 
 

@@ -2,6 +2,7 @@
 it, so a killed run leaves the old file or the new one, never half of one."""
 
 import contextlib
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -39,3 +40,18 @@ def write_json_atomic(path: str | Path, data) -> None:
 def copy_atomic(source: str | Path, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         shutil.copyfile(source, tmp)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def contents_sha256(directory: str | Path, names) -> dict[str, str | None]:
+    """The sha256 of each named file of a directory (None where it is absent): for a stage's digest to cover the
+    content of the files it reads."""
+    return {name: file_sha256(Path(directory) / name) if (Path(directory) / name).is_file() else None
+            for name in names}  # fmt: skip

@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 
 from phonerec.pipeline.errors import RecipeError
@@ -43,6 +44,37 @@ def mark_done(out_dir: Path, name: str, digest: str, seconds: float | None = Non
     if seconds is not None:
         write_text_atomic(Path(out_dir, f"{name}.seconds"), f"{seconds:.1f}\n")
     write_text_atomic(_marker(out_dir, name), digest + "\n")
+
+
+class StageRun:
+    """The frame every stage shares. `done`: the marker holds this digest, so the stage is skipped. Otherwise
+    `with` the run: the marker is cleared first (a half-done stage never looks done) and written when the block
+    ends without error, with the work's wall time (or `seconds`, when the stage sets it, as training does).
+
+        stage = StageRun(out_dir, "decode", digest)
+        if stage.done:
+            return
+        with stage:
+            ...
+    """
+
+    def __init__(self, out_dir: Path, name: str, digest: str):
+        self.out_dir, self.name, self.digest = Path(out_dir), name, digest
+        self.seconds: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return is_done(self.out_dir, self.name, self.digest)
+
+    def __enter__(self) -> "StageRun":
+        clear_done(self.out_dir, self.name)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            seconds = self.seconds if self.seconds is not None else time.perf_counter() - self._start
+            mark_done(self.out_dir, self.name, self.digest, seconds=seconds)
 
 
 @contextlib.contextmanager

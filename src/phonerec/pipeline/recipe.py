@@ -1,30 +1,34 @@
-"""What the training, decoding and scoring stages share: their settings, the lang dir and the checkpoint."""
+"""What the training, decoding and scoring stages share: the digests of their inputs, the lang dir's topology,
+the checkpoint to decode and the scoring fold."""
 
 import functools
-import hashlib
-import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from phonerec.data.data_dir import read_table
-from phonerec.data.lang import read_phones
+from phonerec.data.data_dir import DATA_FILES, read_table
+from phonerec.data.lang import LANG_FILES, read_phones
 from phonerec.hmm.align import Topology
 from phonerec.pipeline.config import repo_path
 from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.files import contents_sha256
+from phonerec.pipeline.markers import read_digest
 from phonerec.scoring.error_rate import fold_phones, read_phone_map
 
-log = logging.getLogger(__name__)
-SPLITS = ("train", "dev", "test")
+
+def feature_dir_digest(feat_dir: Path) -> dict:
+    """What a stage reading a feature dir depends on: the features stage's digest (its arks and settings) and
+    the content of the transcripts and lists there, which someone may have edited since."""
+    return {"features": read_digest(feat_dir, "features"), "files": contents_sha256(feat_dir, DATA_FILES)}
 
 
-def load_time_features(cfg: DictConfig) -> dict:
-    return {k: cfg.features[k] for k in ("norm_vars", "delta_order", "delta_window")}
+def lang_dir_digest(lang_dir: Path) -> dict:
+    return contents_sha256(lang_dir, LANG_FILES)
 
 
-def frame_shift(cfg: DictConfig) -> float:
-    """Seconds between model output frames."""
-    return cfg.features.kaldi.frame_shift / 1000 * cfg.model.subsample
+def frame_shift(cfg: DictConfig, subsample: int) -> float:
+    """Seconds between model output frames (features.kaldi.frame_shift, the model's subsampling)."""
+    return cfg.features.kaldi.frame_shift / 1000 * subsample
 
 
 def read_id2phone(lang_dir: Path) -> dict[int, str]:
@@ -51,13 +55,9 @@ def find_checkpoint(cfg: DictConfig, model_dir: Path) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def scoring_fold(cfg: DictConfig):
-    """The one folding of reference and hypothesis before scoring (decode.phone_map), or None."""
-    if not cfg.decode.phone_map:
+    """The one folding of reference and hypothesis before scoring (score.phone_map), or None."""
+    if not cfg.score.phone_map:
         return None
-    mapping = read_phone_map(repo_path(cfg.decode.phone_map), source=cfg.decode.fold_from, target=cfg.decode.fold_to)
+    mapping = read_phone_map(repo_path(cfg.score.phone_map), source=cfg.score.fold_from, target=cfg.score.fold_to)
     return functools.partial(fold_phones, mapping=mapping)

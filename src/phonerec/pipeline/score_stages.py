@@ -1,23 +1,19 @@
-"""Stage 5: PER and WER of the decode dirs, their reports, and the recipe's RESULTS.md."""
+"""Stage 5: PER and WER of the decode dirs and their reports, then the recipe's RESULTS.md (pipeline.results)."""
 
-import json
 import logging
-import os
-import platform
-import subprocess
-from datetime import date
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from phonerec.data.data_dir import read_table
-from phonerec.pipeline.config import REPO_ROOT
+from phonerec.decoding.decoders import decoder_metric
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import read_digest
-from phonerec.pipeline.recipe import SPLITS, scoring_fold
+from phonerec.pipeline.recipe import scoring_fold
+from phonerec.pipeline.results import write_results
+from phonerec.pipeline.stage_keys import SCORE
 from phonerec.scoring.error_rate import score, score_table, word_rates, write_score_report
 from phonerec.scoring.reports import refs_hyps, write_reports
 from phonerec.scoring.sclite import find_sclite, run_sclite
@@ -25,17 +21,34 @@ from phonerec.scoring.sclite import find_sclite, run_sclite
 log = logging.getLogger(__name__)
 
 
-def score_stage(cfg: DictConfig, decode_dir: Path) -> dict:
-    """PER of a decode dir, reference and hypothesis folded by decode.phone_map when set and
-    decode.ignore_phones removed from both: per.json (machine-readable), per.txt (per speaker), per.pra
+def score_stage(cfg: DictConfig, data_dir: Path, exp_dir: Path, command: str) -> None:
+    """Score the decode dirs of every model and decoder of the config that exist (decode_<split>_<decoder>;
+    not the runs moved aside to <model>.<digest>), by their decoder's metric; then write RESULTS.md."""
+    cfg = SCORE.view(cfg)
+    for model in cfg.models:
+        for name in cfg.decode.decoders:
+            for split in cfg.decode.splits:
+                decode_dir = exp_dir / model / f"decode_{split}_{name}"
+                if not decode_dir.is_dir():
+                    continue
+                if decoder_metric(name) == "wer":
+                    score_words(decode_dir)
+                else:
+                    score_phones(cfg, decode_dir)
+    write_results(cfg, data_dir, exp_dir, Path(cfg.paths.results), command)
+
+
+def score_phones(cfg: DictConfig, decode_dir: Path) -> dict:
+    """PER of a decode dir, reference and hypothesis folded by score.phone_map when set and
+    score.ignore_phones removed from both: per.json (machine-readable), per.txt (per speaker), per.pra
     (each utterance's alignment with S/D/I marked, as sclite prints it), confusions.txt and confusion.png
-    (also in the model's TensorBoard). With decode.sclite (auto: when sctk is installed), NIST sclite scores
+    (also in the model's TensorBoard). With score.sclite (auto: when sctk is installed), NIST sclite scores
     the same prepared sequences into decode_dir/sclite/ and its PER is logged beside ours."""
     read_digest(decode_dir, "decode")
     refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
     hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
     utt2spk = read_table(decode_dir / "utt2spk")
-    result = score(refs, hyps, utt2spk, fold=scoring_fold(cfg), ignore=frozenset(cfg.decode.ignore_phones))
+    result = score(refs, hyps, utt2spk, fold=scoring_fold(cfg), ignore=frozenset(cfg.score.ignore_phones))
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
     write_score_report(result, decode_dir, title=title)
     writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))
@@ -44,19 +57,19 @@ def score_stage(cfg: DictConfig, decode_dir: Path) -> dict:
     total = result["total"]
     log.info("%s: PER %.2f%% (%d sub, %d del, %d ins of %d)", decode_dir, total["per"], total["sub"], total["del"],
              total["ins"], total["n"])  # fmt: skip
-    sclite = find_sclite() if cfg.decode.sclite in ("auto", True) else None
-    if cfg.decode.sclite is True and sclite is None:
-        raise RecipeError("decode.sclite=true, but no sclite: install Debian's sctk (apt-get install sctk)")
+    sclite = find_sclite() if cfg.score.sclite in ("auto", True) else None
+    if cfg.score.sclite is True and sclite is None:
+        raise RecipeError("score.sclite=true, but no sclite: install Debian's sctk (apt-get install sctk)")
     if sclite is not None:
         scored = run_sclite(*refs_hyps(result), utt2spk, decode_dir / "sclite", sclite=sclite)
-        (decode_dir / "sclite.json").write_text(json.dumps({k: scored[k] for k in ("utts", "n", "corr", "sub",
-                                                "del", "ins", "err", "per")}, indent=2) + "\n")  # fmt: skip
+        keys = ("utts", "n", "corr", "sub", "del", "ins", "err", "per")
+        write_json_atomic(decode_dir / "sclite.json", {k: scored[k] for k in keys})
         log.info("%s: sclite PER %.2f%% (%d sub, %d del, %d ins of %d)", decode_dir, scored["per"], scored["sub"],
                  scored["del"], scored["ins"], scored["n"])  # fmt: skip
     return result
 
 
-def word_score_stage(decode_dir: Path) -> dict:
+def score_words(decode_dir: Path) -> dict:
     """WER of a word decode dir: wer.json (WER and sentence error rate), wer.txt (per speaker), wer.pra (each
     utterance's alignment), confusions.txt and confusion.png (words; also in the model's TensorBoard)."""
     read_digest(decode_dir, "decode")
@@ -73,133 +86,3 @@ def word_score_stage(decode_dir: Path) -> dict:
     log.info("%s: WER %.2f%%, SER %.2f%% (%d sub, %d del, %d ins of %d words)", decode_dir, rates["wer"],
              rates["ser"], rates["sub"], rates["del"], rates["ins"], rates["n"])  # fmt: skip
     return rates
-
-
-def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: Path, command: str) -> None:
-    """RESULTS.md of the recipe from its decode dirs and training summaries."""
-    feats = Path(data_dir) / cfg.features.name
-    lines = [
-        f"# Results: {cfg.recipe_name}",
-        "",
-        f"Generated by `run.sh` (stage 5) on {date.today().isoformat()}: git {_git_hash()}, Python "
-        f"{platform.python_version()}, torch {torch.__version__}, {cfg.train.num_threads} training threads, "
-        f"{platform.machine()} CPU ({os.cpu_count()} cores).",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"## Phone error rate (checkpoint: {cfg.decode.checkpoint})",
-        "",
-        "| model | decode | split | utts | PER % | Corr | Sub | Del | Ins | N |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    greedy_names = {"viterbi": "frame argmax, repeats merged", "ctc": "CTC best path"}
-    for model in ("viterbi", "ctc"):
-        for kind in ("greedy", "lm"):
-            for split in cfg.decode.splits:
-                decode_dir = exp_dir / model / f"decode_{split}_{kind}"
-                if not (decode_dir / "per.json").is_file():
-                    continue
-                total = json.loads((decode_dir / "per.json").read_text())["total"]
-                decode = greedy_names[model] if kind == "greedy" else _tuned_decoder(decode_dir, cfg.decode.splits[0])
-                counts = " | ".join(str(total[k]) for k in ("corr", "sub", "del", "ins", "n"))
-                lines.append(f"| {model} | {decode} | {split} | {total['utts']} | {total['per']:.2f} | {counts} |")
-    word_rows = []
-    for model in ("viterbi", "ctc"):
-        for split in cfg.decode.splits:
-            wer_json = exp_dir / model / f"decode_{split}_words" / "wer.json"
-            if wer_json.is_file():
-                r = json.loads(wer_json.read_text())
-                counts = " | ".join(str(r[k]) for k in ("sub", "del", "ins", "n"))
-                decoder = _tuned_decoder(wer_json.parent, cfg.decode.splits[0])
-                word_rows.append(
-                    f"| {model} | {decoder} | {split} | {r['utts']} | {r['wer']:.2f} | {r['ser']:.2f} | {counts} |"
-                )
-    if word_rows:
-        lines += ["", "## Word error rate (lexicon-constrained word decoding)", "",
-                  "| model | decode | split | utts | WER % | SER % | Sub | Del | Ins | N |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *word_rows]  # fmt: skip
-    lines += ["", "## Training", "", "| model | epochs | best epoch | best dev PER % | train time s | frames/s |",
-              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for model in ("viterbi", "ctc"):
-        summary_path = exp_dir / model / "train_summary.json"
-        if summary_path.is_file():
-            s = json.loads(summary_path.read_text())
-            lines.append(f"| {model} | {s['epochs']} | {s['best']['epoch']} | {s['best']['per']:.2f} | "
-                         f"{s['train_seconds']:.0f} | {s['frames_per_second']:.0f} |")  # fmt: skip
-    rounds = sorted((exp_dir / "viterbi" / "ali").glob("iter*/stats.json"), key=lambda p: int(p.parent.name[4:]))
-    if rounds:
-        lines += ["", "## Viterbi re-alignment rounds", "",
-                  "| round | train frames changed % | train log-lik/frame | dev frame acc % | dev PER % |",
-                  "|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for path in rounds:
-            r = json.loads(path.read_text())
-            if r["round"] == 0:
-                continue
-            lines.append(f"| {r['round']} | {r['changed_frames_percent']:.2f} | {r['train_loglik_per_frame']:.3f} | "
-                         f"{r['dev_frame_accuracy']:.2f} | {r['dev_per']:.2f} |")  # fmt: skip
-    accuracy_rows = []
-    for path in rounds:
-        for name, acc in json.loads(path.read_text()).get("alignment_accuracy", {}).items():
-            round_ = int(path.parent.name[4:])
-            accuracy_rows.append((f"Viterbi round {round_}" + (" (flat start)" if round_ == 0 else ""), name, acc))
-    for model, what in (("viterbi", "final Viterbi model, forced"), ("ctc", "final CTC model, forced_align")):
-        for split in cfg.decode.splits:
-            path = exp_dir / model / f"decode_{split}_greedy" / "alignment_accuracy.json"
-            if path.is_file():
-                accuracy_rows.append((what, split, json.loads(path.read_text())))
-    if accuracy_rows:
-        lines += ["", "## Alignment accuracy against the hand-labelled phone boundaries", "",
-                  "Inner boundaries only; a boundary between frames t-1 and t lies at t x frame shift.", "",
-                  "| alignment | set | boundaries | within 10 ms % | within 20 ms % | within 50 ms % | "
-                  "mean error ms | frame agreement % |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        keys = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
-        for what, name, a in accuracy_rows:
-            figures = " | ".join("n/a" if a[k] is None else f"{a[k]:.1f}" for k in keys)
-            lines.append(f"| {what} | {name} | {a['matched_boundaries']} | {figures} |")
-    stage_times = [
-        ("0 data preparation", _seconds(Path(data_dir) / "prepare.seconds")),
-        ("1 features (train, dev, test)", _sum([_seconds(feats / s / "features.seconds") for s in SPLITS])),
-        ("2 Viterbi training", _seconds(exp_dir / "viterbi" / "train.seconds")),
-        ("3 CTC training", _seconds(exp_dir / "ctc" / "train.seconds")),
-        ("4 decoding", _sum([_seconds(p) for p in exp_dir.glob("*/decode_*/decode.seconds")])),
-    ]  # fmt: skip
-    lines += ["", "## Time per stage (work only, without Python start-up)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in stage_times if seconds is not None]
-    write_text_atomic(results_path, "\n".join(lines) + "\n")
-    log.info("wrote %s", results_path)
-
-
-def _git_hash() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
-
-
-def _seconds(path: Path) -> float | None:
-    return float(path.read_text()) if path.is_file() else None
-
-
-def _tuned_decoder(decode_dir: Path, tuned_on: str) -> str:
-    """A tuned decoder and the values it was given, from decode_dir/decoder.json, and how many grid points of the
-    tuning set's tuning.json (decode_<tuned_on>_<kind>, beside decode_dir) scored as well as the chosen one."""
-    chosen = json.loads((decode_dir / "decoder.json").read_text())
-    values = ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k != "decoder")
-    kind = decode_dir.name.rsplit("_", 1)[1]
-    tuning_json = decode_dir.parent / f"decode_{tuned_on}_{kind}" / "tuning.json"
-    ties = ""
-    if tuning_json.is_file():
-        grid = json.loads(tuning_json.read_text())["grid"]
-        metric = next(k for k in grid[0] if k not in chosen)  # the first figure, the one tuning minimised
-        best = min(point[metric] for point in grid)
-        tied = sum(abs(point[metric] - best) < 1e-9 for point in grid)
-        ties = f", {tied} of {len(grid)} grid points tie" if tied > 1 else ""
-    return f"{chosen['decoder']} ({values}; tuned on {tuned_on}{ties})"
-
-
-def _sum(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None

@@ -11,25 +11,93 @@ from phonerec.data.dataset import load_examples
 from phonerec.data.lang import read_phones
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.config import save_config, settings_hash
+from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_json_atomic
-from phonerec.pipeline.markers import is_done, mark_done, read_digest
-from phonerec.pipeline.recipe import frame_shift, load_time_features, read_id2phone, read_topology
+from phonerec.pipeline.markers import StageRun, read_digest
+from phonerec.pipeline.recipe import feature_dir_digest, frame_shift, lang_dir_digest, read_id2phone, read_topology
+from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
+from phonerec.training.checkpoints import load_model
 from phonerec.training.ctc import CTCTask
-from phonerec.training.loop import load_model, train
+from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
 
 log = logging.getLogger(__name__)
 
 
-def _training_settings(cfg: DictConfig, section: str) -> dict:
-    """What a training stage's result depends on (not num_threads or keep_checkpoints)."""
-    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-    common = {k: tcfg[k] for k in ("seed", "batch_frames", "max_batch_utts", "grad_clip")}
-    return {"model": OmegaConf.to_container(cfg.model), "train": common, section: tcfg[section],
-            "hmm": OmegaConf.to_container(cfg.hmm), "features": load_time_features(cfg),
-            "ignore_phones": list(cfg.decode.ignore_phones)}  # fmt: skip
+def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path) -> None:
+    cfg = TRAIN_VITERBI.view(cfg)
+    inputs = (feature_dir_digest(train_dir), feature_dir_digest(dev_dir), lang_dir_digest(lang_dir))
+    stage = StageRun(exp_dir, "train", TRAIN_VITERBI.digest(cfg, *inputs))
+    if stage.done:
+        return
+    _fresh_exp_dir(exp_dir, stage.digest)
+    with stage:
+        torch.set_num_threads(cfg.train.num_threads)
+        topo = read_topology(lang_dir, cfg)
+        train_set = load_examples(train_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
+        dev_set = load_examples(dev_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
+        torch.manual_seed(cfg.train.seed)
+        model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": topo.num_states,
+                      **OmegaConf.to_container(cfg.model)}  # fmt: skip
+        model = BLSTMAcousticModel(**model_args)
+        reference = {name: read_ctm(d / "phones.ctm") for name, d in (("train", train_dir), ("dev", dev_dir))
+                     if (d / "phones.ctm").is_file()}  # fmt: skip
+        task = ViterbiTask(exp_dir, topo, train_set, dev_set, cfg.train.viterbi, cfg.train, read_id2phone(lang_dir),
+                           set(cfg.score.ignore_phones), cfg.hmm.optional_silence, reference,
+                           frame_shift(cfg, model_args["subsample"]))  # fmt: skip
+        stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.viterbi)
+
+
+def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, init_dir: Path,
+                    exp_dir: Path) -> None:  # fmt: skip
+    """CTC from the Viterbi model in init_dir (train.ctc.init=viterbi) or from scratch."""
+    cfg = TRAIN_CTC.view(cfg)
+    init = cfg.train.ctc.init
+    if init not in ("viterbi", "scratch"):
+        raise RecipeError(f"train.ctc.init={init}: expected viterbi or scratch")
+    inputs = (feature_dir_digest(train_dir), feature_dir_digest(dev_dir), lang_dir_digest(lang_dir),
+              read_digest(init_dir, "train") if init == "viterbi" else "scratch")  # fmt: skip
+    stage = StageRun(exp_dir, "train", TRAIN_CTC.digest(cfg, *inputs))
+    if stage.done:
+        return
+    _fresh_exp_dir(exp_dir, stage.digest)
+    with stage:
+        torch.set_num_threads(cfg.train.num_threads)
+        num_phones = len(read_phones(lang_dir))
+        train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=False)
+        dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=False)
+        torch.manual_seed(cfg.train.seed)
+        if init == "viterbi":
+            model, checkpoint = load_model(init_dir / "best.pt")
+            model.replace_output_layer(num_phones)
+            model_args = {**checkpoint["model_args"], "num_outputs": num_phones}
+            log.info("CTC starts from %s (epoch %d) with a fresh phones+blank output layer",
+                     init_dir / "best.pt", checkpoint["epoch"])  # fmt: skip
+        else:
+            model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": num_phones,
+                          **OmegaConf.to_container(cfg.model)}  # fmt: skip
+            model = BLSTMAcousticModel(**model_args)
+        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), set(cfg.score.ignore_phones))
+        stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
+
+
+def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_set, scfg: DictConfig) -> float:
+    """Run the training loop, then write train_summary.json and config.yaml; returns the training seconds."""
+    saved_with = {"model_args": model_args, "config": OmegaConf.to_container(cfg, resolve=True)}
+    summary = train(exp_dir, model, task, train_set, scfg, cfg.train, saved_with)
+    history = summary["history"]
+    seconds = sum(r["seconds"] for r in history)
+    write_json_atomic(exp_dir / "train_summary.json", {
+        "kind": task.kind,
+        "epochs": len(history),
+        "best": summary["best"],
+        "train_seconds": seconds,
+        "frames_per_second": sum(r["frames_per_second"] for r in history) / max(len(history), 1),
+        "history": history,
+    })  # fmt: skip
+    save_config(cfg, exp_dir / "config.yaml")
+    return seconds
 
 
 def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
@@ -47,93 +115,3 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
             shutil.copytree(exp_dir / "log", aside / "log")
     exp_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(digest + "\n")
-
-
-def _write_summary(exp_dir: Path, kind: str, summary: dict) -> None:
-    history = summary["history"]
-    data = {
-        "kind": kind,
-        "epochs": len(history),
-        "best": summary["best"],
-        "train_seconds": sum(r["seconds"] for r in history),
-        "frames_per_second": sum(r["frames_per_second"] for r in history) / max(len(history), 1),
-        "history": history,
-    }
-    write_json_atomic(exp_dir / "train_summary.json", data)
-
-
-def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path) -> None:
-    digest = settings_hash(
-        _training_settings(cfg, "viterbi"),
-        read_digest(train_dir, "features"),
-        read_digest(dev_dir, "features"),
-        (lang_dir / "phones.txt").read_text(),
-    )
-    if is_done(exp_dir, "train", digest):
-        return
-    _fresh_exp_dir(exp_dir, digest)
-    torch.set_num_threads(cfg.train.num_threads)
-    topo = read_topology(lang_dir, cfg)
-    train_set = load_examples(train_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
-    dev_set = load_examples(dev_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
-    torch.manual_seed(cfg.train.seed)
-    model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": topo.num_states,
-                  **OmegaConf.to_container(cfg.model)}  # fmt: skip
-    model = BLSTMAcousticModel(**model_args)
-    reference = {name: read_ctm(d / "phones.ctm") for name, d in (("train", train_dir), ("dev", dev_dir))
-                 if (d / "phones.ctm").is_file()}  # fmt: skip
-    task = ViterbiTask(
-        exp_dir,
-        topo,
-        train_set,
-        dev_set,
-        cfg.train.viterbi,
-        cfg.train,
-        read_id2phone(lang_dir),
-        set(cfg.decode.ignore_phones),
-        cfg.hmm.optional_silence,
-        reference,
-        frame_shift(cfg),
-    )
-    summary = train(exp_dir, model, model_args, "viterbi", task, train_set, cfg.train.viterbi, cfg.train, cfg)
-    _write_summary(exp_dir, "viterbi", summary)
-    save_config(cfg, exp_dir / "config.yaml")
-    mark_done(exp_dir, "train", digest, seconds=sum(r["seconds"] for r in summary["history"]))
-
-
-def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, init_dir: Path,
-                    exp_dir: Path) -> None:  # fmt: skip
-    """CTC from the Viterbi model in init_dir (train.ctc.init=viterbi) or from scratch."""
-    init = cfg.train.ctc.init
-    if init not in ("viterbi", "scratch"):
-        raise RecipeError(f"train.ctc.init={init}: expected viterbi or scratch")
-    digest = settings_hash(
-        _training_settings(cfg, "ctc"),
-        read_digest(train_dir, "features"),
-        read_digest(dev_dir, "features"),
-        (lang_dir / "phones.txt").read_text(),
-        read_digest(init_dir, "train") if init == "viterbi" else "scratch",
-    )
-    if is_done(exp_dir, "train", digest):
-        return
-    _fresh_exp_dir(exp_dir, digest)
-    torch.set_num_threads(cfg.train.num_threads)
-    num_phones = len(read_phones(lang_dir))
-    train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=False)
-    dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=False)
-    torch.manual_seed(cfg.train.seed)
-    if init == "viterbi":
-        model, checkpoint = load_model(init_dir / "best.pt")
-        model.replace_output_layer(num_phones)
-        model_args = {**checkpoint["model_args"], "num_outputs": num_phones}
-        log.info("CTC starts from %s (epoch %d) with a fresh phones+blank output layer",
-                 init_dir / "best.pt", checkpoint["epoch"])  # fmt: skip
-    else:
-        model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": num_phones,
-                      **OmegaConf.to_container(cfg.model)}  # fmt: skip
-        model = BLSTMAcousticModel(**model_args)
-    task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), set(cfg.decode.ignore_phones))
-    summary = train(exp_dir, model, model_args, "ctc", task, train_set, cfg.train.ctc, cfg.train, cfg)
-    _write_summary(exp_dir, "ctc", summary)
-    save_config(cfg, exp_dir / "config.yaml")
-    mark_done(exp_dir, "train", digest, seconds=sum(r["seconds"] for r in summary["history"]))

@@ -5,8 +5,9 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from phonerec.data.dataset import Example, collate, make_batches
+from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import ctc_greedy
+from phonerec.model.posteriors import batched_posteriors
 from phonerec.scoring.error_rate import score
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,11 @@ def ctc_min_frames(phones: list[int]) -> int:
 
 
 class CTCTask:
+    """CTC on the phone sequences (phonerec.training.loop.Task); utterances too short for their labels are
+    reported and left out."""
+
+    kind = "ctc"
+
     def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, ignore_phones):
         self.tcfg, self.id2phone, self.ignore_phones = tcfg, id2phone, frozenset(ignore_phones)
         self.dev = dev
@@ -58,11 +64,8 @@ class CTCTask:
 
     def validate(self, model) -> dict:
         total_loss, refs, hyps = 0.0, {}, {}
-        lengths = [e.feats.shape[0] for e in self.dev]
-        for batch in make_batches(lengths, self.tcfg.batch_frames, self.tcfg.max_batch_utts):
-            examples = [self.dev[i] for i in batch]
-            feats, lens = collate(examples)
-            log_probs, out_lengths = model(feats, lens)
+        batches = batched_posteriors(model, self.dev, self.tcfg.batch_frames, self.tcfg.max_batch_utts)
+        for examples, log_probs, out_lengths in batches:
             total_loss += self._loss(log_probs, out_lengths, examples, "mean").item() * len(examples)
             for e, hyp in zip(examples, ctc_greedy(log_probs, out_lengths), strict=True):
                 refs[e.utt] = [self.id2phone[p] for p in e.phones]

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from phonerec.data.data_dir import read_table, write_table
-from phonerec.data.dataset import Example, collate, make_batches
+from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.hmm.align import Topology, build_graph, log_state_priors, uniform_alignment, viterbi_align
 from phonerec.hmm.align_eval import evaluate_alignment, frames_to_segments
+from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic
 from phonerec.scoring.error_rate import score
 
@@ -38,6 +39,11 @@ def format_accuracy(accuracy: dict) -> str:
 
 
 class ViterbiTask:
+    """Frame cross-entropy on the current alignment (phonerec.training.loop.Task): round 0 is the flat start,
+    and after each epoch of train.viterbi.realign_epochs the training and dev data are re-aligned."""
+
+    kind = "viterbi"
+
     def __init__(self, exp_dir: Path, topo: Topology, train: list[Example], dev: list[Example], vcfg, tcfg,
                  id2phone: dict[int, str], ignore_phones: set[str], optional_silence: bool = True,
                  reference: dict[str, dict] | None = None, frame_shift: float = 0.01):  # fmt: skip
@@ -114,13 +120,7 @@ class ViterbiTask:
         return loss, frames
 
     def _posteriors(self, model, examples):
-        """(utterance, log-posteriors (frames, states)) in batches."""
-        lengths = [e.feats.shape[0] for e in examples]
-        for batch in make_batches(lengths, self.tcfg.batch_frames, self.tcfg.max_batch_utts):
-            feats, lens = collate([examples[i] for i in batch])
-            log_probs, out_lengths = model(feats, lens)
-            for k, i in enumerate(batch):
-                yield examples[i], log_probs[k, : out_lengths[k]]
+        return utterance_posteriors(model, examples, self.tcfg.batch_frames, self.tcfg.max_batch_utts)
 
     def validate(self, model) -> dict:
         dev = self.sets["dev"]
@@ -205,11 +205,11 @@ class ViterbiTask:
 
     def alignment_accuracy(self) -> dict:
         """The current alignments against the hand-labelled segments, where a set has them (TIMIT)."""
-        n = self.topo.states_per_phone
+        state_to_phone = self.topo.state_to_phone()
         results = {}
         for name, reference in self.reference.items():
             hyp = {
-                utt: frames_to_segments([self.id2phone[s // n + 1] for s in ali.tolist()], self.frame_shift)
+                utt: frames_to_segments([self.id2phone[state_to_phone[s]] for s in ali.tolist()], self.frame_shift)
                 for utt, ali in self.alignments[name].items()
             }
             results[name] = evaluate_alignment(reference, hyp, self.frame_shift)
@@ -231,8 +231,8 @@ class ViterbiTask:
             ax.plot(range(len(ali)), ali.numpy(), color="red", linewidth=1, label="alignment")
             ax.legend(loc="upper right")
             states = sorted(set(ali.tolist()))
-            n = self.topo.states_per_phone
-            ax.set_yticks(states, [f"{self.id2phone[s // n + 1]}_{s % n}" for s in states])
+            state_to_phone, n = self.topo.state_to_phone(), self.topo.states_per_phone
+            ax.set_yticks(states, [f"{self.id2phone[state_to_phone[s]]}_{s % n}" for s in states])
         ax.set_xlabel("frame")
         ax.set_ylabel("HMM state")
         ax.set_title(f"{example.utt}: posteriors and alignment, round {self.round}")

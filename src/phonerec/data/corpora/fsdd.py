@@ -9,7 +9,6 @@ import logging
 import re
 import shutil
 import tarfile
-import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -20,19 +19,19 @@ import soundfile as sf
 from omegaconf import DictConfig
 
 from phonerec.data.audio import read_audio
-from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
+from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download, file_digest
 from phonerec.data.lang import prepare_lang, read_lexicon
-from phonerec.pipeline.config import repo_path, save_config, settings_hash
+from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import atomic_path
-from phonerec.pipeline.markers import clear_done, is_done, mark_done
+from phonerec.pipeline.files import atomic_path, file_sha256
+from phonerec.pipeline.markers import StageRun
+from phonerec.pipeline.stage_keys import PREPARE
 
 log = logging.getLogger(__name__)
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 RECORDING = re.compile(r"^recordings/(\d)_([A-Za-z]+)_(\d+)\.wav$")
-SPLITS = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
@@ -253,15 +252,20 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
 
 def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
     """Stage 0: corpus -> data_dir/{train,dev,test} and data_dir/lang."""
+    cfg = PREPARE.view(cfg)
     ccfg = cfg.corpus
     downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
     root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / ccfg.archive_dir
     lexicon_path = repo_path(ccfg.lexicon)
-    digest = settings_hash(ccfg, cfg.hmm, str(root), lexicon_path.read_text(), repo_path(ccfg.manifest).read_text())
-    if is_done(data_dir, "prepare", digest):
+    stage = StageRun(data_dir, "prepare", PREPARE.digest(cfg, str(root), file_sha256(lexicon_path),
+                                                         file_sha256(repo_path(ccfg.manifest))))  # fmt: skip
+    if stage.done:
         return
-    clear_done(data_dir, "prepare")
-    start = time.perf_counter()
+    with stage:
+        _prepare(cfg, ccfg, downloads, lexicon_path, data_dir)
+
+
+def _prepare(cfg: DictConfig, ccfg: DictConfig, downloads: Path, lexicon_path: Path, data_dir: Path) -> None:
     recordings = obtain_corpus(ccfg, downloads)
     lang_dir = data_dir / "lang"
     prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
@@ -277,4 +281,3 @@ def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
         count = validate_data_dir(data_dir / split, lang_dir)
         log.info("%s: %d utterances", data_dir / split, count)
     save_config(cfg, data_dir / "config.yaml")
-    mark_done(data_dir, "prepare", digest, seconds=time.perf_counter() - start)

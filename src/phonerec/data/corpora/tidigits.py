@@ -14,7 +14,6 @@ each group in sorted order, starting with the first; train = the other training 
 
 import logging
 import re
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +21,16 @@ from pathlib import Path
 import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
-from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
+from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
 from phonerec.data.lang import prepare_lang, read_lexicon
-from phonerec.pipeline.config import repo_path, save_config, settings_hash
+from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.markers import clear_done, is_done, mark_done
+from phonerec.pipeline.files import file_sha256
+from phonerec.pipeline.markers import StageRun
+from phonerec.pipeline.stage_keys import PREPARE
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "dev", "test")
 PARTS = ("train", "test")
 GROUPS = ("man", "woman", "boy", "girl")
 DIGIT_WORDS = {
@@ -212,14 +212,18 @@ def _root(ccfg: DictConfig) -> Path:
 
 def prepare_tidigits(cfg: DictConfig, data_dir: Path) -> None:
     """Stage 0: corpus -> data_dir/{train,dev,test} and data_dir/lang."""
+    cfg = PREPARE.view(cfg)
     ccfg = cfg.corpus
     root = _root(ccfg)
     lexicon_path = repo_path(ccfg.lexicon)
-    digest = settings_hash(ccfg, cfg.hmm, str(root), lexicon_path.read_text())
-    if is_done(data_dir, "prepare", digest):
+    stage = StageRun(data_dir, "prepare", PREPARE.digest(cfg, str(root), file_sha256(lexicon_path)))
+    if stage.done:
         return
-    clear_done(data_dir, "prepare")
-    start = time.perf_counter()
+    with stage:
+        _prepare(cfg, ccfg, root, lexicon_path, data_dir)
+
+
+def _prepare(cfg: DictConfig, ccfg: DictConfig, root: Path, lexicon_path: Path, data_dir: Path) -> None:
     groups = [str(g).lower() for g in ccfg.groups]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or not groups:
@@ -255,4 +259,3 @@ def prepare_tidigits(cfg: DictConfig, data_dir: Path) -> None:
         count = validate_data_dir(data_dir / split, lang_dir)
         log.info("%s: %d utterances", data_dir / split, count)
     save_config(cfg, data_dir / "config.yaml")
-    mark_done(data_dir, "prepare", digest, seconds=time.perf_counter() - start)

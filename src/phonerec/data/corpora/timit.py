@@ -19,25 +19,25 @@ holds the same labels with their hand-labelled times, for alignment accuracy.
 import logging
 import re
 import shutil
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
+from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download
 from phonerec.data.lang import prepare_lang
 from phonerec.hmm.align_eval import Segment, write_ctm
-from phonerec.pipeline.config import repo_path, save_config, settings_hash
+from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.markers import clear_done, is_done, mark_done
+from phonerec.pipeline.files import file_sha256
+from phonerec.pipeline.markers import StageRun
+from phonerec.pipeline.stage_keys import PREPARE
 from phonerec.scoring.error_rate import read_phone_map
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "dev", "test")
 SAMPLE_SPEAKER_DIR = re.compile(r"^dr\d-([a-z]{4}\d)$")
 LDC_SPEAKER_DIR = re.compile(r"^[fm][a-z]{3}\d$")
 
@@ -202,16 +202,20 @@ def obtain_sample(ccfg: DictConfig, downloads: Path) -> Path:
 
 def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
     """Stage 0: corpus -> data_dir/{train,dev,test} (with phones.ctm) and data_dir/lang."""
+    cfg = PREPARE.view(cfg)
     ccfg = cfg.corpus
     downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
     root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / "timit_sample"
     phone_table = repo_path(ccfg.phone_table)
-    digest = settings_hash(ccfg, cfg.hmm, str(root), phone_table.read_text(),
-                           repo_path(ccfg.speaker_lists).read_text())  # fmt: skip
-    if is_done(data_dir, "prepare", digest):
+    stage = StageRun(data_dir, "prepare", PREPARE.digest(cfg, str(root), file_sha256(phone_table),
+                                                         file_sha256(repo_path(ccfg.speaker_lists))))  # fmt: skip
+    if stage.done:
         return
-    clear_done(data_dir, "prepare")
-    start = time.perf_counter()
+    with stage:
+        _prepare(cfg, ccfg, downloads, root, phone_table, data_dir)
+
+
+def _prepare(cfg: DictConfig, ccfg: DictConfig, downloads: Path, root: Path, phone_table: Path, data_dir: Path):
     if ccfg.root is None:
         root = obtain_sample(ccfg, downloads)
     elif not root.is_dir():
@@ -245,4 +249,3 @@ def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
         count = validate_data_dir(data_dir / split, data_dir / "lang")
         log.info("%s: %d utterances", data_dir / split, count)
     save_config(cfg, data_dir / "config.yaml")
-    mark_done(data_dir, "prepare", digest, seconds=time.perf_counter() - start)

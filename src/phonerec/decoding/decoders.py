@@ -1,0 +1,315 @@
+"""The decoders of stage 4, one class each behind one interface, and the one registry that finds them.
+
+A decoder turns one model's log-posteriors into hypotheses. It says which config keys it reads (`keys`, added to
+the decode stage's own, so its settings are hashed), what it is tuned over (`grid()`: the points of its tuning
+grid on dev; untuned decoders have the one empty point), how to decode at one point (`decode`), and how it is
+scored (`metric`: a PhoneDecoder is scored by PER on phones, a WordDecoder by WER on words).
+phonerec.pipeline.decode_stages runs every decoder the same way: tune on the first split of decode.splits, decode
+the others once with the values chosen there.
+
+A new decoder is a subclass of PhoneDecoder or WordDecoder with its name, kind and title, its settings in
+conf/decode/, and its name in decode.decoders; the stage and run.sh stay as they are.
+
+    name    greedy   lm                                      words
+    ctc     CTCGreedy  CTCBeamLM (prefix beam search + phone LM)  CTCLexiconWords (lexicon beam search + word LM)
+    viterbi FrameArgmax  HybridPhoneLM (hybrid Viterbi, phone loop)  HybridWordLoop (hybrid Viterbi, word loop)
+"""
+
+import functools
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from omegaconf import DictConfig
+from torchaudio.models.decoder import ctc_decoder
+
+from phonerec.data.data_dir import read_table
+from phonerec.data.dataset import Example, make_batches
+from phonerec.data.lang import read_lexicon
+from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
+from phonerec.decoding.greedy import ctc_greedy, frame_argmax
+from phonerec.decoding.hybrid import (
+    LoopGraph,
+    LoopPath,
+    loop_search_batch,
+    path_labels,
+    phone_loop,
+    scaled_log_likelihoods,
+    word_loop,
+)
+from phonerec.decoding.lm import NgramLM
+from phonerec.hmm.align import build_graph, viterbi_align
+from phonerec.hmm.align_eval import Segment, ctc_segments, frames_to_segments
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.recipe import frame_shift, read_id2phone, read_topology, scoring_fold
+from phonerec.pipeline.stage_keys import StageKeys
+from phonerec.scoring.error_rate import score, word_error_rates
+from phonerec.training.ctc import ctc_min_frames
+
+Hyps = dict[str, list[str]]
+_REGISTRY: dict[tuple[str, str], type["Decoder"]] = {}
+
+
+class Decoder:
+    """name    its entry in decode.decoders, and its decode dirs: decode_<split>_<name>
+    kind       the model it decodes: "viterbi" or "ctc" (a checkpoint's kind)
+    title      how tuning.json, decoder.json and RESULTS.md name it
+    metric     "per" or "wer": what it is scored by (a PhoneDecoder or a WordDecoder)
+    tuned      whether `grid()` is tuned on dev (else it is decoded with its one point everywhere)
+    uses_lm    whether it reads the LM dir (its digest then covers the LMs)
+    keys       the config keys it reads besides the decode stage's
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    title: ClassVar[str]
+    metric: ClassVar[str]
+    tuned: ClassVar[bool] = True
+    uses_lm: ClassVar[bool] = True
+    keys: ClassVar[StageKeys] = StageKeys(hashed=())
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            _REGISTRY[(cls.kind, cls.name)] = cls
+
+    def __init__(self, cfg: DictConfig, lang_dir: Path, lm_dir: Path, checkpoint: dict):
+        self.cfg, self.lang_dir, self.lm_dir, self.checkpoint = cfg, lang_dir, lm_dir, checkpoint
+        self.id2phone = read_id2phone(lang_dir)
+
+    def grid(self) -> list[dict]:
+        return [{}]
+
+    def decode(self, point: dict, examples: list[Example], posteriors: list[torch.Tensor]) -> Hyps:
+        """Hypotheses of every utterance at one grid point."""
+        raise NotImplementedError
+
+    def references(self, feat_dir: Path, examples: list[Example]) -> Hyps:
+        raise NotImplementedError
+
+    def figures(self, refs: Hyps, hyps: Hyps, utt2spk: dict[str, str]) -> dict:
+        """What tuning scores at a grid point; the first value is the one minimised."""
+        raise NotImplementedError
+
+    def forced_alignment(self, examples: list[Example], posteriors: list[torch.Tensor]) -> dict | None:
+        """Each utterance's transcript aligned to its frames (phone segments), where the decoder's model gives
+        alignments; None otherwise. Scored against hand labels where the set has them (TIMIT)."""
+        return None
+
+
+def decoder_class(kind: str, name: str) -> type[Decoder]:
+    """The decoder called `name` for a model of this kind."""
+    found = _REGISTRY.get((kind, name))
+    if found is None:
+        names = sorted({n for k, n in _REGISTRY if k == kind})
+        raise RecipeError(f"decode.decoders: no decoder '{name}' for a {kind} model (there are: {', '.join(names)})")
+    return found
+
+
+def decoder_metric(name: str) -> str:
+    """The metric of the decoders called `name` (the same for both model kinds)."""
+    metrics = {cls.metric for (_, n), cls in _REGISTRY.items() if n == name}
+    if len(metrics) != 1:
+        raise RecipeError(f"no decoder '{name}' (there are: {', '.join(sorted({n for _, n in _REGISTRY}))})")
+    return metrics.pop()
+
+
+class PhoneDecoder(Decoder):
+    """Hypotheses are phone sequences, scored by PER after the scoring fold and ignored phones (score.*)."""
+
+    metric = "per"
+    SCORING_KEYS = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
+
+    def references(self, feat_dir: Path, examples: list[Example]) -> Hyps:
+        return {e.utt: [self.id2phone[p] for p in e.phones] for e in examples}
+
+    def figures(self, refs: Hyps, hyps: Hyps, utt2spk: dict[str, str]) -> dict:
+        ignore = frozenset(self.cfg.score.ignore_phones)
+        return {"per": score(refs, hyps, utt2spk, fold=scoring_fold(self.cfg), ignore=ignore)["total"]["per"]}
+
+    def _phones(self, ids: list[int]) -> list[str]:
+        return [self.id2phone[p] for p in ids]
+
+
+class WordDecoder(Decoder):
+    """Hypotheses are word sequences (the digit corpora), scored by WER and sentence error rate against text.words."""
+
+    metric = "wer"
+
+    def references(self, feat_dir: Path, examples: list[Example]) -> Hyps:
+        return {u: v.split() for u, v in read_table(feat_dir / "text.words").items()}
+
+    def figures(self, refs: Hyps, hyps: Hyps, utt2spk: dict[str, str]) -> dict:
+        rates = word_error_rates(refs, hyps)
+        return {"wer": rates["wer"], "ser": rates["ser"]}
+
+
+# -- greedy -----------------------------------------------------------------------------------------------------
+
+
+class CTCGreedy(PhoneDecoder):
+    name, kind, title = "greedy", "ctc", "CTC best path"
+    tuned, uses_lm = False, False
+    keys = StageKeys(hashed=("features.kaldi.frame_shift",))
+
+    def decode(self, point, examples, posteriors) -> Hyps:
+        return {e.utt: self._phones(ctc_greedy(lp.unsqueeze(0), torch.tensor([len(lp)]))[0])
+                for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
+
+    def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
+        """torchaudio's CTC forced alignment (utterances too short for their labels are left out)."""
+        shift = frame_shift(self.cfg, self.checkpoint["model_args"]["subsample"])
+        return {e.utt: ctc_segments(lp, e.phones, 0, shift, self.id2phone)
+                for e, lp in zip(examples, posteriors, strict=True) if len(lp) >= ctc_min_frames(e.phones)}  # fmt: skip
+
+
+class FrameArgmax(PhoneDecoder):
+    name, kind, title = "greedy", "viterbi", "frame argmax, repeats merged"
+    tuned, uses_lm = False, False
+    keys = StageKeys(hashed=("hmm.states_per_phone", "decode.prior_scale", "features.kaldi.frame_shift"))
+
+    def __init__(self, cfg, lang_dir, lm_dir, checkpoint):
+        super().__init__(cfg, lang_dir, lm_dir, checkpoint)
+        self.topo = read_topology(lang_dir, cfg)
+
+    def decode(self, point, examples, posteriors) -> Hyps:
+        state_to_phone = self.topo.state_to_phone()
+        return {e.utt: self._phones(frame_argmax(lp.unsqueeze(0), torch.tensor([len(lp)]), state_to_phone)[0])
+                for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
+
+    def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
+        """Viterbi through each utterance's graph on scaled likelihoods (the priors of the model's last
+        alignment), in batches of decode.batch_frames (utterances with no path are left out)."""
+        shift = frame_shift(self.cfg, self.checkpoint["model_args"]["subsample"])
+        priors = self.checkpoint["task"].get("log_priors")
+        state_to_phone = self.topo.state_to_phone()
+        segments = {}
+        batches = make_batches([len(lp) for lp in posteriors], self.cfg.decode.batch_frames,
+                               self.cfg.decode.max_batch_utts)  # fmt: skip
+        for batch in batches:
+            lengths = torch.tensor([len(posteriors[i]) for i in batch])
+            scores = torch.nn.utils.rnn.pad_sequence([posteriors[i] for i in batch], batch_first=True)
+            if priors is not None:
+                scores = scores - self.cfg.decode.prior_scale * priors
+            graphs = [build_graph(examples[i].phones, self.topo, examples[i].word_ends, self.cfg.hmm.optional_silence)
+                      for i in batch]  # fmt: skip
+            alignment, loglik = viterbi_align(scores, lengths, graphs, self.topo)
+            for k, i in enumerate(batch):
+                if torch.isfinite(loglik[k]):
+                    states = alignment[k, : lengths[k]].tolist()
+                    segments[examples[i].utt] = frames_to_segments(self._phones([state_to_phone[s] for s in states]),
+                                                                   shift)  # fmt: skip
+        return segments
+
+
+# -- with the phone LM ------------------------------------------------------------------------------------------
+
+
+class CTCBeamLM(PhoneDecoder):
+    name, kind, title = "lm", "ctc", "CTC prefix beam search + phone LM"
+    keys = StageKeys(hashed=("decode.lm_order", "decode.ctc_beam")) | PhoneDecoder.SCORING_KEYS
+
+    def grid(self) -> list[dict]:
+        beam = self.cfg.decode.ctc_beam
+        return [{"lm_weight": w, "insertion_bonus": b} for w in beam.lm_weights for b in beam.insertion_bonuses]
+
+    @functools.cached_property
+    def lm(self) -> NgramLM:
+        return NgramLM.read_arpa(self.lm_dir / f"phones.{self.cfg.decode.lm_order}gram.arpa")
+
+    def decode(self, point, examples, posteriors) -> Hyps:
+        phones = [self.id2phone[i] for i in range(len(self.id2phone))]
+        beam = self.cfg.decode.ctc_beam
+        decoder = make_ctc_beam_decoder(phones, self.lm, point["lm_weight"], point["insertion_bonus"], beam.beam_size,
+                                        beam.beam_size_token)  # fmt: skip
+        return {e.utt: self._phones(ctc_beam_decode(decoder, lp.unsqueeze(0), torch.tensor([len(lp)]))[0])
+                for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
+
+
+class _HybridSearch:
+    """What the hybrid decoders share: each utterance's best path through a loop graph on its scaled
+    likelihoods (decode.prior_scale, the acoustic scale), a batch of similar lengths at a time
+    (decode.hybrid.batch_frames)."""
+
+    KEYS = StageKeys(hashed=("decode.hybrid.beam", "decode.hybrid.acoustic_scales", "decode.prior_scale",
+                             "hmm.states_per_phone"), unhashed=("decode.hybrid.batch_frames",))  # fmt: skip
+
+    def _search(self, examples, posteriors, acoustic_scale: float, graph: LoopGraph) -> list[LoopPath]:
+        hcfg = self.cfg.decode.hybrid
+        priors = self.checkpoint["task"].get("log_priors")
+        scaled = [scaled_log_likelihoods(lp, priors, self.cfg.decode.prior_scale, acoustic_scale) for lp in posteriors]
+        paths = [None] * len(scaled)
+        for batch in make_batches([len(s) for s in scaled], hcfg.batch_frames, len(scaled)):
+            found = loop_search_batch([scaled[i] for i in batch], graph, hcfg.beam,
+                                      names=[examples[i].utt for i in batch])  # fmt: skip
+            for i, path in zip(batch, found, strict=True):
+                paths[i] = path
+        return paths
+
+
+class HybridPhoneLM(_HybridSearch, PhoneDecoder):
+    name, kind, title = "lm", "viterbi", "hybrid Viterbi (posteriors / priors) + phone LM"
+    keys = _HybridSearch.KEYS | StageKeys(hashed=("decode.hybrid.insertion_bonuses",)) | PhoneDecoder.SCORING_KEYS
+
+    def grid(self) -> list[dict]:
+        hcfg = self.cfg.decode.hybrid
+        return [{"acoustic_scale": a, "insertion_bonus": b} for a in hcfg.acoustic_scales
+                for b in hcfg.insertion_bonuses]  # fmt: skip
+
+    @functools.cached_property
+    def lm(self) -> NgramLM:
+        return NgramLM.read_arpa(self.lm_dir / "phones.2gram.arpa")  # the phone loop takes the bigram
+
+    def decode(self, point, examples, posteriors) -> Hyps:
+        topo = read_topology(self.lang_dir, self.cfg)
+        graph, phone_ids = phone_loop(
+            self.lm, self.id2phone, topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"]
+        )
+        paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
+        return {e.utt: self._phones(path_labels(path, phone_ids)) for e, path in zip(examples, paths, strict=True)}
+
+
+# -- words through the lexicon ----------------------------------------------------------------------------------
+
+
+class CTCLexiconWords(WordDecoder):
+    name, kind, title = "words", "ctc", "CTC lexicon beam search + word bigram"
+    keys = StageKeys(hashed=("decode.words.beam_size", "decode.words.lm_weights", "decode.words.word_scores"))
+
+    def grid(self) -> list[dict]:
+        wcfg = self.cfg.decode.words
+        return [{"lm_weight": w, "word_score": b} for w in wcfg.lm_weights for b in wcfg.word_scores]
+
+    def decode(self, point, examples, posteriors) -> Hyps:
+        phones = [self.id2phone[i] for i in range(len(self.id2phone))]
+        decoder = ctc_decoder(lexicon=str(self.lang_dir / "lexicon.txt"), tokens=phones,
+                              lm=str(self.lm_dir / "words.2gram.arpa"), lm_weight=point["lm_weight"],
+                              word_score=point["word_score"], beam_size=self.cfg.decode.words.beam_size,
+                              blank_token=phones[0], sil_token=phones[1], unk_word="<unk>")  # fmt: skip
+        hyps = {}
+        for e, lp in zip(examples, posteriors, strict=True):
+            best = decoder(lp.unsqueeze(0).float().contiguous(), torch.tensor([len(lp)], dtype=torch.int32))[0]
+            hyps[e.utt] = list(best[0].words) if best else []
+        return hyps
+
+
+class HybridWordLoop(_HybridSearch, WordDecoder):
+    name, kind, title = "words", "viterbi", "hybrid Viterbi word loop + word bigram"
+    keys = _HybridSearch.KEYS | StageKeys(hashed=("decode.words.word_scores",))
+
+    def grid(self) -> list[dict]:
+        return [{"acoustic_scale": a, "word_score": b} for a in self.cfg.decode.hybrid.acoustic_scales
+                for b in self.cfg.decode.words.word_scores]  # fmt: skip
+
+    @functools.cached_property
+    def lm(self) -> NgramLM:
+        return NgramLM.read_arpa(self.lm_dir / "words.2gram.arpa")
+
+    def decode(self, point, examples, posteriors) -> Hyps:
+        topo = read_topology(self.lang_dir, self.cfg)
+        lexicon = read_lexicon(self.lang_dir / "lexicon.txt")
+        phone2id = {p: i for i, p in self.id2phone.items()}
+        graph, words = word_loop(lexicon, phone2id, topo, self.lm, lm_weight=1.0, word_score=point["word_score"],
+                                 optional_silence=self.cfg.hmm.optional_silence)  # fmt: skip
+        paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
+        return {e.utt: path_labels(path, words) for e, path in zip(examples, paths, strict=True)}

@@ -1,0 +1,81 @@
+"""The config keys each stage reads: the one place that declares them (a decoder declares its own, in
+phonerec.decoding.decoders, and the decode stage adds them to DECODE's).
+
+`hashed` keys change what a stage produces, so they go into its digest together with the content and digests of
+its inputs: change one and the stage runs again. `unhashed` keys are read but change no result (parallel jobs,
+thread counts, how many checkpoints are kept, how many frames the hybrid search takes at once, where the results
+table goes). A key names a value or a whole group (`model`: every key under it).
+
+A stage sees the config only through `StageKeys.view`: its declared keys, resolved and read-only. Reading any
+other key fails at once, naming it, so a stage cannot depend on a setting its digest does not cover.
+"""
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from phonerec.pipeline.config import settings_hash
+from phonerec.pipeline.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class StageKeys:
+    hashed: tuple[str, ...]
+    unhashed: tuple[str, ...] = ()
+
+    def __or__(self, other: "StageKeys") -> "StageKeys":
+        return StageKeys(self.hashed + other.hashed, self.unhashed + other.unhashed)
+
+    def view(self, cfg: DictConfig) -> DictConfig:
+        """Only the declared keys of cfg, resolved, in struct mode and read-only."""
+        view = OmegaConf.create({})
+        for key in self.hashed + self.unhashed:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True, default=KeyError)
+            if value is KeyError:
+                raise RecipeError(f"config: no key '{key}' (declared in phonerec/pipeline/stage_keys.py)")
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value, resolve=True)
+            OmegaConf.update(view, key, value, force_add=True)
+        OmegaConf.set_struct(view, True)
+        OmegaConf.set_readonly(view, True)
+        return view
+
+    def digest(self, cfg: DictConfig, *inputs) -> str:
+        """The digest of the hashed keys' values and of `inputs` (the digests and content of what the stage reads)."""
+        values = {}
+        for key in self.hashed:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+            values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        return settings_hash(values, *inputs)
+
+
+_FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
+
+# Stage 0: the corpus and where a download goes; the lang dir's HMM states.
+PREPARE = StageKeys(hashed=("corpus", "hmm.states_per_phone", "paths.downloads"))
+# Stage 1: extraction settings; CMVN and deltas act when features are loaded.
+FEATURES = StageKeys(
+    hashed=("features.type", "features.kaldi", "features.cmvn", "corpus.sample_rate"),
+    unhashed=("features.name", "nj"),
+)
+# Stages 2 and 3; the dev PER of validation removes score.ignore_phones, as scoring does.
+_TRAINING = StageKeys(
+    hashed=("model", "train.seed", "train.batch_frames", "train.max_batch_utts", "train.grad_clip",
+            *_FEATURES_AT_LOAD, "score.ignore_phones"),
+    unhashed=("train.num_threads", "train.keep_checkpoints"),
+)  # fmt: skip
+TRAIN_VITERBI = _TRAINING | StageKeys(hashed=("train.viterbi", "hmm", "features.kaldi.frame_shift"))
+TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
+# Stage 4: the phone (and word) LMs, then each decoder (whose own keys are added to DECODE).
+LM = StageKeys(hashed=("decode.lm_order", "decode.decoders"))
+DECODE = StageKeys(
+    hashed=("decode.checkpoint", "decode.batch_frames", "decode.max_batch_utts", *_FEATURES_AT_LOAD,
+            "hmm.optional_silence"),
+    unhashed=("decode.num_threads",),
+)  # fmt: skip
+# Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.
+SCORE = StageKeys(
+    hashed=(),
+    unhashed=("score", "models", "decode.decoders", "decode.splits", "decode.checkpoint", "recipe_name",
+              "features.name", "train.num_threads", "paths.results"),
+)  # fmt: skip

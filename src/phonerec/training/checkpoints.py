@@ -1,0 +1,58 @@
+"""Checkpoints of a training run: `<exp-dir>/checkpoints/epoch-<N>.pt` per epoch (model, optimizer, scheduler,
+task state, RNG states, progress, config), `best.pt` (the best epoch by dev PER) and `last.pt`, each written
+atomically; and loading a trained model from one."""
+
+import random
+from pathlib import Path
+
+import torch
+
+from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.pipeline.files import atomic_path, copy_atomic
+
+
+def epoch_checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every epoch checkpoint, oldest first."""
+    found = []
+    for path in (exp_dir / "checkpoints").glob("epoch-*.pt"):
+        number = path.stem.split("-")[1]
+        if number.isdigit():
+            found.append((int(number), path))
+    return sorted(found)
+
+
+def save_checkpoint(exp_dir: Path, checkpoint: dict, best_epoch: int, keep: int) -> Path:
+    """Write checkpoints/epoch-<N>.pt (and best.pt when N is the best epoch); keep the newest `keep` epoch
+    checkpoints and the best one."""
+    epoch = checkpoint["epoch"]
+    path = exp_dir / "checkpoints" / f"epoch-{epoch}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    if best_epoch == epoch:
+        copy_atomic(path, exp_dir / "best.pt")
+    for old_epoch, old_path in epoch_checkpoints(exp_dir)[:-keep]:
+        if old_epoch != best_epoch:
+            old_path.unlink()
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_model(path: Path) -> tuple[BLSTMAcousticModel, dict]:
+    """A model from a checkpoint, in eval mode, with the checkpoint's other entries (config, task state, ...)."""
+    checkpoint = load_checkpoint(path)
+    model = BLSTMAcousticModel(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    return model, checkpoint
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
