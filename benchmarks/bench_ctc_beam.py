@@ -70,9 +70,18 @@ def main() -> None:
         lm_dict.write_text("\n".join([*phones, "<unk>"]) + "\n")
 
         def kenlm(beam_size_token, word_dict=lm_dict):
-            return ctc_decoder(lexicon=None, tokens=phones, lm=str(arpa), lm_dict=word_dict and str(word_dict),
-                               lm_weight=math.log(10), beam_size=50, beam_size_token=beam_size_token,
-                               blank_token=phones[0], sil_token=phones[0], unk_word="<unk>")  # fmt: skip
+            return ctc_decoder(
+                lexicon=None,
+                tokens=phones,
+                lm=str(arpa),
+                lm_dict=word_dict and str(word_dict),
+                lm_weight=math.log(10),
+                beam_size=50,
+                beam_size_token=beam_size_token,
+                blank_token=phones[0],
+                sil_token=phones[0],
+                unk_word="<unk>",
+            )
 
         rows, reference_hyps = [], None
         for name, decoder in [

@@ -14,13 +14,31 @@ from phonerec.pipeline.markers import exclusive
 
 def main(args, cfg):
     with exclusive(args.decode_dir):
-        decode_stage(cfg, args.decoder, args.feat_dir, args.lang_dir, args.model_dir, args.lm_dir, args.decode_dir,
-                     args.tuned_dir)  # fmt: skip
+        decode_stage(
+            cfg,
+            args.decoder,
+            args.feat_dir,
+            args.lang_dir,
+            args.model_dir,
+            args.lm_dir,
+            args.decode_dir,
+            args.tuned_dir,
+        )
 
 
 if __name__ == "__main__":
-    step_main(main, __doc__, [("feat_dir", "feature dir to decode"), ("lang_dir", "lang dir"),
-                              ("model_dir", "experiment dir of the model"), ("lm_dir", "LM dir (stage 4's make_lm)"),
-                              ("decode_dir", "output decode dir")],
-              {"--decoder": {"required": True, "help": "a name in decode.decoders: greedy, lm, words"},
-               "--tuned-dir": {"type": Path, "help": "decode dir of the set that tuned the weights"}})  # fmt: skip
+    step_main(
+        main,
+        __doc__,
+        [
+            ("feat_dir", "feature dir to decode"),
+            ("lang_dir", "lang dir"),
+            ("model_dir", "experiment dir of the model"),
+            ("lm_dir", "LM dir (stage 4's make_lm)"),
+            ("decode_dir", "output decode dir"),
+        ],
+        {
+            "--decoder": {"required": True, "help": "a name in decode.decoders: greedy, lm, words"},
+            "--tuned-dir": {"type": Path, "help": "decode dir of the set that tuned the weights"},
+        },
+    )

@@ -17,6 +17,9 @@ def main(args, cfg):
 
 
 if __name__ == "__main__":
-    step_main(main, __doc__, [("data_dir", "input data dir (wav.scp, utt2spk, ...)"),
-                              ("feat_dir", "output feature dir")],
-              {"--lang": {"type": Path, "help": "lang dir whose phones.txt the transcripts must use"}})  # fmt: skip
+    step_main(
+        main,
+        __doc__,
+        [("data_dir", "input data dir (wav.scp, utt2spk, ...)"), ("feat_dir", "output feature dir")],
+        {"--lang": {"type": Path, "help": "lang dir whose phones.txt the transcripts must use"}},
+    )

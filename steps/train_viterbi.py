@@ -14,5 +14,13 @@ def main(args, cfg):
 
 
 if __name__ == "__main__":
-    step_main(main, __doc__, [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"),
-                              ("lang_dir", "lang dir"), ("exp_dir", "output experiment dir")])  # fmt: skip
+    step_main(
+        main,
+        __doc__,
+        [
+            ("train_dir", "training feature dir"),
+            ("dev_dir", "dev feature dir"),
+            ("lang_dir", "lang dir"),
+            ("exp_dir", "output experiment dir"),
+        ],
+    )

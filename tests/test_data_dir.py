@@ -11,7 +11,7 @@ import soundfile as sf
 from conftest import REPO, project_env, write_wav
 
 from phonerec.data.audio import check_audio_file, read_audio
-from phonerec.data.data_dir import Utterance, read_spk2utt, read_table, validate_data_dir, write_data_dir
+from phonerec.data.data_dir import Utterance, read_table, validate_data_dir, write_data_dir
 from phonerec.pipeline.errors import DataDirError
 
 PHONES = ["a", "b", "k", "t"]
@@ -78,7 +78,7 @@ def test_written_dir_is_valid_and_sorted(dirs):
     assert read_table(dirs.data / "text") == {utt: " ".join(phones) for utt, (_, phones) in UTTS.items()}
     assert read_table(dirs.data / "utt2spk") == {utt: spk for utt, (spk, _) in UTTS.items()}
     assert read_table(dirs.data / "wav.scp") == {utt: str(path) for utt, path in dirs.wavs.items()}
-    assert read_spk2utt(dirs.data / "spk2utt") == {
+    assert {spk: utts.split() for spk, utts in read_table(dirs.data / "spk2utt").items()} == {
         "alice": ["alice_01", "alice_02"],
         "bob": ["bob_01", "bob_02", "bob_03"],
     }

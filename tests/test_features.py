@@ -180,3 +180,36 @@ def test_truncated_wav_is_named_before_any_work(data_dir, tmp_path):
     with pytest.raises(DataDirError, match=r"wav\.scp:9: 'spkb_3': .*truncated"):
         make_features(data_dir, tmp_path / "feats", config())
     assert not (tmp_path / "feats" / "feats.scp").exists()
+
+
+def test_an_edited_transcript_is_copied_and_checked_again_without_extraction(data_dir, tmp_path, caplog):
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    (lang / "phones.txt").write_text("<blk> 0\nsil 1\na 2\nb 3\n")
+    feat_dir = tmp_path / "feats"
+    make_features(data_dir, feat_dir, config(), lang_dir=lang)
+    ark = next((feat_dir / "ark").glob("raw_*.ark"))
+    mtime = ark.stat().st_mtime_ns
+
+    # A corrected reference in the data dir: stage 1 copies it (no job reruns), so later stages see it.
+    text = data_dir / "text"
+    text.write_text(text.read_text().replace("spka_2 a b", "spka_2 b a"))
+    with caplog.at_level(logging.INFO):
+        make_features(data_dir, feat_dir, config(), lang_dir=lang)
+    assert "features already done" not in caplog.text
+    assert "0 of 1 jobs to run" in caplog.text
+    assert read_table(feat_dir / "text")["spka_2"] == "b a" and ark.stat().st_mtime_ns == mtime
+
+    # The copy edited in the feature dir: found to differ from its source, and copied again.
+    caplog.clear()
+    (feat_dir / "text").write_text((feat_dir / "text").read_text().replace("spkb_1 a b", "spkb_1 a"))
+    with caplog.at_level(logging.INFO):
+        make_features(data_dir, feat_dir, config(), lang_dir=lang)
+    assert f"{feat_dir / 'text'} differs from its source" in caplog.text
+    assert read_table(feat_dir / "text")["spkb_1"] == "a b"
+
+    # An unknown phone edited into the data dir: an error naming the file and line; the features stay.
+    text.write_text(text.read_text().replace("spkb_3 a b", "spkb_3 a zz"))
+    with pytest.raises(DataDirError, match=rf"{text}:9: 'spkb_3': phone 'zz' is not in"):
+        make_features(data_dir, feat_dir, config(), lang_dir=lang)
+    assert (feat_dir / "feats.scp").is_file() and ark.stat().st_mtime_ns == mtime

@@ -23,8 +23,15 @@ def corpus(tmp_path):
 
 
 def prepare(tmp_path, root, manifest, *overrides):
-    cfg = load_config([f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp_path}/data",
-                       f"paths.downloads={tmp_path}/downloads", *overrides])  # fmt: skip
+    cfg = load_config(
+        [
+            f"corpus.root={root}",
+            f"corpus.manifest={manifest}",
+            f"paths.data={tmp_path}/data",
+            f"paths.downloads={tmp_path}/downloads",
+            *overrides,
+        ]
+    )
     prepare_fsdd(cfg, tmp_path / "data")
     return tmp_path / "data"
 

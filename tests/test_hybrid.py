@@ -4,13 +4,14 @@ import itertools
 import logging
 import math
 import random
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from phonerec.decoding.hybrid import (
-    hybrid_search,
-    loop_search,
+    LoopGraph,
+    LoopPath,
     loop_search_batch,
     path_labels,
     phone_loop,
@@ -21,6 +22,29 @@ from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align import Topology
 
 NAMES = ["<blk>", "a", "b", "c"]
+
+
+@dataclass
+class HybridPath:
+    phones: list[int]  # phone ids, one per phone instance
+    score: float  # acoustic + LM + insertion score of the path (natural log)
+    states: list[int]  # the HMM state of every frame
+
+
+def loop_search(log_likelihoods: torch.Tensor, graph: LoopGraph, beam: float = math.inf) -> LoopPath:
+    """One utterance through the search the decoders run (loop_search_batch)."""
+    return loop_search_batch([log_likelihoods], graph, beam)[0]
+
+
+def hybrid_search(log_likelihoods, topo, lm, id2phone, lm_weight=1.0, insertion_bonus=0.0, beam=math.inf):
+    """One utterance through the phone loop, as the hybrid phone-LM decoder searches it; its phones are one id per
+    phone instance (two instances of a phone in a row stay two)."""
+    num_states = log_likelihoods.shape[-1] if isinstance(log_likelihoods, torch.Tensor) else None
+    if num_states is not None and num_states != topo.num_states:
+        raise ValueError(f"log_likelihoods has {num_states} states per frame, the topology {topo.num_states}")
+    graph, phone_ids = phone_loop(lm, id2phone, topo, lm_weight, insertion_bonus)
+    path = loop_search(log_likelihoods, graph, beam)
+    return HybridPath(phones=path_labels(path, phone_ids), score=path.score, states=path.states)
 
 
 def setup(num_phones: int, n: int, sentences=None, seed: int = 0):
@@ -249,8 +273,10 @@ def test_a_batch_decodes_as_each_utterance_alone():
     topo, id2phone, lm = setup(3, 2)
     graph, _ = phone_loop(lm, id2phone, topo, lm_weight=0.5, insertion_bonus=1.0)
     gen = torch.Generator().manual_seed(3)
-    utts = [torch.randn(int(torch.randint(2, 40, (1,), generator=gen)), topo.num_states, generator=gen) * 3
-            for _ in range(12)]  # fmt: skip
+    utts = [
+        torch.randn(int(torch.randint(2, 40, (1,), generator=gen)), topo.num_states, generator=gen) * 3
+        for _ in range(12)
+    ]
     for beam in (math.inf, 4.0, 0.0):  # beam 0 also sends some utterances through the search again
         batch = loop_search_batch(utts, graph, beam)
         alone = [loop_search(u, graph, beam) for u in utts]

@@ -6,8 +6,9 @@ from conftest import REPO, project_env
 
 
 def run_sh(*args, timeout=120):
-    return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        ["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_help_lists_stages_and_options():

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../share
 
 
 def run_sh(*args):
-    return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=600)
 
 
 def fsdd_subset(root, takes):
@@ -55,6 +54,18 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
     assert result.returncode == 0
     assert result.stderr.count("features already done with these settings") == 3
 
+    # An unknown phone edited into a transcript: stage 1 names the file and line, and keeps the features.
+    text = data / "dev" / "text"
+    original = text.read_text()
+    lines = original.splitlines()
+    lines[2] += " zz"
+    text.write_text("\n".join(lines) + "\n")
+    result = run_sh("--stage", "1", "--stop-stage", "1", *overrides)
+    assert result.returncode == 1
+    assert f"{text}:3: '{lines[2].split()[0]}': phone 'zz' is not in" in result.stderr
+    assert (data / "mfcc" / "dev" / "feats.scp").is_file()
+    text.write_text(original)
+
     # A wav.scp entry pointing at a truncated wav: a clear error naming it, and the old features kept.
     truncated = tmp_path / "truncated.wav"
     truncated.write_bytes((SHARED_FSDD / "recordings" / "3_george_4.wav").read_bytes()[:3000])
@@ -72,20 +83,37 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
 def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     root = fsdd_subset(tmp_path / "fsdd", takes=range(4))
     exp = tmp_path / "exp"
-    overrides = [f"corpus.root={root}", f"paths.data={tmp_path}/data", f"paths.exp={exp}",
-                 f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1", "model.hidden_size=32",
-                 "train.num_threads=1", "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]",
-                 "train.ctc.epochs=6", "decode.ctc_beam.lm_weights=[0,0.5]",
-                 "decode.ctc_beam.insertion_bonuses=[0,1]",
-                 "decode.hybrid.acoustic_scales=[0.3,1.0]", "decode.hybrid.insertion_bonuses=[0]",
-                 "decode.words.lm_weights=[0,1]", "decode.words.word_scores=[0]"]  # fmt: skip
+    overrides = [
+        f"corpus.root={root}",
+        f"paths.data={tmp_path}/data",
+        f"paths.exp={exp}",
+        f"paths.results={tmp_path}/RESULTS.md",
+        "nj=1",
+        "model.num_layers=1",
+        "model.hidden_size=32",
+        "train.num_threads=1",
+        "train.viterbi.epochs=3",
+        "train.viterbi.realign_epochs=[1,2]",
+        "train.ctc.epochs=6",
+        "decode.ctc_beam.lm_weights=[0,0.5]",
+        "decode.ctc_beam.insertion_bonuses=[0,1]",
+        "decode.hybrid.acoustic_scales=[0.3,1.0]",
+        "decode.hybrid.insertion_bonuses=[0]",
+        "decode.words.lm_weights=[0,1]",
+        "decode.words.word_scores=[0]",
+    ]
     result = run_sh("--stop-stage", "2", *overrides)
     assert result.returncode == 0, result.stdout + result.stderr
 
     # Stage 3 killed (SIGKILL, the whole process group) once its first checkpoint is written.
-    process = subprocess.Popen(["./run.sh", "--stage", "3", "--stop-stage", "3", *overrides], cwd=REPO,
-                               env=project_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        ["./run.sh", "--stage", "3", "--stop-stage", "3", *overrides],
+        cwd=REPO,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not (exp / "ctc" / "checkpoints" / "epoch-1.pt").exists() and time.time() < deadline:
         assert process.poll() is None, "stage 3 ended before its first checkpoint"
@@ -137,13 +165,24 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
 
 def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     exp = tmp_path / "exp"
-    overrides = ["recipe=timit_sample", f"corpus.root={SHARED_TIMIT}", f"paths.data={tmp_path}/data",
-                 f"paths.exp={exp}", f"paths.results={tmp_path}/RESULTS.md", "nj=1", "model.num_layers=1",
-                 "model.hidden_size=32", "train.num_threads=1", "train.viterbi.epochs=3",
-                 "train.viterbi.realign_epochs=[2,3]", "train.ctc.epochs=2", "decode.ctc_beam.lm_weights=[0.5]",
-                 "decode.ctc_beam.insertion_bonuses=[1]",
-                 "decode.hybrid.acoustic_scales=[0.5]",
-                 "decode.hybrid.insertion_bonuses=[0]"]  # fmt: skip
+    overrides = [
+        "recipe=timit_sample",
+        f"corpus.root={SHARED_TIMIT}",
+        f"paths.data={tmp_path}/data",
+        f"paths.exp={exp}",
+        f"paths.results={tmp_path}/RESULTS.md",
+        "nj=1",
+        "model.num_layers=1",
+        "model.hidden_size=32",
+        "train.num_threads=1",
+        "train.viterbi.epochs=3",
+        "train.viterbi.realign_epochs=[2,3]",
+        "train.ctc.epochs=2",
+        "decode.ctc_beam.lm_weights=[0.5]",
+        "decode.ctc_beam.insertion_bonuses=[1]",
+        "decode.hybrid.acoustic_scales=[0.5]",
+        "decode.hybrid.insertion_bonuses=[0]",
+    ]
     result = run_sh(*overrides)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "train: 80 utterances of 10 speakers" in result.stderr

@@ -23,10 +23,17 @@ def test_done_marker_round_trip(tmp_path):
 
 def test_a_second_run_on_the_same_dir_is_refused(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from phonerec.pipeline.markers import exclusive\nwith exclusive({str(tmp_path)!r}):\n"
-         "    print('held', flush=True)\n    input()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=project_env(),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"from phonerec.pipeline.markers import exclusive\nwith exclusive({str(tmp_path)!r}):\n"
+            "    print('held', flush=True)\n    input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=project_env(),
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RecipeError, match=f"in use by another run \\(pid {holder.pid}\\)"):
         with exclusive(tmp_path):

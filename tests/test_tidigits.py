@@ -12,7 +12,7 @@ import soundfile as sf
 from conftest import REPO, project_env
 
 from phonerec.data.corpora.tidigits import prepare_tidigits
-from phonerec.data.data_dir import read_spk2utt, read_table, validate_data_dir
+from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.lang import read_phones
 from phonerec.features import make_features
 from phonerec.pipeline.config import load_config
@@ -33,9 +33,18 @@ TREE = {
     },
 }
 LEXICON = {
-    "one": "w ah n", "two": "t uw", "three": "th r iy", "four": "f ao r", "five": "f ay v", "six": "s ih k s",
-    "seven": "s eh v ah n", "eight": "ey t", "nine": "n ay n", "oh": "ow", "zero": "z ih r ow",
-}  # fmt: skip
+    "one": "w ah n",
+    "two": "t uw",
+    "three": "th r iy",
+    "four": "f ao r",
+    "five": "f ay v",
+    "six": "s ih k s",
+    "seven": "s eh v ah n",
+    "eight": "ey t",
+    "nine": "n ay n",
+    "oh": "ow",
+    "zero": "z ih r ow",
+}
 
 
 def write_nist(path, seconds, freq, seed, rate=RATE):
@@ -106,7 +115,7 @@ def test_adult_data_dirs_lang_and_transcripts(tmp_path, root):
     for split in ("train", "dev", "test"):
         assert validate_data_dir(data / split, data / "lang") == len(expected[split])
         assert read_table(data / split / "utt2spk") == expected[split]  # no boy or girl anywhere
-        spk2utt = read_spk2utt(data / split / "spk2utt")
+        spk2utt = {spk: utts.split() for spk, utts in read_table(data / split / "spk2utt").items()}
         assert spk2utt == {s: sorted(u for u in expected[split] if expected[split][u] == s) for s in spk2utt}
         text, words = read_table(data / split / "text"), read_table(data / split / "text.words")
         for utt, transcript in words.items():
@@ -250,8 +259,12 @@ def test_entry_point_and_features_of_20khz_nist(tmp_path, root):
     # The step as run.sh runs it: local/<corpus.name>/prepare_data.py.
     result = subprocess.run(
         [sys.executable, "local/tidigits/prepare_data.py", str(data), "recipe=tidigits", f"corpus.root={root}"],
-        cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert (data / ".done.prepare").is_file()
 

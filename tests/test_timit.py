@@ -49,8 +49,13 @@ def write_utterance(folder, name, nist: bool, upper: bool):
 
 def make_ldc(root):
     """Upper-case LDC layout: train speakers, a dev-list speaker, a core-test speaker, one in neither list."""
-    for part, dialect, speaker in (("TRAIN", "DR1", "FCJF0"), ("TRAIN", "DR2", "MABC0"), ("TEST", "DR1", "FAKS0"),
-                                   ("TEST", "DR3", "MDAB0"), ("TEST", "DR4", "MZZZ0")):  # fmt: skip
+    for part, dialect, speaker in (
+        ("TRAIN", "DR1", "FCJF0"),
+        ("TRAIN", "DR2", "MABC0"),
+        ("TEST", "DR1", "FAKS0"),
+        ("TEST", "DR3", "MDAB0"),
+        ("TEST", "DR4", "MZZZ0"),
+    ):
         for sentence in ("SA1", "SI648", "SX38"):
             write_utterance(root / "TIMIT" / part / dialect / speaker, sentence, nist=True, upper=True)
     return root
@@ -65,8 +70,15 @@ def make_sample(root):
 
 
 def prepare(tmp_path, root, *overrides):
-    cfg = load_config(["recipe=timit_sample", f"corpus.root={root}", f"paths.data={tmp_path}/data",
-                       f"paths.downloads={tmp_path}/downloads", *overrides])  # fmt: skip
+    cfg = load_config(
+        [
+            "recipe=timit_sample",
+            f"corpus.root={root}",
+            f"paths.data={tmp_path}/data",
+            f"paths.downloads={tmp_path}/downloads",
+            *overrides,
+        ]
+    )
     prepare_timit(cfg, tmp_path / "data")
     return tmp_path / "data"
 
@@ -89,8 +101,15 @@ def test_fold_segments_deletes_q_and_merges_equal_neighbours():
     segments = fold_segments(PHN, to39, 16000, "x.phn")
     # q's time goes to h# before it; tcl/t stay apart; pau, bcl fold to sil and merge.
     assert [(s.label, s.start, s.end) for s in segments] == [
-        ("sil", 0.0, 0.15), ("ih", 0.15, 0.25), ("sil", 0.25, 0.3), ("t", 0.3, 0.35), ("sil", 0.35, 0.45),
-        ("b", 0.45, 0.5), ("aa", 0.5, 0.6), ("sil", 0.6, 0.7)]  # fmt: skip
+        ("sil", 0.0, 0.15),
+        ("ih", 0.15, 0.25),
+        ("sil", 0.25, 0.3),
+        ("t", 0.3, 0.35),
+        ("sil", 0.35, 0.45),
+        ("b", 0.45, 0.5),
+        ("aa", 0.5, 0.6),
+        ("sil", 0.6, 0.7),
+    ]
     # A q at the utterance start gives its time to the segment after it.
     first = fold_segments([(0, 800, "q"), (800, 1600, "ih")], to39, 16000, "x.phn")
     assert [(s.label, s.start, s.end) for s in first] == [("ih", 0.0, 0.1)]
@@ -125,8 +144,13 @@ def test_ldc_layout_upper_case_nist(tmp_path):
 
 def test_sample_layout_and_39_phone_training_set(tmp_path):
     root = make_sample(tmp_path / "sample")
-    data = prepare(tmp_path, root, "corpus.sample_dev_speakers=[dr7-fblv0]", "corpus.sample_test_speakers=[fapb0]",
-                   "corpus.train_phones=score39")  # fmt: skip
+    data = prepare(
+        tmp_path,
+        root,
+        "corpus.sample_dev_speakers=[dr7-fblv0]",
+        "corpus.sample_test_speakers=[fapb0]",
+        "corpus.train_phones=score39",
+    )
     assert set(read_table(data / "dev" / "utt2spk").values()) == {"fblv0"}
     assert set(read_table(data / "test" / "utt2spk").values()) == {"fapb0"}
     assert set(read_table(data / "train" / "utt2spk").values()) == {"fvmh0", "mcpm0"}
@@ -157,10 +181,22 @@ def served_zip(tmp_path, http_server):
 def test_sample_download_checked_by_size_and_md5(tmp_path, served_zip):
     url, size, md5 = served_zip
     speakers = ["corpus.sample_dev_speakers=[dr7-fblv0]", "corpus.sample_test_speakers=[dr6-fapb0]"]
-    data = prepare(tmp_path, "null", f"corpus.sample_url={url}", f"corpus.sample_size={size}",
-                   f"corpus.sample_md5={md5}", *speakers)  # fmt: skip
+    data = prepare(
+        tmp_path,
+        "null",
+        f"corpus.sample_url={url}",
+        f"corpus.sample_size={size}",
+        f"corpus.sample_md5={md5}",
+        *speakers,
+    )
     assert (tmp_path / "downloads" / "timit" / "timit_sample" / "timit" / "dr1-fvmh0").is_dir()
     assert len(read_table(data / "train" / "text")) == 4
     with pytest.raises(CorpusError, match="MD5"):
-        prepare(tmp_path / "again", "null", f"corpus.sample_url={url}", f"corpus.sample_size={size}",
-                "corpus.sample_md5=00000000000000000000000000000000", *speakers)  # fmt: skip
+        prepare(
+            tmp_path / "again",
+            "null",
+            f"corpus.sample_url={url}",
+            f"corpus.sample_size={size}",
+            "corpus.sample_md5=00000000000000000000000000000000",
+            *speakers,
+        )

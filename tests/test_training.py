@@ -3,20 +3,30 @@ interruption giving the same model as an uninterrupted run, CTC from the Viterbi
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
 from conftest import make_fsdd_copy
 
 from phonerec.data.corpora.fsdd import prepare_fsdd
+from phonerec.data.data_dir import read_table
 from phonerec.features import make_features
 from phonerec.pipeline.config import load_config
-from phonerec.pipeline.decode_stages import decode_stage
+from phonerec.pipeline.decode_stages import decode_stage, make_lm_stage
 from phonerec.pipeline.score_stages import score_phones
 from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage
 
-TINY = ["model.num_layers=1", "model.hidden_size=16", "model.dropout=0.1", "train.num_threads=1",
-        "train.viterbi.epochs=3", "train.viterbi.realign_epochs=[1,2]", "train.ctc.epochs=2", "nj=1"]  # fmt: skip
+TINY = [
+    "model.num_layers=1",
+    "model.hidden_size=16",
+    "model.dropout=0.1",
+    "train.num_threads=1",
+    "train.viterbi.epochs=3",
+    "train.viterbi.realign_epochs=[1,2]",
+    "train.ctc.epochs=2",
+    "nj=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +89,9 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
 
     for model_dir in (exp, ctc):
         decode_dir = model_dir / "decode_test_greedy"
-        decode_stage(cfg, "greedy", tmp / "data" / "mfcc" / "test", lang_dir, model_dir, tmp / "data" / "lm", decode_dir)
+        decode_stage(
+            cfg, "greedy", tmp / "data" / "mfcc" / "test", lang_dir, model_dir, tmp / "data" / "lm", decode_dir
+        )
         result = score_phones(cfg, decode_dir)
         assert result["total"]["n"] > 0 and (decode_dir / "per.txt").is_file()
 
@@ -90,7 +102,51 @@ def test_changed_settings_move_the_old_run_aside(prepared, tmp_path):
     exp = tmp_path / "viterbi"
     train_viterbi_stage(load_config([*overrides, "train.viterbi.epochs=1"]), train_dir, dev_dir, lang_dir, exp)
     old_digest = (exp / "run_digest").read_text().strip()
-    train_viterbi_stage(load_config([*overrides, "train.viterbi.epochs=1", "train.viterbi.lr=0.01"]),
-                        train_dir, dev_dir, lang_dir, exp)  # fmt: skip
+    train_viterbi_stage(
+        load_config([*overrides, "train.viterbi.epochs=1", "train.viterbi.lr=0.01"]), train_dir, dev_dir, lang_dir, exp
+    )
     assert (tmp_path / f"viterbi.{old_digest}" / "best.pt").is_file()
     assert (exp / "run_digest").read_text().strip() != old_digest
+
+
+def test_a_decode_reruns_when_a_setting_or_file_it_reads_changes_and_only_then(prepared, tmp_path, caplog):
+    tmp, overrides = prepared
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    exp, lm_dir, decode_dir = tmp_path / "viterbi", tmp_path / "lm", tmp_path / "viterbi" / "decode_test_lm"
+    test_dir = tmp_path / "test"
+    shutil.copytree(tmp / "data" / "mfcc" / "test", test_dir)  # its feats.scp points at the shared arks
+    overrides = [
+        *overrides,
+        "train.viterbi.epochs=1",
+        "decode.hybrid.acoustic_scales=[0.5]",
+        "decode.hybrid.insertion_bonuses=[0]",
+    ]
+    train_viterbi_stage(load_config(overrides), train_dir, dev_dir, lang_dir, exp)
+    make_lm_stage(load_config(overrides), tmp / "data" / "train", lm_dir)
+
+    def decode(*more):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            decode_stage(load_config([*overrides, *more]), "lm", test_dir, lang_dir, exp, lm_dir, decode_dir)
+        return "already done" not in caplog.text
+
+    assert decode()
+    assert not decode()
+    # Settings the hybrid decoder reads (decode.prior_scale was train.viterbi.prior_scale, read but not hashed).
+    assert decode("decode.prior_scale=0.5")
+    assert decode("decode.prior_scale=0.5", "hmm.optional_silence=false")
+    # Settings it does not read: another stage's, another decoder's, a thread count.
+    assert not decode(
+        "decode.prior_scale=0.5",
+        "hmm.optional_silence=false",
+        "train.viterbi.lr=0.5",
+        "decode.ctc_beam.beam_size=3",
+        "features.kaldi.num_ceps=5",
+        "decode.num_threads=1",
+    )
+    # A corrected reference in the feature dir it reads: decoded again, with the new reference.
+    text = test_dir / "text"
+    utt, phones = text.read_text().splitlines()[0].split(" ", 1)
+    text.write_text(text.read_text().replace(f"{utt} {phones}", f"{utt} {phones} {phones.split()[0]}", 1))
+    assert decode("decode.prior_scale=0.5", "hmm.optional_silence=false")
+    assert read_table(decode_dir / "ref.txt")[utt] == f"{phones} {phones.split()[0]}"

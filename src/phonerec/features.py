@@ -187,8 +187,12 @@ def _extract(data_dir: Path, feat_dir: Path, lang_dir: Path | None, cfg: DictCon
     if pending:
         log.info(
             "extracted %d utterances, %.1f s of audio, in %.1f s wall time: %.0fx real time (RTF %.4f)",
-            todo, audio_seconds, elapsed, audio_seconds / elapsed, elapsed / max(audio_seconds, 1e-9),
-        )  # fmt: skip
+            todo,
+            audio_seconds,
+            elapsed,
+            audio_seconds / elapsed,
+            elapsed / max(audio_seconds, 1e-9),
+        )
 
     # Merge only now: feats.scp appears whole or not at all.
     feats_scp = {}

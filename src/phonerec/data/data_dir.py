@@ -2,10 +2,12 @@
 
 A data dir holds, one `<id> <value>` line each, sorted and unique under LC_ALL=C:
   wav.scp     utterance -> audio file (plain paths; no pipes)
-  text        utterance -> phone sequence (no silence)
+  text        utterance -> phone sequence: without silence for the digit corpora (alignment graphs add it,
+              optional), with it for TIMIT, whose transcripts hold their pauses
   text.words  utterance -> word transcript (optional)
   utt2spk     utterance -> speaker; utterance ids start with their speaker id
   spk2utt     speaker -> its utterances
+  phones.ctm  hand-labelled phone segments (TIMIT), for alignment accuracy
 and after feature extraction feats.scp, utt2num_frames and cmvn.scp.
 """
 
@@ -51,10 +53,6 @@ def read_table(path: Path) -> dict[str, str]:
             key, _, value = line.rstrip("\n").partition(" ")
             rows[key] = value.strip()
     return rows
-
-
-def read_spk2utt(path: Path) -> dict[str, list[str]]:
-    return {spk: utts.split() for spk, utts in read_table(path).items()}
 
 
 def write_data_dir(out_dir: Path, utterances: list[Utterance]) -> None:

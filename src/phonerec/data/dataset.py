@@ -22,7 +22,7 @@ class Example:
     utt: str
     speaker: str
     feats: torch.Tensor  # (frames, dim), float32
-    phones: list[int]  # ids of lang/phones.txt, no silence
+    phones: list[int]  # ids of lang/phones.txt, as `text` has them (with silence for TIMIT, without for digits)
     word_ends: list[int] | None  # indices into `phones` where a word ends; None: unknown
 
 

@@ -153,14 +153,19 @@ class CTCGreedy(PhoneDecoder):
     keys = StageKeys(hashed=("features.kaldi.frame_shift",))
 
     def decode(self, point, examples, posteriors) -> Hyps:
-        return {e.utt: self._phones(ctc_greedy(lp.unsqueeze(0), torch.tensor([len(lp)]))[0])
-                for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
+        return {
+            e.utt: self._phones(ctc_greedy(lp.unsqueeze(0), torch.tensor([len(lp)]))[0])
+            for e, lp in zip(examples, posteriors, strict=True)
+        }
 
     def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
         """torchaudio's CTC forced alignment (utterances too short for their labels are left out)."""
         shift = frame_shift(self.cfg, self.checkpoint["model_args"]["subsample"])
-        return {e.utt: ctc_segments(lp, e.phones, 0, shift, self.id2phone)
-                for e, lp in zip(examples, posteriors, strict=True) if len(lp) >= ctc_min_frames(e.phones)}  # fmt: skip
+        return {
+            e.utt: ctc_segments(lp, e.phones, 0, shift, self.id2phone)
+            for e, lp in zip(examples, posteriors, strict=True)
+            if len(lp) >= ctc_min_frames(e.phones)
+        }
 
 
 class FrameArgmax(PhoneDecoder):
@@ -174,8 +179,10 @@ class FrameArgmax(PhoneDecoder):
 
     def decode(self, point, examples, posteriors) -> Hyps:
         state_to_phone = self.topo.state_to_phone()
-        return {e.utt: self._phones(frame_argmax(lp.unsqueeze(0), torch.tensor([len(lp)]), state_to_phone)[0])
-                for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
+        return {
+            e.utt: self._phones(frame_argmax(lp.unsqueeze(0), torch.tensor([len(lp)]), state_to_phone)[0])
+            for e, lp in zip(examples, posteriors, strict=True)
+        }
 
     def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
         """Viterbi through each utterance's graph on scaled likelihoods (the priors of the model's last
@@ -184,21 +191,25 @@ class FrameArgmax(PhoneDecoder):
         priors = self.checkpoint["task"].get("log_priors")
         state_to_phone = self.topo.state_to_phone()
         segments = {}
-        batches = make_batches([len(lp) for lp in posteriors], self.cfg.decode.batch_frames,
-                               self.cfg.decode.max_batch_utts)  # fmt: skip
+        batches = make_batches(
+            [len(lp) for lp in posteriors], self.cfg.decode.batch_frames, self.cfg.decode.max_batch_utts
+        )
         for batch in batches:
             lengths = torch.tensor([len(posteriors[i]) for i in batch])
             scores = torch.nn.utils.rnn.pad_sequence([posteriors[i] for i in batch], batch_first=True)
             if priors is not None:
                 scores = scores - self.cfg.decode.prior_scale * priors
-            graphs = [build_graph(examples[i].phones, self.topo, examples[i].word_ends, self.cfg.hmm.optional_silence)
-                      for i in batch]  # fmt: skip
+            graphs = [
+                build_graph(examples[i].phones, self.topo, examples[i].word_ends, self.cfg.hmm.optional_silence)
+                for i in batch
+            ]
             alignment, loglik = viterbi_align(scores, lengths, graphs, self.topo)
             for k, i in enumerate(batch):
                 if torch.isfinite(loglik[k]):
                     states = alignment[k, : lengths[k]].tolist()
-                    segments[examples[i].utt] = frames_to_segments(self._phones([state_to_phone[s] for s in states]),
-                                                                   shift)  # fmt: skip
+                    segments[examples[i].utt] = frames_to_segments(
+                        self._phones([state_to_phone[s] for s in states]), shift
+                    )
         return segments
 
 
@@ -220,10 +231,13 @@ class CTCBeamLM(PhoneDecoder):
     def decode(self, point, examples, posteriors) -> Hyps:
         phones = [self.id2phone[i] for i in range(len(self.id2phone))]
         beam = self.cfg.decode.ctc_beam
-        decoder = make_ctc_beam_decoder(phones, self.lm, point["lm_weight"], point["insertion_bonus"], beam.beam_size,
-                                        beam.beam_size_token)  # fmt: skip
-        return {e.utt: self._phones(ctc_beam_decode(decoder, lp.unsqueeze(0), torch.tensor([len(lp)]))[0])
-                for e, lp in zip(examples, posteriors, strict=True)}  # fmt: skip
+        decoder = make_ctc_beam_decoder(
+            phones, self.lm, point["lm_weight"], point["insertion_bonus"], beam.beam_size, beam.beam_size_token
+        )
+        return {
+            e.utt: self._phones(ctc_beam_decode(decoder, lp.unsqueeze(0), torch.tensor([len(lp)]))[0])
+            for e, lp in zip(examples, posteriors, strict=True)
+        }
 
 
 class _HybridSearch:
@@ -231,8 +245,10 @@ class _HybridSearch:
     likelihoods (decode.prior_scale, the acoustic scale), a batch of similar lengths at a time
     (decode.hybrid.batch_frames)."""
 
-    KEYS = StageKeys(hashed=("decode.hybrid.beam", "decode.hybrid.acoustic_scales", "decode.prior_scale",
-                             "hmm.states_per_phone"), unhashed=("decode.hybrid.batch_frames",))  # fmt: skip
+    KEYS = StageKeys(
+        hashed=("decode.hybrid.beam", "decode.hybrid.acoustic_scales", "decode.prior_scale", "hmm.states_per_phone"),
+        unhashed=("decode.hybrid.batch_frames",),
+    )
 
     def _search(self, examples, posteriors, acoustic_scale: float, graph: LoopGraph) -> list[LoopPath]:
         hcfg = self.cfg.decode.hybrid
@@ -240,8 +256,9 @@ class _HybridSearch:
         scaled = [scaled_log_likelihoods(lp, priors, self.cfg.decode.prior_scale, acoustic_scale) for lp in posteriors]
         paths = [None] * len(scaled)
         for batch in make_batches([len(s) for s in scaled], hcfg.batch_frames, len(scaled)):
-            found = loop_search_batch([scaled[i] for i in batch], graph, hcfg.beam,
-                                      names=[examples[i].utt for i in batch])  # fmt: skip
+            found = loop_search_batch(
+                [scaled[i] for i in batch], graph, hcfg.beam, names=[examples[i].utt for i in batch]
+            )
             for i, path in zip(batch, found, strict=True):
                 paths[i] = path
         return paths
@@ -253,8 +270,9 @@ class HybridPhoneLM(_HybridSearch, PhoneDecoder):
 
     def grid(self) -> list[dict]:
         hcfg = self.cfg.decode.hybrid
-        return [{"acoustic_scale": a, "insertion_bonus": b} for a in hcfg.acoustic_scales
-                for b in hcfg.insertion_bonuses]  # fmt: skip
+        return [
+            {"acoustic_scale": a, "insertion_bonus": b} for a in hcfg.acoustic_scales for b in hcfg.insertion_bonuses
+        ]
 
     @functools.cached_property
     def lm(self) -> NgramLM:
@@ -282,10 +300,17 @@ class CTCLexiconWords(WordDecoder):
 
     def decode(self, point, examples, posteriors) -> Hyps:
         phones = [self.id2phone[i] for i in range(len(self.id2phone))]
-        decoder = ctc_decoder(lexicon=str(self.lang_dir / "lexicon.txt"), tokens=phones,
-                              lm=str(self.lm_dir / "words.2gram.arpa"), lm_weight=point["lm_weight"],
-                              word_score=point["word_score"], beam_size=self.cfg.decode.words.beam_size,
-                              blank_token=phones[0], sil_token=phones[1], unk_word="<unk>")  # fmt: skip
+        decoder = ctc_decoder(
+            lexicon=str(self.lang_dir / "lexicon.txt"),
+            tokens=phones,
+            lm=str(self.lm_dir / "words.2gram.arpa"),
+            lm_weight=point["lm_weight"],
+            word_score=point["word_score"],
+            beam_size=self.cfg.decode.words.beam_size,
+            blank_token=phones[0],
+            sil_token=phones[1],
+            unk_word="<unk>",
+        )
         hyps = {}
         for e, lp in zip(examples, posteriors, strict=True):
             best = decoder(lp.unsqueeze(0).float().contiguous(), torch.tensor([len(lp)], dtype=torch.int32))[0]
@@ -298,8 +323,11 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
     keys = _HybridSearch.KEYS | StageKeys(hashed=("decode.words.word_scores",))
 
     def grid(self) -> list[dict]:
-        return [{"acoustic_scale": a, "word_score": b} for a in self.cfg.decode.hybrid.acoustic_scales
-                for b in self.cfg.decode.words.word_scores]  # fmt: skip
+        return [
+            {"acoustic_scale": a, "word_score": b}
+            for a in self.cfg.decode.hybrid.acoustic_scales
+            for b in self.cfg.decode.words.word_scores
+        ]
 
     @functools.cached_property
     def lm(self) -> NgramLM:
@@ -309,7 +337,14 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
         topo = read_topology(self.lang_dir, self.cfg)
         lexicon = read_lexicon(self.lang_dir / "lexicon.txt")
         phone2id = {p: i for i, p in self.id2phone.items()}
-        graph, words = word_loop(lexicon, phone2id, topo, self.lm, lm_weight=1.0, word_score=point["word_score"],
-                                 optional_silence=self.cfg.hmm.optional_silence)  # fmt: skip
+        graph, words = word_loop(
+            lexicon,
+            phone2id,
+            topo,
+            self.lm,
+            lm_weight=1.0,
+            word_score=point["word_score"],
+            optional_silence=self.cfg.hmm.optional_silence,
+        )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
         return {e.utt: path_labels(path, words) for e, path in zip(examples, paths, strict=True)}

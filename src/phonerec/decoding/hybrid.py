@@ -47,13 +47,6 @@ NEG_INF = float("-inf")
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class HybridPath:
-    phones: list[int]  # phone ids, one per phone instance
-    score: float  # acoustic + LM + insertion score of the path (natural log)
-    states: list[int]  # the HMM state of every frame
-
-
 def scaled_log_likelihoods(
     log_posteriors: torch.Tensor,
     log_priors: torch.Tensor | None = None,
@@ -143,39 +136,41 @@ def word_loop(
     return LoopGraph(chains, start, trans, end), words
 
 
-def loop_search(log_likelihoods: torch.Tensor, graph: LoopGraph, beam: float = math.inf) -> LoopPath:
-    """The best path through a loop graph for one utterance's (T, S) scaled log-likelihoods; see the module
-    docstring. Raises ValueError if T is shorter than every chain or every path scores -inf."""
-    return loop_search_batch([log_likelihoods], graph, beam)[0]
-
-
 def loop_search_batch(
     log_likelihoods: list[torch.Tensor], graph: LoopGraph, beam: float = math.inf, names: list[str] | None = None
 ) -> list[LoopPath]:
-    """`loop_search` of several utterances at once (their frames in step: one pass over the longest); `names`
-    name them in errors (default: their index)."""
+    """The best path through a loop graph of each utterance's (T, S) scaled log-likelihoods, several utterances at
+    once (their frames in step: one pass over the longest); see the module docstring. `names` name them in errors
+    (default: their index). Raises ValueError if T is shorter than every chain or every path scores -inf."""
     names = names or [str(i) for i in range(len(log_likelihoods))]
     shortest = min(len(c) for c in graph.chains)
     needed = max(max(c) for c in graph.chains) + 1
     scores = []
     for name, ll in zip(names, log_likelihoods, strict=True):
         if not isinstance(ll, torch.Tensor) or ll.dim() != 2:
-            raise ValueError(f"utterance {name}: log_likelihoods must be a (T, S) tensor, got "
-                             f"{getattr(ll, 'shape', None)}")  # fmt: skip
+            raise ValueError(
+                f"utterance {name}: log_likelihoods must be a (T, S) tensor, got {getattr(ll, 'shape', None)}"
+            )
         if ll.shape[0] < shortest:
-            raise ValueError(f"utterance {name}: {ll.shape[0]} frames are fewer than the {shortest} states of the "
-                             "shortest unit: no path")  # fmt: skip
+            raise ValueError(
+                f"utterance {name}: {ll.shape[0]} frames are fewer than the {shortest} states of the "
+                "shortest unit: no path"
+            )
         if ll.shape[1] < needed:
-            raise ValueError(f"utterance {name}: log_likelihoods has {ll.shape[1]} states per frame, the graph uses "
-                             f"{needed}")  # fmt: skip
+            raise ValueError(
+                f"utterance {name}: log_likelihoods has {ll.shape[1]} states per frame, the graph uses {needed}"
+            )
         scores.append(ll.detach().to(device="cpu", dtype=torch.float64))
     if not beam >= 0:  # also refuses nan
         raise ValueError(f"beam must be >= 0, got {beam}")
     paths = _viterbi(scores, graph, beam)
     failed = [i for i, path in enumerate(paths) if path is None]
     if failed and not math.isinf(beam):
-        log.warning("no path survived beam %g to the last frame of %s; decoding again with no beam", beam,
-                    ", ".join(names[i] for i in failed))  # fmt: skip
+        log.warning(
+            "no path survived beam %g to the last frame of %s; decoding again with no beam",
+            beam,
+            ", ".join(names[i] for i in failed),
+        )
         for i, path in zip(failed, _viterbi([scores[i] for i in failed], graph, math.inf), strict=True):
             paths[i] = path
     for name, path in zip(names, paths, strict=True):
@@ -188,25 +183,6 @@ def path_labels(path: LoopPath, labels: list) -> list:
     """What a path's units stand for, in order, given the label of each unit (`phone_loop`'s phone ids,
     `word_loop`'s words); units labelled None (the word loop's leading silence) are left out."""
     return [labels[u] for u in path.units if labels[u] is not None]
-
-
-def hybrid_search(
-    log_likelihoods: torch.Tensor,
-    topo: Topology,
-    lm: NgramLM,
-    id2phone: Mapping[int, str],
-    lm_weight: float = 1.0,
-    insertion_bonus: float = 0.0,
-    beam: float = math.inf,
-) -> HybridPath:
-    """The best path through the phone loop for one utterance's (T, S) scaled log-likelihoods; its phones are
-    one id per phone instance (two instances of a phone in a row stay two)."""
-    num_states = log_likelihoods.shape[-1] if isinstance(log_likelihoods, torch.Tensor) else None
-    if num_states is not None and num_states != topo.num_states:
-        raise ValueError(f"log_likelihoods has {num_states} states per frame, the topology {topo.num_states}")
-    graph, phone_ids = phone_loop(lm, id2phone, topo, lm_weight, insertion_bonus)
-    path = loop_search(log_likelihoods, graph, beam)
-    return HybridPath(phones=path_labels(path, phone_ids), score=path.score, states=path.states)
 
 
 def _viterbi(scores: list[torch.Tensor], graph: LoopGraph, beam: float) -> list[LoopPath | None]:

@@ -45,10 +45,6 @@ class Graph:
     states: list[int]
     optional: list[bool]
 
-    @property
-    def min_frames(self) -> int:
-        return sum(1 for opt in self.optional if not opt)
-
 
 def build_graph(
     phones: list[int], topo: Topology, word_ends: list[int] | None = None, optional_silence: bool = True

@@ -34,24 +34,37 @@ def make_lm_stage(cfg: DictConfig, train_dir: Path, lm_dir: Path) -> None:
     words_file = train_dir / "text.words"
     if words and not words_file.is_file():
         raise RecipeError(f"decode.decoders has words, but {words_file} is missing")
-    stage = StageRun(lm_dir, "lm", LM.digest(cfg, file_sha256(train_dir / "text"),
-                                             file_sha256(words_file) if words else None))  # fmt: skip
+    stage = StageRun(
+        lm_dir, "lm", LM.digest(cfg, file_sha256(train_dir / "text"), file_sha256(words_file) if words else None)
+    )
     if stage.done:
         return
     with stage:
         sentences = [v.split() for v in read_table(train_dir / "text").values()]
         for order in sorted({cfg.decode.lm_order, 2}):
             NgramLM.estimate(sentences, order=order).write_arpa(lm_dir / f"phones.{order}gram.arpa")
-            log.info("%s: %d-gram phone LM from %d training transcripts", lm_dir / f"phones.{order}gram.arpa",
-                     order, len(sentences))  # fmt: skip
+            log.info(
+                "%s: %d-gram phone LM from %d training transcripts",
+                lm_dir / f"phones.{order}gram.arpa",
+                order,
+                len(sentences),
+            )
         if words:
             word_sentences = [v.split() for v in read_table(words_file).values()]
             NgramLM.estimate(word_sentences, order=2).write_arpa(lm_dir / "words.2gram.arpa")
             log.info("%s: word bigram from %d training transcripts", lm_dir / "words.2gram.arpa", len(word_sentences))
 
 
-def decode_stage(cfg: DictConfig, name: str, feat_dir: Path, lang_dir: Path, model_dir: Path, lm_dir: Path,
-                 decode_dir: Path, tuned_dir: Path | None = None) -> None:  # fmt: skip
+def decode_stage(
+    cfg: DictConfig,
+    name: str,
+    feat_dir: Path,
+    lang_dir: Path,
+    model_dir: Path,
+    lm_dir: Path,
+    decode_dir: Path,
+    tuned_dir: Path | None = None,
+) -> None:
     """Decode feat_dir with the model of model_dir (decode.checkpoint) and the decoder called `name` for its kind.
     A tuned decoder with tuned_dir None tunes here: every point of its grid is decoded and scored, the best kept
     (tuning.json); with tuned_dir, the values chosen in tuned_dir/tuning.json decode this set once."""
@@ -61,8 +74,13 @@ def decode_stage(cfg: DictConfig, name: str, feat_dir: Path, lang_dir: Path, mod
     keys = DECODE | decoder_type.keys
     cfg = keys.view(cfg)
     tuning = json.loads((tuned_dir / "tuning.json").read_text()) if decoder_type.tuned and tuned_dir else None
-    inputs = (file_sha256(checkpoint_path), feature_dir_digest(feat_dir), lang_dir_digest(lang_dir),
-              read_digest(lm_dir, "lm") if decoder_type.uses_lm else None, tuning)  # fmt: skip
+    inputs = (
+        file_sha256(checkpoint_path),
+        feature_dir_digest(feat_dir),
+        lang_dir_digest(lang_dir),
+        read_digest(lm_dir, "lm") if decoder_type.uses_lm else None,
+        tuning,
+    )
     stage = StageRun(decode_dir, "decode", keys.digest(cfg, name, *inputs))
     if stage.done:
         return
@@ -80,13 +98,20 @@ def decode_stage(cfg: DictConfig, name: str, feat_dir: Path, lang_dir: Path, mod
         write_table(decode_dir / "hyp.txt", {u: " ".join(h) for u, h in hyps.items()})
         write_table(decode_dir / "ref.txt", {u: " ".join(r) for u, r in refs.items()})
         write_table(decode_dir / "utt2spk", utt2spk)
-        write_text_atomic(decode_dir / "model", f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} "
-                                                f"{checkpoint['kind']}\n")  # fmt: skip
+        write_text_atomic(
+            decode_dir / "model", f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n"
+        )
         write_text_atomic(decode_dir / "decoder.json", json.dumps({"decoder": decoder.title, **chosen}) + "\n")
         if (feat_dir / "phones.ctm").is_file():
             _alignment_accuracy(decoder, decode_dir, read_ctm(feat_dir / "phones.ctm"), examples, posteriors)
-        log.info("%s: decoded %d utterances with %s (%s, epoch %d)", decode_dir, len(examples), decoder.title,
-                 checkpoint_path, checkpoint["epoch"])  # fmt: skip
+        log.info(
+            "%s: decoded %d utterances with %s (%s, epoch %d)",
+            decode_dir,
+            len(examples),
+            decoder.title,
+            checkpoint_path,
+            checkpoint["epoch"],
+        )
 
 
 def _tune_or_decode(decoder: Decoder, decode_dir: Path, examples, posteriors, refs, utt2spk, tuning: dict | None):
@@ -108,8 +133,10 @@ def _tune_or_decode(decoder: Decoder, decode_dir: Path, examples, posteriors, re
         rate = next(iter(result.values()))
         if best is None or rate < best:  # the first of equal rates, as min() picks
             best, best_point, best_hyps = rate, point, hyps
-    write_json_atomic(decode_dir / "tuning.json", {"decoder": decoder.title, "tuned_on": str(decode_dir),
-                                                   "chosen": best_point, "grid": results})  # fmt: skip
+    write_json_atomic(
+        decode_dir / "tuning.json",
+        {"decoder": decoder.title, "tuned_on": str(decode_dir), "chosen": best_point, "grid": results},
+    )
     log.info("%s: chose %s (%.2f%%)", decode_dir, best_point, best)
     return best_point, best_hyps
 

@@ -53,5 +53,4 @@ def file_sha256(path: str | Path) -> str:
 def contents_sha256(directory: str | Path, names) -> dict[str, str | None]:
     """The sha256 of each named file of a directory (None where it is absent): for a stage's digest to cover the
     content of the files it reads."""
-    return {name: file_sha256(Path(directory) / name) if (Path(directory) / name).is_file() else None
-            for name in names}  # fmt: skip
+    return {name: file_sha256(Path(directory) / name) if (Path(directory) / name).is_file() else None for name in names}

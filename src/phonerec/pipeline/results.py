@@ -52,31 +52,50 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
                 else:
                     r = json.loads((decode_dir / "wer.json").read_text())
                     counts = " | ".join(str(r[k]) for k in ("sub", "del", "ins", "n"))
-                    word_rows.append(f"| {model} | {decoder} | {split} | {r['utts']} | {r['wer']:.2f} | "
-                                     f"{r['ser']:.2f} | {counts} |")  # fmt: skip
+                    word_rows.append(
+                        f"| {model} | {decoder} | {split} | {r['utts']} | {r['wer']:.2f} | {r['ser']:.2f} | {counts} |"
+                    )
     if word_rows:
-        lines += ["", "## Word error rate (lexicon-constrained word decoding)", "",
-                  "| model | decode | split | utts | WER % | SER % | Sub | Del | Ins | N |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *word_rows]  # fmt: skip
-    lines += ["", "## Training", "", "| model | epochs | best epoch | best dev PER % | train time s | frames/s |",
-              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Word error rate (lexicon-constrained word decoding)",
+            "",
+            "| model | decode | split | utts | WER % | SER % | Sub | Del | Ins | N |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            *word_rows,
+        ]
+    lines += [
+        "",
+        "## Training",
+        "",
+        "| model | epochs | best epoch | best dev PER % | train time s | frames/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for model in cfg.models:
         summary_path = exp_dir / model / "train_summary.json"
         if summary_path.is_file():
             s = json.loads(summary_path.read_text())
-            lines.append(f"| {model} | {s['epochs']} | {s['best']['epoch']} | {s['best']['per']:.2f} | "
-                         f"{s['train_seconds']:.0f} | {s['frames_per_second']:.0f} |")  # fmt: skip
+            lines.append(
+                f"| {model} | {s['epochs']} | {s['best']['epoch']} | {s['best']['per']:.2f} | "
+                f"{s['train_seconds']:.0f} | {s['frames_per_second']:.0f} |"
+            )
     rounds = sorted((exp_dir / "viterbi" / "ali").glob("iter*/stats.json"), key=lambda p: int(p.parent.name[4:]))
     if rounds:
-        lines += ["", "## Viterbi re-alignment rounds", "",
-                  "| round | train frames changed % | train log-lik/frame | dev frame acc % | dev PER % |",
-                  "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Viterbi re-alignment rounds",
+            "",
+            "| round | train frames changed % | train log-lik/frame | dev frame acc % | dev PER % |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         for path in rounds:
             r = json.loads(path.read_text())
             if r["round"] == 0:
                 continue
-            lines.append(f"| {r['round']} | {r['changed_frames_percent']:.2f} | {r['train_loglik_per_frame']:.3f} | "
-                         f"{r['dev_frame_accuracy']:.2f} | {r['dev_per']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {r['round']} | {r['changed_frames_percent']:.2f} | {r['train_loglik_per_frame']:.3f} | "
+                f"{r['dev_frame_accuracy']:.2f} | {r['dev_per']:.2f} |"
+            )
     accuracy_rows = []
     for path in rounds:
         for name, acc in json.loads(path.read_text()).get("alignment_accuracy", {}).items():
@@ -88,11 +107,16 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
             if path.is_file():
                 accuracy_rows.append((what, split, json.loads(path.read_text())))
     if accuracy_rows:
-        lines += ["", "## Alignment accuracy against the hand-labelled phone boundaries", "",
-                  "Inner boundaries only; a boundary between frames t-1 and t lies at t x frame shift.", "",
-                  "| alignment | set | boundaries | within 10 ms % | within 20 ms % | within 50 ms % | "
-                  "mean error ms | frame agreement % |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Alignment accuracy against the hand-labelled phone boundaries",
+            "",
+            "Inner boundaries only; a boundary between frames t-1 and t lies at t x frame shift.",
+            "",
+            "| alignment | set | boundaries | within 10 ms % | within 20 ms % | within 50 ms % | "
+            "mean error ms | frame agreement % |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         keys = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
         for what, name, a in accuracy_rows:
             figures = " | ".join("n/a" if a[k] is None else f"{a[k]:.1f}" for k in keys)
@@ -103,7 +127,7 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         ("2 Viterbi training", _seconds(exp_dir / "viterbi" / "train.seconds")),
         ("3 CTC training", _seconds(exp_dir / "ctc" / "train.seconds")),
         ("4 decoding", _sum([_seconds(p) for p in exp_dir.glob("*/decode_*/decode.seconds")])),
-    ]  # fmt: skip
+    ]
     lines += ["", "## Time per stage (work only, without Python start-up)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in stage_times if seconds is not None]
     write_text_atomic(results_path, "\n".join(lines) + "\n")

@@ -55,8 +55,15 @@ def score_phones(cfg: DictConfig, decode_dir: Path) -> dict:
     write_reports(result, decode_dir, title, writer=writer)
     writer.close()
     total = result["total"]
-    log.info("%s: PER %.2f%% (%d sub, %d del, %d ins of %d)", decode_dir, total["per"], total["sub"], total["del"],
-             total["ins"], total["n"])  # fmt: skip
+    log.info(
+        "%s: PER %.2f%% (%d sub, %d del, %d ins of %d)",
+        decode_dir,
+        total["per"],
+        total["sub"],
+        total["del"],
+        total["ins"],
+        total["n"],
+    )
     sclite = find_sclite() if cfg.score.sclite in ("auto", True) else None
     if cfg.score.sclite is True and sclite is None:
         raise RecipeError("score.sclite=true, but no sclite: install Debian's sctk (apt-get install sctk)")
@@ -64,8 +71,15 @@ def score_phones(cfg: DictConfig, decode_dir: Path) -> dict:
         scored = run_sclite(*refs_hyps(result), utt2spk, decode_dir / "sclite", sclite=sclite)
         keys = ("utts", "n", "corr", "sub", "del", "ins", "err", "per")
         write_json_atomic(decode_dir / "sclite.json", {k: scored[k] for k in keys})
-        log.info("%s: sclite PER %.2f%% (%d sub, %d del, %d ins of %d)", decode_dir, scored["per"], scored["sub"],
-                 scored["del"], scored["ins"], scored["n"])  # fmt: skip
+        log.info(
+            "%s: sclite PER %.2f%% (%d sub, %d del, %d ins of %d)",
+            decode_dir,
+            scored["per"],
+            scored["sub"],
+            scored["del"],
+            scored["ins"],
+            scored["n"],
+        )
     return result
 
 
@@ -83,6 +97,14 @@ def score_words(decode_dir: Path) -> dict:
     writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))
     write_reports(result, decode_dir, title, writer=writer, metric="wer")
     writer.close()
-    log.info("%s: WER %.2f%%, SER %.2f%% (%d sub, %d del, %d ins of %d words)", decode_dir, rates["wer"],
-             rates["ser"], rates["sub"], rates["del"], rates["ins"], rates["n"])  # fmt: skip
+    log.info(
+        "%s: WER %.2f%%, SER %.2f%% (%d sub, %d del, %d ins of %d words)",
+        decode_dir,
+        rates["wer"],
+        rates["ser"],
+        rates["sub"],
+        rates["del"],
+        rates["ins"],
+        rates["n"],
+    )
     return rates

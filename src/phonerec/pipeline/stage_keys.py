@@ -60,22 +60,43 @@ FEATURES = StageKeys(
 )
 # Stages 2 and 3; the dev PER of validation removes score.ignore_phones, as scoring does.
 _TRAINING = StageKeys(
-    hashed=("model", "train.seed", "train.batch_frames", "train.max_batch_utts", "train.grad_clip",
-            *_FEATURES_AT_LOAD, "score.ignore_phones"),
+    hashed=(
+        "model",
+        "train.seed",
+        "train.batch_frames",
+        "train.max_batch_utts",
+        "train.grad_clip",
+        *_FEATURES_AT_LOAD,
+        "score.ignore_phones",
+    ),
     unhashed=("train.num_threads", "train.keep_checkpoints"),
-)  # fmt: skip
+)
 TRAIN_VITERBI = _TRAINING | StageKeys(hashed=("train.viterbi", "hmm", "features.kaldi.frame_shift"))
 TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
 # Stage 4: the phone (and word) LMs, then each decoder (whose own keys are added to DECODE).
 LM = StageKeys(hashed=("decode.lm_order", "decode.decoders"))
 DECODE = StageKeys(
-    hashed=("decode.checkpoint", "decode.batch_frames", "decode.max_batch_utts", *_FEATURES_AT_LOAD,
-            "hmm.optional_silence"),
+    hashed=(
+        "decode.checkpoint",
+        "decode.batch_frames",
+        "decode.max_batch_utts",
+        *_FEATURES_AT_LOAD,
+        "hmm.optional_silence",
+    ),
     unhashed=("decode.num_threads",),
-)  # fmt: skip
+)
 # Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.
 SCORE = StageKeys(
     hashed=(),
-    unhashed=("score", "models", "decode.decoders", "decode.splits", "decode.checkpoint", "recipe_name",
-              "features.name", "train.num_threads", "paths.results"),
-)  # fmt: skip
+    unhashed=(
+        "score",
+        "models",
+        "decode.decoders",
+        "decode.splits",
+        "decode.checkpoint",
+        "recipe_name",
+        "features.name",
+        "train.num_threads",
+        "paths.results",
+    ),
+)

@@ -38,26 +38,47 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
         train_set = load_examples(train_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
         dev_set = load_examples(dev_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
         torch.manual_seed(cfg.train.seed)
-        model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": topo.num_states,
-                      **OmegaConf.to_container(cfg.model)}  # fmt: skip
+        model_args = {
+            "input_dim": train_set[0].feats.shape[1],
+            "num_outputs": topo.num_states,
+            **OmegaConf.to_container(cfg.model),
+        }
         model = BLSTMAcousticModel(**model_args)
-        reference = {name: read_ctm(d / "phones.ctm") for name, d in (("train", train_dir), ("dev", dev_dir))
-                     if (d / "phones.ctm").is_file()}  # fmt: skip
-        task = ViterbiTask(exp_dir, topo, train_set, dev_set, cfg.train.viterbi, cfg.train, read_id2phone(lang_dir),
-                           set(cfg.score.ignore_phones), cfg.hmm.optional_silence, reference,
-                           frame_shift(cfg, model_args["subsample"]))  # fmt: skip
+        reference = {
+            name: read_ctm(d / "phones.ctm")
+            for name, d in (("train", train_dir), ("dev", dev_dir))
+            if (d / "phones.ctm").is_file()
+        }
+        task = ViterbiTask(
+            exp_dir,
+            topo,
+            train_set,
+            dev_set,
+            cfg.train.viterbi,
+            cfg.train,
+            read_id2phone(lang_dir),
+            set(cfg.score.ignore_phones),
+            cfg.hmm.optional_silence,
+            reference,
+            frame_shift(cfg, model_args["subsample"]),
+        )
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.viterbi)
 
 
-def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, init_dir: Path,
-                    exp_dir: Path) -> None:  # fmt: skip
+def train_ctc_stage(
+    cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, init_dir: Path, exp_dir: Path
+) -> None:
     """CTC from the Viterbi model in init_dir (train.ctc.init=viterbi) or from scratch."""
     cfg = TRAIN_CTC.view(cfg)
     init = cfg.train.ctc.init
     if init not in ("viterbi", "scratch"):
         raise RecipeError(f"train.ctc.init={init}: expected viterbi or scratch")
-    inputs = (feature_dir_digest(train_dir), feature_dir_digest(dev_dir), lang_dir_digest(lang_dir),
-              read_digest(init_dir, "train") if init == "viterbi" else "scratch")  # fmt: skip
+    inputs = (
+        feature_dir_digest(train_dir),
+        feature_dir_digest(dev_dir),
+        lang_dir_digest(lang_dir),
+        read_digest(init_dir, "train") if init == "viterbi" else "scratch",
+    )
     stage = StageRun(exp_dir, "train", TRAIN_CTC.digest(cfg, *inputs))
     if stage.done:
         return
@@ -72,11 +93,17 @@ def train_ctc_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: P
             model, checkpoint = load_model(init_dir / "best.pt")
             model.replace_output_layer(num_phones)
             model_args = {**checkpoint["model_args"], "num_outputs": num_phones}
-            log.info("CTC starts from %s (epoch %d) with a fresh phones+blank output layer",
-                     init_dir / "best.pt", checkpoint["epoch"])  # fmt: skip
+            log.info(
+                "CTC starts from %s (epoch %d) with a fresh phones+blank output layer",
+                init_dir / "best.pt",
+                checkpoint["epoch"],
+            )
         else:
-            model_args = {"input_dim": train_set[0].feats.shape[1], "num_outputs": num_phones,
-                          **OmegaConf.to_container(cfg.model)}  # fmt: skip
+            model_args = {
+                "input_dim": train_set[0].feats.shape[1],
+                "num_outputs": num_phones,
+                **OmegaConf.to_container(cfg.model),
+            }
             model = BLSTMAcousticModel(**model_args)
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), set(cfg.score.ignore_phones))
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
@@ -88,14 +115,17 @@ def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_
     summary = train(exp_dir, model, task, train_set, scfg, cfg.train, saved_with)
     history = summary["history"]
     seconds = sum(r["seconds"] for r in history)
-    write_json_atomic(exp_dir / "train_summary.json", {
-        "kind": task.kind,
-        "epochs": len(history),
-        "best": summary["best"],
-        "train_seconds": seconds,
-        "frames_per_second": sum(r["frames_per_second"] for r in history) / max(len(history), 1),
-        "history": history,
-    })  # fmt: skip
+    write_json_atomic(
+        exp_dir / "train_summary.json",
+        {
+            "kind": task.kind,
+            "epochs": len(history),
+            "best": summary["best"],
+            "train_seconds": seconds,
+            "frames_per_second": sum(r["frames_per_second"] for r in history) / max(len(history), 1),
+            "history": history,
+        },
+    )
     save_config(cfg, exp_dir / "config.yaml")
     return seconds
 

@@ -116,8 +116,9 @@ def write_trn(
     """out_dir/ref.trn and out_dir/hyp.trn, utterances sorted by trn id (so by speaker)."""
     if refs.keys() != hyps.keys():
         missing, extra = sorted(refs.keys() - hyps.keys()), sorted(hyps.keys() - refs.keys())
-        raise ScoringError(f"references and hypotheses differ: no hypothesis for {missing[:5]}, no reference for "
-                           f"{extra[:5]}")  # fmt: skip
+        raise ScoringError(
+            f"references and hypotheses differ: no hypothesis for {missing[:5]}, no reference for {extra[:5]}"
+        )
     if not refs:
         raise ScoringError("no utterances to score")
     ids = trn_ids(list(refs), utt2spk)

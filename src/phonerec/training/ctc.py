@@ -36,8 +36,11 @@ class CTCTask:
             else:
                 too_short.append(e.utt)
         if too_short:
-            log.warning("CTC: %d training utterances are too short for their labels, skipped: %s",
-                        len(too_short), " ".join(too_short[:10]))  # fmt: skip
+            log.warning(
+                "CTC: %d training utterances are too short for their labels, skipped: %s",
+                len(too_short),
+                " ".join(too_short[:10]),
+            )
 
     def start(self, model) -> None:
         pass
@@ -54,8 +57,15 @@ class CTCTask:
     def _loss(self, log_probs, out_lengths, examples, reduction):
         targets = torch.tensor([p for e in examples for p in e.phones])
         target_lengths = torch.tensor([len(e.phones) for e in examples])
-        return F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=0,
-                          reduction=reduction, zero_infinity=True)  # fmt: skip
+        return F.ctc_loss(
+            log_probs.transpose(0, 1),
+            targets,
+            out_lengths,
+            target_lengths,
+            blank=0,
+            reduction=reduction,
+            zero_infinity=True,
+        )
 
     def loss(self, model, feats, lengths, examples):
         log_probs, out_lengths = model(feats, lengths)

@@ -55,8 +55,15 @@ class Task(Protocol):
     def end_of_epoch(self, model, epoch: int, writer: SummaryWriter) -> None: ...
 
 
-def train(exp_dir: Path, model: torch.nn.Module, task: Task, train_set: list[Example], scfg: DictConfig,
-          tcfg: DictConfig, saved_with: dict) -> dict:  # fmt: skip
+def train(
+    exp_dir: Path,
+    model: torch.nn.Module,
+    task: Task,
+    train_set: list[Example],
+    scfg: DictConfig,
+    tcfg: DictConfig,
+    saved_with: dict,
+) -> dict:
     """Train for scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), resuming from the newest
     checkpoint; `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config).
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
@@ -99,9 +106,16 @@ def train(exp_dir: Path, model: torch.nn.Module, task: Task, train_set: list[Exa
         log.info(
             "epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%% (best %.2f%% at %d), lr %.2e, "
             "%.0f frames/s, %.1f s",
-            epoch, record["train_loss"], valid["loss"], valid["per"], best["per"], best["epoch"], record["lr"],
-            record["frames_per_second"], record["seconds"],
-        )  # fmt: skip
+            epoch,
+            record["train_loss"],
+            valid["loss"],
+            valid["per"],
+            best["per"],
+            best["epoch"],
+            record["lr"],
+            record["frames_per_second"],
+            record["seconds"],
+        )
     writer.close()
     copy_atomic(exp_dir / "checkpoints" / f"epoch-{scfg.epochs}.pt", exp_dir / "last.pt")
     return {"best": best, "history": history}

@@ -44,15 +44,28 @@ class ViterbiTask:
 
     kind = "viterbi"
 
-    def __init__(self, exp_dir: Path, topo: Topology, train: list[Example], dev: list[Example], vcfg, tcfg,
-                 id2phone: dict[int, str], ignore_phones: set[str], optional_silence: bool = True,
-                 reference: dict[str, dict] | None = None, frame_shift: float = 0.01):  # fmt: skip
+    def __init__(
+        self,
+        exp_dir: Path,
+        topo: Topology,
+        train: list[Example],
+        dev: list[Example],
+        vcfg,
+        tcfg,
+        id2phone: dict[int, str],
+        ignore_phones: set[str],
+        optional_silence: bool = True,
+        reference: dict[str, dict] | None = None,
+        frame_shift: float = 0.01,
+    ):
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
         self.sets = {"train": train, "dev": dev}
         self.id2phone, self.ignore_phones = id2phone, ignore_phones
         self.optional_silence = optional_silence
-        self.graphs = {name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
-                       for name, examples in self.sets.items()}  # fmt: skip
+        self.graphs = {
+            name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
+            for name, examples in self.sets.items()
+        }
         self.reference, self.frame_shift = reference or {}, frame_shift
         self.alignments: dict[str, dict[str, torch.Tensor]] = {}
         self.round = 0
@@ -176,9 +189,12 @@ class ViterbiTask:
         log.info(
             "re-alignment round %d: %.2f%% of train frames changed, log-likelihood per frame %.3f, "
             "dev frame accuracy %.2f%%, dev PER %.2f%%",
-            epoch, stats["changed_frames_percent"], stats["train_loglik_per_frame"], valid["frame_accuracy"],
+            epoch,
+            stats["changed_frames_percent"],
+            stats["train_loglik_per_frame"],
+            valid["frame_accuracy"],
             valid["per"],
-        )  # fmt: skip
+        )
 
     def _realign(self, model, examples, name):
         alignments, total_loglik, total_frames, skipped = {}, 0.0, 0, []
@@ -199,8 +215,12 @@ class ViterbiTask:
                 else:
                     skipped.append(e.utt)
         if skipped:
-            log.warning("%s: %d utterances have fewer frames than their graph needs, skipped: %s",
-                        name, len(skipped), " ".join(skipped[:10]))  # fmt: skip
+            log.warning(
+                "%s: %d utterances have fewer frames than their graph needs, skipped: %s",
+                name,
+                len(skipped),
+                " ".join(skipped[:10]),
+            )
         return alignments, total_loglik, total_frames, skipped
 
     def alignment_accuracy(self) -> dict:

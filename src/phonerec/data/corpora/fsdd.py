@@ -90,8 +90,12 @@ def verify_copy(root: Path, manifest: dict[str, str], complete: bool) -> list[Re
         )
     log.info(
         "%s: %d of %d recordings verified; speakers present: %s; missing: %s",
-        root, len(present), len(manifest), " ".join(speakers), " ".join(missing_speakers) or "none",
-    )  # fmt: skip
+        root,
+        len(present),
+        len(manifest),
+        " ".join(speakers),
+        " ".join(missing_speakers) or "none",
+    )
     per_speaker = len(manifest) // len(all_speakers)
     for speaker in speakers:
         count = sum(1 for p in present if _parse(p, root).speaker == speaker)
@@ -257,8 +261,11 @@ def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
     downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
     root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / ccfg.archive_dir
     lexicon_path = repo_path(ccfg.lexicon)
-    stage = StageRun(data_dir, "prepare", PREPARE.digest(cfg, str(root), file_sha256(lexicon_path),
-                                                         file_sha256(repo_path(ccfg.manifest))))  # fmt: skip
+    stage = StageRun(
+        data_dir,
+        "prepare",
+        PREPARE.digest(cfg, str(root), file_sha256(lexicon_path), file_sha256(repo_path(ccfg.manifest))),
+    )
     if stage.done:
         return
     with stage:

@@ -34,9 +34,18 @@ log = logging.getLogger(__name__)
 PARTS = ("train", "test")
 GROUPS = ("man", "woman", "boy", "girl")
 DIGIT_WORDS = {
-    "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six", "7": "seven", "8": "eight",
-    "9": "nine", "o": "oh", "z": "zero",
-}  # fmt: skip
+    "1": "one",
+    "2": "two",
+    "3": "three",
+    "4": "four",
+    "5": "five",
+    "6": "six",
+    "7": "seven",
+    "8": "eight",
+    "9": "nine",
+    "o": "oh",
+    "z": "zero",
+}
 FILE_NAME = re.compile(r"^([1-9oz]+)([ab])\.wav$")
 SPEAKER_NAME = re.compile(r"^[a-z0-9]+$")
 LAYOUT = "<root>/tidigits/{train,test}/{man,woman,boy,girl}/<speaker>/<digits><a|b>.wav"
@@ -169,8 +178,9 @@ def split_recordings(recordings: list[Recording], ccfg: DictConfig) -> dict[str,
                 log.warning(
                     "corpus.dev_speakers: %s is not a training speaker of this copy in groups %s "
                     "(speakers are <group>_<speaker>, e.g. man_ae)",
-                    speaker, " ".join(ccfg.groups),
-                )  # fmt: skip
+                    speaker,
+                    " ".join(ccfg.groups),
+                )
     splits = {name: [] for name in SPLITS}
     for r in recordings:
         splits["test" if r.part == "test" else "dev" if r.speaker in dev else "train"].append(r)
@@ -233,8 +243,13 @@ def _prepare(cfg: DictConfig, ccfg: DictConfig, root: Path, lexicon_path: Path, 
         recordings = find_recordings(corpus_folder(root), groups)
     except OSError as err:
         raise CorpusError(f"corpus.root={root}: cannot be read ({err})") from err
-    log.info("%s: %d recordings of %d speakers in groups %s", root, len(recordings),
-             len({r.speaker for r in recordings}), " ".join(groups))  # fmt: skip
+    log.info(
+        "%s: %d recordings of %d speakers in groups %s",
+        root,
+        len(recordings),
+        len({r.speaker for r in recordings}),
+        " ".join(groups),
+    )
     splits = split_recordings(recordings, ccfg)
     check_sample_rates(recordings, ccfg.sample_rate)
 

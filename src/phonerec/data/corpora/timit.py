@@ -207,8 +207,11 @@ def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
     downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
     root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / "timit_sample"
     phone_table = repo_path(ccfg.phone_table)
-    stage = StageRun(data_dir, "prepare", PREPARE.digest(cfg, str(root), file_sha256(phone_table),
-                                                         file_sha256(repo_path(ccfg.speaker_lists))))  # fmt: skip
+    stage = StageRun(
+        data_dir,
+        "prepare",
+        PREPARE.digest(cfg, str(root), file_sha256(phone_table), file_sha256(repo_path(ccfg.speaker_lists))),
+    )
     if stage.done:
         return
     with stage:
@@ -222,8 +225,13 @@ def _prepare(cfg: DictConfig, ccfg: DictConfig, downloads: Path, root: Path, pho
         raise CorpusError(f"corpus.root={ccfg.root}: no such directory")
 
     layout, recordings = find_recordings(root)
-    log.info("%s: %s layout, %d utterances of %d speakers", root, layout, len(recordings),
-             len({r.speaker for r in recordings}))  # fmt: skip
+    log.info(
+        "%s: %s layout, %d utterances of %d speakers",
+        root,
+        layout,
+        len(recordings),
+        len({r.speaker for r in recordings}),
+    )
     if not ccfg.include_sa:
         recordings = [r for r in recordings if not r.sentence.startswith("sa")]
     mapping = read_phone_map(phone_table, source="timit61", target=ccfg.train_phones)
@@ -240,8 +248,15 @@ def _prepare(cfg: DictConfig, ccfg: DictConfig, downloads: Path, root: Path, pho
         for r in recs:
             utt = f"{r.speaker}_{r.sentence}"
             segments = fold_segments(read_phn(r.phn), mapping, ccfg.sample_rate, r.phn)
-            words = [line.split()[2].lower() for line in r.wrd.read_text(encoding="latin-1").splitlines()
-                     if len(line.split()) == 3] if r.wrd else []  # fmt: skip
+            words = (
+                [
+                    line.split()[2].lower()
+                    for line in r.wrd.read_text(encoding="latin-1").splitlines()
+                    if len(line.split()) == 3
+                ]
+                if r.wrd
+                else []
+            )
             utterances.append(Utterance(utt, r.speaker, str(r.wav), [s.label for s in segments], words))
             ctm[utt] = segments
         write_data_dir(data_dir / split, utterances)
