@@ -5,7 +5,7 @@ Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev P
 
 from phonerec.pipeline.cli import step_main
 from phonerec.pipeline.markers import exclusive
-from phonerec.pipeline.train_stages import train_viterbi_stage
+from phonerec.pipeline.train_stages import STEP_INPUTS, train_viterbi_stage
 
 
 def main(args, cfg):
@@ -14,13 +14,4 @@ def main(args, cfg):
 
 
 if __name__ == "__main__":
-    step_main(
-        main,
-        __doc__,
-        [
-            ("train_dir", "training feature dir"),
-            ("dev_dir", "dev feature dir"),
-            ("lang_dir", "lang dir"),
-            ("exp_dir", "output experiment dir"),
-        ],
-    )
+    step_main(main, __doc__, [*STEP_INPUTS, ("exp_dir", "output experiment dir")])

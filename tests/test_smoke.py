@@ -22,6 +22,20 @@ def run_sh(*args):
     return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=600)
 
 
+def tiny_run(tmp_path, exp):
+    """Overrides for a whole run that takes seconds: paths under tmp_path, a one-layer model, 3 Viterbi epochs."""
+    return [
+        f"paths.data={tmp_path}/data",
+        f"paths.exp={exp}",
+        f"paths.results={tmp_path}/RESULTS.md",
+        "nj=1",
+        "model.num_layers=1",
+        "model.hidden_size=32",
+        "train.num_threads=1",
+        "train.viterbi.epochs=3",
+    ]
+
+
 def fsdd_subset(root, takes):
     """A copy holding some takes of three speakers, as links to the shared recordings."""
     (root / "recordings").mkdir(parents=True)
@@ -85,14 +99,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     exp = tmp_path / "exp"
     overrides = [
         f"corpus.root={root}",
-        f"paths.data={tmp_path}/data",
-        f"paths.exp={exp}",
-        f"paths.results={tmp_path}/RESULTS.md",
-        "nj=1",
-        "model.num_layers=1",
-        "model.hidden_size=32",
-        "train.num_threads=1",
-        "train.viterbi.epochs=3",
+        *tiny_run(tmp_path, exp),
         "train.viterbi.realign_epochs=[1,2]",
         "train.ctc.epochs=6",
         "decode.ctc_beam.lm_weights=[0,0.5]",
@@ -168,14 +175,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     overrides = [
         "recipe=timit_sample",
         f"corpus.root={SHARED_TIMIT}",
-        f"paths.data={tmp_path}/data",
-        f"paths.exp={exp}",
-        f"paths.results={tmp_path}/RESULTS.md",
-        "nj=1",
-        "model.num_layers=1",
-        "model.hidden_size=32",
-        "train.num_threads=1",
-        "train.viterbi.epochs=3",
+        *tiny_run(tmp_path, exp),
         "train.viterbi.realign_epochs=[2,3]",
         "train.ctc.epochs=2",
         "decode.ctc_beam.lm_weights=[0.5]",

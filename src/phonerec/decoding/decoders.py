@@ -26,17 +26,9 @@ from torchaudio.models.decoder import ctc_decoder
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, make_batches
 from phonerec.data.lang import read_lexicon
+from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
-from phonerec.decoding.hybrid import (
-    LoopGraph,
-    LoopPath,
-    loop_search_batch,
-    path_labels,
-    phone_loop,
-    scaled_log_likelihoods,
-    word_loop,
-)
 from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align import build_graph, viterbi_align
 from phonerec.hmm.align_eval import Segment, ctc_segments, frames_to_segments
@@ -250,13 +242,15 @@ class _HybridSearch:
         unhashed=("decode.hybrid.batch_frames",),
     )
 
-    def _search(self, examples, posteriors, acoustic_scale: float, graph: LoopGraph) -> list[LoopPath]:
+    def _search(self, examples, posteriors, acoustic_scale: float, graph: hybrid.LoopGraph) -> list[hybrid.LoopPath]:
         hcfg = self.cfg.decode.hybrid
         priors = self.checkpoint["task"].get("log_priors")
-        scaled = [scaled_log_likelihoods(lp, priors, self.cfg.decode.prior_scale, acoustic_scale) for lp in posteriors]
+        scaled = [
+            hybrid.scaled_log_likelihoods(lp, priors, self.cfg.decode.prior_scale, acoustic_scale) for lp in posteriors
+        ]
         paths = [None] * len(scaled)
         for batch in make_batches([len(s) for s in scaled], hcfg.batch_frames, len(scaled)):
-            found = loop_search_batch(
+            found = hybrid.loop_search_batch(
                 [scaled[i] for i in batch], graph, hcfg.beam, names=[examples[i].utt for i in batch]
             )
             for i, path in zip(batch, found, strict=True):
@@ -280,11 +274,13 @@ class HybridPhoneLM(_HybridSearch, PhoneDecoder):
 
     def decode(self, point, examples, posteriors) -> Hyps:
         topo = read_topology(self.lang_dir, self.cfg)
-        graph, phone_ids = phone_loop(
+        graph, phone_ids = hybrid.phone_loop(
             self.lm, self.id2phone, topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"]
         )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
-        return {e.utt: self._phones(path_labels(path, phone_ids)) for e, path in zip(examples, paths, strict=True)}
+        return {
+            e.utt: self._phones(hybrid.path_labels(path, phone_ids)) for e, path in zip(examples, paths, strict=True)
+        }
 
 
 # -- words through the lexicon ----------------------------------------------------------------------------------
@@ -337,7 +333,7 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
         topo = read_topology(self.lang_dir, self.cfg)
         lexicon = read_lexicon(self.lang_dir / "lexicon.txt")
         phone2id = {p: i for i, p in self.id2phone.items()}
-        graph, words = word_loop(
+        graph, words = hybrid.word_loop(
             lexicon,
             phone2id,
             topo,
@@ -347,4 +343,4 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
             optional_silence=self.cfg.hmm.optional_silence,
         )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
-        return {e.utt: path_labels(path, words) for e, path in zip(examples, paths, strict=True)}
+        return {e.utt: hybrid.path_labels(path, words) for e, path in zip(examples, paths, strict=True)}

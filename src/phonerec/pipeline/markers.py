@@ -77,6 +77,14 @@ class StageRun:
             mark_done(self.out_dir, self.name, self.digest, seconds=seconds)
 
 
+def run_stage(out_dir: Path, name: str, digest: str, work) -> None:
+    """`work()` in a StageRun, unless the stage is done with this digest."""
+    stage = StageRun(out_dir, name, digest)
+    if not stage.done:
+        with stage:
+            work()
+
+
 @contextlib.contextmanager
 def exclusive(out_dir: Path):
     """Hold <out_dir>/.lock while a stage writes there: a second run on the same dir stops at once instead of

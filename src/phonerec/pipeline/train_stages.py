@@ -16,24 +16,23 @@ from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_json_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, frame_shift, lang_dir_digest, read_id2phone, read_topology
-from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
+from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI, StageKeys
 from phonerec.training.checkpoints import load_model
 from phonerec.training.ctc import CTCTask
 from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
 
 log = logging.getLogger(__name__)
+# The dirs every training step takes first.
+STEP_INPUTS = [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"), ("lang_dir", "lang dir")]
 
 
 def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path) -> None:
     cfg = TRAIN_VITERBI.view(cfg)
-    inputs = (feature_dir_digest(train_dir), feature_dir_digest(dev_dir), lang_dir_digest(lang_dir))
-    stage = StageRun(exp_dir, "train", TRAIN_VITERBI.digest(cfg, *inputs))
-    if stage.done:
+    stage = _training_run(exp_dir, TRAIN_VITERBI, cfg, train_dir, dev_dir, lang_dir)
+    if stage is None:
         return
-    _fresh_exp_dir(exp_dir, stage.digest)
     with stage:
-        torch.set_num_threads(cfg.train.num_threads)
         topo = read_topology(lang_dir, cfg)
         train_set = load_examples(train_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
         dev_set = load_examples(dev_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
@@ -73,18 +72,11 @@ def train_ctc_stage(
     init = cfg.train.ctc.init
     if init not in ("viterbi", "scratch"):
         raise RecipeError(f"train.ctc.init={init}: expected viterbi or scratch")
-    inputs = (
-        feature_dir_digest(train_dir),
-        feature_dir_digest(dev_dir),
-        lang_dir_digest(lang_dir),
-        read_digest(init_dir, "train") if init == "viterbi" else "scratch",
-    )
-    stage = StageRun(exp_dir, "train", TRAIN_CTC.digest(cfg, *inputs))
-    if stage.done:
+    init_digest = read_digest(init_dir, "train") if init == "viterbi" else "scratch"
+    stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
+    if stage is None:
         return
-    _fresh_exp_dir(exp_dir, stage.digest)
     with stage:
-        torch.set_num_threads(cfg.train.num_threads)
         num_phones = len(read_phones(lang_dir))
         train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=False)
         dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=False)
@@ -107,6 +99,20 @@ def train_ctc_stage(
             model = BLSTMAcousticModel(**model_args)
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), set(cfg.score.ignore_phones))
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
+
+
+def _training_run(
+    exp_dir: Path, keys: StageKeys, cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, *more_inputs
+) -> StageRun | None:
+    """The stage's run, with its digest of the settings and of its input dirs' content; None when it is done.
+    Otherwise the exp dir is made ready for it (a run of other settings moved aside) and the threads set."""
+    inputs = (feature_dir_digest(train_dir), feature_dir_digest(dev_dir), lang_dir_digest(lang_dir), *more_inputs)
+    stage = StageRun(exp_dir, "train", keys.digest(cfg, *inputs))
+    if stage.done:
+        return None
+    _fresh_exp_dir(exp_dir, stage.digest)
+    torch.set_num_threads(cfg.train.num_threads)
+    return stage
 
 
 def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_set, scfg: DictConfig) -> float:

@@ -19,13 +19,14 @@ import soundfile as sf
 from omegaconf import DictConfig
 
 from phonerec.data.audio import read_audio
+from phonerec.data.corpora import corpus_paths
 from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download, file_digest
 from phonerec.data.lang import prepare_lang, read_lexicon
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
 from phonerec.pipeline.files import atomic_path, file_sha256
-from phonerec.pipeline.markers import StageRun
+from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE
 
 log = logging.getLogger(__name__)
@@ -257,22 +258,14 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
 def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
     """Stage 0: corpus -> data_dir/{train,dev,test} and data_dir/lang."""
     cfg = PREPARE.view(cfg)
+    downloads, root = corpus_paths(cfg, cfg.corpus.archive_dir)
+    lexicon_path = repo_path(cfg.corpus.lexicon)
+    digest = PREPARE.digest(cfg, str(root), file_sha256(lexicon_path), file_sha256(repo_path(cfg.corpus.manifest)))
+    run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, downloads, lexicon_path, data_dir))
+
+
+def _prepare(cfg: DictConfig, downloads: Path, lexicon_path: Path, data_dir: Path) -> None:
     ccfg = cfg.corpus
-    downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
-    root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / ccfg.archive_dir
-    lexicon_path = repo_path(ccfg.lexicon)
-    stage = StageRun(
-        data_dir,
-        "prepare",
-        PREPARE.digest(cfg, str(root), file_sha256(lexicon_path), file_sha256(repo_path(ccfg.manifest))),
-    )
-    if stage.done:
-        return
-    with stage:
-        _prepare(cfg, ccfg, downloads, lexicon_path, data_dir)
-
-
-def _prepare(cfg: DictConfig, ccfg: DictConfig, downloads: Path, lexicon_path: Path, data_dir: Path) -> None:
     recordings = obtain_corpus(ccfg, downloads)
     lang_dir = data_dir / "lang"
     prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)

@@ -26,7 +26,7 @@ from phonerec.data.lang import prepare_lang, read_lexicon
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
 from phonerec.pipeline.files import file_sha256
-from phonerec.pipeline.markers import StageRun
+from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE
 
 log = logging.getLogger(__name__)
@@ -223,17 +223,14 @@ def _root(ccfg: DictConfig) -> Path:
 def prepare_tidigits(cfg: DictConfig, data_dir: Path) -> None:
     """Stage 0: corpus -> data_dir/{train,dev,test} and data_dir/lang."""
     cfg = PREPARE.view(cfg)
+    root = _root(cfg.corpus)
+    lexicon_path = repo_path(cfg.corpus.lexicon)
+    digest = PREPARE.digest(cfg, str(root), file_sha256(lexicon_path))
+    run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, root, lexicon_path, data_dir))
+
+
+def _prepare(cfg: DictConfig, root: Path, lexicon_path: Path, data_dir: Path) -> None:
     ccfg = cfg.corpus
-    root = _root(ccfg)
-    lexicon_path = repo_path(ccfg.lexicon)
-    stage = StageRun(data_dir, "prepare", PREPARE.digest(cfg, str(root), file_sha256(lexicon_path)))
-    if stage.done:
-        return
-    with stage:
-        _prepare(cfg, ccfg, root, lexicon_path, data_dir)
-
-
-def _prepare(cfg: DictConfig, ccfg: DictConfig, root: Path, lexicon_path: Path, data_dir: Path) -> None:
     groups = [str(g).lower() for g in ccfg.groups]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or not groups:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phonerec.data.corpora import corpus_paths
 from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download
 from phonerec.data.lang import prepare_lang
@@ -32,7 +33,7 @@ from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
 from phonerec.pipeline.files import file_sha256
-from phonerec.pipeline.markers import StageRun
+from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE
 from phonerec.scoring.error_rate import read_phone_map
 
@@ -203,22 +204,14 @@ def obtain_sample(ccfg: DictConfig, downloads: Path) -> Path:
 def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
     """Stage 0: corpus -> data_dir/{train,dev,test} (with phones.ctm) and data_dir/lang."""
     cfg = PREPARE.view(cfg)
+    downloads, root = corpus_paths(cfg, "timit_sample")
+    phone_table = repo_path(cfg.corpus.phone_table)
+    digest = PREPARE.digest(cfg, str(root), file_sha256(phone_table), file_sha256(repo_path(cfg.corpus.speaker_lists)))
+    run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, downloads, root, phone_table, data_dir))
+
+
+def _prepare(cfg: DictConfig, downloads: Path, root: Path, phone_table: Path, data_dir: Path) -> None:
     ccfg = cfg.corpus
-    downloads = Path(cfg.paths.downloads).resolve() / ccfg.name
-    root = Path(ccfg.root).resolve() if ccfg.root is not None else downloads / "timit_sample"
-    phone_table = repo_path(ccfg.phone_table)
-    stage = StageRun(
-        data_dir,
-        "prepare",
-        PREPARE.digest(cfg, str(root), file_sha256(phone_table), file_sha256(repo_path(ccfg.speaker_lists))),
-    )
-    if stage.done:
-        return
-    with stage:
-        _prepare(cfg, ccfg, downloads, root, phone_table, data_dir)
-
-
-def _prepare(cfg: DictConfig, ccfg: DictConfig, downloads: Path, root: Path, phone_table: Path, data_dir: Path):
     if ccfg.root is None:
         root = obtain_sample(ccfg, downloads)
     elif not root.is_dir():
