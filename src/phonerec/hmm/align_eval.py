@@ -334,3 +334,17 @@ def evaluate_alignment(
         "num_frames": frames_total,
         "per_utt": per_utt,
     }
+
+
+# The figures of evaluate_alignment that TensorBoard, the logs and RESULTS.md show.
+ACCURACY_KEYS = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
+
+
+def format_accuracy(accuracy: dict) -> str:
+    def pct(key):
+        return "n/a" if accuracy[key] is None else f"{accuracy[key]:.1f}"
+
+    return (
+        f"boundaries within 10/20/50 ms {pct('within_10ms')}/{pct('within_20ms')}/{pct('within_50ms')}%, "
+        f"mean error {pct('mean_abs_error_ms')} ms, frame agreement {pct('frame_agreement')}%"
+    )

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from phonerec.data.data_dir import SPLITS
 from phonerec.decoding.decoders import decoder_metric
+from phonerec.hmm.align_eval import ACCURACY_KEYS
 from phonerec.pipeline.config import REPO_ROOT
 from phonerec.pipeline.files import write_text_atomic
 
@@ -117,9 +118,8 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
             "mean error ms | frame agreement % |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
-        keys = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
         for what, name, a in accuracy_rows:
-            figures = " | ".join("n/a" if a[k] is None else f"{a[k]:.1f}" for k in keys)
+            figures = " | ".join("n/a" if a[k] is None else f"{a[k]:.1f}" for k in ACCURACY_KEYS)
             lines.append(f"| {what} | {name} | {a['matched_boundaries']} | {figures} |")
     stage_times = [
         ("0 data preparation", _seconds(Path(data_dir) / "prepare.seconds")),

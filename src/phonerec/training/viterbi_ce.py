@@ -18,24 +18,13 @@ from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.hmm.align import Topology, build_graph, log_state_priors, uniform_alignment, viterbi_align
-from phonerec.hmm.align_eval import evaluate_alignment, frames_to_segments
+from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, frames_to_segments
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic
 from phonerec.scoring.error_rate import score
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # target of frames that no alignment covers (padding)
-ACCURACY_KEYS = ("within_10ms", "within_20ms", "within_50ms", "mean_abs_error_ms", "frame_agreement")
-
-
-def format_accuracy(accuracy: dict) -> str:
-    def pct(key):
-        return "n/a" if accuracy[key] is None else f"{accuracy[key]:.1f}"
-
-    return (
-        f"boundaries within 10/20/50 ms {pct('within_10ms')}/{pct('within_20ms')}/{pct('within_50ms')}%, "
-        f"mean error {pct('mean_abs_error_ms')} ms, frame agreement {pct('frame_agreement')}%"
-    )
 
 
 class ViterbiTask:
