@@ -122,7 +122,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-  log "Stage 5: scoring: ${exp}/*/decode_* -> per.json, per.txt; ${results}"
+  log "Stage 5: scoring: ${exp}/{${models// /,}}/decode_<split>_{${decoders// /,}} -> per.json or wer.json, reports; ${results}"
   run_step "${exp}/log/score.log" python steps/score.py "${data}" "${exp}"
   grep -h "^| " "${results}" | head -n 8 || true
 fi

@@ -3,7 +3,9 @@
 decode.decoders (phonerec.decoding.decoders): greedy (CTC best path; the Viterbi model's frame argmax), lm (the
 phone LM: CTC prefix beam search; hybrid Viterbi through a phone loop), words (through the lexicon, the digit
 corpora). A tuned decoder without --tuned-dir tunes its weights over its grid on this set (dev: tuning.json); with
-it, the values chosen there decode the set once (test). Writes hyp.txt, ref.txt, utt2spk and decoder.json."""
+it, the values chosen there decode the set once (test). Writes hyp.txt, ref.txt, utt2spk, model (the checkpoint),
+decoder.json (the decoder and its values), tuning.json when it tuned, and where the set has hand-labelled
+segments (TIMIT) and the decoder's model gives alignments, ali.ctm and alignment_accuracy.json."""
 
 from pathlib import Path
 

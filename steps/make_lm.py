@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Estimate phone n-gram LMs (decode.lm_order, and a bigram for the hybrid decoder) from the training
-transcripts <train-dir>/text, as ARPA files in <lm-dir>."""
+transcripts <train-dir>/text, and with the words decoder a word bigram from <train-dir>/text.words, as ARPA
+files in <lm-dir>."""
 
 from phonerec.pipeline.cli import step_main
 from phonerec.pipeline.decode_stages import make_lm_stage

@@ -32,6 +32,7 @@ def tiny_run(tmp_path, exp):
         "model.num_layers=1",
         "model.hidden_size=32",
         "train.num_threads=1",
+        "decode.num_threads=1",
         "train.viterbi.epochs=3",
     ]
 

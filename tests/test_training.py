@@ -22,6 +22,7 @@ TINY = [
     "model.hidden_size=16",
     "model.dropout=0.1",
     "train.num_threads=1",
+    "decode.num_threads=1",
     "train.viterbi.epochs=3",
     "train.viterbi.realign_epochs=[1,2]",
     "train.ctc.epochs=2",
@@ -134,19 +135,20 @@ def test_a_decode_reruns_when_a_setting_or_file_it_reads_changes_and_only_then(p
     assert not decode()
     # Settings the hybrid decoder reads (decode.prior_scale was train.viterbi.prior_scale, read but not hashed).
     assert decode("decode.prior_scale=0.5")
-    assert decode("decode.prior_scale=0.5", "hmm.optional_silence=false")
+    assert decode("decode.prior_scale=0.5", "decode.hybrid.beam=10")
     # Settings it does not read: another stage's, another decoder's, a thread count.
     assert not decode(
         "decode.prior_scale=0.5",
+        "decode.hybrid.beam=10",
         "hmm.optional_silence=false",
         "train.viterbi.lr=0.5",
         "decode.ctc_beam.beam_size=3",
         "features.kaldi.num_ceps=5",
-        "decode.num_threads=1",
+        "decode.num_threads=2",
     )
     # A corrected reference in the feature dir it reads: decoded again, with the new reference.
     text = test_dir / "text"
     utt, phones = text.read_text().splitlines()[0].split(" ", 1)
     text.write_text(text.read_text().replace(f"{utt} {phones}", f"{utt} {phones} {phones.split()[0]}", 1))
-    assert decode("decode.prior_scale=0.5", "hmm.optional_silence=false")
+    assert decode("decode.prior_scale=0.5", "decode.hybrid.beam=10")
     assert read_table(decode_dir / "ref.txt")[utt] == f"{phones} {phones.split()[0]}"

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from phonerec.data.audio import read_audio
 from phonerec.data.data_dir import DATA_FILES, read_table, validate_data_dir, write_table
+from phonerec.data.lang import LANG_FILES
 from phonerec.pipeline.config import save_config, settings_hash
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import contents_sha256, copy_atomic
@@ -136,7 +137,8 @@ def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig, lang_dir: Pat
     cfg = FEATURES.view(cfg)
     validate_data_dir(data_dir, lang_dir)
     digest = FEATURES.digest(cfg, contents_sha256(data_dir, ("wav.scp", "utt2spk")))
-    stage = StageRun(feat_dir, "features", FEATURES.digest(cfg, digest, contents_sha256(data_dir, DATA_FILES)))
+    lang = contents_sha256(lang_dir, LANG_FILES) if lang_dir is not None else None
+    stage = StageRun(feat_dir, "features", FEATURES.digest(cfg, digest, contents_sha256(data_dir, DATA_FILES), lang))
     if stage.done and _copies_match(data_dir, feat_dir):
         return
     with stage:

@@ -5,7 +5,6 @@ that ignores Range (200 instead of 206) makes us start over; one that sends no C
 progress bar without a total. Only a complete, verified file is renamed to `dest`.
 """
 
-import hashlib
 import http.client
 import logging
 import re
@@ -17,18 +16,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from phonerec.pipeline.errors import CorpusError
+from phonerec.pipeline.files import file_digest
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 16
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verify(path: Path, size: int | None, md5: str | None) -> None:

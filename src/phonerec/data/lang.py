@@ -11,12 +11,11 @@ states.txt  `<phone>_<k> <id>`: the HMM states of the Viterbi model, states_per_
             (see phonerec.hmm.align.Topology).
 """
 
-import shutil
 from pathlib import Path
 
 from phonerec.data.data_dir import read_symbol_table
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_text_atomic
+from phonerec.pipeline.files import copy_atomic, write_text_atomic
 
 BLANK = "<blk>"
 LANG_FILES = ("phones.txt", "words.txt", "lexicon.txt", "silence_phones.txt", "states.txt")
@@ -50,8 +49,8 @@ def prepare_lang(lexicon_path: Path, lang_dir: Path, states_per_phone: int = 1, 
     states = [f"{p}_{k}" for p in [silence_phone, *phones] for k in range(states_per_phone)]
     _write_symbols(lang_dir / "states.txt", states)
     _write_symbols(lang_dir / "words.txt", [EPSILON, *sorted(lexicon)])
-    (lang_dir / "silence_phones.txt").write_text(silence_phone + "\n")
-    shutil.copyfile(lexicon_path, lang_dir / "lexicon.txt")
+    write_text_atomic(lang_dir / "silence_phones.txt", silence_phone + "\n")
+    copy_atomic(lexicon_path, lang_dir / "lexicon.txt")
 
 
 def _write_symbols(path: Path, symbols: list[str]) -> None:

@@ -4,8 +4,8 @@ A decoder turns one model's log-posteriors into hypotheses. It says which config
 the decode stage's own, so its settings are hashed), what it is tuned over (`grid()`: the points of its tuning
 grid on dev; untuned decoders have the one empty point), how to decode at one point (`decode`), and how it is
 scored (`metric`: a PhoneDecoder is scored by PER on phones, a WordDecoder by WER on words).
-phonerec.pipeline.decode_stages runs every decoder the same way: tune on the first split of decode.splits, decode
-the others once with the values chosen there.
+phonerec.pipeline.decode_stages runs every decoder the same way: a tuned one is tuned on dev (the first split of
+decode.splits, as run.sh passes them), and the other splits are decoded once with the values chosen there.
 
 A new decoder is a subclass of PhoneDecoder or WordDecoder with its name, kind and title, its settings in
 conf/decode/, and its name in decode.decoders; the stage and run.sh stay as they are.
@@ -30,8 +30,8 @@ from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
-from phonerec.hmm.align import build_graph, viterbi_align
-from phonerec.hmm.align_eval import Segment, ctc_segments, frames_to_segments
+from phonerec.hmm.align import Topology, align_utterances, build_graph
+from phonerec.hmm.align_eval import Segment, ctc_segments, state_segments
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.recipe import frame_shift, read_id2phone, read_topology, scoring_fold
 from phonerec.pipeline.stage_keys import StageKeys
@@ -49,6 +49,7 @@ class Decoder:
     metric     "per" or "wer": what it is scored by (a PhoneDecoder or a WordDecoder)
     tuned      whether `grid()` is tuned on dev (else it is decoded with its one point everywhere)
     uses_lm    whether it reads the LM dir (its digest then covers the LMs)
+    word_ends  whether it needs where words end (for optional silence between words; hmm.optional_silence)
     keys       the config keys it reads besides the decode stage's
     """
 
@@ -58,6 +59,7 @@ class Decoder:
     metric: ClassVar[str]
     tuned: ClassVar[bool] = True
     uses_lm: ClassVar[bool] = True
+    word_ends: ClassVar[bool] = False
     keys: ClassVar[StageKeys] = StageKeys(hashed=())
 
     def __init_subclass__(cls, **kwargs):
@@ -68,6 +70,12 @@ class Decoder:
     def __init__(self, cfg: DictConfig, lang_dir: Path, lm_dir: Path, checkpoint: dict):
         self.cfg, self.lang_dir, self.lm_dir, self.checkpoint = cfg, lang_dir, lm_dir, checkpoint
         self.id2phone = read_id2phone(lang_dir)
+        self.tokens = [self.id2phone[i] for i in range(len(self.id2phone))]  # the model's outputs, blank first
+
+    @functools.cached_property
+    def topo(self) -> Topology:
+        """The HMM topology of a Viterbi model's outputs (lang/states.txt, hmm.states_per_phone)."""
+        return read_topology(self.lang_dir, self.cfg)
 
     def grid(self) -> list[dict]:
         return [{}]
@@ -162,12 +170,10 @@ class CTCGreedy(PhoneDecoder):
 
 class FrameArgmax(PhoneDecoder):
     name, kind, title = "greedy", "viterbi", "frame argmax, repeats merged"
-    tuned, uses_lm = False, False
-    keys = StageKeys(hashed=("hmm.states_per_phone", "decode.prior_scale", "features.kaldi.frame_shift"))
-
-    def __init__(self, cfg, lang_dir, lm_dir, checkpoint):
-        super().__init__(cfg, lang_dir, lm_dir, checkpoint)
-        self.topo = read_topology(lang_dir, cfg)
+    tuned, uses_lm, word_ends = False, False, True
+    keys = StageKeys(
+        hashed=("hmm.states_per_phone", "hmm.optional_silence", "decode.prior_scale", "features.kaldi.frame_shift")
+    )
 
     def decode(self, point, examples, posteriors) -> Hyps:
         state_to_phone = self.topo.state_to_phone()
@@ -178,30 +184,22 @@ class FrameArgmax(PhoneDecoder):
 
     def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
         """Viterbi through each utterance's graph on scaled likelihoods (the priors of the model's last
-        alignment), in batches of decode.batch_frames (utterances with no path are left out)."""
+        alignment), in the batches of the forward pass (utterances with no path are left out)."""
         shift = frame_shift(self.cfg, self.checkpoint["model_args"]["subsample"])
         priors = self.checkpoint["task"].get("log_priors")
-        state_to_phone = self.topo.state_to_phone()
         segments = {}
-        batches = make_batches(
-            [len(lp) for lp in posteriors], self.cfg.decode.batch_frames, self.cfg.decode.max_batch_utts
-        )
-        for batch in batches:
-            lengths = torch.tensor([len(posteriors[i]) for i in batch])
-            scores = torch.nn.utils.rnn.pad_sequence([posteriors[i] for i in batch], batch_first=True)
-            if priors is not None:
-                scores = scores - self.cfg.decode.prior_scale * priors
+        lengths = [e.feats.shape[0] for e in examples]
+        for batch in make_batches(lengths, self.cfg.decode.batch_frames, self.cfg.decode.max_batch_utts):
             graphs = [
                 build_graph(examples[i].phones, self.topo, examples[i].word_ends, self.cfg.hmm.optional_silence)
                 for i in batch
             ]
-            alignment, loglik = viterbi_align(scores, lengths, graphs, self.topo)
-            for k, i in enumerate(batch):
-                if torch.isfinite(loglik[k]):
-                    states = alignment[k, : lengths[k]].tolist()
-                    segments[examples[i].utt] = frames_to_segments(
-                        self._phones([state_to_phone[s] for s in states]), shift
-                    )
+            found = align_utterances(
+                [posteriors[i] for i in batch], graphs, self.topo, priors, self.cfg.decode.prior_scale
+            )
+            for i, (states, _) in zip(batch, found, strict=True):
+                if states is not None:
+                    segments[examples[i].utt] = state_segments(states.tolist(), self.topo, self.id2phone, shift)
         return segments
 
 
@@ -221,10 +219,9 @@ class CTCBeamLM(PhoneDecoder):
         return NgramLM.read_arpa(self.lm_dir / f"phones.{self.cfg.decode.lm_order}gram.arpa")
 
     def decode(self, point, examples, posteriors) -> Hyps:
-        phones = [self.id2phone[i] for i in range(len(self.id2phone))]
         beam = self.cfg.decode.ctc_beam
         decoder = make_ctc_beam_decoder(
-            phones, self.lm, point["lm_weight"], point["insertion_bonus"], beam.beam_size, beam.beam_size_token
+            self.tokens, self.lm, point["lm_weight"], point["insertion_bonus"], beam.beam_size, beam.beam_size_token
         )
         return {
             e.utt: self._phones(ctc_beam_decode(decoder, lp.unsqueeze(0), torch.tensor([len(lp)]))[0])
@@ -273,9 +270,8 @@ class HybridPhoneLM(_HybridSearch, PhoneDecoder):
         return NgramLM.read_arpa(self.lm_dir / "phones.2gram.arpa")  # the phone loop takes the bigram
 
     def decode(self, point, examples, posteriors) -> Hyps:
-        topo = read_topology(self.lang_dir, self.cfg)
         graph, phone_ids = hybrid.phone_loop(
-            self.lm, self.id2phone, topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"]
+            self.lm, self.id2phone, self.topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"]
         )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
         return {
@@ -295,16 +291,15 @@ class CTCLexiconWords(WordDecoder):
         return [{"lm_weight": w, "word_score": b} for w in wcfg.lm_weights for b in wcfg.word_scores]
 
     def decode(self, point, examples, posteriors) -> Hyps:
-        phones = [self.id2phone[i] for i in range(len(self.id2phone))]
         decoder = ctc_decoder(
             lexicon=str(self.lang_dir / "lexicon.txt"),
-            tokens=phones,
+            tokens=self.tokens,
             lm=str(self.lm_dir / "words.2gram.arpa"),
             lm_weight=point["lm_weight"],
             word_score=point["word_score"],
             beam_size=self.cfg.decode.words.beam_size,
-            blank_token=phones[0],
-            sil_token=phones[1],
+            blank_token=self.tokens[0],
+            sil_token=self.tokens[1],
             unk_word="<unk>",
         )
         hyps = {}
@@ -316,7 +311,7 @@ class CTCLexiconWords(WordDecoder):
 
 class HybridWordLoop(_HybridSearch, WordDecoder):
     name, kind, title = "words", "viterbi", "hybrid Viterbi word loop + word bigram"
-    keys = _HybridSearch.KEYS | StageKeys(hashed=("decode.words.word_scores",))
+    keys = _HybridSearch.KEYS | StageKeys(hashed=("decode.words.word_scores", "hmm.optional_silence"))
 
     def grid(self) -> list[dict]:
         return [
@@ -330,13 +325,12 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
         return NgramLM.read_arpa(self.lm_dir / "words.2gram.arpa")
 
     def decode(self, point, examples, posteriors) -> Hyps:
-        topo = read_topology(self.lang_dir, self.cfg)
         lexicon = read_lexicon(self.lang_dir / "lexicon.txt")
         phone2id = {p: i for i, p in self.id2phone.items()}
         graph, words = hybrid.word_loop(
             lexicon,
             phone2id,
-            topo,
+            self.topo,
             self.lm,
             lm_weight=1.0,
             word_score=point["word_score"],

@@ -145,6 +145,28 @@ def viterbi_align(
     return alignment, loglik
 
 
+def align_utterances(
+    scores: list[torch.Tensor],
+    graphs: list[Graph],
+    topo: Topology,
+    log_priors: torch.Tensor | None = None,
+    prior_scale: float = 1.0,
+) -> list[tuple[torch.Tensor | None, float]]:
+    """Viterbi alignment of several utterances at once, padded into one batch: each one's (T, S) log-posteriors
+    (divided by the state priors ^ prior_scale when log_priors is given: scaled likelihoods) through its graph.
+    Returns (the HMM state of each frame, the path's log-likelihood) per utterance; (None, -inf) for one with
+    fewer frames than its graph needs."""
+    lengths = torch.tensor([len(s) for s in scores])
+    padded = torch.nn.utils.rnn.pad_sequence(scores, batch_first=True)
+    if log_priors is not None:
+        padded = padded - prior_scale * log_priors
+    alignment, loglik = viterbi_align(padded, lengths, graphs, topo)
+    return [
+        (alignment[k, : lengths[k]].clone(), loglik[k].item()) if torch.isfinite(loglik[k]) else (None, NEG_INF)
+        for k in range(len(scores))
+    ]
+
+
 def uniform_alignment(num_frames: int, phones: list[int], topo: Topology, edge_silence: bool = True) -> list[int]:
     """Flat start: the frames split evenly over the phones' states, with a silence at both edges when there
     are frames enough (otherwise the silence model would never be trained before the first re-alignment)."""

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torchaudio.functional as taf
 
+from phonerec.hmm.align import Topology
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_text_atomic
 
@@ -126,6 +127,14 @@ def frames_to_segments(labels: Sequence[str], frame_shift: float) -> list[Segmen
             segments.append(Segment(t0 * frame_shift, t * frame_shift, labels[t0]))
             t0 = t
     return segments
+
+
+def state_segments(
+    states: Sequence[int], topo: Topology, id2phone: Mapping[int, str], frame_shift: float
+) -> list[Segment]:
+    """The phone segments of an alignment of HMM states (one state per frame)."""
+    state_to_phone = topo.state_to_phone()
+    return frames_to_segments([id2phone[state_to_phone[s]] for s in states], frame_shift)
 
 
 def ctc_segments(

@@ -1,5 +1,6 @@
-"""Stage 4: the phone and word LMs, and decoding of a feature dir by one decoder (phonerec.decoding.decoders):
-tuned over its grid on the first split of decode.splits, or decoded once with the values chosen there."""
+"""Stage 4: the phone and word LMs, and decoding of a feature dir by one decoder (phonerec.decoding.decoders): a
+tuned decoder tunes over its grid on the set it is given without a tuned dir (run.sh gives it the first split of
+decode.splits, dev), and decodes the others once with the values chosen there."""
 
 import json
 import logging
@@ -15,7 +16,7 @@ from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align_eval import evaluate_alignment, format_accuracy, read_ctm, write_ctm
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import file_sha256, write_json_atomic, write_text_atomic
+from phonerec.pipeline.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, find_checkpoint, frame_shift, lang_dir_digest
 from phonerec.pipeline.stage_keys import DECODE, LM
@@ -34,7 +35,7 @@ def make_lm_stage(cfg: DictConfig, train_dir: Path, lm_dir: Path) -> None:
     if words and not words_file.is_file():
         raise RecipeError(f"decode.decoders has words, but {words_file} is missing")
     stage = StageRun(
-        lm_dir, "lm", LM.digest(cfg, file_sha256(train_dir / "text"), file_sha256(words_file) if words else None)
+        lm_dir, "lm", LM.digest(cfg, file_digest(train_dir / "text"), file_digest(words_file) if words else None)
     )
     if stage.done:
         return
@@ -74,7 +75,7 @@ def decode_stage(
     cfg = keys.view(cfg)
     tuning = json.loads((tuned_dir / "tuning.json").read_text()) if decoder_type.tuned and tuned_dir else None
     inputs = (
-        file_sha256(checkpoint_path),
+        file_digest(checkpoint_path),
         feature_dir_digest(feat_dir),
         lang_dir_digest(lang_dir),
         read_digest(lm_dir, "lm") if decoder_type.uses_lm else None,
@@ -86,7 +87,8 @@ def decode_stage(
     with stage:
         torch.set_num_threads(cfg.decode.num_threads)
         decoder = decoder_type(cfg, lang_dir, lm_dir, checkpoint)
-        examples = load_examples(feat_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
+        word_ends = decoder_type.word_ends and cfg.hmm.optional_silence
+        examples = load_examples(feat_dir, lang_dir, cfg.features, word_boundaries=word_ends)
         with torch.no_grad():
             batches = utterance_posteriors(model, examples, cfg.decode.batch_frames, cfg.decode.max_batch_utts)
             scored = {e.utt: log_probs for e, log_probs in batches}

@@ -42,8 +42,9 @@ def copy_atomic(source: str | Path, path: str | Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's content (hashlib's algorithm names: sha256, md5, ...)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -53,4 +54,4 @@ def file_sha256(path: str | Path) -> str:
 def contents_sha256(directory: str | Path, names) -> dict[str, str | None]:
     """The sha256 of each named file of a directory (None where it is absent): for a stage's digest to cover the
     content of the files it reads."""
-    return {name: file_sha256(Path(directory) / name) if (Path(directory) / name).is_file() else None for name in names}
+    return {name: file_digest(Path(directory) / name) if (Path(directory) / name).is_file() else None for name in names}

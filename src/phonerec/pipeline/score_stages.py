@@ -44,10 +44,7 @@ def score_phones(cfg: DictConfig, decode_dir: Path) -> dict:
     (each utterance's alignment with S/D/I marked, as sclite prints it), confusions.txt and confusion.png
     (also in the model's TensorBoard). With score.sclite (auto: when sctk is installed), NIST sclite scores
     the same prepared sequences into decode_dir/sclite/ and its PER is logged beside ours."""
-    read_digest(decode_dir, "decode")
-    refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
-    hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
-    utt2spk = read_table(decode_dir / "utt2spk")
+    refs, hyps, utt2spk = _read_decode(decode_dir)
     result = score(refs, hyps, utt2spk, fold=scoring_fold(cfg), ignore=frozenset(cfg.score.ignore_phones))
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
     write_score_report(result, decode_dir, title=title)
@@ -86,10 +83,7 @@ def score_phones(cfg: DictConfig, decode_dir: Path) -> dict:
 def score_words(decode_dir: Path) -> dict:
     """WER of a word decode dir: wer.json (WER and sentence error rate), wer.txt (per speaker), wer.pra (each
     utterance's alignment), confusions.txt and confusion.png (words; also in the model's TensorBoard)."""
-    read_digest(decode_dir, "decode")
-    refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
-    hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
-    result = score(refs, hyps, read_table(decode_dir / "utt2spk"))
+    result = score(*_read_decode(decode_dir))
     rates = word_rates(result["total"])
     write_json_atomic(decode_dir / "wer.json", rates)
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
@@ -108,3 +102,11 @@ def score_words(decode_dir: Path) -> dict:
         rates["n"],
     )
     return rates
+
+
+def _read_decode(decode_dir: Path) -> tuple[dict, dict, dict]:
+    """The references, hypotheses and speakers of a finished decode dir."""
+    read_digest(decode_dir, "decode")
+    refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
+    hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
+    return refs, hyps, read_table(decode_dir / "utt2spk")

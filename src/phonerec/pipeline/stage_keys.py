@@ -74,15 +74,9 @@ _TRAINING = StageKeys(
 TRAIN_VITERBI = _TRAINING | StageKeys(hashed=("train.viterbi", "hmm", "features.kaldi.frame_shift"))
 TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
 # Stage 4: the phone (and word) LMs, then each decoder (whose own keys are added to DECODE).
-LM = StageKeys(hashed=("decode.lm_order", "decode.decoders"))
+LM = StageKeys(hashed=("decode.lm_order",), unhashed=("decode.decoders",))  # (whether words is in it is hashed)
 DECODE = StageKeys(
-    hashed=(
-        "decode.checkpoint",
-        "decode.batch_frames",
-        "decode.max_batch_utts",
-        *_FEATURES_AT_LOAD,
-        "hmm.optional_silence",
-    ),
+    hashed=("decode.checkpoint", "decode.batch_frames", "decode.max_batch_utts", *_FEATURES_AT_LOAD),
     unhashed=("decode.num_threads",),
 )
 # Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.

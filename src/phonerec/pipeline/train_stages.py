@@ -13,7 +13,7 @@ from phonerec.hmm.align_eval import read_ctm
 from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_json_atomic
+from phonerec.pipeline.files import write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, frame_shift, lang_dir_digest, read_id2phone, read_topology
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI, StageKeys
@@ -34,8 +34,8 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
         return
     with stage:
         topo = read_topology(lang_dir, cfg)
-        train_set = load_examples(train_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
-        dev_set = load_examples(dev_dir, lang_dir, cfg.features, cfg.hmm.optional_silence)
+        train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
+        dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
         torch.manual_seed(cfg.train.seed)
         model_args = {
             "input_dim": train_set[0].feats.shape[1],
@@ -150,4 +150,4 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
         if (exp_dir / "log").is_dir():
             shutil.copytree(exp_dir / "log", aside / "log")
     exp_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(digest + "\n")
+    write_text_atomic(stamp, digest + "\n")

@@ -216,7 +216,7 @@ def run_sclite(
     except (OSError, subprocess.SubprocessError) as e:
         raise ScliteError(f"could not run {shlex.join(cmd)}: {e}") from e
     log = f"# {shlex.join(cmd)}  (in {out_dir})\n{proc.stdout}{proc.stderr}"
-    (out_dir / f"{NAME}.log").write_text(log, encoding="utf-8")
+    write_text_atomic(out_dir / f"{NAME}.log", log)
     written = {report: work / f"{NAME}.{suffix}" for report, suffix in REPORTS.items()}
     if (
         proc.returncode != 0

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import frame_argmax
-from phonerec.hmm.align import Topology, build_graph, log_state_priors, uniform_alignment, viterbi_align
-from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, frames_to_segments
+from phonerec.hmm.align import Topology, align_utterances, build_graph, log_state_priors, uniform_alignment
+from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic
 from phonerec.scoring.error_rate import score
@@ -190,17 +190,13 @@ class ViterbiTask:
         scored = list(self._posteriors(model, examples))
         for start in range(0, len(scored), self.tcfg.max_batch_utts):
             chunk = scored[start : start + self.tcfg.max_batch_utts]
-            lengths = torch.tensor([len(lp) for _, lp in chunk])
-            log_probs = torch.nn.utils.rnn.pad_sequence([lp for _, lp in chunk], batch_first=True)
-            if self.log_priors is not None:
-                log_probs = log_probs - self.vcfg.prior_scale * self.log_priors  # scaled likelihoods
             graphs = [self.graphs[name][e.utt] for e, _ in chunk]
-            ali, loglik = viterbi_align(log_probs, lengths, graphs, self.topo)
-            for k, (e, _) in enumerate(chunk):
-                if torch.isfinite(loglik[k]):
-                    alignments[e.utt] = ali[k, : lengths[k]].clone()
-                    total_loglik += loglik[k].item()
-                    total_frames += int(lengths[k])
+            found = align_utterances([lp for _, lp in chunk], graphs, self.topo, self.log_priors, self.vcfg.prior_scale)
+            for (e, _), (ali, loglik) in zip(chunk, found, strict=True):
+                if ali is not None:
+                    alignments[e.utt] = ali
+                    total_loglik += loglik
+                    total_frames += len(ali)
                 else:
                     skipped.append(e.utt)
         if skipped:
@@ -214,11 +210,10 @@ class ViterbiTask:
 
     def alignment_accuracy(self) -> dict:
         """The current alignments against the hand-labelled segments, where a set has them (TIMIT)."""
-        state_to_phone = self.topo.state_to_phone()
         results = {}
         for name, reference in self.reference.items():
             hyp = {
-                utt: frames_to_segments([self.id2phone[state_to_phone[s]] for s in ali.tolist()], self.frame_shift)
+                utt: state_segments(ali.tolist(), self.topo, self.id2phone, self.frame_shift)
                 for utt, ali in self.alignments[name].items()
             }
             results[name] = evaluate_alignment(reference, hyp, self.frame_shift)

@@ -21,11 +21,11 @@ from omegaconf import DictConfig
 from phonerec.data.audio import read_audio
 from phonerec.data.corpora import corpus_paths
 from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
-from phonerec.data.download import download, file_digest
+from phonerec.data.download import download
 from phonerec.data.lang import prepare_lang, read_lexicon
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import atomic_path, file_sha256
+from phonerec.pipeline.files import atomic_path, file_digest
 from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE
 
@@ -260,7 +260,7 @@ def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
     cfg = PREPARE.view(cfg)
     downloads, root = corpus_paths(cfg, cfg.corpus.archive_dir)
     lexicon_path = repo_path(cfg.corpus.lexicon)
-    digest = PREPARE.digest(cfg, str(root), file_sha256(lexicon_path), file_sha256(repo_path(cfg.corpus.manifest)))
+    digest = PREPARE.digest(cfg, str(root), file_digest(lexicon_path), file_digest(repo_path(cfg.corpus.manifest)))
     run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, downloads, lexicon_path, data_dir))
 
 

@@ -25,7 +25,7 @@ from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_d
 from phonerec.data.lang import prepare_lang, read_lexicon
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import file_sha256
+from phonerec.pipeline.files import file_digest
 from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE
 
@@ -225,7 +225,7 @@ def prepare_tidigits(cfg: DictConfig, data_dir: Path) -> None:
     cfg = PREPARE.view(cfg)
     root = _root(cfg.corpus)
     lexicon_path = repo_path(cfg.corpus.lexicon)
-    digest = PREPARE.digest(cfg, str(root), file_sha256(lexicon_path))
+    digest = PREPARE.digest(cfg, str(root), file_digest(lexicon_path))
     run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, root, lexicon_path, data_dir))
 
 

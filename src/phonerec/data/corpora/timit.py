@@ -32,7 +32,7 @@ from phonerec.data.lang import prepare_lang
 from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import file_sha256
+from phonerec.pipeline.files import file_digest
 from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE
 from phonerec.scoring.error_rate import read_phone_map
@@ -206,7 +206,7 @@ def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
     cfg = PREPARE.view(cfg)
     downloads, root = corpus_paths(cfg, "timit_sample")
     phone_table = repo_path(cfg.corpus.phone_table)
-    digest = PREPARE.digest(cfg, str(root), file_sha256(phone_table), file_sha256(repo_path(cfg.corpus.speaker_lists)))
+    digest = PREPARE.digest(cfg, str(root), file_digest(phone_table), file_digest(repo_path(cfg.corpus.speaker_lists)))
     run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, downloads, root, phone_table, data_dir))
 
 
