@@ -65,7 +65,7 @@ run_step() {
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
 mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name paths.exp \
-  paths.results decode.splits decode.decoders models -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+  paths.results decode.splits decode.decoders models train.ctc.init train.compare_ctc_inits -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
@@ -75,6 +75,8 @@ results=${settings[5]}
 decode_splits=$(echo "${settings[6]}" | tr -d "[],'")
 decoders=$(echo "${settings[7]}" | tr -d "[],'")
 models=$(echo "${settings[8]}" | tr -d "[],'")
+ctc_init=${settings[9]}
+compare_ctc_inits=$(echo "${settings[10]}" | tr -d "[],'")
 splits=$(python -c 'from phonerec.data.data_dir import SPLITS; print(*SPLITS)')
 start_time=${SECONDS}
 log "Recipe ${recipe}: stages ${stage} to ${stop_stage}; overrides: ${overrides[*]:-none}"
@@ -102,6 +104,13 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: CTC training: ${data}/${feats}/{train,dev}, ${exp}/viterbi -> ${exp}/ctc"
   run_step "${exp}/ctc/log/train.log" \
     python steps/train_ctc.py "${data}/${feats}/train" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
+  for init in ${compare_ctc_inits}; do   # the same training from other inits, for RESULTS.md's comparison
+    [ "${init}" != "${ctc_init}" ] || continue
+    log "Stage 3: CTC training from init ${init} (train.compare_ctc_inits): -> ${exp}/ctc_${init}"
+    run_step "${exp}/ctc_${init}/log/train.log" \
+      python steps/train_ctc.py --init "${init}" "${data}/${feats}/train" "${data}/${feats}/dev" "${data}/lang" \
+      "${exp}/viterbi" "${exp}/ctc_${init}"
+  done
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then

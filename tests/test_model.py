@@ -148,3 +148,34 @@ def test_equals_packed_bidirectional_lstm_with_the_same_weights():
     assert out_lengths.tolist() == ref_lengths.tolist()
     for i, n in enumerate(LENGTHS):
         torch.testing.assert_close(hidden[i, :n], reference[i, :n], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("states_per_phone", [1, 3])
+def test_add_blank_keeps_the_viterbi_models_phone_posteriors(states_per_phone):
+    """A Viterbi model of 4 phones x N states turned into a CTC model: each phone's output is the sum of its
+    states' posteriors, and the blank (a copy of state 0 with its bias lowered by 1) takes a share of them."""
+    torch.manual_seed(0)
+    viterbi = BLSTMAcousticModel(DIM, 4 * states_per_phone, num_layers=1, hidden_size=HIDDEN).eval()
+    _, feats, lengths = padded_batch(LENGTHS)
+    states, _ = viterbi(feats, lengths)
+    logits = viterbi.output(viterbi.encode(feats, lengths)[0])
+    ctc = BLSTMAcousticModel(DIM, 4 * states_per_phone, num_layers=1, hidden_size=HIDDEN).eval()
+    ctc.load_state_dict(viterbi.state_dict())
+    ctc.add_blank(copy_of=0, bias_offset=-1.0, pool_states=states_per_phone)
+    log_probs, _ = ctc(feats, lengths)
+    assert log_probs.shape[-1] == 5
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(log_probs.shape[:2]))
+    blank_logit = logits[..., :1] - 1.0
+    joint = torch.cat([blank_logit, logits], dim=-1).log_softmax(-1)  # blank + states, normalised together
+    phones = joint[..., 1:].reshape(*joint.shape[:2], 4, states_per_phone).logsumexp(-1)
+    torch.testing.assert_close(log_probs, torch.cat([joint[..., :1], phones], dim=-1))
+    # Without the blank's share, the phone posteriors are the Viterbi model's pooled state posteriors.
+    pooled = states.reshape(*states.shape[:2], 4, states_per_phone).logsumexp(-1)
+    renormalised = log_probs[..., 1:] - log_probs[..., 1:].logsumexp(-1, keepdim=True)
+    torch.testing.assert_close(renormalised, pooled)
+    # The CTC model rebuilds from its model_args, as a checkpoint does.
+    rebuilt = BLSTMAcousticModel(
+        DIM, 4 * states_per_phone + 1, num_layers=1, hidden_size=HIDDEN, pool_states=states_per_phone
+    ).eval()
+    rebuilt.load_state_dict(ctc.state_dict())
+    torch.testing.assert_close(rebuilt(feats, lengths)[0], log_probs)

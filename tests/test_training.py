@@ -8,14 +8,18 @@ import shutil
 import pytest
 import torch
 from conftest import make_fsdd_copy
+from omegaconf import OmegaConf
 
 from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.data.data_dir import read_table
+from phonerec.data.dataset import Example
 from phonerec.features import make_features
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.decode_stages import decode_stage, make_lm_stage
+from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.score_stages import score_phones
 from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage
+from phonerec.training.loop import train
 
 TINY = [
     "model.num_layers=1",
@@ -152,3 +156,72 @@ def test_a_decode_reruns_when_a_setting_or_file_it_reads_changes_and_only_then(p
     text.write_text(text.read_text().replace(f"{utt} {phones}", f"{utt} {phones} {phones.split()[0]}", 1))
     assert decode("decode.prior_scale=0.5", "decode.hybrid.beam=10")
     assert read_table(decode_dir / "ref.txt")[utt] == f"{phones} {phones.split()[0]}"
+
+
+class ScriptedTask:
+    """A task whose dev figures are given: what the loop does with them is under test."""
+
+    kind = "ctc"
+
+    def __init__(self, pers, losses):
+        self.figures = list(zip(pers, losses, strict=True))
+
+    def start(self, model):
+        pass
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        pass
+
+    def train_examples(self, train):
+        return train
+
+    def loss(self, model, feats, lengths, examples):
+        return model(feats).pow(2).mean(), 1
+
+    def validate(self, model):
+        per, loss = self.figures.pop(0)
+        return {"per": per, "loss": loss}
+
+    def end_of_epoch(self, model, epoch, writer):
+        pass
+
+
+def test_early_stopping_waits_for_neither_per_nor_loss_to_improve_and_survives_resume(tmp_path):
+    scfg = OmegaConf.create(
+        {
+            "epochs": 10,
+            "patience": 2,
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "lr_decay": 0.5,
+            "lr_patience": 1,
+            "lr_metric": "per",
+        }
+    )
+    tcfg = OmegaConf.create(
+        {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+    )
+    examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
+    # PER improves at 1, 2; the loss alone at 4 (as CTC's while its PER sits at 100%); nothing at 5 and 6.
+    pers, losses = [50, 40, 45, 46, 47, 48, 30], [1.0, 0.9, 0.95, 0.8, 0.85, 0.9, 0.1]
+    summary = train(tmp_path, torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, scfg, tcfg, {})
+    assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4, 5, 6]
+    assert summary["best"] == {"per": 40, "epoch": 2}
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 6
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 2
+    # Resumed, the run knows it has stopped: no epoch runs (the task would fail if asked for figures).
+    resumed = train(tmp_path, torch.nn.Linear(3, 2), ScriptedTask([], []), examples, scfg, tcfg, {})
+    assert len(resumed["history"]) == 6
+    with pytest.raises(RecipeError, match="patience=0"):
+        train(
+            tmp_path / "x",
+            torch.nn.Linear(3, 2),
+            ScriptedTask([], []),
+            examples,
+            OmegaConf.merge(scfg, {"patience": 0}),
+            tcfg,
+            {},
+        )

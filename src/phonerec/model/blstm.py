@@ -69,7 +69,12 @@ class BLSTMAcousticModel(nn.Module):
 
     splice and subsample trade frame rate for context before the first layer: subsample=3 with splice=1
     gives every third frame its two neighbours, so no frame is dropped unseen and the LSTMs run 3x fewer
-    steps."""
+    steps.
+
+    pool_states=N (a CTC model made from a Viterbi model with N HMM states per phone): the output layer has the
+    blank and then N outputs per phone, and a phone's posterior is the sum of its N states' posteriors
+    (logsumexp of their log-posteriors), so the model outputs blank + phones and starts out as exactly the
+    Viterbi model's phone posteriors (phonerec.training.ctc.ctc_from_viterbi)."""
 
     def __init__(
         self,
@@ -81,13 +86,17 @@ class BLSTMAcousticModel(nn.Module):
         projection_size: int = 0,
         splice: int = 0,
         subsample: int = 1,
+        pool_states: int = 1,
     ):
         super().__init__()
-        if num_layers < 1 or subsample < 1 or splice < 0 or projection_size < 0:
+        if num_layers < 1 or subsample < 1 or splice < 0 or projection_size < 0 or pool_states < 1:
             raise ValueError(
-                f"need num_layers >= 1, subsample >= 1, splice >= 0, projection_size >= 0; got {num_layers=}, "
-                f"{subsample=}, {splice=}, {projection_size=}"
+                f"need num_layers >= 1, subsample >= 1, splice >= 0, projection_size >= 0, pool_states >= 1; got "
+                f"{num_layers=}, {subsample=}, {splice=}, {projection_size=}, {pool_states=}"
             )
+        if pool_states > 1 and (num_outputs - 1) % pool_states:
+            raise ValueError(f"num_outputs={num_outputs} is not the blank plus groups of {pool_states} states")
+        self.pool_states = pool_states
         self.input_dim = input_dim
         self.splice = splice
         self.subsample = subsample
@@ -129,12 +138,31 @@ class BLSTMAcousticModel(nn.Module):
         return x, lengths
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log_probs (B, T', num_outputs), out_lengths (B,)); frames past out_lengths are don't-care."""
+        """(log_probs (B, T', outputs), out_lengths (B,)); frames past out_lengths are don't-care. outputs is
+        num_outputs, or with pool_states=N the blank and one per group of N states."""
         hidden, out_lengths = self.encode(feats, lengths)
-        return self.output(hidden).log_softmax(dim=-1), out_lengths
+        log_probs = self.output(hidden).log_softmax(dim=-1)
+        if self.pool_states > 1:
+            batch, frames, _ = log_probs.shape
+            states = log_probs[..., 1:].reshape(batch, frames, -1, self.pool_states)
+            log_probs = torch.cat([log_probs[..., :1], states.logsumexp(dim=-1)], dim=-1)
+        return log_probs, out_lengths
 
     def replace_output_layer(self, num_outputs: int) -> None:
         """A fresh output layer with num_outputs, keeping the LSTMs: CTC training starts from a Viterbi model
         with one more output (the blank, output 0), and the old phone outputs do not map onto the new ones."""
         old = self.output
         self.output = nn.Linear(old.in_features, num_outputs, device=old.weight.device, dtype=old.weight.dtype)
+
+    def add_blank(self, copy_of: int, bias_offset: float, pool_states: int) -> None:
+        """Turn a Viterbi model (outputs: HMM states, N per phone in phone order) into a CTC model that starts
+        where it is: the state outputs stay, pooled per phone (pool_states=N), and a blank output 0 is added as
+        a copy of state output `copy_of` with `bias_offset` added to its bias."""
+        old = self.output
+        if (old.out_features % pool_states) or self.pool_states != 1:
+            raise ValueError(f"{old.out_features} state outputs do not form groups of {pool_states}")
+        self.output = nn.Linear(old.in_features, old.out_features + 1, device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            self.output.weight.copy_(torch.cat([old.weight[copy_of : copy_of + 1], old.weight]))
+            self.output.bias.copy_(torch.cat([old.bias[copy_of : copy_of + 1] + bias_offset, old.bias]))
+        self.pool_states = pool_states

@@ -91,6 +91,8 @@ SCORE = StageKeys(
         "recipe_name",
         "features.name",
         "train.num_threads",
+        "train.ctc.init",
+        "train.compare_ctc_inits",
         "paths.results",
     ),
 )

@@ -23,6 +23,8 @@ from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
 
 log = logging.getLogger(__name__)
+# How CTC training starts: from the Viterbi model keeping its outputs, from it with a fresh output layer, or not.
+CTC_INITS = ("viterbi", "fresh", "scratch")
 # The dirs every training step takes first.
 STEP_INPUTS = [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"), ("lang_dir", "lang dir")]
 
@@ -67,12 +69,12 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
 def train_ctc_stage(
     cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, init_dir: Path, exp_dir: Path
 ) -> None:
-    """CTC from the Viterbi model in init_dir (train.ctc.init=viterbi) or from scratch."""
+    """CTC from the Viterbi model in init_dir or from scratch (train.ctc.init, CTC_INITS)."""
     cfg = TRAIN_CTC.view(cfg)
     init = cfg.train.ctc.init
-    if init not in ("viterbi", "scratch"):
-        raise RecipeError(f"train.ctc.init={init}: expected viterbi or scratch")
-    init_digest = read_digest(init_dir, "train") if init == "viterbi" else "scratch"
+    if init not in CTC_INITS:
+        raise RecipeError(f"train.ctc.init={init}: expected one of {', '.join(CTC_INITS)}")
+    init_digest = read_digest(init_dir, "train") if init != "scratch" else "scratch"
     stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
     if stage is None:
         return
@@ -81,15 +83,10 @@ def train_ctc_stage(
         train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=False)
         dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=False)
         torch.manual_seed(cfg.train.seed)
-        if init == "viterbi":
+        if init != "scratch":
             model, checkpoint = load_model(init_dir / "best.pt")
-            model.replace_output_layer(num_phones)
-            model_args = {**checkpoint["model_args"], "num_outputs": num_phones}
-            log.info(
-                "CTC starts from %s (epoch %d) with a fresh phones+blank output layer",
-                init_dir / "best.pt",
-                checkpoint["epoch"],
-            )
+            model_args = _ctc_from_viterbi(model, checkpoint["model_args"], init, num_phones, cfg.train.ctc)
+            log.info("CTC starts from %s (epoch %d), init %s", init_dir / "best.pt", checkpoint["epoch"], init)
         else:
             model_args = {
                 "input_dim": train_set[0].feats.shape[1],
@@ -99,6 +96,20 @@ def train_ctc_stage(
             model = BLSTMAcousticModel(**model_args)
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), set(cfg.score.ignore_phones))
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
+
+
+def _ctc_from_viterbi(model, viterbi_args: dict, init: str, num_phones: int, ccfg: DictConfig) -> dict:
+    """Make the Viterbi model a CTC model of blank + phones; returns its model_args. init=viterbi keeps what the
+    Viterbi model knows: its state outputs stay, pooled per phone, and the blank is a copy of a silence state
+    (phone 1, states 0..N-1: the middle one) with train.ctc.blank_offset added to its bias, so the CTC model
+    starts out with the Viterbi model's phone posteriors, silence shared with the blank. init=fresh: a new
+    randomly initialised output layer of blank + phones."""
+    states_per_phone = viterbi_args["num_outputs"] // (num_phones - 1)
+    if init == "fresh":
+        model.replace_output_layer(num_phones)
+        return {**viterbi_args, "num_outputs": num_phones}
+    model.add_blank(copy_of=states_per_phone // 2, bias_offset=ccfg.blank_offset, pool_states=states_per_phone)
+    return {**viterbi_args, "num_outputs": viterbi_args["num_outputs"] + 1, "pool_states": states_per_phone}
 
 
 def _training_run(

@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from phonerec.data.dataset import Example, collate, make_batches
+from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import copy_atomic
 from phonerec.training.checkpoints import epoch_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -64,9 +65,13 @@ def train(
     tcfg: DictConfig,
     saved_with: dict,
 ) -> dict:
-    """Train for scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), resuming from the newest
-    checkpoint; `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config).
+    """Train for at most scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), stopping early once
+    neither dev PER nor dev loss has reached a new low for scfg.patience epochs (null: never; the loss too, as CTC's
+    PER sits at 100% through its all-blank phase while its loss falls), resuming from the newest checkpoint;
+    `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config).
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
+    if scfg.patience is not None and scfg.patience < 1:
+        raise RecipeError(f"patience={scfg.patience}: expected a number of epochs >= 1, or null")
     optimizer = torch.optim.Adam(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=scfg.lr_decay, patience=scfg.lr_patience
@@ -77,6 +82,12 @@ def train(
     # purge_step drops events a killed run logged past its last checkpoint.
     writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=start_epoch)
     for epoch in range(start_epoch, scfg.epochs + 1):
+        if scfg.patience is not None and epochs_without_improvement(history) >= scfg.patience:
+            log.info(
+                "early stop after epoch %d: no new low of dev PER or dev loss for %d epochs (best PER %.2f%% at %d)",
+                *(epoch - 1, scfg.patience, best["per"], best["epoch"]),
+            )
+            break
         start = time.perf_counter()
         record = train_one_epoch(model, task, train_set, optimizer, tcfg, epoch)
         valid = validate(model, task)
@@ -117,8 +128,18 @@ def train(
             record["seconds"],
         )
     writer.close()
-    copy_atomic(exp_dir / "checkpoints" / f"epoch-{scfg.epochs}.pt", exp_dir / "last.pt")
+    copy_atomic(exp_dir / "checkpoints" / f"epoch-{history[-1]['epoch']}.pt", exp_dir / "last.pt")
     return {"best": best, "history": history}
+
+
+def epochs_without_improvement(history: list[dict]) -> int:
+    """Epochs since the last one that lowered dev PER or dev loss below every earlier epoch's."""
+    last, best_per, best_loss = 0, math.inf, math.inf
+    for record in history:
+        if record["valid_per"] < best_per or record["valid_loss"] < best_loss:
+            last = record["epoch"]
+        best_per, best_loss = min(best_per, record["valid_per"]), min(best_loss, record["valid_loss"])
+    return history[-1]["epoch"] - last if history else 0
 
 
 def resume(exp_dir: Path, model, optimizer, scheduler, task: Task, epochs: int) -> tuple[int, dict, list[dict]]:
