@@ -189,7 +189,7 @@ class ScriptedTask:
         pass
 
 
-def test_early_stopping_waits_for_neither_per_nor_loss_to_improve_and_survives_resume(tmp_path):
+def test_early_stopping_watches_the_lr_metric_and_survives_resume(tmp_path):
     scfg = OmegaConf.create(
         {
             "epochs": 10,
@@ -205,23 +205,19 @@ def test_early_stopping_waits_for_neither_per_nor_loss_to_improve_and_survives_r
         {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
     )
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
-    # PER improves at 1, 2; the loss alone at 4 (as CTC's while its PER sits at 100%); nothing at 5 and 6.
+    # PER reaches new lows at epochs 1 and 2; the loss at 1, 2 and 4 (as CTC's does while its PER sits at 100%).
     pers, losses = [50, 40, 45, 46, 47, 48, 30], [1.0, 0.9, 0.95, 0.8, 0.85, 0.9, 0.1]
-    summary = train(tmp_path, torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, scfg, tcfg, {})
+    summary = train(tmp_path / "per", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, scfg, tcfg, {})
+    assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4]
+    by_loss = OmegaConf.merge(scfg, {"lr_metric": "loss"})
+    summary = train(tmp_path / "loss", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, by_loss, tcfg, {})
     assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4, 5, 6]
     assert summary["best"] == {"per": 40, "epoch": 2}
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 6
-    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "loss" / "last.pt", weights_only=False)["epoch"] == 6
+    assert torch.load(tmp_path / "loss" / "best.pt", weights_only=False)["epoch"] == 2
     # Resumed, the run knows it has stopped: no epoch runs (the task would fail if asked for figures).
-    resumed = train(tmp_path, torch.nn.Linear(3, 2), ScriptedTask([], []), examples, scfg, tcfg, {})
+    resumed = train(tmp_path / "loss", torch.nn.Linear(3, 2), ScriptedTask([], []), examples, by_loss, tcfg, {})
     assert len(resumed["history"]) == 6
     with pytest.raises(RecipeError, match="patience=0"):
-        train(
-            tmp_path / "x",
-            torch.nn.Linear(3, 2),
-            ScriptedTask([], []),
-            examples,
-            OmegaConf.merge(scfg, {"patience": 0}),
-            tcfg,
-            {},
-        )
+        never = OmegaConf.merge(scfg, {"patience": 0})
+        train(tmp_path / "x", torch.nn.Linear(3, 2), ScriptedTask([], []), examples, never, tcfg, {})

@@ -65,9 +65,10 @@ def train(
     tcfg: DictConfig,
     saved_with: dict,
 ) -> dict:
-    """Train for at most scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), stopping early once
-    neither dev PER nor dev loss has reached a new low for scfg.patience epochs (null: never; the loss too, as CTC's
-    PER sits at 100% through its all-blank phase while its loss falls), resuming from the newest checkpoint;
+    """Train for at most scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), stopping early once the
+    dev figure that the learning rate follows (scfg.lr_metric: per, or loss where CTC's PER sits at 100% through a
+    long all-blank phase) has not reached a new low for scfg.patience epochs (null: never), resuming from the newest
+    checkpoint;
     `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config).
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
     if scfg.patience is not None and scfg.patience < 1:
@@ -82,10 +83,10 @@ def train(
     # purge_step drops events a killed run logged past its last checkpoint.
     writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=start_epoch)
     for epoch in range(start_epoch, scfg.epochs + 1):
-        if scfg.patience is not None and epochs_without_improvement(history) >= scfg.patience:
+        if scfg.patience is not None and epochs_without_improvement(history, scfg.lr_metric) >= scfg.patience:
             log.info(
-                "early stop after epoch %d: no new low of dev PER or dev loss for %d epochs (best PER %.2f%% at %d)",
-                *(epoch - 1, scfg.patience, best["per"], best["epoch"]),
+                "early stop after epoch %d: no new low of the dev %s for %d epochs (best PER %.2f%% at epoch %d)",
+                *(epoch - 1, scfg.lr_metric, scfg.patience, best["per"], best["epoch"]),
             )
             break
         start = time.perf_counter()
@@ -132,13 +133,12 @@ def train(
     return {"best": best, "history": history}
 
 
-def epochs_without_improvement(history: list[dict]) -> int:
-    """Epochs since the last one that lowered dev PER or dev loss below every earlier epoch's."""
-    last, best_per, best_loss = 0, math.inf, math.inf
+def epochs_without_improvement(history: list[dict], metric: str) -> int:
+    """Epochs since the last one whose dev `metric` (per, loss) was below every earlier epoch's."""
+    last, best = 0, math.inf
     for record in history:
-        if record["valid_per"] < best_per or record["valid_loss"] < best_loss:
-            last = record["epoch"]
-        best_per, best_loss = min(best_per, record["valid_per"]), min(best_loss, record["valid_loss"])
+        if record[f"valid_{metric}"] < best:
+            last, best = record["epoch"], record[f"valid_{metric}"]
     return history[-1]["epoch"] - last if history else 0
 
 
