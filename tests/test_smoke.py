@@ -169,6 +169,11 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     assert "| ctc | CTC prefix beam search + phone LM (lm_weight" in results and "| viterbi | hybrid Viterbi" in results
     assert "| viterbi | hybrid Viterbi word loop + word bigram (acoustic_scale" in results
     assert "Viterbi re-alignment rounds" in results and "3 CTC training" in results
+    # Stage 3's comparison of CTC inits: the default run and one per train.compare_ctc_inits, not decoded.
+    for row in ("| viterbi | ctc |", "| fresh | ctc_fresh |", "| scratch | ctc_scratch |"):
+        assert row in results
+    assert (tmp_path / "RESULTS_ctc_init.png").stat().st_size > 0
+    assert not list((exp / "ctc_fresh").glob("decode_*"))
 
 
 def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
@@ -200,3 +205,41 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     assert (
         "| Viterbi round 0 (flat start) | train |" in results and "| final CTC model, forced_align | test |" in results
     )
+
+
+def test_run_seeds_writes_the_mean_and_range_of_every_decoder(tmp_path):
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
+    exp = tmp_path / "exp"
+    overrides = [
+        f"corpus.root={root}",
+        *tiny_run(tmp_path, exp),
+        "train.viterbi.epochs=2",
+        "train.ctc.epochs=2",
+        "train.compare_ctc_inits=[]",
+        "decode.ctc_beam.lm_weights=[0.5]",
+        "decode.ctc_beam.insertion_bonuses=[1]",
+        "decode.hybrid.acoustic_scales=[0.5]",
+        "decode.hybrid.insertion_bonuses=[0]",
+        "decode.words.lm_weights=[1]",
+        "decode.words.word_scores=[0]",
+    ]
+    result = subprocess.run(
+        ["./run_seeds.sh", "--seeds", "0 1", *overrides],
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (tmp_path / "RESULTS_seeds.md").read_text()
+    assert "seeds 0 1 (train.seed)" in table
+    pers = {}
+    for seed in (0, 1):
+        per = json.loads((exp / "seeds" / f"seed{seed}" / "ctc" / "decode_test_greedy" / "per.json").read_text())
+        pers[seed] = per["total"]["per"]
+    low, high = min(pers.values()), max(pers.values())
+    row = next(line for line in table.splitlines() if line.startswith("| ctc | CTC best path | PER |"))
+    assert f"{(low + high) / 2:.2f} ({low:.2f}-{high:.2f}) |" in row
+    assert "| viterbi | hybrid Viterbi word loop + word bigram | WER |" in table
+    assert (exp / "seeds" / "seed1" / "RESULTS.md").is_file()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
@@ -247,6 +248,7 @@ def _ctc_init_comparison(cfg: DictConfig, exp_dir: Path, results_path: Path) -> 
     for init, summary in summaries.items():
         ax.plot([r["epoch"] for r in summary["history"]], [r["valid_per"] for r in summary["history"]], label=init)
     ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="Viterbi model, greedy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("CTC epoch")
     ax.set_ylabel("dev PER % (greedy)")
     ax.set_ylim(0, min(105, max(max(r["valid_per"] for r in s["history"]) for s in summaries.values()) + 5))
