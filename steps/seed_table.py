@@ -16,9 +16,5 @@ def main(args, cfg):
 
 
 if __name__ == "__main__":
-    step_main(
-        main,
-        __doc__,
-        [("out", "the table (markdown)"), ("seeds_dir", "the dir holding seed<S>/ for each seed")],
-        {"--seeds": {"required": True, "help": 'the seeds, e.g. "0 1 2"'}},
-    )
+    dirs = [("out", "the table (markdown)"), ("seeds_dir", "the dir holding seed<S>/ for each seed")]
+    step_main(main, __doc__, dirs, {"--seeds": {"required": True, "help": 'the seeds, e.g. "0 1 2"'}})

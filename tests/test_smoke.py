@@ -22,6 +22,17 @@ def run_sh(*args):
     return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=600)
 
 
+# Tuned decoders with one grid point each.
+ONE_POINT_GRIDS = [
+    "decode.ctc_beam.lm_weights=[0.5]",
+    "decode.ctc_beam.insertion_bonuses=[1]",
+    "decode.hybrid.acoustic_scales=[0.5]",
+    "decode.hybrid.insertion_bonuses=[0]",
+    "decode.words.lm_weights=[1]",
+    "decode.words.word_scores=[0]",
+]
+
+
 def tiny_run(tmp_path, exp):
     """Overrides for a whole run that takes seconds: paths under tmp_path, a one-layer model, 3 Viterbi epochs."""
     return [
@@ -96,10 +107,9 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
 
 
 def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
-    root = fsdd_subset(tmp_path / "fsdd", takes=range(4))
     exp = tmp_path / "exp"
     overrides = [
-        f"corpus.root={root}",
+        f"corpus.root={fsdd_subset(tmp_path / 'fsdd', takes=range(4))}",
         *tiny_run(tmp_path, exp),
         "train.viterbi.realign_epochs=[1,2]",
         "train.ctc.epochs=6",
@@ -184,10 +194,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
         *tiny_run(tmp_path, exp),
         "train.viterbi.realign_epochs=[2,3]",
         "train.ctc.epochs=2",
-        "decode.ctc_beam.lm_weights=[0.5]",
-        "decode.ctc_beam.insertion_bonuses=[1]",
-        "decode.hybrid.acoustic_scales=[0.5]",
-        "decode.hybrid.insertion_bonuses=[0]",
+        *ONE_POINT_GRIDS,
     ]
     result = run_sh(*overrides)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -208,21 +215,10 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
 
 
 def test_run_seeds_writes_the_mean_and_range_of_every_decoder(tmp_path):
-    root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
     exp = tmp_path / "exp"
-    overrides = [
-        f"corpus.root={root}",
-        *tiny_run(tmp_path, exp),
-        "train.viterbi.epochs=2",
-        "train.ctc.epochs=2",
-        "train.compare_ctc_inits=[]",
-        "decode.ctc_beam.lm_weights=[0.5]",
-        "decode.ctc_beam.insertion_bonuses=[1]",
-        "decode.hybrid.acoustic_scales=[0.5]",
-        "decode.hybrid.insertion_bonuses=[0]",
-        "decode.words.lm_weights=[1]",
-        "decode.words.word_scores=[0]",
-    ]
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
+    short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "train.compare_ctc_inits=[]"]
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short, *ONE_POINT_GRIDS]
     result = subprocess.run(
         ["./run_seeds.sh", "--seeds", "0 1", *overrides],
         cwd=REPO,
