@@ -131,6 +131,10 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         ("1 features (train, dev, test)", _sum([_seconds(feats / s / "features.seconds") for s in SPLITS])),
         ("2 Viterbi training", _seconds(exp_dir / "viterbi" / "train.seconds")),
         ("3 CTC training", _seconds(exp_dir / "ctc" / "train.seconds")),
+        (
+            "3 CTC training from the other inits (train.compare_ctc_inits)",
+            _sum([_seconds(exp_dir / f"ctc_{init}" / "train.seconds") for init in cfg.train.compare_ctc_inits]),
+        ),
         ("4 decoding", _sum([_seconds(p) for p in exp_dir.glob("*/decode_*/decode.seconds")])),
     ]
     lines += ["", "## Time per stage (work only, without Python start-up)", "", "| stage | seconds |", "|---|---:|"]
