@@ -12,7 +12,8 @@ Stages:
   0  data preparation: corpus (corpus.root, or a download) -> <paths.data>/{train,dev,test,lang}
   1  features: <paths.data>/{train,dev,test} -> <paths.data>/<features.name>/{train,dev,test}
   2  Viterbi training (flat start, re-alignment): features -> <paths.exp>/viterbi
-  3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc
+  3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc; and from each of
+     train.compare_ctc_inits (RESULTS.md compares them) -> <paths.exp>/ctc_<init>
   4  decoding of dev and test by each of decode.decoders: greedy, with a phone n-gram LM (weights tuned on dev
      only), and for the digit recipes words: <paths.exp>/{viterbi,ctc} -> .../decode_<split>_<decoder>
   5  scoring (PER, WER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
