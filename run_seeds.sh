@@ -35,10 +35,9 @@ done
 
 cd "$(dirname "$0")"
 . ./path.sh
-mapfile -t settings < <(python steps/get_config.py paths.exp paths.results -- ${overrides[@]+"${overrides[@]}"} \
-  || echo "__failed__")
+mapfile -t settings < <(python steps/get_config.py paths.exp -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 [ "${settings[-1]}" != "__failed__" ] || { echo "$0: bad configuration (see above)" >&2; exit 1; }
-exp=${settings[0]} results=${settings[1]}
+exp=${settings[0]}
 
 ./run.sh --stop-stage 1 ${overrides[@]+"${overrides[@]}"}
 for s in ${seeds}; do
@@ -46,4 +45,4 @@ for s in ${seeds}; do
   ./run.sh --stage 2 ${overrides[@]+"${overrides[@]}"} "train.seed=${s}" "paths.exp=${exp}/seeds/seed${s}" \
     "paths.results=${exp}/seeds/seed${s}/RESULTS.md"
 done
-python steps/seed_table.py --seeds "${seeds}" "${results%.md}_seeds.md" "${exp}/seeds" ${overrides[@]+"${overrides[@]}"}
+python steps/seed_table.py --seeds "${seeds}" "${exp}/seeds" ${overrides[@]+"${overrides[@]}"}

@@ -35,6 +35,7 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         f"{platform.machine()} CPU ({os.cpu_count()} cores).",
         "",
         f"Command: `{command}`",
+        *_seed_table_link(results_path),
         "",
         f"## Phone error rate (checkpoint: {cfg.decode.checkpoint})",
         "",
@@ -141,6 +142,21 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in stage_times if seconds is not None]
     write_text_atomic(results_path, "\n".join(lines) + "\n")
     log.info("wrote %s", results_path)
+
+
+def seed_table_path(results_path: Path) -> Path:
+    """Where run_seeds.sh writes the seed ranges of a recipe: RESULTS_seeds.md beside RESULTS.md."""
+    return results_path.with_name(f"{results_path.stem}_seeds.md")
+
+
+def _seed_table_link(results_path: Path) -> list[str]:
+    table = seed_table_path(results_path)
+    if not table.is_file():
+        return []
+    return [
+        "",
+        f"One run (train.seed 0). The spread of each figure over seeds (`run_seeds.sh`): [{table.name}]({table.name}).",
+    ]
 
 
 def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path, command: str) -> None:
