@@ -68,8 +68,7 @@ def train(
     """Train for at most scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), stopping early once the
     dev figure that the learning rate follows (scfg.lr_metric: per, or loss where CTC's PER sits at 100% through a
     long all-blank phase) has not reached a new low for scfg.patience epochs (null: never), resuming from the newest
-    checkpoint;
-    `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config).
+    checkpoint; `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config).
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
     if scfg.patience is not None and scfg.patience < 1:
         raise RecipeError(f"patience={scfg.patience}: expected a number of epochs >= 1, or null")
