@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed table of run_seeds.sh: mean and min-max over the seeds' exp dirs (<seeds-dir>/seed<S>) of each model
 and decoder's PER or WER on each split of decode.splits, and of the training figures, written beside the recipe's
-RESULTS.md (paths.results): RESULTS_seeds.md."""
+results (paths.results, e.g. RESULTS.md) as <its stem>_seeds.md (RESULTS_seeds.md)."""
 
 import shlex
 from pathlib import Path

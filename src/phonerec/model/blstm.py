@@ -71,10 +71,10 @@ class BLSTMAcousticModel(nn.Module):
     gives every third frame its two neighbours, so no frame is dropped unseen and the LSTMs run 3x fewer
     steps.
 
-    pool_states=N (a CTC model made from a Viterbi model with N HMM states per phone): the output layer has the
-    blank and then N outputs per phone, and a phone's posterior is the sum of its N states' posteriors
-    (logsumexp of their log-posteriors), so the model outputs blank + phones and starts out as exactly the
-    Viterbi model's phone posteriors (phonerec.training.ctc.ctc_from_viterbi)."""
+    pool_states=N (a CTC model made from a Viterbi model with N HMM states per phone, `add_blank`): the output
+    layer has the blank and then N outputs per phone, and a phone's posterior is the sum of its N states'
+    posteriors (logsumexp of their log-posteriors), so the model outputs blank + phones and starts out with the
+    Viterbi model's state scores: the phones ranked as the Viterbi model ranks them, the blank taking its share."""
 
     def __init__(
         self,

@@ -134,7 +134,7 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         ("3 CTC training", _seconds(exp_dir / "ctc" / "train.seconds")),
         (
             "3 CTC training from the other inits (train.compare_ctc_inits)",
-            _sum([_seconds(exp_dir / f"ctc_{init}" / "train.seconds") for init in cfg.train.compare_ctc_inits]),
+            _sum([_seconds(d / "train.seconds") for d in ctc_runs(cfg, exp_dir).values() if d.name != "ctc"]),
         ),
         ("4 decoding", _sum([_seconds(p) for p in exp_dir.glob("*/decode_*/decode.seconds")])),
     ]
@@ -155,7 +155,7 @@ def _seed_table_link(results_path: Path) -> list[str]:
         return []
     return [
         "",
-        f"One run (train.seed 0). The spread of each figure over seeds (`run_seeds.sh`): [{table.name}]({table.name}).",
+        f"Each figure here is one run; its spread over seeds (`run_seeds.sh`): [{table.name}]({table.name}).",
     ]
 
 
@@ -209,7 +209,7 @@ def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path
         "|---|---:|---:|---:|---:|",
     ]
     runs = ["viterbi", *[m for m in cfg.models if m != "viterbi"]]
-    runs += [f"ctc_{init}" for init in cfg.train.compare_ctc_inits if init != cfg.train.ctc.init]
+    runs += [d.name for d in ctc_runs(cfg, Path()).values() if d.name != "ctc"]
     for run in runs:
         summaries = [
             json.loads((d / run / "train_summary.json").read_text())
@@ -228,10 +228,19 @@ def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path
     log.info("wrote %s", out_path)
 
 
+def ctc_runs(cfg: DictConfig, exp_dir: Path) -> dict[str, Path]:
+    """The CTC runs of stage 3 by init: exp_dir/ctc (train.ctc.init), then exp_dir/ctc_<init> for each other init of
+    train.compare_ctc_inits (run.sh skips the one equal to train.ctc.init, as this does)."""
+    runs = {cfg.train.ctc.init: exp_dir / "ctc"}
+    for init in cfg.train.compare_ctc_inits:
+        runs.setdefault(init, exp_dir / f"ctc_{init}")
+    return runs
+
+
 def _ctc_init_comparison(cfg: DictConfig, exp_dir: Path, results_path: Path) -> list[str]:
     """The CTC runs of stage 3 side by side, one per init (ctc, and ctc_<init> for train.compare_ctc_inits), as a
     table and as a plot of dev PER per epoch (<results>_ctc_init.png beside RESULTS.md, and in TensorBoard)."""
-    runs = {cfg.train.ctc.init: exp_dir / "ctc"} | {i: exp_dir / f"ctc_{i}" for i in cfg.train.compare_ctc_inits}
+    runs = ctc_runs(cfg, exp_dir)
     summaries = {
         i: json.loads((d / "train_summary.json").read_text())
         for i, d in runs.items()

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from phonerec.data.dataset import load_examples
 from phonerec.data.lang import read_phones
+from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.pipeline.config import save_config
@@ -100,15 +101,21 @@ def train_ctc_stage(
 
 def _ctc_from_viterbi(model, viterbi_args: dict, init: str, num_phones: int, ccfg: DictConfig) -> dict:
     """Make the Viterbi model a CTC model of blank + phones; returns its model_args. init=viterbi keeps what the
-    Viterbi model knows: its state outputs stay, pooled per phone, and the blank is a copy of a silence state
-    (phone 1, states 0..N-1: the middle one) with train.ctc.blank_offset added to its bias, so the CTC model
-    starts out with the Viterbi model's phone posteriors, silence shared with the blank. init=fresh: a new
+    Viterbi model knows: its state outputs stay, pooled per phone, and the blank is a copy of the middle state of
+    silence with train.ctc.blank_offset added to its bias, so the CTC model starts out ranking the phones as the
+    Viterbi model does, the blank taking a share of silence's frames. init=fresh: a new
     randomly initialised output layer of blank + phones."""
     states_per_phone = viterbi_args["num_outputs"] // (num_phones - 1)
+    topo = Topology(num_phones, states_per_phone)
+    if topo.num_states != viterbi_args["num_outputs"]:
+        raise RecipeError(
+            f"the Viterbi model's {viterbi_args['num_outputs']} outputs are not {num_phones - 1} phones' states"
+        )
     if init == "fresh":
         model.replace_output_layer(num_phones)
         return {**viterbi_args, "num_outputs": num_phones}
-    model.add_blank(copy_of=states_per_phone // 2, bias_offset=ccfg.blank_offset, pool_states=states_per_phone)
+    silence = topo.states(topo.silence_phone)[states_per_phone // 2]
+    model.add_blank(copy_of=silence, bias_offset=ccfg.blank_offset, pool_states=states_per_phone)
     return {**viterbi_args, "num_outputs": viterbi_args["num_outputs"] + 1, "pool_states": states_per_phone}
 
 
