@@ -121,11 +121,15 @@ class PhoneDecoder(Decoder):
     SCORING_KEYS = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
 
     def references(self, feat_dir: Path, examples: list[Example]) -> Hyps:
-        return {e.utt: [self.id2phone[p] for p in e.phones] for e in examples}
+        return {e.utt: self._phones(e.phones) for e in examples}
+
+    @functools.cached_property
+    def _fold(self):
+        return scoring_fold(self.cfg)  # read once, not at every grid point
 
     def figures(self, refs: Hyps, hyps: Hyps, utt2spk: dict[str, str]) -> dict:
         ignore = frozenset(self.cfg.score.ignore_phones)
-        return {"per": score(refs, hyps, utt2spk, fold=scoring_fold(self.cfg), ignore=ignore)["total"]["per"]}
+        return {"per": score(refs, hyps, utt2spk, fold=self._fold, ignore=ignore)["total"]["per"]}
 
     def _phones(self, ids: list[int]) -> list[str]:
         return [self.id2phone[p] for p in ids]

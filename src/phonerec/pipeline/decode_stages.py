@@ -104,7 +104,7 @@ def decode_stage(
         )
         write_text_atomic(decode_dir / "decoder.json", json.dumps({"decoder": decoder.title, **chosen}) + "\n")
         if (feat_dir / "phones.ctm").is_file():
-            _alignment_accuracy(decoder, decode_dir, read_ctm(feat_dir / "phones.ctm"), examples, posteriors)
+            _alignment_accuracy(decoder, decode_dir, feat_dir / "phones.ctm", examples, posteriors)
         log.info(
             "%s: decoded %d utterances with %s (%s, epoch %d)",
             decode_dir,
@@ -142,14 +142,14 @@ def _tune_or_decode(decoder: Decoder, decode_dir: Path, examples, posteriors, re
     return best_point, best_hyps
 
 
-def _alignment_accuracy(decoder: Decoder, decode_dir: Path, reference: dict, examples, posteriors) -> None:
+def _alignment_accuracy(decoder: Decoder, decode_dir: Path, reference_ctm: Path, examples, posteriors) -> None:
     """The decoder's forced alignments (ali.ctm) scored against the hand-labelled segments of the set."""
     aligned = decoder.forced_alignment(examples, posteriors)
     if aligned is None:
         return
     write_ctm(decode_dir / "ali.ctm", aligned)
     accuracy = evaluate_alignment(
-        reference, aligned, frame_shift(decoder.cfg, decoder.checkpoint["model_args"]["subsample"])
+        read_ctm(reference_ctm), aligned, frame_shift(decoder.cfg, decoder.checkpoint["model_args"]["subsample"])
     )
     write_json_atomic(decode_dir / "alignment_accuracy.json", accuracy)
     log.info("%s: forced alignment vs hand labels: %s", decode_dir, format_accuracy(accuracy))

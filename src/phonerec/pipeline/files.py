@@ -28,9 +28,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+def write_png_atomic(path: str | Path, figure, dpi: float | None = None) -> None:
+    """A matplotlib figure as PNG."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        figure.savefig(tmp, format="png", dpi=dpi)
 
 
 def write_json_atomic(path: str | Path, data) -> None:

@@ -1,6 +1,5 @@
 """The recipe's RESULTS.md (stage 5), from its decode dirs, training summaries and re-alignment rounds."""
 
-import io
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from phonerec.data.data_dir import SPLITS
 from phonerec.decoding.decoders import decoder_metric
 from phonerec.hmm.align_eval import ACCURACY_KEYS
 from phonerec.pipeline.config import REPO_ROOT
-from phonerec.pipeline.files import write_bytes_atomic, write_text_atomic
+from phonerec.pipeline.files import write_png_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +184,8 @@ def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path
     for model in cfg.models:
         for name in cfg.decode.decoders:
             metric = decoder_metric(name)
-            figures = {(split, key): [] for split in splits for key in ("per",) if metric == "per"}
-            figures |= {(split, key): [] for split in splits for key in ("wer", "ser") if metric == "wer"}
+            keys = ("per",) if metric == "per" else ("wer", "ser")
+            figures = {(split, key): [] for split in splits for key in keys}
             title = None
             for exp_dir in seed_dirs.values():
                 for split in splits:
@@ -194,13 +193,14 @@ def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path
                     if result.is_file():
                         data = json.loads(result.read_text())
                         data = data["total"] if metric == "per" else data
-                        for key in {k for _, k in figures}:
+                        for key in keys:
                             figures[(split, key)].append(data[key])
                         title = json.loads((result.parent / "decoder.json").read_text())["decoder"]
-            for key in sorted({k for _, k in figures}, reverse=True):
-                if title is not None:
-                    cells = " | ".join(spread(figures[(split, key)]) for split in splits)
-                    lines.append(f"| {model} | {title} | {key.upper()} | {cells} |")
+            if title is None:
+                continue
+            for key in keys:
+                cells = " | ".join(spread(figures[(split, key)]) for split in splits)
+                lines.append(f"| {model} | {title} | {key.upper()} | {cells} |")
     lines += [
         "",
         "## Training",
@@ -285,9 +285,7 @@ def _ctc_init_comparison(cfg: DictConfig, exp_dir: Path, results_path: Path) -> 
     ax.legend()
     figure.tight_layout()
     png = results_path.with_name(f"{results_path.stem}_ctc_init.png")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    write_bytes_atomic(png, buffer.getvalue())
+    write_png_atomic(png, figure, dpi=80)
     with SummaryWriter(str(exp_dir / "tensorboard")) as writer:
         writer.add_figure("ctc_init/dev_per", figure)
     return [*lines, "", f"![CTC dev PER per epoch by initialisation]({png.name})"]

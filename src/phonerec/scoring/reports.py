@@ -16,7 +16,6 @@ writes, next to per.json / per.txt:
   confusion.png    the confusion matrix: rows reference phones and <ins>, columns hypothesis phones and <del>.
 """
 
-import io
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from phonerec.pipeline.files import write_bytes_atomic, write_text_atomic
+from phonerec.pipeline.files import write_png_atomic, write_text_atomic
 from phonerec.scoring.error_rate import ScoringError, per_line
 
 DEL = "<del>"  # the hypothesis side of a deletion: (ref phone, DEL)
@@ -311,9 +310,7 @@ def write_reports(
     write_text_atomic(paths["confusions"], confusions_text(counts, top, clean_title, metric))
 
     fig = confusion_matrix_figure(counts, labels, title=clean_title, unit="word" if metric == "wer" else "phone")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_bytes_atomic(paths["png"], buffer.getvalue())
+    write_png_atomic(paths["png"], fig)
     if writer is not None:
         writer.add_figure(_tag(clean_title), fig, global_step=step, close=False)
     return paths

@@ -20,7 +20,7 @@ from phonerec.decoding.greedy import frame_argmax
 from phonerec.hmm.align import Topology, align_utterances, build_graph, log_state_priors, uniform_alignment
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
 from phonerec.model.posteriors import utterance_posteriors
-from phonerec.pipeline.files import write_json_atomic
+from phonerec.pipeline.files import write_json_atomic, write_png_atomic
 from phonerec.scoring.error_rate import score
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class ViterbiTask:
         }
         self._save_round(epoch, stats)
         figure = self._plot(model)
-        figure.savefig(self._ali_dir(epoch) / "dev_posteriors.png", dpi=80)
+        write_png_atomic(self._ali_dir(epoch) / "dev_posteriors.png", figure, dpi=80)
         writer.add_figure("align/dev_posteriors", figure, epoch)
         for key in ("changed_frames_percent", "train_loglik_per_frame", "dev_frame_accuracy", "dev_per"):
             writer.add_scalar(f"align/{key}", stats[key], epoch)
