@@ -9,7 +9,8 @@ stop_stage=100
 help_message="Usage: $0 [--stage N] [--stop-stage M] [key=value ...]
 
 Stages:
-  0  data preparation: corpus (corpus.root, or a download) -> <paths.data>/{train,dev,test,lang}
+  0  data preparation: corpus (corpus.root, or a download) -> <paths.data>/{train,dev,test,lang}; with
+     train.speed_perturb, <paths.data>/train_sp: train and its speed-perturbed copies, which stages 1-3 use
   1  features: <paths.data>/{train,dev,test} -> <paths.data>/<features.name>/{train,dev,test}
   2  Viterbi training (flat start, re-alignment): features -> <paths.exp>/viterbi
   3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc; and from each of
@@ -66,7 +67,8 @@ run_step() {
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
 mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name paths.exp \
-  paths.results decode.splits decode.decoders models train.ctc.init train.compare_ctc_inits -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+  paths.results decode.splits decode.decoders models train.ctc.init train.compare_ctc_inits train.speed_perturb \
+  -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
@@ -78,13 +80,24 @@ decoders=$(echo "${settings[7]}" | tr -d "[],'")
 models=$(echo "${settings[8]}" | tr -d "[],'")
 ctc_init=${settings[9]}
 compare_ctc_inits=$(echo "${settings[10]}" | tr -d "[],'")
-splits=$(python -c 'from phonerec.data.data_dir import SPLITS; print(*SPLITS)')
+speed_perturb=$(echo "${settings[11]}" | tr -d "[],'")
+read -r -a names < <(python -c 'from phonerec.data.data_dir import SPLITS, SPEED_PERTURBED_TRAIN as SP; print(SP, *SPLITS)')
+splits="${names[*]:1}"
+train_set=train   # what stages 2 and 3 train on
+if [ -n "${speed_perturb}" ]; then
+  train_set=${names[0]}
+  splits="${splits} ${train_set}"
+fi
 start_time=${SECONDS}
 log "Recipe ${recipe}: stages ${stage} to ${stop_stage}; overrides: ${overrides[*]:-none}"
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: data preparation: corpus ${corpus} -> ${data}/{${splits// /,},lang}"
   run_step "${data}/log/prepare_data.log" python "local/${corpus}/prepare_data.py" "${data}"
+  if [ -n "${speed_perturb}" ]; then
+    log "Stage 0: speed perturbation (${speed_perturb// /, }): ${data}/train -> ${data}/${train_set}"
+    run_step "${data}/${train_set}/log/perturb_speed.log" python steps/perturb_speed.py "${data}/train" "${data}/${train_set}"
+  fi
 fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
@@ -96,20 +109,20 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  log "Stage 2: Viterbi training: ${data}/${feats}/{train,dev} -> ${exp}/viterbi"
+  log "Stage 2: Viterbi training: ${data}/${feats}/{${train_set},dev} -> ${exp}/viterbi"
   run_step "${exp}/viterbi/log/train.log" \
-    python steps/train_viterbi.py "${data}/${feats}/train" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
+    python steps/train_viterbi.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-  log "Stage 3: CTC training: ${data}/${feats}/{train,dev}, ${exp}/viterbi -> ${exp}/ctc"
+  log "Stage 3: CTC training: ${data}/${feats}/{${train_set},dev}, ${exp}/viterbi -> ${exp}/ctc"
   run_step "${exp}/ctc/log/train.log" \
-    python steps/train_ctc.py "${data}/${feats}/train" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
+    python steps/train_ctc.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
   for init in ${compare_ctc_inits}; do   # the same training from other inits, for RESULTS.md's comparison
     [ "${init}" != "${ctc_init}" ] || continue
     log "Stage 3: CTC training from init ${init} (train.compare_ctc_inits): -> ${exp}/ctc_${init}"
     run_step "${exp}/ctc_${init}/log/train.log" \
-      python steps/train_ctc.py --init "${init}" "${data}/${feats}/train" "${data}/${feats}/dev" "${data}/lang" \
+      python steps/train_ctc.py --init "${init}" "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" \
       "${exp}/viterbi" "${exp}/ctc_${init}"
   done
 fi

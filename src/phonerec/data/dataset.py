@@ -79,7 +79,9 @@ def make_batches(lengths: list[int], batch_frames: int, max_utts: int, rng: rand
     return batches
 
 
-def collate(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(examples: list[Example], transform=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded (batch, frames, dim) features and their lengths; `transform` (a training augmentation such as
+    phonerec.training.augment.SpecAugment) maps each utterance's features first, keeping their length."""
     lengths = torch.tensor([e.feats.shape[0] for e in examples])
-    feats = torch.nn.utils.rnn.pad_sequence([e.feats for e in examples], batch_first=True)
-    return feats, lengths
+    feats = [e.feats if transform is None else transform(e.feats) for e in examples]
+    return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths

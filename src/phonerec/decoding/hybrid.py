@@ -77,9 +77,14 @@ class LoopPath:
     states: list[int]  # the HMM state of every frame
 
 
-def _lm_weights(lm: NgramLM, names: list[str], lm_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """lm_weight * ln P of a bigram loop over `names`: start (K,), trans (K, K) [from, to], end (K,). A name
-    missing from the LM is scored as <unk> when the LM has it; otherwise the LM raises LMError."""
+def _lm_weights(
+    lm: NgramLM | None, names: list[str], lm_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """lm_weight * ln P of a bigram loop over `names`: start (K,), trans (K, K) [from, to], end (K,); all 0 for no
+    LM. A name missing from the LM is scored as <unk> when the LM has it; otherwise the LM raises LMError."""
+    if lm is None:
+        zeros = torch.zeros(len(names), dtype=torch.float64)
+        return zeros, torch.zeros(len(names), len(names), dtype=torch.float64), zeros.clone()
     if lm.order > 2:
         raise ValueError(f"the loop has bigram states; got an order-{lm.order} LM")
     start = torch.tensor([lm.logprob(q, [BOS]) for q in names], dtype=torch.float64)
@@ -91,9 +96,14 @@ def _lm_weights(lm: NgramLM, names: list[str], lm_weight: float) -> tuple[torch.
 
 
 def phone_loop(
-    lm: NgramLM, id2phone: Mapping[int, str], topo: Topology, lm_weight: float = 1.0, insertion_bonus: float = 0.0
+    lm: NgramLM | None,
+    id2phone: Mapping[int, str],
+    topo: Topology,
+    lm_weight: float = 1.0,
+    insertion_bonus: float = 0.0,
 ) -> tuple[LoopGraph, list[int]]:
-    """The phone loop of the module docstring, and the phone id of each unit."""
+    """The phone loop of the module docstring, and the phone id of each unit; lm None: a free loop, every phone
+    after every other at no cost (the Viterbi training's dev decode)."""
     phone_ids = list(range(1, topo.num_phones))
     missing = [i for i in phone_ids if i not in id2phone]
     if missing:

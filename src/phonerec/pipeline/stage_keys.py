@@ -53,6 +53,8 @@ _FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_orde
 
 # Stage 0: the corpus and where a download goes; the lang dir's HMM states.
 PREPARE = StageKeys(hashed=("corpus", "hmm.states_per_phone", "paths.downloads"))
+# Stage 0, when on: the speed-perturbed copy of the training data dir.
+SPEED_PERTURB = StageKeys(hashed=("train.speed_perturb",))
 # Stage 1: extraction settings; CMVN and deltas act when features are loaded.
 FEATURES = StageKeys(
     hashed=("features.type", "features.kaldi", "features.cmvn", "corpus.sample_rate"),
@@ -66,6 +68,7 @@ _TRAINING = StageKeys(
         "train.batch_frames",
         "train.max_batch_utts",
         "train.grad_clip",
+        "train.spec_augment",
         *_FEATURES_AT_LOAD,
         "score.ignore_phones",
     ),
@@ -93,6 +96,7 @@ SCORE = StageKeys(
         "train.num_threads",
         "train.ctc.init",
         "train.compare_ctc_inits",
+        "train.speed_perturb",
         "paths.results",
     ),
 )

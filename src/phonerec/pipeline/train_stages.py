@@ -18,6 +18,7 @@ from phonerec.pipeline.files import write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, frame_shift, lang_dir_digest, read_id2phone, read_topology
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI, StageKeys
+from phonerec.training.augment import SpecAugment
 from phonerec.training.checkpoints import load_model
 from phonerec.training.ctc import CTCTask
 from phonerec.training.loop import train
@@ -136,7 +137,7 @@ def _training_run(
 def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_set, scfg: DictConfig) -> float:
     """Run the training loop, then write train_summary.json and config.yaml; returns the training seconds."""
     saved_with = {"model_args": model_args, "config": OmegaConf.to_container(cfg, resolve=True)}
-    summary = train(exp_dir, model, task, train_set, scfg, cfg.train, saved_with)
+    summary = train(exp_dir, model, task, train_set, scfg, cfg.train, saved_with, SpecAugment.from_config(cfg))
     history = summary["history"]
     seconds = sum(r["seconds"] for r in history)
     write_json_atomic(

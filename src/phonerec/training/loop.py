@@ -64,11 +64,13 @@ def train(
     scfg: DictConfig,
     tcfg: DictConfig,
     saved_with: dict,
+    augment=None,
 ) -> dict:
     """Train for at most scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), stopping early once the
     dev figure that the learning rate follows (scfg.lr_metric: per, or loss where CTC's PER sits at 100% through a
     long all-blank phase) has not reached a new low for scfg.patience epochs (null: never), resuming from the newest
-    checkpoint; `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config).
+    checkpoint; `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config). `augment`
+    maps each training utterance's features in every batch (phonerec.training.augment.SpecAugment), never dev's.
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
     if scfg.patience is not None and scfg.patience < 1:
         raise RecipeError(f"patience={scfg.patience}: expected a number of epochs >= 1, or null")
@@ -89,7 +91,7 @@ def train(
             )
             break
         start = time.perf_counter()
-        record = train_one_epoch(model, task, train_set, optimizer, tcfg, epoch)
+        record = train_one_epoch(model, task, train_set, optimizer, tcfg, epoch, augment)
         valid = validate(model, task)
         scheduler.step(valid[scfg.lr_metric])
         record["lr"] = optimizer.param_groups[0]["lr"]
@@ -160,9 +162,12 @@ def resume(exp_dir: Path, model, optimizer, scheduler, task: Task, epochs: int) 
     return epoch + 1, best, checkpoint["history"]
 
 
-def train_one_epoch(model, task: Task, train_set: list[Example], optimizer, tcfg: DictConfig, epoch: int) -> dict:
+def train_one_epoch(
+    model, task: Task, train_set: list[Example], optimizer, tcfg: DictConfig, epoch: int, augment=None
+) -> dict:
     """One pass over the task's training examples in shuffled length-bucketed batches (train.batch_frames,
-    train.max_batch_utts), clipping the gradient norm to train.grad_clip. Returns the epoch's training figures."""
+    train.max_batch_utts), each utterance's features mapped by `augment` where given, clipping the gradient norm
+    to train.grad_clip. Returns the epoch's training figures."""
     start = time.perf_counter()
     model.train()
     examples = task.train_examples(train_set)
@@ -171,7 +176,7 @@ def train_one_epoch(model, task: Task, train_set: list[Example], optimizer, tcfg
     grad_norms = []
     for batch in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
         batch_examples = [examples[i] for i in batch]
-        feats, lengths = collate(batch_examples)
+        feats, lengths = collate(batch_examples, augment)
         loss, weight = task.loss(model, feats, lengths, batch_examples)
         optimizer.zero_grad()
         loss.backward()

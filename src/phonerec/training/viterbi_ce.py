@@ -3,8 +3,9 @@
 Alignments are artifacts: `ali/iter<N>/ali.{train,dev}.txt` (`<utt> <state>...`, one state per model output
 frame) and `ali/iter<N>/stats.json`; round 0 is the flat start (uniform segmentation), round N the
 re-alignment after epoch N. Each round also records, for dev: frame accuracy of the model against the dev set's
-own new alignment and PER of the simplest decode (frame argmax, repeats merged), and draws one dev
-utterance's posteriors with its alignment path.
+own new alignment and PER of a hybrid decode through a free phone loop (the dev PER of every epoch, which picks
+best.pt; the frame argmax's PER is logged beside it), and draws one dev utterance's posteriors with its alignment
+path.
 """
 
 import logging
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import frame_argmax
+from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import Topology, align_utterances, build_graph, log_state_priors, uniform_alignment
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
 from phonerec.model.posteriors import utterance_posteriors
@@ -127,7 +129,7 @@ class ViterbiTask:
     def validate(self, model) -> dict:
         dev = self.sets["dev"]
         loss = correct = frames = 0.0
-        refs, hyps = {}, {}
+        refs, argmax_hyps, posteriors = {}, {}, []
         for example, log_probs in self._posteriors(model, dev):
             ali = self.alignments["dev"].get(example.utt)
             if ali is not None:
@@ -136,9 +138,30 @@ class ViterbiTask:
                 frames += len(ali)
             hyp = frame_argmax(log_probs.unsqueeze(0), torch.tensor([len(log_probs)]), self.topo.state_to_phone())[0]
             refs[example.utt] = [self.id2phone[p] for p in example.phones]
-            hyps[example.utt] = [self.id2phone[p] for p in hyp]
-        per = score(refs, hyps, ignore=self.ignore_phones)["total"]["per"]
-        return {"loss": loss / max(frames, 1), "frame_accuracy": 100 * correct / max(frames, 1), "per": per}
+            argmax_hyps[example.utt] = [self.id2phone[p] for p in hyp]
+            posteriors.append((example.utt, log_probs))
+        hyps = self._phone_loop_decode(posteriors)
+        return {
+            "loss": loss / max(frames, 1),
+            "frame_accuracy": 100 * correct / max(frames, 1),
+            "per": score(refs, hyps, ignore=self.ignore_phones)["total"]["per"],
+            "argmax_per": score(refs, argmax_hyps, ignore=self.ignore_phones)["total"]["per"],
+        }
+
+    def _phone_loop_decode(self, posteriors: list[tuple[str, torch.Tensor]]) -> dict[str, list[str]]:
+        """Hybrid Viterbi decoding through a free phone loop (no LM), on posteriors / priors^prior_scale: the
+        model as an HMM system uses it. The frame argmax would judge the model by its flicker between states, which
+        grows as it sharpens (on the TIMIT sample its PER rose from 74 to 88 as the phone loop's fell from 82 to
+        67)."""
+        graph, phone_ids = phone_loop(None, self.id2phone, self.topo)
+        hyps = {}
+        for start in range(0, len(posteriors), self.tcfg.max_batch_utts):
+            chunk = posteriors[start : start + self.tcfg.max_batch_utts]
+            scores = [scaled_log_likelihoods(lp, self.log_priors, self.vcfg.prior_scale) for _, lp in chunk]
+            paths = loop_search_batch(scores, graph, names=[utt for utt, _ in chunk])
+            for (utt, _), path in zip(chunk, paths, strict=True):
+                hyps[utt] = [self.id2phone[p] for p in path_labels(path, phone_ids)]
+        return hyps
 
     def end_of_epoch(self, model, epoch: int, writer) -> None:
         if epoch not in self.vcfg.realign_epochs:

@@ -1,0 +1,100 @@
+"""Speed perturbation of a training data dir, as Kaldi's utils/data/perturb_data_dir_speed_3way.sh does it: the
+original utterances plus a copy at each factor, whose utterance and speaker ids get the prefix `sp<factor>-`.
+
+A copy at factor f is the recording played f times as fast (sox's `speed f`: tempo and pitch change together):
+its samples resampled from f x the sample rate to the sample rate (torchaudio.functional.resample), so it lasts
+1/f as long. Kaldi pipes sox into the features; here the copies are written as WAV files under <out_dir>/wav,
+because wav.scp holds plain files. Transcripts are the original's; hand-labelled segments (phones.ctm) are
+scaled by 1/f. Nothing is aligned here: each copy is an utterance of its own to the flat start and to every
+re-alignment."""
+
+import logging
+import shutil
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from phonerec.data.audio import read_audio
+from phonerec.data.data_dir import read_table, validate_data_dir, write_table
+from phonerec.hmm.align_eval import Segment, read_ctm, write_ctm
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.files import atomic_path, contents_sha256
+from phonerec.pipeline.markers import run_stage
+from phonerec.pipeline.stage_keys import SPEED_PERTURB
+
+log = logging.getLogger(__name__)
+# The data dir files that a copy carries over, with its ids prefixed.
+_ID_TABLES = ("text", "text.words")
+
+
+def prefix(factor: float) -> str:
+    """Kaldi's id prefix of a copy: sp0.9-, sp1.1-."""
+    return f"sp{factor:g}-"
+
+
+def perturb_samples(samples: np.ndarray, rate: int, factor: float) -> np.ndarray:
+    """int16 samples played `factor` times as fast, at the same sample rate."""
+    ratio = Fraction(factor).limit_denominator(1000) * rate  # the rate the samples are taken to be at
+    if ratio.denominator != 1:
+        raise RecipeError(f"speed factor {factor}: {rate} Hz x {factor} is not a whole sample rate")
+    waveform = torch.from_numpy(samples.astype(np.float32))
+    out = AF.resample(waveform, int(ratio), rate)
+    return np.clip(np.round(out.numpy()), -32768, 32767).astype(np.int16)
+
+
+def perturb_speed(cfg: DictConfig, data_dir: Path, out_dir: Path) -> None:
+    """data_dir (a prepared training dir) -> out_dir: its utterances and a copy at each of train.speed_perturb."""
+    cfg = SPEED_PERTURB.view(cfg)
+    factors = list(cfg.train.speed_perturb)
+    if not factors or any(not 0.5 <= f <= 2.0 or f == 1.0 for f in factors) or len(set(factors)) != len(factors):
+        raise RecipeError(f"train.speed_perturb={factors}: expected distinct factors in [0.5, 2], other than 1")
+    validate_data_dir(data_dir)
+    digest = SPEED_PERTURB.digest(cfg, contents_sha256(data_dir, ("wav.scp", "utt2spk", *_ID_TABLES, "phones.ctm")))
+    run_stage(out_dir, "speed_perturb", digest, lambda: _perturb(data_dir, out_dir, factors))
+
+
+def _perturb(data_dir: Path, out_dir: Path, factors: list[float]) -> None:
+    wav_scp, utt2spk = read_table(data_dir / "wav.scp"), read_table(data_dir / "utt2spk")
+    tables = {name: read_table(data_dir / name) for name in _ID_TABLES if (data_dir / name).is_file()}
+    ctm = read_ctm(data_dir / "phones.ctm") if (data_dir / "phones.ctm").is_file() else None
+    out_wav, out_spk = dict(wav_scp), dict(utt2spk)
+    out_tables = {name: dict(table) for name, table in tables.items()}
+    out_ctm = dict(ctm) if ctm is not None else None
+    if (out_dir / "wav").exists():
+        shutil.rmtree(out_dir / "wav")  # copies of other factors or inputs
+    with tqdm(total=len(wav_scp) * len(factors), unit="utt", desc="speed perturbation") as bar:
+        for factor in factors:
+            p = prefix(factor)
+            for utt, path in wav_scp.items():
+                try:
+                    samples, rate = read_audio(path)
+                except Exception as err:
+                    raise RecipeError(f"{data_dir}/wav.scp: utterance '{utt}': cannot read {path}: {err}") from err
+                wav = (out_dir / "wav" / f"{p}{utt}.wav").resolve()
+                with atomic_path(wav) as tmp:
+                    sf.write(str(tmp), perturb_samples(samples, rate, factor), rate, subtype="PCM_16", format="WAV")
+                out_wav[p + utt], out_spk[p + utt] = str(wav), p + utt2spk[utt]
+                for name, table in tables.items():
+                    out_tables[name][p + utt] = table[utt]
+                if ctm is not None and utt in ctm:
+                    out_ctm[p + utt] = [Segment(s.start / factor, s.end / factor, s.label) for s in ctm[utt]]
+                bar.update()
+    spk2utt = defaultdict(list)
+    for utt in sorted(out_spk):
+        spk2utt[out_spk[utt]].append(utt)
+    write_table(out_dir / "wav.scp", out_wav)
+    write_table(out_dir / "utt2spk", out_spk)
+    write_table(out_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
+    for name, table in out_tables.items():
+        write_table(out_dir / name, table)
+    if out_ctm is not None:
+        write_ctm(out_dir / "phones.ctm", out_ctm)
+    count = validate_data_dir(out_dir)
+    log.info("%s: %d utterances (%d and a copy at each speed of %s)", out_dir, count, len(wav_scp), factors)
