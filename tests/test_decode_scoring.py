@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
+from phonerec.pipeline.config import load_config
+from phonerec.pipeline.recipe import dev_per_scorer
 from phonerec.scoring.error_rate import ScoringError, fold_phones, read_phone_map, score, write_score_report
 
 
@@ -294,3 +296,12 @@ def test_word_error_rates_and_sentence_errors():
     assert (rates["sub"], rates["del"], rates["ins"], rates["n"]) == (1, 1, 0, 6)
     assert rates["wer"] == pytest.approx(100 * 2 / 6) and rates["ser"] == pytest.approx(100 * 2 / 3)
     assert rates["metric"] == "wer"
+
+
+def test_validation_scores_dev_as_stage_5_does():
+    # TIMIT trains on 48 phones and scores 39: ao and aa are one phone to the validation's PER too.
+    refs, hyps = {"u": ["sil", "aa", "cl", "sil"]}, {"u": ["sil", "ao", "vcl", "sil"]}
+    assert dev_per_scorer(load_config(["recipe=timit_sample"]))(refs, hyps) == 0.0
+    assert dev_per_scorer(load_config(["recipe=timit_sample", "score.phone_map=null"]))(refs, hyps) == 50.0
+    # The digit recipes leave silence out of the PER.
+    assert dev_per_scorer(load_config([]))({"u": ["w", "ah", "n"]}, {"u": ["sil", "w", "ah", "n"]}) == 0.0

@@ -132,6 +132,12 @@ def test_no_lm_and_peaky_likelihoods_give_the_obvious_sequence():
     ll1 = peaky([0, 0, 0, 1, 1], topo1.num_states)
     assert hybrid_search(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=0.0).phones == [1, 2]
     assert hybrid_search(ll1, topo1, lm1, id2phone1, lm_weight=0.0, insertion_bonus=5.0).phones == [1, 1, 1, 2, 2]
+    # No LM at all (the free loop of Viterbi training's dev decode): the same as an LM with weight 0.
+    assert hybrid_search(ll, topo, None, id2phone).phones == result.phones
+    free, _ = phone_loop(None, id2phone, topo)
+    weightless, _ = phone_loop(lm, id2phone, topo, lm_weight=0.0)
+    for a, b in ((free.start, weightless.start), (free.trans, weightless.trans), (free.end, weightless.end)):
+        assert torch.equal(a, b)
 
 
 def test_the_lm_changes_the_output():

@@ -221,3 +221,22 @@ def test_early_stopping_watches_the_lr_metric_and_survives_resume(tmp_path):
     with pytest.raises(RecipeError, match="patience=0"):
         never = OmegaConf.merge(scfg, {"patience": 0})
         train(tmp_path / "x", torch.nn.Linear(3, 2), ScriptedTask([], []), examples, never, tcfg, {})
+
+
+def test_lr_halves_on_a_plateau_or_stays_constant_with_null_patience(tmp_path):
+    scfg = OmegaConf.create(
+        {"epochs": 5, "patience": None, "lr": 1e-3, "weight_decay": 0.0, "lr_decay": 0.5, "lr_patience": 1}
+        | {"lr_metric": "per"}
+    )
+    tcfg = OmegaConf.create(
+        {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+    )
+    examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
+    pers, losses = [50, 50, 50, 50, 50], [1.0] * 5  # no new low after epoch 1
+    decayed = train(tmp_path / "decay", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, scfg, tcfg, {})
+    assert [r["lr"] for r in decayed["history"]] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
+    constant_cfg = OmegaConf.merge(scfg, {"lr_patience": None})
+    constant = train(
+        tmp_path / "constant", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, constant_cfg, tcfg, {}
+    )
+    assert [r["lr"] for r in constant["history"]] == [1e-3] * 5

@@ -34,7 +34,7 @@ from phonerec.hmm.align import Topology, align_utterances, build_graph
 from phonerec.hmm.align_eval import Segment, ctc_segments, state_segments
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.recipe import frame_shift, read_id2phone, read_topology, scoring_fold
-from phonerec.pipeline.stage_keys import StageKeys
+from phonerec.pipeline.stage_keys import PHONE_SCORING, StageKeys
 from phonerec.scoring.error_rate import score, word_error_rates
 from phonerec.training.ctc import ctc_min_frames
 
@@ -118,7 +118,7 @@ class PhoneDecoder(Decoder):
     """Hypotheses are phone sequences, scored by PER after the scoring fold and ignored phones (score.*)."""
 
     metric = "per"
-    SCORING_KEYS = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
+    SCORING_KEYS = PHONE_SCORING
 
     def references(self, feat_dir: Path, examples: list[Example]) -> Hyps:
         return {e.utt: self._phones(e.phones) for e in examples}

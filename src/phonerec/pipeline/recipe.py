@@ -1,7 +1,8 @@
 """What the training, decoding and scoring stages share: the digests of their inputs, the lang dir's topology,
-the checkpoint to decode and the scoring fold."""
+the checkpoint to decode, the scoring fold and the dev PER of validation."""
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -13,7 +14,7 @@ from phonerec.pipeline.config import repo_path
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import contents_sha256
 from phonerec.pipeline.markers import read_digest
-from phonerec.scoring.error_rate import fold_phones, read_phone_map
+from phonerec.scoring.error_rate import fold_phones, read_phone_map, score
 
 
 def feature_dir_digest(feat_dir: Path) -> dict:
@@ -61,3 +62,10 @@ def scoring_fold(cfg: DictConfig):
         return None
     mapping = read_phone_map(repo_path(cfg.score.phone_map), source=cfg.score.fold_from, target=cfg.score.fold_to)
     return functools.partial(fold_phones, mapping=mapping)
+
+
+def dev_per_scorer(cfg: DictConfig) -> Callable[[dict, dict], float]:
+    """The PER of training's validation (refs, hyps: utterance -> phones), scored as stage 5 scores: folded by
+    score.phone_map (TIMIT's 39 phones), without score.ignore_phones; best.pt is the epoch of its lowest value."""
+    fold, ignore = scoring_fold(cfg), frozenset(cfg.score.ignore_phones)
+    return lambda refs, hyps: score(refs, hyps, fold=fold, ignore=ignore)["total"]["per"]

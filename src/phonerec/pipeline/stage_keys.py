@@ -49,6 +49,9 @@ class StageKeys:
         return settings_hash(values, *inputs)
 
 
+# How a PER is scored (the fold to the scoring phones, the phones left out): by stage 5, by the tuned decoders on
+# dev, and by training's validation, which picks best.pt.
+PHONE_SCORING = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
 _FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
 
 # Stage 0: the corpus and where a download goes; the lang dir's HMM states.
@@ -60,19 +63,21 @@ FEATURES = StageKeys(
     hashed=("features.type", "features.kaldi", "features.cmvn", "corpus.sample_rate"),
     unhashed=("features.name", "nj"),
 )
-# Stages 2 and 3; the dev PER of validation removes score.ignore_phones, as scoring does.
-_TRAINING = StageKeys(
-    hashed=(
-        "model",
-        "train.seed",
-        "train.batch_frames",
-        "train.max_batch_utts",
-        "train.grad_clip",
-        "train.spec_augment",
-        *_FEATURES_AT_LOAD,
-        "score.ignore_phones",
-    ),
-    unhashed=("train.num_threads", "train.keep_checkpoints"),
+# Stages 2 and 3; the dev PER of validation folds and removes phones as scoring does (score.*).
+_TRAINING = (
+    StageKeys(
+        hashed=(
+            "model",
+            "train.seed",
+            "train.batch_frames",
+            "train.max_batch_utts",
+            "train.grad_clip",
+            "train.spec_augment",
+            *_FEATURES_AT_LOAD,
+        ),
+        unhashed=("train.num_threads", "train.keep_checkpoints"),
+    )
+    | PHONE_SCORING
 )
 TRAIN_VITERBI = _TRAINING | StageKeys(hashed=("train.viterbi", "hmm", "features.kaldi.frame_shift"))
 TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))

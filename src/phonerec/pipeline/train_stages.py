@@ -16,7 +16,14 @@ from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
-from phonerec.pipeline.recipe import feature_dir_digest, frame_shift, lang_dir_digest, read_id2phone, read_topology
+from phonerec.pipeline.recipe import (
+    dev_per_scorer,
+    feature_dir_digest,
+    frame_shift,
+    lang_dir_digest,
+    read_id2phone,
+    read_topology,
+)
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI, StageKeys
 from phonerec.training.augment import SpecAugment
 from phonerec.training.checkpoints import load_model
@@ -60,7 +67,7 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
             cfg.train.viterbi,
             cfg.train,
             read_id2phone(lang_dir),
-            set(cfg.score.ignore_phones),
+            dev_per_scorer(cfg),
             cfg.hmm.optional_silence,
             reference,
             frame_shift(cfg, model_args["subsample"]),
@@ -96,7 +103,7 @@ def train_ctc_stage(
                 **OmegaConf.to_container(cfg.model),
             }
             model = BLSTMAcousticModel(**model_args)
-        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), set(cfg.score.ignore_phones))
+        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per_scorer(cfg))
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
 
 

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import ctc_greedy
 from phonerec.model.posteriors import batched_posteriors
-from phonerec.scoring.error_rate import score
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +23,9 @@ class CTCTask:
 
     kind = "ctc"
 
-    def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, ignore_phones):
-        self.tcfg, self.id2phone, self.ignore_phones = tcfg, id2phone, frozenset(ignore_phones)
+    def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, dev_per):
+        """dev_per(refs, hyps): the PER of validation (phonerec.pipeline.recipe.dev_per_scorer)."""
+        self.tcfg, self.id2phone, self.dev_per = tcfg, id2phone, dev_per
         self.dev = dev
         self.usable = set()
         too_short = []
@@ -80,8 +80,7 @@ class CTCTask:
             for e, hyp in zip(examples, ctc_greedy(log_probs, out_lengths), strict=True):
                 refs[e.utt] = [self.id2phone[p] for p in e.phones]
                 hyps[e.utt] = [self.id2phone[p] for p in hyp]
-        per = score(refs, hyps, ignore=self.ignore_phones)["total"]["per"]
-        return {"loss": total_loss / max(len(self.dev), 1), "per": per}
+        return {"loss": total_loss / max(len(self.dev), 1), "per": self.dev_per(refs, hyps)}
 
     def end_of_epoch(self, model, epoch: int, writer) -> None:
         pass

@@ -75,8 +75,9 @@ def train(
     if scfg.patience is not None and scfg.patience < 1:
         raise RecipeError(f"patience={scfg.patience}: expected a number of epochs >= 1, or null")
     optimizer = torch.optim.Adam(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
+    # lr_patience null: a constant learning rate (on a small dev set, decaying at each noisy plateau starves training).
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=scfg.lr_decay, patience=scfg.lr_patience
+        optimizer, mode="min", factor=scfg.lr_decay, patience=scfg.lr_patience or 0
     )
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
@@ -93,7 +94,8 @@ def train(
         start = time.perf_counter()
         record = train_one_epoch(model, task, train_set, optimizer, tcfg, epoch, augment)
         valid = validate(model, task)
-        scheduler.step(valid[scfg.lr_metric])
+        if scfg.lr_patience is not None:
+            scheduler.step(valid[scfg.lr_metric])
         record["lr"] = optimizer.param_groups[0]["lr"]
         record |= {f"valid_{k}": v for k, v in valid.items()}
         _log_to_tensorboard(writer, record, valid, epoch)

@@ -23,7 +23,6 @@ from phonerec.hmm.align import Topology, align_utterances, build_graph, log_stat
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic, write_png_atomic
-from phonerec.scoring.error_rate import score
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # target of frames that no alignment covers (padding)
@@ -44,14 +43,14 @@ class ViterbiTask:
         vcfg,
         tcfg,
         id2phone: dict[int, str],
-        ignore_phones: set[str],
+        dev_per,
         optional_silence: bool = True,
         reference: dict[str, dict] | None = None,
         frame_shift: float = 0.01,
     ):
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
         self.sets = {"train": train, "dev": dev}
-        self.id2phone, self.ignore_phones = id2phone, ignore_phones
+        self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): recipe.dev_per_scorer
         self.optional_silence = optional_silence
         self.graphs = {
             name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
@@ -144,8 +143,8 @@ class ViterbiTask:
         return {
             "loss": loss / max(frames, 1),
             "frame_accuracy": 100 * correct / max(frames, 1),
-            "per": score(refs, hyps, ignore=self.ignore_phones)["total"]["per"],
-            "argmax_per": score(refs, argmax_hyps, ignore=self.ignore_phones)["total"]["per"],
+            "per": self.dev_per(refs, hyps),
+            "argmax_per": self.dev_per(refs, argmax_hyps),
         }
 
     def _phone_loop_decode(self, posteriors: list[tuple[str, torch.Tensor]]) -> dict[str, list[str]]:
