@@ -194,13 +194,18 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
         *tiny_run(tmp_path, exp),
         "train.viterbi.realign_epochs=[2,3]",
         "train.ctc.epochs=2",
+        "train.speed_perturb=[0.9,1.1]",
+        "train.spec_augment.enabled=true",
         *ONE_POINT_GRIDS,
     ]
     result = run_sh(*overrides)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "train: 80 utterances of 10 speakers" in result.stderr
+    # Speed perturbation: stages 1-3 train on the 80 utterances and a copy of each at 0.9 and 1.1.
+    assert validate_data_dir(tmp_path / "data" / "mfcc" / "train_sp") == 240
     for round_ in (0, 2, 3):
         stats = json.loads((exp / "viterbi" / "ali" / f"iter{round_}" / "stats.json").read_text())
+        assert stats["train_utterances"] == 240
         for name in ("train", "dev"):
             accuracy = stats["alignment_accuracy"][name]
             assert accuracy["matched_boundaries"] > 500 and 0 < accuracy["frame_agreement"] <= 100
@@ -212,6 +217,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     assert (
         "| Viterbi round 0 (flat start) | train |" in results and "| final CTC model, forced_align | test |" in results
     )
+    assert "| 0 speed perturbation (train_sp) |" in results and "| 1 features (train, dev, test, train_sp) |" in results
 
 
 def test_run_seeds_writes_the_mean_and_range_of_every_decoder(tmp_path):
