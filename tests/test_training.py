@@ -189,7 +189,7 @@ class ScriptedTask:
         pass
 
 
-def test_early_stopping_watches_the_lr_metric_and_survives_resume(tmp_path):
+def test_early_stopping_waits_for_both_dev_per_and_loss_and_survives_resume(tmp_path):
     scfg = OmegaConf.create(
         {
             "epochs": 10,
@@ -205,10 +205,15 @@ def test_early_stopping_watches_the_lr_metric_and_survives_resume(tmp_path):
         {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
     )
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
-    # PER reaches new lows at epochs 1 and 2; the loss at 1, 2 and 4 (as CTC's does while its PER sits at 100%).
+    # PER reaches new lows at epochs 1 and 2; the loss at 1, 2 and 4 (as CTC's does while its PER sits at 100%):
+    # with patience 2, training stops after epoch 6, whichever figure the learning rate follows.
     pers, losses = [50, 40, 45, 46, 47, 48, 30], [1.0, 0.9, 0.95, 0.8, 0.85, 0.9, 0.1]
     summary = train(tmp_path / "per", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, scfg, tcfg, {})
-    assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4, 5, 6]
+    # The other way round: the loss stalls after epoch 2 while the PER keeps falling until epoch 5.
+    pers2, losses2 = [50, 45, 44, 43, 42, 42, 42, 1], [1.0, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5, 0.1]
+    summary = train(tmp_path / "per2", torch.nn.Linear(3, 2), ScriptedTask(pers2, losses2), examples, scfg, tcfg, {})
+    assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4, 5, 6, 7]
     by_loss = OmegaConf.merge(scfg, {"lr_metric": "loss"})
     summary = train(tmp_path / "loss", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, by_loss, tcfg, {})
     assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4, 5, 6]

@@ -66,11 +66,12 @@ def train(
     saved_with: dict,
     augment=None,
 ) -> dict:
-    """Train for at most scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), stopping early once the
-    dev figure that the learning rate follows (scfg.lr_metric: per, or loss where CTC's PER sits at 100% through a
-    long all-blank phase) has not reached a new low for scfg.patience epochs (null: never), resuming from the newest
-    checkpoint; `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config). `augment`
-    maps each training utterance's features in every batch (phonerec.training.augment.SpecAugment), never dev's.
+    """Train for at most scfg.epochs epochs (scfg: train.viterbi or train.ctc; tcfg: train), stopping early once
+    neither the dev PER nor the dev loss has reached a new low for scfg.patience epochs (null: never): the loss
+    falls while CTC's PER sits at 100% through an all-blank phase, the PER falls while an overconfident model's
+    loss rises. The learning rate follows scfg.lr_metric (per or loss). Resumes from the newest checkpoint;
+    `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config). `augment` maps each
+    training utterance's features in every batch (phonerec.training.augment.SpecAugment), never dev's.
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
     if scfg.patience is not None and scfg.patience < 1:
         raise RecipeError(f"patience={scfg.patience}: expected a number of epochs >= 1, or null")
@@ -85,10 +86,11 @@ def train(
     # purge_step drops events a killed run logged past its last checkpoint.
     writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=start_epoch)
     for epoch in range(start_epoch, scfg.epochs + 1):
-        if scfg.patience is not None and epochs_without_improvement(history, scfg.lr_metric) >= scfg.patience:
+        if scfg.patience is not None and epochs_without_improvement(history) >= scfg.patience:
             log.info(
-                "early stop after epoch %d: no new low of the dev %s for %d epochs (best PER %.2f%% at epoch %d)",
-                *(epoch - 1, scfg.lr_metric, scfg.patience, best["per"], best["epoch"]),
+                "early stop after epoch %d: no new low of the dev PER or loss for %d epochs (best PER %.2f%% at "
+                "epoch %d)",
+                *(epoch - 1, scfg.patience, best["per"], best["epoch"]),
             )
             break
         start = time.perf_counter()
@@ -136,12 +138,15 @@ def train(
     return {"best": best, "history": history}
 
 
-def epochs_without_improvement(history: list[dict], metric: str) -> int:
-    """Epochs since the last one whose dev `metric` (per, loss) was below every earlier epoch's."""
-    last, best = 0, math.inf
-    for record in history:
-        if record[f"valid_{metric}"] < best:
-            last, best = record["epoch"], record[f"valid_{metric}"]
+def epochs_without_improvement(history: list[dict], metrics: tuple[str, ...] = ("per", "loss")) -> int:
+    """Epochs since the last one in which a dev figure of `metrics` was below its value in every earlier epoch."""
+    last = 0
+    for metric in metrics:
+        best = math.inf
+        for record in history:
+            if record[f"valid_{metric}"] < best:
+                best = record[f"valid_{metric}"]
+                last = max(last, record["epoch"])
     return history[-1]["epoch"] - last if history else 0
 
 
