@@ -202,7 +202,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "train: 80 utterances of 10 speakers" in result.stderr
     # Speed perturbation: stages 1-3 train on the 80 utterances and a copy of each at 0.9 and 1.1.
-    assert validate_data_dir(tmp_path / "data" / "mfcc" / "train_sp") == 240
+    assert validate_data_dir(tmp_path / "data" / "fbank40" / "train_sp") == 240
     for round_ in (0, 2, 3):
         stats = json.loads((exp / "viterbi" / "ali" / f"iter{round_}" / "stats.json").read_text())
         assert stats["train_utterances"] == 240
