@@ -10,7 +10,6 @@ re-alignment."""
 
 import logging
 import shutil
-from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from phonerec.data.audio import read_audio
-from phonerec.data.data_dir import read_table, validate_data_dir, write_table
+from phonerec.data.data_dir import Utterance, read_table, validate_data_dir, write_data_dir
 from phonerec.hmm.align_eval import Segment, read_ctm, write_ctm
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import atomic_path, contents_sha256
@@ -30,8 +29,8 @@ from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import SPEED_PERTURB
 
 log = logging.getLogger(__name__)
-# The data dir files that a copy carries over, with its ids prefixed.
-_ID_TABLES = ("text", "text.words")
+# The files of the training dir that the copies are made from.
+_INPUTS = ("wav.scp", "utt2spk", "text", "text.words", "phones.ctm")
 
 
 def prefix(factor: float) -> str:
@@ -56,44 +55,35 @@ def perturb_speed(cfg: DictConfig, data_dir: Path, out_dir: Path) -> None:
     if not factors or any(not 0.5 <= f <= 2.0 or f == 1.0 for f in factors) or len(set(factors)) != len(factors):
         raise RecipeError(f"train.speed_perturb={factors}: expected distinct factors in [0.5, 2], other than 1")
     validate_data_dir(data_dir)
-    digest = SPEED_PERTURB.digest(cfg, contents_sha256(data_dir, ("wav.scp", "utt2spk", *_ID_TABLES, "phones.ctm")))
+    digest = SPEED_PERTURB.digest(cfg, contents_sha256(data_dir, _INPUTS))
     run_stage(out_dir, "speed_perturb", digest, lambda: _perturb(data_dir, out_dir, factors))
 
 
 def _perturb(data_dir: Path, out_dir: Path, factors: list[float]) -> None:
-    wav_scp, utt2spk = read_table(data_dir / "wav.scp"), read_table(data_dir / "utt2spk")
-    tables = {name: read_table(data_dir / name) for name in _ID_TABLES if (data_dir / name).is_file()}
+    wav_scp, utt2spk, text = (read_table(data_dir / name) for name in ("wav.scp", "utt2spk", "text"))
+    words = read_table(data_dir / "text.words") if (data_dir / "text.words").is_file() else {}
     ctm = read_ctm(data_dir / "phones.ctm") if (data_dir / "phones.ctm").is_file() else None
-    out_wav, out_spk = dict(wav_scp), dict(utt2spk)
-    out_tables = {name: dict(table) for name, table in tables.items()}
+    utterances = [Utterance(u, utt2spk[u], wav_scp[u], text[u].split(), words.get(u, "").split()) for u in wav_scp]
     out_ctm = dict(ctm) if ctm is not None else None
     if (out_dir / "wav").exists():
         shutil.rmtree(out_dir / "wav")  # copies of other factors or inputs
     with tqdm(total=len(wav_scp) * len(factors), unit="utt", desc="speed perturbation") as bar:
-        for factor in factors:
-            p = prefix(factor)
-            for utt, path in wav_scp.items():
-                try:
-                    samples, rate = read_audio(path)
-                except Exception as err:
-                    raise RecipeError(f"{data_dir}/wav.scp: utterance '{utt}': cannot read {path}: {err}") from err
+        for original in list(utterances):
+            utt = original.utt_id
+            try:
+                samples, rate = read_audio(original.wav)
+            except Exception as err:
+                raise RecipeError(f"{data_dir}/wav.scp: utterance '{utt}': cannot read {original.wav}: {err}") from err
+            for factor in factors:
+                p = prefix(factor)
                 wav = (out_dir / "wav" / f"{p}{utt}.wav").resolve()
                 with atomic_path(wav) as tmp:
                     sf.write(str(tmp), perturb_samples(samples, rate, factor), rate, subtype="PCM_16", format="WAV")
-                out_wav[p + utt], out_spk[p + utt] = str(wav), p + utt2spk[utt]
-                for name, table in tables.items():
-                    out_tables[name][p + utt] = table[utt]
+                utterances.append(Utterance(p + utt, p + original.speaker, str(wav), original.phones, original.words))
                 if ctm is not None and utt in ctm:
                     out_ctm[p + utt] = [Segment(s.start / factor, s.end / factor, s.label) for s in ctm[utt]]
                 bar.update()
-    spk2utt = defaultdict(list)
-    for utt in sorted(out_spk):
-        spk2utt[out_spk[utt]].append(utt)
-    write_table(out_dir / "wav.scp", out_wav)
-    write_table(out_dir / "utt2spk", out_spk)
-    write_table(out_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
-    for name, table in out_tables.items():
-        write_table(out_dir / name, table)
+    write_data_dir(out_dir, utterances)
     if out_ctm is not None:
         write_ctm(out_dir / "phones.ctm", out_ctm)
     count = validate_data_dir(out_dir)
