@@ -1,28 +1,42 @@
 #!/usr/bin/env python3
-"""The seed table of run_seeds.sh: mean and min-max over the seeds' exp dirs (<seeds-dir>/seed<S>) of each model
-and decoder's PER or WER on each split of decode.splits, and of the training figures, written beside the recipe's
-results (paths.results, e.g. RESULTS.md) as <its stem>_seeds.md (RESULTS_seeds.md)."""
+"""The spread tables: of run_seeds.sh (--seeds), the mean and min-max over the seeds' exp dirs (<runs-dir>/seed<S>),
+written beside the recipe's results (paths.results, e.g. RESULTS.md) as <its stem>_seeds.md; of run_loso.sh
+(--folds), the same over the folds' exp dirs (<runs-dir>/<held-out speaker>), as <its stem>_loso.md. Each holds
+every model and decoder's PER or WER on each split of decode.splits and the training figures."""
 
 import shlex
 from pathlib import Path
 
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.results import seed_table_path, write_seed_table
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.results import loso_table_path, seed_table_path, write_loso_table, write_seed_table
 from phonerec.pipeline.stage_keys import SCORE
 
 
 def main(args, cfg):
     cfg = SCORE.view(cfg)
-    seeds = [int(s) for s in args.seeds.split()]
-    command = f"./run_seeds.sh --seeds {shlex.quote(args.seeds)} {shlex.join(args.overrides)}".strip()
-    dirs = {s: args.seeds_dir / f"seed{s}" for s in seeds}
-    write_seed_table(cfg, dirs, seed_table_path(Path(cfg.paths.results)), command)
+    results = Path(cfg.paths.results)
+    if (args.seeds is None) == (args.folds is None):
+        raise RecipeError("give either --seeds or --folds")
+    if args.seeds is not None:
+        seeds = [int(s) for s in args.seeds.split()]
+        command = f"./run_seeds.sh --seeds {shlex.quote(args.seeds)} {shlex.join(args.overrides)}".strip()
+        dirs = {s: args.runs_dir / f"seed{s}" for s in seeds}
+        write_seed_table(cfg, dirs, seed_table_path(results), command)
+    else:
+        command = f"./run_loso.sh {shlex.join(args.overrides)}".strip()
+        dirs = {speaker: args.runs_dir / speaker for speaker in args.folds.split()}
+        write_loso_table(cfg, dirs, args.test_speakers, loso_table_path(results), command)
 
 
 if __name__ == "__main__":
     step_main(
         main,
         __doc__,
-        [("seeds_dir", "the dir holding seed<S>/ for each seed")],
-        {"--seeds": {"required": True, "help": 'the seeds, e.g. "0 1 2"'}},
+        [("runs_dir", "the dir holding seed<S>/ for each seed, or <speaker>/ for each fold")],
+        {
+            "--seeds": {"help": 'the seeds, e.g. "0 1 2"'},
+            "--folds": {"help": 'the held-out speakers, e.g. "george jackson lucas"'},
+            "--test-speakers": {"default": "", "help": "with --folds: the folds' test speakers, for the table"},
+        },
     )

@@ -48,10 +48,11 @@ def tiny_run(tmp_path, exp):
     ]
 
 
-def fsdd_subset(root, takes):
-    """A copy holding some takes of three speakers, as links to the shared recordings."""
+def fsdd_subset(root, takes, speakers=("george", "nicolas", "theo")):
+    """A copy holding some takes of some speakers (train george, dev theo, test nicolas), as links to the shared
+    recordings."""
     (root / "recordings").mkdir(parents=True)
-    for speaker in ("george", "nicolas", "theo"):
+    for speaker in speakers:
         for digit in range(10):
             for take in takes:
                 name = f"{digit}_{speaker}_{take}.wav"
@@ -245,3 +246,40 @@ def test_run_seeds_writes_the_mean_and_range_of_every_decoder(tmp_path):
     assert f"{(low + high) / 2:.2f} ({low:.2f}-{high:.2f}) |" in row
     assert "| viterbi | hybrid Viterbi word loop + word bigram | WER |" in table
     assert (exp / "seeds" / "seed1" / "RESULTS.md").is_file()
+
+
+def test_run_loso_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
+    exp = tmp_path / "exp"
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(3), speakers=("george", "jackson", "nicolas", "theo"))
+    short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "train.compare_ctc_inits=[]", "decode.decoders=[greedy]"]
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short, "train.seed=3"]
+    result = subprocess.run(
+        ["./run_loso.sh", *overrides], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    folds = {"george": ("jackson", 3), "jackson": ("george", 4)}  # held out: (trained on, seed)
+    pers = []
+    for held, (trained_on, seed) in folds.items():
+        data = tmp_path / "data" / "loso" / held
+        speakers = {split: set(read_table(data / split / "utt2spk").values()) for split in ("train", "dev", "test")}
+        assert speakers == {"train": {trained_on}, "dev": {held}, "test": {"theo"}}  # nicolas in no fold
+        fold_exp = exp / "loso" / held
+        assert f"seed: {seed}" in (fold_exp / "ctc" / "config.yaml").read_text()
+        pers.append(json.loads((fold_exp / "ctc" / "decode_dev_greedy" / "per.json").read_text())["total"]["per"])
+    table = (tmp_path / "RESULTS_loso.md").read_text()
+    assert "george, jackson held out" in table and "| test: theo % |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| ctc | CTC best path | PER |"))
+    assert row.split(" | ")[3] == f"{sum(pers) / 2:.2f} ({min(pers):.2f}-{max(pers):.2f})"
+
+    # A split with one training speaker has nothing to leave out.
+    one = fsdd_subset(tmp_path / "one", takes=range(1))
+    result = subprocess.run(
+        ["./run_loso.sh", f"corpus.root={one}", f"paths.data={tmp_path}/one_data", f"paths.exp={tmp_path}/one_exp"],
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "has 1 speaker(s); leaving one out needs at least 2" in result.stderr

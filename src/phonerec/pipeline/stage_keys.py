@@ -99,6 +99,7 @@ SCORE = StageKeys(
         "recipe_name",
         "features.name",
         "train.num_threads",
+        "train.seed",
         "train.ctc.init",
         "train.compare_ctc_inits",
         "train.speed_perturb",
