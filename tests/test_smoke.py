@@ -34,7 +34,8 @@ ONE_POINT_GRIDS = [
 
 
 def tiny_run(tmp_path, exp):
-    """Overrides for a whole run that takes seconds: paths under tmp_path, a one-layer model, 3 Viterbi epochs."""
+    """Overrides for a whole run that takes seconds: paths under tmp_path, a one-layer model, 3 Viterbi epochs, no
+    speed perturbation."""
     return [
         f"paths.data={tmp_path}/data",
         f"paths.exp={exp}",
@@ -45,6 +46,7 @@ def tiny_run(tmp_path, exp):
         "train.num_threads=1",
         "decode.num_threads=1",
         "train.viterbi.epochs=3",
+        "train.speed_perturb=[]",
     ]
 
 
@@ -114,6 +116,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
         *tiny_run(tmp_path, exp),
         "train.viterbi.realign_epochs=[1,2]",
         "train.ctc.epochs=6",
+        "train.compare_ctc_inits=[fresh,scratch]",
         "decode.ctc_beam.lm_weights=[0,0.5]",
         "decode.ctc_beam.insertion_bonuses=[0,1]",
         "decode.hybrid.acoustic_scales=[0.3,1.0]",
