@@ -63,8 +63,9 @@ def test_masks_are_drawn_per_call_from_the_seeded_global_rng():
 
 
 def test_switch_and_feature_layout_come_from_the_config():
-    assert SpecAugment.from_config(load_config([])) is None
-    cfg = load_config(["train.spec_augment.enabled=true", "features=fbank"])
+    assert SpecAugment.from_config(load_config(["recipe=timit_sample"])) is None  # off by default
+    assert SpecAugment.from_config(load_config([])).freq_width == 4  # the FSDD recipe's: 4 of 13 cepstra
+    cfg = load_config(["recipe=timit_sample", "train.spec_augment.enabled=true"])  # 40 fbank bins
     augment = SpecAugment.from_config(cfg)
     feats = torch.randn(60, 40) + 3.0
     torch.manual_seed(1)
