@@ -116,6 +116,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
         *tiny_run(tmp_path, exp),
         "train.viterbi.realign_epochs=[1,2]",
         "train.ctc.epochs=6",
+        "train.compare_ctc_inits=[fresh,scratch]",  # the FSDD recipe has none
         "decode.ctc_beam.lm_weights=[0,0.5]",
         "decode.ctc_beam.insertion_bonuses=[0,1]",
         "decode.hybrid.acoustic_scales=[0.3,1.0]",
