@@ -8,13 +8,14 @@ set -euo pipefail
 
 help_message="Usage: $0 [key=value ...]
 
-Runs ./run.sh --stop-stage 1 for the recipe's own split (to find its training and dev speakers), then for
-the k-th training speaker H (k = 0, 1, ...) all stages of ./run.sh with corpus.train_speakers=[the others]
-corpus.dev_speakers=[H] corpus.test_speakers=[the recipe's dev speakers] train.seed=<train.seed + k>
-paths.data=<paths.data>/loso/H paths.exp=<paths.exp>/loso/H paths.results=<paths.exp>/loso/H/RESULTS.md,
-and writes <paths.results without .md>_loso.md from the folds' decode dirs and training summaries. The seed
-differs by fold, so the spread holds the speakers' and the seeds' variation. A fold whose stages are done
-is skipped stage by stage, as run.sh skips them, so a killed run resumes.
+Runs ./run.sh --stop-stage 0 (data preparation) for the recipe's own split, to find its training and dev
+speakers, then for the k-th training speaker H (k = 0, 1, ...) all stages of ./run.sh with
+corpus.train_speakers=[the others] corpus.dev_speakers=[H] corpus.test_speakers=[the recipe's dev speakers]
+train.seed=<train.seed + k> paths.data=<paths.data>/loso/H paths.exp=<paths.exp>/loso/H
+paths.results=<paths.exp>/loso/H/RESULTS.md, and writes <paths.results without .md>_loso.md from the folds'
+decode dirs and training summaries. The seed differs by fold, so the spread holds the speakers' and the seeds'
+variation. A fold whose stages are done is skipped stage by stage, as run.sh skips them, so a killed run
+resumes.
 
 Options:
   -h, --help        this message
@@ -44,7 +45,7 @@ seed=${settings[2]}
   exit 2
 }
 
-./run.sh --stop-stage 1 ${overrides[@]+"${overrides[@]}"}
+./run.sh --stop-stage 0 ${overrides[@]+"${overrides[@]}"}
 mapfile -t train_speakers < <(cut -d' ' -f1 "${data}/train/spk2utt")
 dev_speakers=$(cut -d' ' -f1 "${data}/dev/spk2utt" | paste -sd, -)
 [ "${#train_speakers[@]}" -ge 2 ] || {

@@ -260,6 +260,7 @@ def test_run_loso_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
         ["./run_loso.sh", *overrides], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "data" / "mfcc").exists()  # the recipe's own split is only prepared, to read its speakers
 
     folds = {"george": ("jackson", 3), "jackson": ("george", 4)}  # held out: (trained on, seed)
     pers = []
