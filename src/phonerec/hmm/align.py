@@ -71,7 +71,7 @@ def build_graph(
     return Graph(states, optional)
 
 
-def _pad_graphs(graphs: list[Graph], n: int, device) -> tuple[torch.Tensor, ...]:
+def pad_graphs(graphs: list[Graph], n: int, device) -> tuple[torch.Tensor, ...]:
     """Padded node tensors: output index, may-skip-into flag, start and end masks, node counts."""
     batch, width = len(graphs), max(len(g.states) for g in graphs)
     states = torch.zeros(batch, width, dtype=torch.long)
@@ -97,6 +97,24 @@ def _pad_graphs(graphs: list[Graph], n: int, device) -> tuple[torch.Tensor, ...]
     return states.to(device), skip_in.to(device), start.to(device), end.to(device), valid.to(device)
 
 
+def node_emissions(log_probs: torch.Tensor, states: torch.Tensor, valid: torch.Tensor, fill: float) -> torch.Tensor:
+    """(B, T, W) score of each graph node at each frame: its state's column of log_probs; `fill` at padding."""
+    batch, frames, _ = log_probs.shape
+    emissions = torch.gather(log_probs, 2, states.unsqueeze(1).expand(batch, frames, states.shape[1]))
+    return emissions.masked_fill(~valid.unsqueeze(1), fill)
+
+
+def predecessors(score: torch.Tensor, skip_in: torch.Tensor, n: int, fill: float) -> torch.Tensor:
+    """(3, B, W) scores of the arcs into each node from the previous frame's (B, W) node scores, in the order of
+    the back-pointer codes: stay (j), next (j - 1), skip over an optional block of n nodes (j - n - 1)."""
+    batch, width = score.shape
+    pad = score.new_full((batch, n + 1), fill)
+    advance = torch.cat([pad[:, :1], score[:, :-1]], dim=1)
+    skip = torch.cat([pad, score[:, : max(width - n - 1, 0)]], dim=1)[:, :width]
+    skip = skip.masked_fill(~skip_in, fill)
+    return torch.stack([score, advance, skip])
+
+
 def viterbi_align(
     log_probs: torch.Tensor, lengths: torch.Tensor, graphs: list[Graph], topo: Topology
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,21 +126,15 @@ def viterbi_align(
     n = topo.states_per_phone
     batch, frames, _ = log_probs.shape
     device = log_probs.device
-    states, skip_in, start, end, valid = _pad_graphs(graphs, n, device)
+    states, skip_in, start, end, valid = pad_graphs(graphs, n, device)
     width = states.shape[1]
     lengths = lengths.to(device)
-    emissions = torch.gather(log_probs, 2, states.unsqueeze(1).expand(batch, frames, width))
-    emissions = emissions.masked_fill(~valid.unsqueeze(1), NEG_INF)
+    emissions = node_emissions(log_probs, states, valid, NEG_INF)
 
-    neg = torch.full((batch, 1), NEG_INF, device=device)
-    score = torch.where(start, emissions[:, 0], torch.full_like(emissions[:, 0], NEG_INF))
+    score = emissions[:, 0].masked_fill(~start, NEG_INF)
     backptr = torch.zeros(batch, frames, width, dtype=torch.uint8, device=device)
     for t in range(1, frames):
-        stay = score
-        advance = torch.cat([neg, score[:, :-1]], dim=1)
-        skip = torch.cat([neg.expand(batch, min(n + 1, width)), score[:, : width - n - 1]], dim=1)[:, :width]
-        skip = skip.masked_fill(~skip_in, NEG_INF)
-        best, choice = torch.stack([stay, advance, skip]).max(dim=0)
+        best, choice = predecessors(score, skip_in, n, NEG_INF).max(dim=0)
         active = (t < lengths).unsqueeze(1)
         score = torch.where(active, best + emissions[:, t], score)
         backptr[:, t] = choice.to(torch.uint8)

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""HMM kernels on identical problems: the batched Viterbi aligner (phonerec.hmm.align.viterbi_align), the
+batched forward-backward (phonerec.hmm.fullsum: explicit backward pass, and autograd through the forward
+recursion), against torchaudio's per-utterance C++ `forced_align`.
+
+  . ./path.sh && python benchmarks/bench_align.py [--frames 300] [--labels 60] [--classes 48] [--batches 32 1]
+
+The problem (as issue 12 states it): a chain of `--labels` labels of `--classes` without adjacent repeats, one
+HMM state per label, no optional silence; forced_align gets the same scores plus a blank scored -1e4, so its
+best path never takes it, and the paths must be identical (checked). One thread. Prints ms per utterance,
+fastest of 3 after a warm-up, and each kernel's time as a multiple of forced_align's (below 1 = faster).
+Record them in benchmarks/RESULTS.md."""
+
+import argparse
+import time
+
+import torch
+import torchaudio.functional as F
+
+from phonerec.hmm.align import Graph, Topology, viterbi_align
+from phonerec.hmm.fullsum import FullSumLogLik, forward_backward, forward_loglik
+
+
+def problem(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator):
+    topo = Topology(num_phones=classes + 1, states_per_phone=1)
+    graphs = []
+    for _ in range(batch):
+        seq = [int(torch.randint(classes, (1,), generator=gen))]
+        while len(seq) < labels:
+            nxt = int(torch.randint(classes, (1,), generator=gen))
+            if nxt != seq[-1]:
+                seq.append(nxt)
+        graphs.append(Graph(seq, [False] * labels))
+    log_probs = torch.randn(batch, frames, classes, generator=gen).log_softmax(-1)
+    return topo, graphs, torch.full((batch,), frames), log_probs
+
+
+def fastest(fn, repeats: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator):
+    """(kernel, seconds for the batch, ratio to forced_align) for each kernel, after checking the paths agree."""
+    topo, graphs, lengths, log_probs = problem(batch, frames, labels, classes, gen)
+    # forced_align's emissions: blank (index 0) scored -1e4, the classes shifted by one.
+    with_blank = torch.cat([torch.full((batch, frames, 1), -1e4), log_probs], dim=2)
+    targets = [torch.tensor(g.states) + 1 for g in graphs]
+
+    def torchaudio_align():
+        return [F.forced_align(with_blank[b : b + 1], targets[b].unsqueeze(0), blank=0)[0][0] for b in range(batch)]
+
+    alignment, _ = viterbi_align(log_probs, lengths, graphs, topo)
+    reference = torchaudio_align()
+    assert all(torch.equal(alignment[b], reference[b] - 1) for b in range(batch)), "paths differ"
+
+    grad_input = log_probs.clone().requires_grad_()
+
+    def explicit():
+        FullSumLogLik.apply(grad_input, lengths, graphs, topo).sum().backward()
+
+    def autograd():
+        forward_loglik(grad_input, lengths, graphs, topo).sum().backward()
+
+    kernels = [
+        ("torchaudio forced_align (per utterance)", torchaudio_align),
+        ("viterbi_align (batched)", lambda: viterbi_align(log_probs, lengths, graphs, topo)),
+        (
+            "forward-backward, explicit (log p + occupations)",
+            lambda: forward_backward(log_probs, lengths, graphs, topo),
+        ),
+        ("full-sum log p + gradient, explicit backward", explicit),
+        ("full-sum log p + gradient, autograd", autograd),
+    ]
+    rows, reference_seconds = [], None
+    for name, fn in kernels:
+        seconds = fastest(fn)
+        reference_seconds = reference_seconds or seconds
+        rows.append((name, seconds, seconds / reference_seconds))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--labels", type=int, default=60)
+    parser.add_argument("--classes", type=int, default=48)
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 1])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    print(f"T {args.frames}, {args.labels} labels of {args.classes}, 1 thread; ms per utterance (x forced_align)")
+    print("| batch | kernel | ms / utt | x forced_align |")
+    print("|---:|---|---:|---:|")
+    for batch in args.batches:
+        for name, seconds, ratio in bench_batch(batch, args.frames, args.labels, args.classes, gen):
+            print(f"| {batch} | {name} | {1000 * seconds / batch:.2f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

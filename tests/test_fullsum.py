@@ -1,0 +1,121 @@
+"""The batched forward-backward over alignment graphs against brute-force summation over all paths, finite
+differences and autograd; Viterbi's best path never scores above the sum."""
+
+import math
+
+import pytest
+import torch
+
+from phonerec.hmm.align import Topology, build_graph, viterbi_align
+from phonerec.hmm.fullsum import FullSumLogLik, forward_backward, forward_loglik
+
+CASES = [([2, 3], [0]), ([4], None), ([2, 5, 3], [1]), ([3, 3], [0])]  # (phones, word ends)
+
+
+def all_paths(graph, topo, frames):
+    """Every node sequence of `frames` frames the graph allows (the arcs of align.brute_force)."""
+    n, size = topo.states_per_phone, len(graph.states)
+    starts = [0] + ([n] if all(graph.optional[:n]) else [])
+    ends = {size - 1} | ({size - n - 1} if all(graph.optional[size - n :]) else set())
+
+    def successors(j):
+        nxt = [j, j + 1]
+        if j + n + 1 < size and all(graph.optional[j + 1 : j + n + 1]) and not graph.optional[j]:
+            nxt.append(j + n + 1)
+        return [k for k in nxt if k < size]
+
+    paths = []
+
+    def extend(path):
+        if len(path) == frames:
+            if path[-1] in ends:
+                paths.append(path)
+            return
+        for k in successors(path[-1]):
+            extend(path + [k])
+
+    for j in starts:
+        extend([j])
+    return paths
+
+
+def brute_force(log_probs, graph, topo):
+    """log p and the state occupations by summing over every path."""
+    frames = log_probs.shape[0]
+    paths = all_paths(graph, topo, frames)
+    if not paths:
+        return float("-inf"), torch.zeros_like(log_probs)
+    scores = torch.stack([sum(log_probs[t, graph.states[j]] for t, j in enumerate(p)) for p in paths])
+    loglik = torch.logsumexp(scores, 0)
+    occupation = torch.zeros_like(log_probs)
+    for p, score in zip(paths, scores, strict=True):
+        for t, j in enumerate(p):
+            occupation[t, graph.states[j]] += (score - loglik).exp()
+    return loglik.item(), occupation
+
+
+def problem(states_per_phone, frames_list, seed=0):
+    torch.manual_seed(seed)
+    topo = Topology(num_phones=6, states_per_phone=states_per_phone)
+    graphs = [build_graph(phones, topo, ends) for phones, ends in CASES]
+    lengths = torch.tensor(frames_list)
+    log_probs = torch.randn(len(CASES), max(frames_list), topo.num_states, dtype=torch.float64).log_softmax(-1)
+    return topo, graphs, lengths, log_probs
+
+
+@pytest.mark.parametrize("states_per_phone", [1, 2])
+@pytest.mark.parametrize("frames_list", [[3, 7, 5, 8], [8, 4, 6, 6]])
+def test_forward_backward_equals_sum_over_all_paths(states_per_phone, frames_list):
+    topo, graphs, lengths, log_probs = problem(states_per_phone, frames_list)
+    loglik, occupation = forward_backward(log_probs, lengths, graphs, topo)
+    assert torch.equal(torch.isinf(forward_loglik(log_probs, lengths, graphs, topo)), torch.isinf(loglik))
+    for b, graph in enumerate(graphs):
+        frames = int(lengths[b])
+        expected, expected_occupation = brute_force(log_probs[b, :frames], graph, topo)
+        if expected == float("-inf"):  # fewer frames than the graph needs: reported, no gradient
+            assert loglik[b] == float("-inf") and not occupation[b].any()
+            continue
+        assert loglik[b].item() == pytest.approx(expected, rel=1e-12)
+        assert torch.allclose(occupation[b, :frames], expected_occupation, atol=1e-12)
+        assert not occupation[b, frames:].any()  # nothing past the length
+        assert torch.allclose(occupation[b, :frames].sum(1), torch.ones(frames, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("states_per_phone", [1, 2])
+def test_gradients_match_finite_differences_and_autograd(states_per_phone):
+    topo, graphs, lengths, log_probs = problem(states_per_phone, [6, 7, 6, 8], seed=1)  # all traversable
+    log_probs = log_probs.detach().requires_grad_()
+    explicit = lambda x: FullSumLogLik.apply(x, lengths, graphs, topo)  # noqa: E731
+    by_autograd = lambda x: forward_loglik(x, lengths, graphs, topo)  # noqa: E731
+    assert torch.autograd.gradcheck(explicit, (log_probs,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(by_autograd, (log_probs,), eps=1e-6, atol=1e-6)
+    weights = torch.rand(len(graphs), dtype=torch.float64)
+    (grad_explicit,) = torch.autograd.grad((explicit(log_probs) * weights).sum(), log_probs)
+    (grad_autograd,) = torch.autograd.grad((by_autograd(log_probs) * weights).sum(), log_probs)
+    assert torch.allclose(grad_explicit, grad_autograd, atol=1e-10)
+
+
+def test_viterbi_score_never_above_the_sum():
+    for seed in range(5):
+        topo, graphs, lengths, log_probs = problem(2, [9, 12, 10, 7], seed=seed)
+        _, best = viterbi_align(log_probs, lengths, graphs, topo)
+        total = forward_loglik(log_probs, lengths, graphs, topo)
+        feasible = torch.isfinite(best)
+        assert torch.equal(feasible, torch.isfinite(total)) and feasible.any()
+        assert (best[feasible] <= total[feasible] + 1e-9).all()
+        # and within log(number of paths) of it
+        paths = [len(all_paths(g, topo, int(t))) for g, t in zip(graphs, lengths, strict=True)]
+        for b in feasible.nonzero().flatten().tolist():
+            assert total[b] <= best[b] + math.log(paths[b]) + 1e-9
+
+
+def test_untraversable_utterance_has_no_path_and_a_zero_gradient_in_float32():
+    topo = Topology(num_phones=6, states_per_phone=2)
+    graphs = [build_graph([2, 3, 4], topo, [0, 1]), build_graph([2], topo)]  # 6 and 2 non-optional nodes
+    lengths = torch.tensor([4, 4])
+    log_probs = torch.randn(2, 4, topo.num_states).log_softmax(-1).requires_grad_()
+    for loglik_of in (FullSumLogLik.apply, forward_loglik):
+        loglik = loglik_of(log_probs, lengths, graphs, topo)
+        assert loglik[0] == float("-inf") and torch.isfinite(loglik[1])
+        (grad,) = torch.autograd.grad(loglik[torch.isfinite(loglik)].sum(), log_probs)
+        assert torch.isfinite(grad).all() and not grad[0].any() and grad[1].sum().item() == pytest.approx(4, rel=1e-5)
