@@ -1,13 +1,15 @@
 """The batched forward-backward over alignment graphs against brute-force summation over all paths, finite
-differences and autograd; Viterbi's best path never scores above the sum."""
+differences and autograd; Viterbi's best path never scores above the sum; the CTC loss on it against torch's."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torchaudio
 
 from phonerec.hmm.align import Topology, build_graph, viterbi_align
-from phonerec.hmm.fullsum import FullSumLogLik, forward_backward, forward_loglik
+from phonerec.hmm.fullsum import FullSumLogLik, ctc_graph, ctc_loss, forward_backward, forward_loglik
 
 CASES = [([2, 3], [0]), ([4], None), ([2, 5, 3], [1]), ([3, 3], [0])]  # (phones, word ends)
 
@@ -119,3 +121,65 @@ def test_untraversable_utterance_has_no_path_and_a_zero_gradient_in_float32():
         assert loglik[0] == float("-inf") and torch.isfinite(loglik[1])
         (grad,) = torch.autograd.grad(loglik[torch.isfinite(loglik)].sum(), log_probs)
         assert torch.isfinite(grad).all() and not grad[0].any() and grad[1].sum().item() == pytest.approx(4, rel=1e-5)
+
+
+def ctc_problems(seed=0):
+    """Random CTC problems: repeated labels, a single label, lengths at the feasibility edge (T = L + repeats)
+    and below it."""
+    gen = torch.Generator().manual_seed(seed)
+    targets = [[1, 2, 2, 3], [4], [2, 2, 2], [1, 3, 1, 4, 2], [3, 3], [1, 2]]
+    lengths = torch.tensor([9, 5, 5, 12, 3, 1])  # [2, 2, 2] needs 5 frames, [3, 3] needs 3: the edge; [1, 2] 1: too few
+    logits = torch.randn(len(targets), int(lengths.max()), 5, generator=gen, dtype=torch.float64)
+    return targets, lengths, logits
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_own_ctc_loss_equals_torch_value_and_gradient(reduction):
+    targets, lengths, logits = ctc_problems()
+    flat = torch.tensor([p for t in targets for p in t])
+    target_lengths = torch.tensor([len(t) for t in targets])
+    for zero_infinity in (True, False):
+        ours_in = logits.clone().requires_grad_()
+        torch_in = logits.clone().requires_grad_()
+        ours = ctc_loss(ours_in.log_softmax(-1), lengths, targets, reduction=reduction, zero_infinity=zero_infinity)
+        theirs = F.ctc_loss(
+            torch_in.log_softmax(-1).transpose(0, 1),
+            flat,
+            lengths,
+            target_lengths,
+            reduction=reduction,
+            zero_infinity=zero_infinity,
+        )
+        assert torch.allclose(ours, theirs, rtol=1e-6, atol=0) or torch.equal(ours, theirs)  # inf == inf
+        if not zero_infinity:  # torch's gradient of an infinite loss is not defined
+            continue
+        ours.sum().backward()
+        theirs.sum().backward()
+        assert torch.allclose(ours_in.grad, torch_in.grad, rtol=1e-6, atol=1e-12)
+
+
+def test_own_ctc_gradient_matches_finite_differences_and_its_best_path_forced_align():
+    targets, lengths, logits = ctc_problems(seed=1)
+    keep = [0, 1, 2, 3, 4]  # traversable
+    targets, lengths, logits = [targets[k] for k in keep], lengths[keep], logits[keep]
+    log_probs = logits.log_softmax(-1).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: ctc_loss(x, lengths, targets, reduction="none"), (log_probs,), eps=1e-6, atol=1e-6
+    )
+    graphs = [ctc_graph(t) for t in targets]
+    alignment, _ = viterbi_align(log_probs.detach(), lengths, graphs, Topology(num_phones=5))
+    for b, t in enumerate(targets):
+        frames = int(lengths[b])
+        expected, _ = torchaudio.functional.forced_align(
+            log_probs.detach()[b : b + 1, :frames].float(), torch.tensor([t], dtype=torch.int32), blank=0
+        )
+        assert alignment[b, :frames].tolist() == expected[0].tolist()
+
+
+def test_ctc_graph_forbids_the_jump_between_equal_labels_only():
+    topo = Topology(num_phones=5)
+    log_probs = torch.zeros(1, 2, 5, dtype=torch.float64)  # every path scores 0: log p = log(number of paths)
+    loglik = forward_loglik(log_probs, torch.tensor([2]), [ctc_graph([2, 2])], topo)
+    assert loglik.item() == float("-inf")  # [2, 2] needs a blank between: 3 frames
+    loglik = forward_loglik(log_probs, torch.tensor([2]), [ctc_graph([2, 3])], topo)
+    assert loglik.item() == pytest.approx(0.0)  # the one path 2, 3

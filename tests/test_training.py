@@ -101,6 +101,25 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
         assert result["total"]["n"] > 0 and (decode_dir / "per.txt").is_file()
 
 
+def test_ctc_with_the_own_loss_trains_as_with_torchs(prepared, tmp_path):
+    tmp, overrides = prepared
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    viterbi = tmp_path / "viterbi"
+    train_viterbi_stage(load_config(overrides), train_dir, dev_dir, lang_dir, viterbi)
+    histories = {}
+    for loss in ("torch", "own"):
+        ctc = tmp_path / f"ctc_{loss}"
+        train_ctc_stage(load_config([*overrides, f"train.ctc.loss={loss}"]), train_dir, dev_dir, lang_dir, viterbi, ctc)
+        histories[loss] = json.loads((ctc / "train_summary.json").read_text())["history"]
+    for torch_epoch, own_epoch in zip(histories["torch"], histories["own"], strict=True):
+        for key in ("train_loss", "valid_loss"):  # float32 sums in another order: close, not equal
+            assert own_epoch[key] == pytest.approx(torch_epoch[key], rel=1e-3), key
+    with pytest.raises(RecipeError, match="train.ctc.loss=k2"):
+        train_ctc_stage(
+            load_config([*overrides, "train.ctc.loss=k2"]), train_dir, dev_dir, lang_dir, viterbi, tmp_path / "x"
+        )
+
+
 def test_changed_settings_move_the_old_run_aside(prepared, tmp_path):
     tmp, overrides = prepared
     train_dir, dev_dir, lang_dir = dirs(tmp)

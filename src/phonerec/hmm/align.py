@@ -40,10 +40,13 @@ class Topology:
 
 @dataclass
 class Graph:
-    """A left-to-right chain of HMM states; `optional[j]` marks nodes of a skippable silence block."""
+    """A left-to-right chain of HMM states; `optional[j]` marks nodes of a skippable silence block. A jump over an
+    optional block joins the nodes either side of it; `skip_between_equal` False forbids that where both carry the
+    same state (CTC's topology, where two equal labels would merge without the blank between them)."""
 
     states: list[int]
     optional: list[bool]
+    skip_between_equal: bool = True
 
 
 def build_graph(
@@ -89,7 +92,7 @@ def pad_graphs(graphs: list[Graph], n: int, device) -> tuple[torch.Tensor, ...]:
             # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
             block = g.optional[j - n : j] if j >= n + 1 else []
             if len(block) == n and all(block) and not g.optional[j - n - 1]:
-                skip_in[b, j] = True
+                skip_in[b, j] = g.skip_between_equal or g.states[j] != g.states[j - n - 1]
         if size > n and all(g.optional[:n]):
             start[b, n] = True  # begin after the leading silence
         if size > n and all(g.optional[size - n :]):

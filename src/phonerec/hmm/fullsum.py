@@ -16,6 +16,10 @@ sum_{j: s_j = s} gamma_t(j) (as HMMGradients.jl derives it): `FullSumLogLik` ret
 pass, `forward_loglik` leaves it to autograd through the forward recursion. Both run over a padded batch of graphs,
 vectorised over utterances and nodes, looping over frames only.
 
+CTC is the same sum over another graph (`ctc_graph`): blank, l_1, blank, l_2, ..., blank, the blanks optional
+and the jump over a blank forbidden between equal labels; `ctc_loss` is its negative log-likelihood, as
+torch.nn.functional.ctc_loss computes it.
+
 Log space uses a finite floor (`FLOOR`) instead of -inf: logsumexp over arcs that are all -inf has a NaN gradient,
 and an utterance with fewer frames than its graph needs must come out as "no path" with a zero gradient, not NaN.
 """
@@ -112,3 +116,39 @@ class FullSumLogLik(torch.autograd.Function):
     def backward(ctx, grad_loglik):
         (occupation,) = ctx.saved_tensors
         return grad_loglik[:, None, None] * occupation, None, None, None
+
+
+def ctc_graph(labels: list[int], blank: int = 0) -> Graph:
+    """CTC's topology for a label sequence, as a graph whose nodes carry output indices."""
+    states, optional = [blank], [True]
+    for label in labels:
+        states += [label, blank]
+        optional += [False, True]
+    return Graph(states, optional, skip_between_equal=False)
+
+
+def ctc_loss(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    targets: list[list[int]],
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> torch.Tensor:
+    """CTC's negative log-likelihood by the forward-backward above, with torch.nn.functional.ctc_loss's
+    reductions ("mean": each utterance's loss divided by its label count, then the batch mean) and
+    zero_infinity (an utterance too short for its labels gives 0 and no gradient, instead of inf).
+    log_probs: (B, T, V), batch first."""
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(f"reduction must be none, sum or mean, not {reduction!r}")
+    graphs = [ctc_graph(t, blank) for t in targets]
+    one_state_per_output = Topology(num_phones=log_probs.shape[2])  # the graphs' nodes index outputs directly
+    nll = -FullSumLogLik.apply(log_probs, lengths, graphs, one_state_per_output)
+    if zero_infinity:
+        nll = torch.where(torch.isinf(nll), torch.zeros_like(nll), nll)
+    if reduction == "none":
+        return nll
+    if reduction == "sum":
+        return nll.sum()
+    label_counts = torch.tensor([max(len(t), 1) for t in targets], dtype=nll.dtype, device=nll.device)
+    return (nll / label_counts).mean()

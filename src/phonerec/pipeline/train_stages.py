@@ -34,6 +34,7 @@ from phonerec.training.viterbi_ce import ViterbiTask
 log = logging.getLogger(__name__)
 # How CTC training starts: from the Viterbi model keeping its outputs, from it with a fresh output layer, or not.
 CTC_INITS = ("viterbi", "fresh", "scratch")
+CTC_LOSSES = ("torch", "own")  # torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
 # The dirs every training step takes first.
 STEP_INPUTS = [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"), ("lang_dir", "lang dir")]
 
@@ -83,6 +84,8 @@ def train_ctc_stage(
     init = cfg.train.ctc.init
     if init not in CTC_INITS:
         raise RecipeError(f"train.ctc.init={init}: expected one of {', '.join(CTC_INITS)}")
+    if cfg.train.ctc.loss not in CTC_LOSSES:
+        raise RecipeError(f"train.ctc.loss={cfg.train.ctc.loss}: expected one of {', '.join(CTC_LOSSES)}")
     init_digest = read_digest(init_dir, "train") if init != "scratch" else "scratch"
     stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
     if stage is None:

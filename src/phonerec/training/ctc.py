@@ -1,4 +1,6 @@
-"""CTC training (torch.nn.CTCLoss): outputs are the phones of lang/phones.txt with the blank as output 0."""
+"""CTC training (torch.nn.functional.ctc_loss, or with train.ctc.loss=own phonerec.hmm.fullsum.ctc_loss, the same
+value and gradient by the full-sum forward-backward): outputs are the phones of lang/phones.txt with the blank as
+output 0."""
 
 import logging
 
@@ -7,6 +9,7 @@ import torch.nn.functional as F
 
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import ctc_greedy
+from phonerec.hmm.fullsum import ctc_loss
 from phonerec.model.posteriors import batched_posteriors
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,9 @@ class CTCTask:
         return [e for e in train if e.utt in self.usable]
 
     def _loss(self, log_probs, out_lengths, examples, reduction):
+        if self.tcfg.ctc.loss == "own":
+            targets = [e.phones for e in examples]
+            return ctc_loss(log_probs, out_lengths, targets, blank=0, reduction=reduction, zero_infinity=True)
         targets = torch.tensor([p for e in examples for p in e.phones])
         target_lengths = torch.tensor([len(e.phones) for e in examples])
         return F.ctc_loss(
