@@ -1,5 +1,5 @@
-"""Fixtures made by the tests: small audio files, fake corpus trees, a loopback HTTP server, and the project's
-environment."""
+"""Fixtures made by the tests: small audio files, fake corpus trees, a loopback HTTP server, the project's
+environment, and every path through an alignment graph."""
 
 import functools
 import hashlib
@@ -43,6 +43,36 @@ def make_fsdd_copy(root: Path, speakers=("george", "theo", "nicolas"), digits=ra
     manifest = root.parent / f"{root.name}.sha256"
     manifest.write_text("\n".join(sorted(lines, key=lambda line: line.split()[1])) + "\n")
     return manifest
+
+
+def graph_paths(graph, states_per_phone: int, frames: int) -> list[list[int]]:
+    """Every node sequence of `frames` frames an alignment graph (phonerec.hmm.align.Graph) allows, by enumeration:
+    the reference the batched Viterbi and forward-backward are tested against."""
+    n, size = states_per_phone, len(graph.states)
+    starts = [0] + ([n] if all(graph.optional[:n]) else [])
+    ends = {size - 1} | ({size - n - 1} if all(graph.optional[size - n :]) else set())
+
+    def successors(j):
+        nxt = [j, j + 1]
+        jump = j + n + 1
+        if jump < size and all(graph.optional[j + 1 : jump]) and not graph.optional[j]:
+            if graph.skip_between_equal or graph.states[jump] != graph.states[j]:
+                nxt.append(jump)
+        return [k for k in nxt if k < size]
+
+    paths = []
+
+    def extend(path):
+        if len(path) == frames:
+            if path[-1] in ends:
+                paths.append(path)
+            return
+        for k in successors(path[-1]):
+            extend(path + [k])
+
+    for j in starts:
+        extend([j])
+    return paths
 
 
 def project_env() -> dict:

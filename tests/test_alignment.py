@@ -3,6 +3,7 @@ signal whose segments are separable."""
 
 import pytest
 import torch
+from conftest import graph_paths
 
 from phonerec.hmm.align import (
     Topology,
@@ -15,29 +16,11 @@ from phonerec.hmm.align import (
 
 def brute_force(log_probs: torch.Tensor, graph, topo):
     """Best path by enumerating every node sequence the graph allows."""
-    n, size, frames = topo.states_per_phone, len(graph.states), log_probs.shape[0]
-    starts = {0} | ({n} if all(graph.optional[:n]) else set())
-    ends = {size - 1} | ({size - n - 1} if all(graph.optional[size - n :]) else set())
-
-    def successors(j):
-        nxt = [j, j + 1]
-        if j + n + 1 < size and all(graph.optional[j + 1 : j + n + 1]) and not graph.optional[j]:
-            nxt.append(j + n + 1)
-        return [k for k in nxt if k < size]
-
     best, best_path = float("-inf"), None
-
-    def extend(path, score):
-        nonlocal best, best_path
-        if len(path) == frames:
-            if path[-1] in ends and score > best:
-                best, best_path = score, list(path)
-            return
-        for k in successors(path[-1]):
-            extend(path + [k], score + log_probs[len(path), graph.states[k]].item())
-
-    for j in starts:
-        extend([j], log_probs[0, graph.states[j]].item())
+    for path in graph_paths(graph, topo.states_per_phone, log_probs.shape[0]):
+        score = sum(log_probs[t, graph.states[j]].item() for t, j in enumerate(path))
+        if score > best:
+            best, best_path = score, path
     return best, None if best_path is None else [graph.states[j] for j in best_path]
 
 

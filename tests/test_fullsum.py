@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchaudio
+from conftest import graph_paths
 
 from phonerec.hmm.align import Topology, build_graph, viterbi_align
 from phonerec.hmm.fullsum import FullSumLogLik, ctc_graph, ctc_loss, forward_backward, forward_loglik
@@ -14,37 +15,10 @@ from phonerec.hmm.fullsum import FullSumLogLik, ctc_graph, ctc_loss, forward_bac
 CASES = [([2, 3], [0]), ([4], None), ([2, 5, 3], [1]), ([3, 3], [0])]  # (phones, word ends)
 
 
-def all_paths(graph, topo, frames):
-    """Every node sequence of `frames` frames the graph allows (the arcs of align.brute_force)."""
-    n, size = topo.states_per_phone, len(graph.states)
-    starts = [0] + ([n] if all(graph.optional[:n]) else [])
-    ends = {size - 1} | ({size - n - 1} if all(graph.optional[size - n :]) else set())
-
-    def successors(j):
-        nxt = [j, j + 1]
-        if j + n + 1 < size and all(graph.optional[j + 1 : j + n + 1]) and not graph.optional[j]:
-            nxt.append(j + n + 1)
-        return [k for k in nxt if k < size]
-
-    paths = []
-
-    def extend(path):
-        if len(path) == frames:
-            if path[-1] in ends:
-                paths.append(path)
-            return
-        for k in successors(path[-1]):
-            extend(path + [k])
-
-    for j in starts:
-        extend([j])
-    return paths
-
-
 def brute_force(log_probs, graph, topo):
     """log p and the state occupations by summing over every path."""
     frames = log_probs.shape[0]
-    paths = all_paths(graph, topo, frames)
+    paths = graph_paths(graph, topo.states_per_phone, frames)
     if not paths:
         return float("-inf"), torch.zeros_like(log_probs)
     scores = torch.stack([sum(log_probs[t, graph.states[j]] for t, j in enumerate(p)) for p in paths])
@@ -106,7 +80,7 @@ def test_viterbi_score_never_above_the_sum():
         assert torch.equal(feasible, torch.isfinite(total)) and feasible.any()
         assert (best[feasible] <= total[feasible] + 1e-9).all()
         # and within log(number of paths) of it
-        paths = [len(all_paths(g, topo, int(t))) for g, t in zip(graphs, lengths, strict=True)]
+        paths = [len(graph_paths(g, topo.states_per_phone, int(t))) for g, t in zip(graphs, lengths, strict=True)]
         for b in feasible.nonzero().flatten().tolist():
             assert total[b] <= best[b] + math.log(paths[b]) + 1e-9
 
