@@ -120,6 +120,25 @@ def test_ctc_with_the_own_loss_trains_as_with_torchs(prepared, tmp_path):
         )
 
 
+def test_viterbi_stage_with_the_full_sum_criterion(prepared, tmp_path):
+    tmp, overrides = prepared
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    histories = {}
+    for criterion in ("ce", "fullsum"):
+        exp = tmp_path / criterion
+        settings = [f"train.viterbi.criterion={criterion}", "train.viterbi.epochs=4", "train.viterbi.patience=null"]
+        train_viterbi_stage(load_config([*overrides, *settings]), train_dir, dev_dir, lang_dir, exp)
+        histories[criterion] = json.loads((exp / "train_summary.json").read_text())["history"]
+    losses = [epoch["train_loss"] for epoch in histories["fullsum"]]
+    assert len(losses) == 4 and losses[-1] < losses[0] and all(torch.isfinite(torch.tensor(losses)))
+    assert losses != [epoch["train_loss"] for epoch in histories["ce"]]  # the same seed: another criterion
+    for round_ in (0, 1, 2):  # the best-path alignments are still made and kept every round
+        assert (tmp_path / "fullsum" / "ali" / f"iter{round_}" / "ali.train.txt").is_file()
+    with pytest.raises(RecipeError, match="train.viterbi.criterion=mmi"):
+        cfg = load_config([*overrides, "train.viterbi.criterion=mmi"])
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, tmp_path / "x")
+
+
 def test_changed_settings_move_the_old_run_aside(prepared, tmp_path):
     tmp, overrides = prepared
     train_dir, dev_dir, lang_dir = dirs(tmp)

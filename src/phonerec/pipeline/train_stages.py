@@ -34,6 +34,7 @@ from phonerec.training.viterbi_ce import ViterbiTask
 log = logging.getLogger(__name__)
 # How CTC training starts: from the Viterbi model keeping its outputs, from it with a fresh output layer, or not.
 CTC_INITS = ("viterbi", "fresh", "scratch")
+VITERBI_CRITERIA = ("ce", "fullsum")  # phonerec.training.viterbi_ce.ViterbiTask
 CTC_LOSSES = ("torch", "own")  # torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
 # The dirs every training step takes first.
 STEP_INPUTS = [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"), ("lang_dir", "lang dir")]
@@ -41,6 +42,9 @@ STEP_INPUTS = [("train_dir", "training feature dir"), ("dev_dir", "dev feature d
 
 def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path) -> None:
     cfg = TRAIN_VITERBI.view(cfg)
+    if cfg.train.viterbi.criterion not in VITERBI_CRITERIA:
+        criterion = cfg.train.viterbi.criterion
+        raise RecipeError(f"train.viterbi.criterion={criterion}: expected one of {', '.join(VITERBI_CRITERIA)}")
     stage = _training_run(exp_dir, TRAIN_VITERBI, cfg, train_dir, dev_dir, lang_dir)
     if stage is None:
         return

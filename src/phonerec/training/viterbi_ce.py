@@ -21,6 +21,7 @@ from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import Topology, align_utterances, build_graph, log_state_priors, uniform_alignment
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
+from phonerec.hmm.fullsum import FullSumLogLik
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic, write_png_atomic
 
@@ -30,7 +31,10 @@ IGNORE = -100  # target of frames that no alignment covers (padding)
 
 class ViterbiTask:
     """Frame cross-entropy on the current alignment (phonerec.training.loop.Task): round 0 is the flat start,
-    and after each epoch of train.viterbi.realign_epochs the training and dev data are re-aligned."""
+    and after each epoch of train.viterbi.realign_epochs the training and dev data are re-aligned. With
+    train.viterbi.criterion=fullsum the loss is instead -log p(X | graph) summed over all paths of each
+    utterance's graph, per frame; the alignments are still made and kept each round, for the priors, the
+    statistics and the alignment accuracy."""
 
     kind = "viterbi"
 
@@ -113,8 +117,20 @@ class ViterbiTask:
     def train_examples(self, train: list[Example]) -> list[Example]:
         return [e for e in train if e.utt in self.alignments["train"]]
 
+    def _fullsum(self, log_probs, lengths, examples, name):
+        """-log p(X | graph), summed over every path of each utterance's graph (phonerec.hmm.fullsum), on
+        posteriors / priors^prior_scale as alignment uses them; and the frames of the utterances that have a path."""
+        scores = scaled_log_likelihoods(log_probs, self.log_priors, self.vcfg.prior_scale)
+        graphs = [self.graphs[name][e.utt] for e in examples]
+        loglik = FullSumLogLik.apply(scores, lengths, graphs, self.topo)
+        found = torch.isfinite(loglik)
+        return -loglik[found].sum(), int(lengths.to(found.device)[found].sum())
+
     def loss(self, model, feats, lengths, examples):
         log_probs, out_lengths = model(feats, lengths)
+        if self.vcfg.criterion == "fullsum":
+            loss, frames = self._fullsum(log_probs, out_lengths, examples, "train")
+            return loss / max(frames, 1), frames
         targets = torch.full(log_probs.shape[:2], IGNORE, dtype=torch.long)
         for b, e in enumerate(examples):
             ali = self.alignments["train"][e.utt]
@@ -133,7 +149,10 @@ class ViterbiTask:
         for example, log_probs in self._posteriors(model, dev):
             ali = self.alignments["dev"].get(example.utt)
             if ali is not None:
-                loss += F.nll_loss(log_probs, ali, reduction="sum").item()
+                if self.vcfg.criterion == "fullsum":
+                    loss += self._fullsum(log_probs.unsqueeze(0), torch.tensor([len(ali)]), [example], "dev")[0].item()
+                else:
+                    loss += F.nll_loss(log_probs, ali, reduction="sum").item()
                 correct += (log_probs.argmax(-1) == ali).sum().item()
                 frames += len(ali)
             hyp = frame_argmax(log_probs.unsqueeze(0), torch.tensor([len(log_probs)]), self.topo.state_to_phone())[0]
