@@ -131,6 +131,7 @@ def test_viterbi_stage_with_the_full_sum_criterion(prepared, tmp_path):
         histories[criterion] = json.loads((exp / "train_summary.json").read_text())["history"]
     losses = [epoch["train_loss"] for epoch in histories["fullsum"]]
     assert len(losses) == 4 and losses[-1] < losses[0] and all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses) > 0  # -log of a sum of posterior products: a proper likelihood, not scaled by the priors
     assert losses != [epoch["train_loss"] for epoch in histories["ce"]]  # the same seed: another criterion
     for round_ in (0, 1, 2):  # the best-path alignments are still made and kept every round
         assert (tmp_path / "fullsum" / "ali" / f"iter{round_}" / "ali.train.txt").is_file()
