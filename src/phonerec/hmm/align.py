@@ -118,6 +118,16 @@ def predecessors(score: torch.Tensor, skip_in: torch.Tensor, n: int, fill: float
     return torch.stack([score, advance, skip])
 
 
+def successors(score: torch.Tensor, skip_in: torch.Tensor, n: int, fill: float) -> torch.Tensor:
+    """(3, B, W) the same arcs read backwards: for each node i, the next frame's (B, W) scores of the nodes it
+    enters: itself (stay), i + 1 (next), i + n + 1 (skip, where that node may be entered so)."""
+    batch, width = score.shape
+    pad = score.new_full((batch, n + 1), fill)
+    advance = torch.cat([score[:, 1:], pad[:, :1]], dim=1)
+    skip = torch.cat([score.masked_fill(~skip_in, fill)[:, n + 1 :], pad], dim=1)[:, :width]
+    return torch.stack([score, advance, skip])
+
+
 def viterbi_align(
     log_probs: torch.Tensor, lengths: torch.Tensor, graphs: list[Graph], topo: Topology
 ) -> tuple[torch.Tensor, torch.Tensor]:

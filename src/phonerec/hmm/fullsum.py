@@ -26,7 +26,7 @@ and an utterance with fewer frames than its graph needs must come out as "no pat
 
 import torch
 
-from phonerec.hmm.align import Graph, Topology, node_emissions, pad_graphs, predecessors
+from phonerec.hmm.align import Graph, Topology, node_emissions, pad_graphs, predecessors, successors
 
 FLOOR = -1.0e30  # log(0); sums of FLOOR with any frame score stay below NO_PATH
 NO_PATH = -1.0e29  # a log-likelihood below this means the graph cannot be traversed in the utterance's frames
@@ -76,21 +76,13 @@ def forward_backward(
         alphas = _alphas(emissions, lengths, skip_in, start, n)
         loglik = _final_loglik(alphas[:, -1], end)
 
-        # beta_t(i) gathers from the nodes i enters: i (stay), i + 1 (next), i + n + 1 (skip, when that node
-        # takes the jump). The same arcs as `predecessors`, read in reverse.
-        skip_out = torch.zeros_like(skip_in)
-        skip_out[:, : max(width - n - 1, 0)] = skip_in[:, n + 1 :]
         last = (lengths - 1).unsqueeze(1)
         beta = torch.zeros(batch, width, dtype=emissions.dtype, device=emissions.device).masked_fill(~end, FLOOR)
         init = beta
         betas = [beta]
         for t in range(frames - 2, -1, -1):
-            ahead = beta + emissions[:, t + 1]
-            fill = ahead.new_full((batch, n + 1), FLOOR)
-            nxt = torch.cat([ahead[:, 1:], fill[:, :1]], dim=1)
-            skip = torch.cat([ahead[:, n + 1 :], fill], dim=1)[:, :width].masked_fill(~skip_out, FLOOR)
-            gathered = torch.logsumexp(torch.stack([ahead, nxt, skip]), dim=0).clamp(min=FLOOR)
-            beta = torch.where(t >= last, init, gathered)
+            ahead = successors(beta + emissions[:, t + 1], skip_in, n, FLOOR)
+            beta = torch.where(t >= last, init, torch.logsumexp(ahead, dim=0).clamp(min=FLOOR))
             betas.append(beta)
         betas = torch.stack(betas[::-1], dim=1)
 

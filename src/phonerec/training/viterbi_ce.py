@@ -21,7 +21,7 @@ from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import Topology, align_utterances, build_graph, log_state_priors, uniform_alignment
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
-from phonerec.hmm.fullsum import FullSumLogLik
+from phonerec.hmm.fullsum import FullSumLogLik, forward_loglik
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic, write_png_atomic
 
@@ -117,13 +117,13 @@ class ViterbiTask:
     def train_examples(self, train: list[Example]) -> list[Example]:
         return [e for e in train if e.utt in self.alignments["train"]]
 
-    def _fullsum(self, log_probs, lengths, examples, name):
+    def _fullsum(self, log_probs, lengths, examples, name, loglik_of=FullSumLogLik.apply):
         """-log p(X | graph), summed over every path of each utterance's graph (phonerec.hmm.fullsum), on the
         log-posteriors; and the frames of the utterances that have a path. Not on posteriors / priors as alignment
         uses them: that sum is unbounded above (log(p / prior) reaches -log prior), and training drove every frame
         to rare states (FSDD connected digits: -4.7 per frame, 97% of the frames' labels changed in a round)."""
         graphs = [self.graphs[name][e.utt] for e in examples]
-        loglik = FullSumLogLik.apply(log_probs, lengths, graphs, self.topo)
+        loglik = loglik_of(log_probs, lengths, graphs, self.topo)
         found = torch.isfinite(loglik)
         return -loglik[found].sum(), int(lengths.to(found.device)[found].sum())
 
@@ -150,8 +150,9 @@ class ViterbiTask:
         for example, log_probs in self._posteriors(model, dev):
             ali = self.alignments["dev"].get(example.utt)
             if ali is not None:
-                if self.vcfg.criterion == "fullsum":
-                    loss += self._fullsum(log_probs.unsqueeze(0), torch.tensor([len(ali)]), [example], "dev")[0].item()
+                if self.vcfg.criterion == "fullsum":  # the forward pass alone: no gradient, so no occupations
+                    one = (log_probs.unsqueeze(0), torch.tensor([len(ali)]), [example], "dev")
+                    loss += self._fullsum(*one, loglik_of=forward_loglik)[0].item()
                 else:
                     loss += F.nll_loss(log_probs, ali, reduction="sum").item()
                 correct += (log_probs.argmax(-1) == ali).sum().item()
