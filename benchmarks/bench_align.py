@@ -18,7 +18,7 @@ import torch
 import torchaudio.functional as F
 
 from phonerec.hmm.align import Graph, Topology, viterbi_align
-from phonerec.hmm.fullsum import FullSumLogLik, forward_backward, forward_loglik
+from phonerec.hmm.fullsum import forward_loglik, fullsum_loglik, occupations
 
 
 def problem(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator):
@@ -62,7 +62,7 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
     grad_input = log_probs.clone().requires_grad_()
 
     def explicit():
-        FullSumLogLik.apply(grad_input, lengths, graphs, topo).sum().backward()
+        fullsum_loglik(grad_input, lengths, graphs, topo).sum().backward()
 
     def autograd():
         forward_loglik(grad_input, lengths, graphs, topo).sum().backward()
@@ -72,7 +72,7 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
         ("viterbi_align (batched)", lambda: viterbi_align(log_probs, lengths, graphs, topo)),
         (
             "forward-backward, explicit (log p + occupations)",
-            lambda: forward_backward(log_probs, lengths, graphs, topo),
+            lambda: occupations(log_probs, lengths, graphs, topo),
         ),
         ("full-sum log p + gradient, explicit backward", explicit),
         ("full-sum log p + gradient, autograd", autograd),

@@ -75,6 +75,26 @@ def graph_paths(graph, states_per_phone: int, frames: int) -> list[list[int]]:
     return paths
 
 
+def path_transition_score(graph, states_per_phone: int, path: list[int], transitions) -> float:
+    """The transition log-probability of one node path (phonerec.hmm.transitions.Transitions, as the module
+    docstring of phonerec.hmm.align states it), counted arc by arc: the reference for the graphs' weights."""
+    n, size, opt = states_per_phone, len(graph.states), graph.optional
+    lp = transitions.log_probs()
+    loop, forward = lp.loop.tolist(), lp.forward.tolist()
+    sil, nosil = lp.silence.item(), lp.no_silence.item()
+    score = sil if opt[path[0]] else (nosil if path[0] == n and all(opt[:n]) else 0.0)
+    for prev, node in zip(path[:-1], path[1:], strict=True):
+        state = graph.states[prev]
+        if node == prev:
+            score += loop[state]
+        elif node == prev + 1:
+            score += forward[state] + (sil if opt[node] and not opt[prev] else 0.0)
+        else:  # the jump over an optional block
+            score += forward[state] + nosil
+    last = path[-1]
+    return score + forward[graph.states[last]] + (nosil if last == size - n - 1 and all(opt[size - n :]) else 0.0)
+
+
 def project_env() -> dict:
     """The environment path.sh sets, for steps run as subprocesses."""
     env = dict(os.environ)

@@ -3,45 +3,106 @@ signal whose segments are separable."""
 
 import pytest
 import torch
-from conftest import graph_paths
+from conftest import graph_paths, path_transition_score
 
 from phonerec.hmm.align import (
     Topology,
+    align_utterances,
     build_graph,
     log_state_priors,
     uniform_alignment,
     viterbi_align,
 )
+from phonerec.hmm.transitions import TransitionCounts, Transitions
 
 
-def brute_force(log_probs: torch.Tensor, graph, topo):
-    """Best path by enumerating every node sequence the graph allows."""
+def brute_force(log_probs: torch.Tensor, graph, topo, transitions=None, nodes=False):
+    """Best path by enumerating every node sequence the graph allows: its score and its states (or nodes)."""
     best, best_path = float("-inf"), None
-    for path in graph_paths(graph, topo.states_per_phone, log_probs.shape[0]):
+    n = topo.states_per_phone
+    for path in graph_paths(graph, n, log_probs.shape[0]):
         score = sum(log_probs[t, graph.states[j]].item() for t, j in enumerate(path))
+        if transitions is not None:
+            score += path_transition_score(graph, n, path, transitions)
         if score > best:
             best, best_path = score, path
-    return best, None if best_path is None else [graph.states[j] for j in best_path]
+    if best_path is None or nodes:
+        return best, best_path
+    return best, [graph.states[j] for j in best_path]
+
+
+def uneven_transitions(topo, seed=0):
+    transitions = Transitions(topo.num_states)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        transitions.state_logits.copy_(2 * torch.randn(topo.num_states, 2, generator=gen))
+        transitions.silence_logits.copy_(torch.tensor([-1.5, 0.5]))
+    return transitions
 
 
 @pytest.mark.parametrize("states_per_phone", [1, 2])
-def test_batched_viterbi_equals_brute_force(states_per_phone):
+@pytest.mark.parametrize("with_transitions", [False, True])
+def test_batched_viterbi_equals_brute_force(states_per_phone, with_transitions):
     torch.manual_seed(0)
     topo = Topology(num_phones=6, states_per_phone=states_per_phone)
+    transitions = uneven_transitions(topo) if with_transitions else None
     cases = [([2, 3], [0]), ([4], None), ([2, 5, 3], [1]), ([3, 3], [0])]
     for frames_list in ([3, 7, 5, 8], [8, 4, 6, 6]):
         graphs = [build_graph(phones, topo, ends) for phones, ends in cases]
         lengths = torch.tensor(frames_list)
         log_probs = torch.randn(len(cases), max(frames_list), topo.num_states).log_softmax(-1)
-        alignment, loglik = viterbi_align(log_probs, lengths, graphs, topo)
+        alignment, loglik = viterbi_align(log_probs, lengths, graphs, topo, transitions)
         for b, graph in enumerate(graphs):
-            expected, path = brute_force(log_probs[b, : lengths[b]], graph, topo)
+            expected, path = brute_force(log_probs[b, : lengths[b]], graph, topo, transitions)
             if path is None:  # fewer frames than the graph needs
                 assert loglik[b] == float("-inf") and (alignment[b] == -1).all()
                 continue
             assert loglik[b].item() == pytest.approx(expected, abs=1e-4)
             assert alignment[b, : lengths[b]].tolist() == path
             assert (alignment[b, lengths[b] :] == -1).all()
+
+
+@pytest.mark.parametrize("states_per_phone", [1, 2])
+def test_transition_counts_of_best_paths_and_their_estimate(states_per_phone):
+    """The counts gathered from the aligner's paths equal those of the brute-force best paths, arc by arc, and
+    re-estimation makes each probability the relative frequency of its arc plus one."""
+    torch.manual_seed(1)
+    topo = Topology(num_phones=6, states_per_phone=states_per_phone)
+    transitions = uneven_transitions(topo, seed=1)
+    cases = [([2, 3], [0]), ([2, 5, 3], [1]), ([4], None), ([3, 3], [0])]
+    graphs = [build_graph(phones, topo, ends) for phones, ends in cases]
+    frames = [9, 2, 12, 10]  # the second too short for its graph: counted nowhere
+    scores = [torch.randn(t, topo.num_states).log_softmax(-1) for t in frames]
+    counts = TransitionCounts(topo.num_states)
+    found = align_utterances(scores, graphs, topo, transitions=transitions, counts=counts)
+    assert found[1] == (None, float("-inf"))
+
+    n, lp = states_per_phone, transitions.log_probs()
+    expected = {"loop": torch.zeros(topo.num_states), "forward": torch.zeros(topo.num_states), "sil": 0, "nosil": 0}
+    for graph, score in zip(graphs, scores, strict=True):
+        _, path = brute_force(score, graph, topo, transitions, nodes=True)
+        if path is None:
+            continue
+        opt, size = graph.optional, len(graph.states)
+        expected["sil" if opt[path[0]] else "nosil"] += int(opt[path[0]] or (path[0] == n and all(opt[:n])))
+        for prev, node in zip(path[:-1], path[1:], strict=True):
+            expected["loop" if node == prev else "forward"][graph.states[prev]] += 1
+            expected["sil"] += int(node == prev + 1 and opt[node] and not opt[prev])
+            expected["nosil"] += int(node == prev + n + 1)
+        expected["forward"][graph.states[path[-1]]] += 1
+        expected["nosil"] += int(path[-1] == size - n - 1 and all(opt[size - n :]))
+    assert torch.equal(counts.loop.float(), expected["loop"]) and torch.equal(
+        counts.forward.float(), expected["forward"]
+    )
+    assert (counts.silence.item(), counts.no_silence.item()) == (expected["sil"], expected["nosil"])
+    assert lp.loop.exp().sum() > 0  # (the transitions were used)
+
+    transitions.estimate(counts)
+    estimated = transitions.log_probs()
+    total = counts.loop + counts.forward + 2
+    assert torch.allclose(estimated.loop.exp().double(), (counts.loop + 1) / total)
+    sil = (counts.silence + 1) / (counts.silence + counts.no_silence + 2)
+    assert estimated.silence.exp().item() == pytest.approx(sil.item())
 
 
 def test_graph_has_optional_silence_at_edges_and_word_ends_only():

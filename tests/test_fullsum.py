@@ -7,21 +7,38 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchaudio
-from conftest import graph_paths
+from conftest import graph_paths, path_transition_score
 
 from phonerec.hmm.align import Topology, build_graph, viterbi_align
-from phonerec.hmm.fullsum import FullSumLogLik, ctc_graph, ctc_loss, forward_backward, forward_loglik
+from phonerec.hmm.fullsum import ctc_graph, ctc_loss, forward_loglik, fullsum_loglik, occupations
+from phonerec.hmm.transitions import Transitions
 
 CASES = [([2, 3], [0]), ([4], None), ([2, 5, 3], [1]), ([3, 3], [0])]  # (phones, word ends)
 
 
-def brute_force(log_probs, graph, topo):
+def random_transitions(topo, seed, learn=False):
+    """Transition probabilities far from uniform, different for every state."""
+    transitions = Transitions(topo.num_states, learn=learn).double()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        transitions.state_logits.copy_(torch.randn(topo.num_states, 2, generator=gen, dtype=torch.float64))
+        transitions.silence_logits.copy_(torch.randn(2, generator=gen, dtype=torch.float64))
+    return transitions
+
+
+def brute_force(log_probs, graph, topo, transitions=None):
     """log p and the state occupations by summing over every path."""
-    frames = log_probs.shape[0]
-    paths = graph_paths(graph, topo.states_per_phone, frames)
+    frames, n = log_probs.shape[0], topo.states_per_phone
+    paths = graph_paths(graph, n, frames)
     if not paths:
         return float("-inf"), torch.zeros_like(log_probs)
-    scores = torch.stack([sum(log_probs[t, graph.states[j]] for t, j in enumerate(p)) for p in paths])
+    scores = torch.stack(
+        [
+            sum(log_probs[t, graph.states[j]] for t, j in enumerate(p))
+            + (0.0 if transitions is None else path_transition_score(graph, n, p, transitions))
+            for p in paths
+        ]
+    )
     loglik = torch.logsumexp(scores, 0)
     occupation = torch.zeros_like(log_probs)
     for p, score in zip(paths, scores, strict=True):
@@ -41,17 +58,21 @@ def problem(states_per_phone, frames_list, seed=0):
 
 @pytest.mark.parametrize("states_per_phone", [1, 2])
 @pytest.mark.parametrize("frames_list", [[3, 7, 5, 8], [8, 4, 6, 6]])
-def test_forward_backward_equals_sum_over_all_paths(states_per_phone, frames_list):
+@pytest.mark.parametrize("with_transitions", [False, True])
+def test_forward_backward_equals_sum_over_all_paths(states_per_phone, frames_list, with_transitions):
     topo, graphs, lengths, log_probs = problem(states_per_phone, frames_list)
-    loglik, occupation = forward_backward(log_probs, lengths, graphs, topo)
-    assert torch.equal(torch.isinf(forward_loglik(log_probs, lengths, graphs, topo)), torch.isinf(loglik))
+    transitions = random_transitions(topo, seed=3) if with_transitions else None
+    loglik, occupation = occupations(log_probs, lengths, graphs, topo, transitions)
+    by_autograd = forward_loglik(log_probs, lengths, graphs, topo, transitions)
+    assert torch.equal(torch.isinf(by_autograd), torch.isinf(loglik))
     for b, graph in enumerate(graphs):
         frames = int(lengths[b])
-        expected, expected_occupation = brute_force(log_probs[b, :frames], graph, topo)
+        expected, expected_occupation = brute_force(log_probs[b, :frames], graph, topo, transitions)
         if expected == float("-inf"):  # fewer frames than the graph needs: reported, no gradient
             assert loglik[b] == float("-inf") and not occupation[b].any()
             continue
         assert loglik[b].item() == pytest.approx(expected, rel=1e-12)
+        assert by_autograd[b].item() == pytest.approx(expected, rel=1e-12)
         assert torch.allclose(occupation[b, :frames], expected_occupation, atol=1e-12)
         assert not occupation[b, frames:].any()  # nothing past the length
         assert torch.allclose(occupation[b, :frames].sum(1), torch.ones(frames, dtype=torch.float64))
@@ -61,7 +82,7 @@ def test_forward_backward_equals_sum_over_all_paths(states_per_phone, frames_lis
 def test_gradients_match_finite_differences_and_autograd(states_per_phone):
     topo, graphs, lengths, log_probs = problem(states_per_phone, [6, 7, 6, 8], seed=1)  # all traversable
     log_probs = log_probs.detach().requires_grad_()
-    explicit = lambda x: FullSumLogLik.apply(x, lengths, graphs, topo)  # noqa: E731
+    explicit = lambda x: fullsum_loglik(x, lengths, graphs, topo)  # noqa: E731
     by_autograd = lambda x: forward_loglik(x, lengths, graphs, topo)  # noqa: E731
     assert torch.autograd.gradcheck(explicit, (log_probs,), eps=1e-6, atol=1e-6)
     assert torch.autograd.gradcheck(by_autograd, (log_probs,), eps=1e-6, atol=1e-6)
@@ -69,6 +90,35 @@ def test_gradients_match_finite_differences_and_autograd(states_per_phone):
     (grad_explicit,) = torch.autograd.grad((explicit(log_probs) * weights).sum(), log_probs)
     (grad_autograd,) = torch.autograd.grad((by_autograd(log_probs) * weights).sum(), log_probs)
     assert torch.allclose(grad_explicit, grad_autograd, atol=1e-10)
+
+
+class TransitionLogits:
+    """The transitions' log-probabilities as a function of given logits, for gradcheck."""
+
+    def __init__(self, state_logits, silence_logits):
+        self.state_logits, self.silence_logits = state_logits, silence_logits
+
+    log_probs = Transitions.log_probs
+
+
+@pytest.mark.parametrize("states_per_phone", [1, 2])
+def test_transition_gradients_match_finite_differences_and_autograd(states_per_phone):
+    """The explicit backward's arc counts, through the softmax to the transitions' logits, against finite
+    differences and autograd through the forward recursion."""
+    topo, graphs, lengths, log_probs = problem(states_per_phone, [6, 7, 6, 8], seed=2)
+    start = random_transitions(topo, seed=4)
+    logits = (
+        start.state_logits.detach().clone().requires_grad_(),
+        start.silence_logits.detach().clone().requires_grad_(),
+    )
+    weights = torch.rand(len(graphs), dtype=torch.float64)
+    explicit = lambda *x: fullsum_loglik(log_probs, lengths, graphs, topo, TransitionLogits(*x)) * weights  # noqa: E731
+    by_autograd = lambda *x: forward_loglik(log_probs, lengths, graphs, topo, TransitionLogits(*x)) * weights  # noqa: E731
+    assert torch.autograd.gradcheck(explicit, logits, eps=1e-6, atol=1e-6)
+    grads_explicit = torch.autograd.grad(explicit(*logits).sum(), logits)
+    grads_autograd = torch.autograd.grad(by_autograd(*logits).sum(), logits)
+    for ours, reference in zip(grads_explicit, grads_autograd, strict=True):
+        assert torch.allclose(ours, reference, atol=1e-10)
 
 
 def test_viterbi_score_never_above_the_sum():
@@ -90,7 +140,7 @@ def test_untraversable_utterance_has_no_path_and_a_zero_gradient_in_float32():
     graphs = [build_graph([2, 3, 4], topo, [0, 1]), build_graph([2], topo)]  # 6 and 2 non-optional nodes
     lengths = torch.tensor([4, 4])
     log_probs = torch.randn(2, 4, topo.num_states).log_softmax(-1).requires_grad_()
-    for loglik_of in (FullSumLogLik.apply, forward_loglik):
+    for loglik_of in (fullsum_loglik, forward_loglik):
         loglik = loglik_of(log_probs, lengths, graphs, topo)
         assert loglik[0] == float("-inf") and torch.isfinite(loglik[1])
         (grad,) = torch.autograd.grad(loglik[torch.isfinite(loglik)].sum(), log_probs)

@@ -19,7 +19,8 @@ from phonerec.decoding.hybrid import (
     word_loop,
 )
 from phonerec.decoding.lm import NgramLM
-from phonerec.hmm.align import Topology
+from phonerec.hmm.align import Topology, build_graph, viterbi_align
+from phonerec.hmm.transitions import Transitions
 
 NAMES = ["<blk>", "a", "b", "c"]
 
@@ -291,3 +292,37 @@ def test_a_batch_decodes_as_each_utterance_alone():
         assert [p.score for p in batch] == pytest.approx([p.score for p in alone])
     with pytest.raises(ValueError, match="utterance u2: 1 frames are fewer"):
         loop_search_batch([utts[0], utts[1], torch.zeros(1, 6)], graph, names=["u0", "u1", "u2"])
+
+
+def test_with_transitions_a_decoded_path_scores_as_its_forced_alignment():
+    """With transition probabilities, the best path through the phone loop and the word loop (no LM) scores what
+    forced alignment of its phones, through the training graph of the same words, scores: the two graphs weigh
+    self-loops, exits and optional silence alike."""
+    gen = torch.Generator().manual_seed(5)
+    for n in (1, 2):
+        topo, lm = word_setup(n)
+        transitions = Transitions(topo.num_states)
+        with torch.no_grad():
+            transitions.state_logits.copy_(torch.randn(topo.num_states, 2, generator=gen))
+            transitions.silence_logits.copy_(torch.tensor([-1.0, 0.3]))
+        phone2id = {p: i for p, i in WORD_PHONES.items() if i > 0}
+        id2phone = {i: p for p, i in WORD_PHONES.items()}
+        words_graph, words = word_loop(LEXICON, phone2id, topo, lm, lm_weight=0.0, transitions=transitions)
+        phones_graph, phone_ids = phone_loop(None, id2phone, topo, transitions=transitions)
+        prons = [[phone2id[p] for p in pron] for prons in LEXICON.values() for pron in prons]
+        for _ in range(10):
+            ll = torch.randn(int(torch.randint(4 * n, 12 * n, (1,), generator=gen)), topo.num_states, generator=gen)
+            path = loop_search(ll, words_graph)
+            phones, word_ends = [], []
+            for unit in path.units:
+                if unit < 2 * len(prons):  # a word, or its twin ending in silence; not the leading silence
+                    phones += prons[unit % len(prons)]
+                    word_ends.append(len(phones) - 1)
+            graph = build_graph(phones, topo, word_ends)
+            _, aligned = viterbi_align(ll.unsqueeze(0), torch.tensor([len(ll)]), [graph], topo, transitions)
+            assert path.score == pytest.approx(aligned.item(), abs=1e-4)
+
+            path = loop_search(ll, phones_graph)
+            graph = build_graph(path_labels(path, phone_ids), topo, optional_silence=False)
+            _, aligned = viterbi_align(ll.unsqueeze(0), torch.tensor([len(ll)]), [graph], topo, transitions)
+            assert path.score == pytest.approx(aligned.item(), abs=1e-4)

@@ -14,6 +14,7 @@ from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example
 from phonerec.features import make_features
+from phonerec.hmm.transitions import Transitions
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.decode_stages import decode_stage, make_lm_stage
 from phonerec.pipeline.errors import RecipeError
@@ -140,6 +141,66 @@ def test_viterbi_stage_with_the_full_sum_criterion(prepared, tmp_path):
         train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, tmp_path / "x")
 
 
+def _counted_transitions(alignment_file, num_states):
+    """Self-loop and forward counts per state and the optional silence's choices, read off one-digit utterances'
+    state alignments (no word boundaries inside and no state twice in a row in a digit's phones, so a change of
+    state is a forward arc); silence is state 0, optional at both edges."""
+    loop, forward, silence = torch.zeros(num_states), torch.zeros(num_states), [0, 0]  # [taken, skipped]
+    for line in alignment_file.read_text().splitlines():
+        states = [int(s) for s in line.split()[1:]]
+        for prev, state in zip(states[:-1], states[1:], strict=True):
+            (loop if state == prev else forward)[prev] += 1
+        forward[states[-1]] += 1
+        for edge in (states[0], states[-1]):
+            silence[0 if edge == 0 else 1] += 1
+    return loop, forward, silence
+
+
+def test_viterbi_stage_with_transition_probabilities(prepared, tmp_path):
+    """Fixed transitions stay as configured; learned ones are re-estimated from the best paths by cross-entropy
+    training and trained by the gradient with full-sum; both travel in the checkpoint and the hybrid decoder uses
+    them."""
+    tmp, overrides = prepared
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    lm_dir = tmp_path / "lm"
+    settings = ["train.viterbi.epochs=2", "train.viterbi.patience=null", "decode.hybrid.acoustic_scales=[0.5]"]
+    settings += ["decode.hybrid.insertion_bonuses=[0]", "hmm.self_loop_prob=0.6", "hmm.silence_prob=0.3"]
+    make_lm_stage(load_config([*overrides, *settings]), tmp / "data" / "train", lm_dir)
+    learned = {}
+    for criterion, mode in (("ce", "fixed"), ("ce", "learned"), ("fullsum", "learned")):
+        exp = tmp_path / f"{criterion}_{mode}"
+        cfg = load_config([*overrides, *settings, f"train.viterbi.criterion={criterion}", f"hmm.transitions={mode}"])
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
+        state = torch.load(exp / "checkpoints" / "epoch-2.pt", weights_only=False)["task"]["transitions"]
+        log_probs = Transitions.from_state_dict(state).log_probs()
+        learned[criterion, mode] = log_probs
+        stats = json.loads((exp / "ali" / "iter2" / "stats.json").read_text())
+        assert stats["transitions"]["silence_prob"] == pytest.approx(log_probs.silence.exp().item(), rel=1e-6)
+        decode_dir = exp / "decode_test_lm"
+        decode_stage(cfg, "lm", tmp / "data" / "mfcc" / "test", lang_dir, exp, lm_dir, decode_dir)
+        assert score_phones(cfg, decode_dir)["total"]["n"] > 0
+
+    fixed = learned["ce", "fixed"]
+    assert torch.allclose(fixed.loop.exp(), torch.tensor(0.6)) and fixed.silence.exp().item() == pytest.approx(0.3)
+    # Cross-entropy: the relative frequencies (plus one) of the last round's training alignment.
+    ce = learned["ce", "learned"]
+    loop, forward, silence = _counted_transitions(
+        tmp_path / "ce_learned" / "ali" / "iter2" / "ali.train.txt", len(ce.loop)
+    )
+    assert torch.allclose(ce.loop.exp(), (loop + 1) / (loop + forward + 2), atol=1e-6)
+    assert ce.silence.exp().item() == pytest.approx((silence[0] + 1) / (sum(silence) + 2), rel=1e-6)
+    # Full-sum: moved by the gradient, away from where they started and from the counts.
+    fullsum = learned["fullsum", "learned"]
+    assert not torch.allclose(fullsum.loop.exp(), torch.tensor(0.6), atol=1e-3)
+    assert not torch.allclose(fullsum.loop, ce.loop, atol=1e-3)
+    with pytest.raises(RecipeError, match="hmm.transitions=hmm"):
+        cfg = load_config([*overrides, "hmm.transitions=hmm"])
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, tmp_path / "x")
+    with pytest.raises(RecipeError, match="hmm.self_loop_prob=1"):
+        cfg = load_config([*overrides, "hmm.transitions=fixed", "hmm.self_loop_prob=1"])
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, tmp_path / "y")
+
+
 def test_changed_settings_move_the_old_run_aside(prepared, tmp_path):
     tmp, overrides = prepared
     train_dir, dev_dir, lang_dir = dirs(tmp)
@@ -213,6 +274,9 @@ class ScriptedTask:
 
     def load_state(self, state):
         pass
+
+    def parameters(self):
+        return []
 
     def train_examples(self, train):
         return train

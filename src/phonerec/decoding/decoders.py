@@ -32,6 +32,7 @@ from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align import Topology, align_utterances, build_graph
 from phonerec.hmm.align_eval import Segment, ctc_segments, state_segments
+from phonerec.hmm.transitions import Transitions
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.recipe import frame_shift, read_id2phone, read_topology, scoring_fold
 from phonerec.pipeline.stage_keys import PHONE_SCORING, StageKeys
@@ -71,6 +72,12 @@ class Decoder:
         self.cfg, self.lang_dir, self.lm_dir, self.checkpoint = cfg, lang_dir, lm_dir, checkpoint
         self.id2phone = read_id2phone(lang_dir)
         self.tokens = [self.id2phone[i] for i in range(len(self.id2phone))]  # the model's outputs, blank first
+
+    @functools.cached_property
+    def transitions(self) -> Transitions | None:
+        """A Viterbi model's HMM transition probabilities (its checkpoint's), None for a model without them."""
+        state = self.checkpoint.get("task", {}).get("transitions")
+        return None if state is None else Transitions.from_state_dict(state)
 
     @functools.cached_property
     def topo(self) -> Topology:
@@ -199,7 +206,7 @@ class FrameArgmax(PhoneDecoder):
                 for i in batch
             ]
             found = align_utterances(
-                [posteriors[i] for i in batch], graphs, self.topo, priors, self.cfg.decode.prior_scale
+                [posteriors[i] for i in batch], graphs, self.topo, priors, self.cfg.decode.prior_scale, self.transitions
             )
             for i, (states, _) in zip(batch, found, strict=True):
                 if states is not None:
@@ -275,7 +282,12 @@ class HybridPhoneLM(_HybridSearch, PhoneDecoder):
 
     def decode(self, point, examples, posteriors) -> Hyps:
         graph, phone_ids = hybrid.phone_loop(
-            self.lm, self.id2phone, self.topo, lm_weight=1.0, insertion_bonus=point["insertion_bonus"]
+            self.lm,
+            self.id2phone,
+            self.topo,
+            lm_weight=1.0,
+            insertion_bonus=point["insertion_bonus"],
+            transitions=self.transitions,
         )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
         return {
@@ -339,6 +351,7 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
             lm_weight=1.0,
             word_score=point["word_score"],
             optional_silence=self.cfg.hmm.optional_silence,
+            transitions=self.transitions,
         )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
         return {e.utt: hybrid.path_labels(path, words) for e, path in zip(examples, paths, strict=True)}

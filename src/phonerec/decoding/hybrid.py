@@ -3,8 +3,10 @@ bigram phone LM) or of words (with a word bigram, constrained by the lexicon).
 
 The frame scores are scaled log-likelihoods (`scaled_log_likelihoods`): acoustic_scale * (log-posterior -
 prior_scale * log-prior) of each HMM state. Every search graph here is a `LoopGraph`: a loop over units, each a
-left-to-right chain of HMM states (columns of the scores) with a self-loop and a next transition on each state,
-both of weight 0, and weights in natural log between units:
+left-to-right chain of HMM states (columns of the scores) with a self-loop and a forward transition on each
+state, weighted by the model's transition log-probabilities (phonerec.hmm.transitions; log P(loop | s) and
+log P(forward | s), the forward arc of a unit's last state being its exit) or 0 for a model without them, and
+weights in natural log between units:
 
     start            -> first state of v : start[v]
     last state of u  -> first state of v : trans[u, v]      (v == u too: a new instance)
@@ -25,7 +27,10 @@ insertion_bonus * its number of phones (with lm_weight = insertion_bonus = 0 the
 Word loop (`word_loop`): a unit per pronunciation of lang/lexicon.txt, its chain the states of its phones, with
 the word LM and a word score in place of the phone LM and the insertion bonus. With optional silence (as the
 training graphs of phonerec.hmm.align have it), each pronunciation also has a twin that ends in a silence, and a
-leading silence unit may open the path; silence adds nothing to the LM's history.
+leading silence unit may open the path; silence adds nothing to the LM's history. With transition
+probabilities, entering a word's twin adds log P(silence) and entering the word itself log P(no silence), the
+leading silence log P(silence) and a word that opens the path without it log P(no silence) more: the choices of
+the training graphs' optional silence blocks.
 
 The search is vectorised over chain positions with a dense (units x units) transition matrix and loops over frames
 only. Beam: after each frame, positions scoring below the frame's best - beam are dropped. If no position that can
@@ -68,6 +73,10 @@ class LoopGraph:
     start: torch.Tensor
     trans: torch.Tensor
     end: torch.Tensor
+    # (P,) float64 log-weights of each chain position's self-loop and forward arc, the positions being the chains'
+    # states in order; None: 0
+    loop: torch.Tensor | None = None
+    forward: torch.Tensor | None = None
 
 
 @dataclass
@@ -95,12 +104,22 @@ def _lm_weights(
     return lm_weight * start, lm_weight * trans, lm_weight * end
 
 
+def _state_arcs(chains: list[list[int]], transitions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """LoopGraph.loop and .forward of these chains under a phonerec.hmm.transitions.Transitions (None: 0)."""
+    if transitions is None:
+        return None, None
+    log_probs = transitions.log_probs()
+    columns = torch.tensor([s for c in chains for s in c])
+    return log_probs.loop.detach().double()[columns], log_probs.forward.detach().double()[columns]
+
+
 def phone_loop(
     lm: NgramLM | None,
     id2phone: Mapping[int, str],
     topo: Topology,
     lm_weight: float = 1.0,
     insertion_bonus: float = 0.0,
+    transitions=None,
 ) -> tuple[LoopGraph, list[int]]:
     """The phone loop of the module docstring, and the phone id of each unit; lm None: a free loop, every phone
     after every other at no cost (the Viterbi training's dev decode)."""
@@ -110,7 +129,8 @@ def phone_loop(
         raise ValueError(f"id2phone has no symbol for phone ids {missing}")
     start, trans, end = _lm_weights(lm, [id2phone[i] for i in phone_ids], lm_weight)
     chains = [topo.states(i) for i in phone_ids]
-    return LoopGraph(chains, start + insertion_bonus, trans + insertion_bonus, end), phone_ids
+    loop, forward = _state_arcs(chains, transitions)
+    return LoopGraph(chains, start + insertion_bonus, trans + insertion_bonus, end, loop, forward), phone_ids
 
 
 def word_loop(
@@ -121,6 +141,7 @@ def word_loop(
     lm_weight: float = 1.0,
     word_score: float = 0.0,
     optional_silence: bool = True,
+    transitions=None,
 ) -> tuple[LoopGraph, list[str | None]]:
     """The word loop of the module docstring, and the word of each unit (None for the leading silence)."""
     chains, words = [], []
@@ -143,7 +164,13 @@ def word_loop(
         start = torch.cat([start, start, torch.zeros(1, dtype=torch.float64)])
         end = torch.cat([end, end, torch.full((1,), NEG_INF, dtype=torch.float64)])
         words = words * 2 + [None]
-    return LoopGraph(chains, start, trans, end), words
+        if transitions is not None:  # the optional silence's choices (module docstring)
+            log_probs = transitions.log_probs()
+            silence, no_silence = log_probs.silence.item(), log_probs.no_silence.item()
+            choice = torch.tensor([no_silence] * k + [silence] * k + [silence], dtype=torch.float64)
+            trans = trans + choice  # entering v takes v's choice
+            start = start + choice + torch.tensor([no_silence] * (2 * k) + [0.0], dtype=torch.float64)
+    return LoopGraph(chains, start, trans, end, *_state_arcs(chains, transitions)), words
 
 
 def loop_search_batch(
@@ -210,6 +237,9 @@ def _viterbi(scores: list[torch.Tensor], graph: LoopGraph, beam: float) -> list[
     for b, s in enumerate(scores):
         padded[b, : len(s)] = s[:, columns]
 
+    zeros = torch.zeros(num_positions, dtype=torch.float64)
+    loop = zeros if graph.loop is None else graph.loop
+    forward = zeros if graph.forward is None else graph.forward
     delta = torch.full((batch, num_positions), NEG_INF, dtype=torch.float64)
     delta[:, first] = graph.start + padded[:, 0, first]
     delta = _prune(delta, beam)
@@ -219,9 +249,10 @@ def _viterbi(scores: list[torch.Tensor], graph: LoopGraph, beam: float) -> list[
     positions = torch.arange(num_positions).expand(batch, -1)
     neg = torch.full((batch, 1), NEG_INF, dtype=torch.float64)
     for t in range(1, padded.shape[1]):
-        stay = delta
-        advance = torch.cat([neg, delta[:, :-1]], dim=1).masked_fill(is_first, NEG_INF)
-        into, from_unit = (delta[:, last].unsqueeze(2) + graph.trans).max(dim=1)  # best entry into each unit
+        stay = delta + loop
+        leaving = delta + forward
+        advance = torch.cat([neg, leaving[:, :-1]], dim=1).masked_fill(is_first, NEG_INF)
+        into, from_unit = (leaving[:, last].unsqueeze(2) + graph.trans).max(dim=1)  # best entry into each unit
         enter = torch.full((batch, num_positions), NEG_INF, dtype=torch.float64)
         enter[:, first] = into
         best, choice = torch.stack([stay, advance, enter]).max(dim=0)
@@ -232,7 +263,7 @@ def _viterbi(scores: list[torch.Tensor], graph: LoopGraph, beam: float) -> list[
         running = (t < frames).unsqueeze(1)  # an utterance that has ended keeps its last frame's scores
         delta = torch.where(running, _prune(best + padded[:, t], beam), delta)
 
-    final_scores, final_units = (delta[:, last] + graph.end).max(dim=1)
+    final_scores, final_units = (delta[:, last] + forward[last] + graph.end).max(dim=1)
     unit_of = torch.repeat_interleave(torch.arange(len(graph.chains)), lengths).tolist()
     columns, last = columns.tolist(), last.tolist()
     backptr, entered = backptr.numpy(), entered.numpy()

@@ -1,21 +1,27 @@
 """HMM topology, alignment graphs, flat start and batched Viterbi forced alignment.
 
-Each phone is a left-to-right chain of `states_per_phone` states (self-loop and next; no transition
-probabilities: the network's scores alone decide, as in hybrid NN training). Phone ids are those of
-lang/phones.txt, where id 0 is the CTC blank, so HMM state s belongs to phone s // N + 1 and phone p owns
-states (p - 1) * N ... (p - 1) * N + N - 1.
+Each phone is a left-to-right chain of `states_per_phone` states, each with a self-loop and a forward arc. Phone
+ids are those of lang/phones.txt, where id 0 is the CTC blank, so HMM state s belongs to phone s // N + 1 and
+phone p owns states (p - 1) * N ... (p - 1) * N + N - 1.
 
 An utterance's graph is the chain of its phones' states with an optional silence block at both edges and
 between words: a path may pass through the block or jump over it. Viterbi runs over a padded batch of graphs
-at once, vectorised over utterances and graph nodes, looping over frames only.
+at once (`GraphBatch`), vectorised over utterances and graph nodes, looping over frames only.
+
+Arc weights (`ArcWeights`, from `graph_weights`): with transition probabilities (phonerec.hmm.transitions), a
+path through node j of state s pays log P(loop | s) per self-loop, log P(forward | s) to leave s, log P(silence)
+to enter an optional block and log P(no silence) to jump over it (or to start or end beside it); without them
+every weight is 0 and the network's scores alone decide, as in hybrid NN training. A path ends by leaving its
+last state, so it pays that state's forward weight too, as an HMM's exit.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 NEG_INF = float("-inf")
-STAY, NEXT, SKIP = 0, 1, 2  # back-pointer codes
+STAY, NEXT, SKIP = 0, 1, 2  # arc kinds into a node, and back-pointer codes
 
 
 @dataclass(frozen=True)
@@ -74,30 +80,96 @@ def build_graph(
     return Graph(states, optional)
 
 
-def pad_graphs(graphs: list[Graph], n: int, device) -> tuple[torch.Tensor, ...]:
-    """Padded node tensors: output index, may-skip-into flag, start and end masks, node counts."""
+@dataclass
+class GraphBatch:
+    """A padded batch of B graphs of at most W nodes, as (B, W) tensors; `n` nodes make an optional block (the
+    states per phone)."""
+
+    states: torch.Tensor  # long: the HMM state (score column) of each node; 0 at padding
+    valid: torch.Tensor  # a node, not padding
+    skip_in: torch.Tensor  # may be entered from j - n - 1, jumping over an optional block
+    block_entry: torch.Tensor  # the first node of an optional block: reaching it takes the silence
+    start: torch.Tensor  # a path may start here
+    end: torch.Tensor  # a path may end here
+    beside_block: torch.Tensor  # a start or end node that a path reaches by leaving out an edge's optional block
+    n: int
+
+
+def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
     batch, width = len(graphs), max(len(g.states) for g in graphs)
     states = torch.zeros(batch, width, dtype=torch.long)
-    skip_in = torch.zeros(batch, width, dtype=torch.bool)
-    start = torch.zeros(batch, width, dtype=torch.bool)
-    end = torch.zeros(batch, width, dtype=torch.bool)
-    valid = torch.zeros(batch, width, dtype=torch.bool)
+    masks = {
+        name: torch.zeros(batch, width, dtype=torch.bool)
+        for name in ("valid", "skip_in", "block_entry", "start", "end", "beside_block")
+    }
     for b, g in enumerate(graphs):
         size = len(g.states)
         states[b, :size] = torch.tensor(g.states)
-        valid[b, :size] = True
-        start[b, 0] = True
-        end[b, size - 1] = True
+        masks["valid"][b, :size] = True
+        masks["start"][b, 0] = True
+        masks["end"][b, size - 1] = True
         for j in range(size):
+            masks["block_entry"][b, j] = g.optional[j] and (j == 0 or not g.optional[j - 1])
             # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
             block = g.optional[j - n : j] if j >= n + 1 else []
             if len(block) == n and all(block) and not g.optional[j - n - 1]:
-                skip_in[b, j] = g.skip_between_equal or g.states[j] != g.states[j - n - 1]
+                masks["skip_in"][b, j] = g.skip_between_equal or g.states[j] != g.states[j - n - 1]
         if size > n and all(g.optional[:n]):
-            start[b, n] = True  # begin after the leading silence
+            masks["start"][b, n] = masks["beside_block"][b, n] = True  # begin after the leading silence
         if size > n and all(g.optional[size - n :]):
-            end[b, size - n - 1] = True  # stop before the trailing silence
-    return states.to(device), skip_in.to(device), start.to(device), end.to(device), valid.to(device)
+            masks["end"][b, size - n - 1] = masks["beside_block"][b, size - n - 1] = (
+                True  # stop before the trailing one
+            )
+    return GraphBatch(states.to(device), n=n, **{k: v.to(device) for k, v in masks.items()})
+
+
+class TransitionLogProbs(NamedTuple):
+    """The log-probabilities a graph's arcs are weighted with (phonerec.hmm.transitions.Transitions)."""
+
+    loop: torch.Tensor  # (S,) each state's self-loop
+    forward: torch.Tensor  # (S,) each state's forward arc (to the next state, or out of the phone)
+    silence: torch.Tensor  # () taking an optional silence block
+    no_silence: torch.Tensor  # () jumping over it
+
+
+@dataclass
+class ArcWeights:
+    """The log-weights of a GraphBatch's arcs, `fill` (log 0) where there is no arc."""
+
+    arcs: torch.Tensor  # (3, B, W): the stay, next and skip arc into each node
+    start: torch.Tensor  # (B, W): starting in each node
+    end: torch.Tensor  # (B, W): ending in each node
+
+
+def graph_weights(
+    batch: GraphBatch, log_probs: TransitionLogProbs | None, fill: float, dtype=torch.float32
+) -> ArcWeights:
+    """The arc weights of the module docstring, in `dtype`, differentiable in log_probs; None: every arc weighs 0."""
+    n = batch.n
+    has_next = batch.valid.clone()
+    has_next[:, 0] = False
+    allowed = torch.stack([batch.valid, has_next, batch.skip_in])
+    if log_probs is None:
+        zeros = torch.zeros(batch.states.shape, dtype=dtype, device=batch.states.device)
+        arcs = torch.zeros(allowed.shape, dtype=dtype, device=zeros.device)
+        start, end = zeros, zeros
+    else:
+        log_probs = TransitionLogProbs(*(p.to(dtype) for p in log_probs))
+        loop, forward = log_probs.loop[batch.states], log_probs.forward[batch.states]
+        zero = forward.new_zeros(())
+        # The arc into j leaves the node before it: j - 1 (next) or j - n - 1 (skip).
+        leave_previous = torch.cat([forward[:, :1], forward[:, :-1]], dim=1)
+        leave_before_block = torch.cat([forward[:, : n + 1], forward], dim=1)[:, : forward.shape[1]]
+        enter = torch.where(batch.block_entry, log_probs.silence, zero)
+        arcs = torch.stack([loop, leave_previous + enter, leave_before_block + log_probs.no_silence])
+        beside = torch.where(batch.beside_block, log_probs.no_silence, zero)
+        start = torch.where(batch.block_entry, log_probs.silence, zero) + beside
+        end = forward + beside
+    return ArcWeights(
+        arcs.masked_fill(~allowed, fill),
+        start.masked_fill(~batch.start, fill),
+        end.masked_fill(~batch.end, fill),
+    )
 
 
 def node_emissions(log_probs: torch.Tensor, states: torch.Tensor, valid: torch.Tensor, fill: float) -> torch.Tensor:
@@ -107,53 +179,46 @@ def node_emissions(log_probs: torch.Tensor, states: torch.Tensor, valid: torch.T
     return emissions.masked_fill(~valid.unsqueeze(1), fill)
 
 
-def predecessors(score: torch.Tensor, skip_in: torch.Tensor, n: int, fill: float) -> torch.Tensor:
+def predecessors(score: torch.Tensor, arcs: torch.Tensor, n: int, fill: float) -> torch.Tensor:
     """(3, B, W) scores of the arcs into each node from the previous frame's (B, W) node scores, in the order of
-    the back-pointer codes: stay (j), next (j - 1), skip over an optional block of n nodes (j - n - 1)."""
+    the back-pointer codes: stay (j), next (j - 1), skip over an optional block of n nodes (j - n - 1); each plus
+    its arc's weight (arcs: ArcWeights.arcs)."""
     batch, width = score.shape
     pad = score.new_full((batch, n + 1), fill)
     advance = torch.cat([pad[:, :1], score[:, :-1]], dim=1)
     skip = torch.cat([pad, score[:, : max(width - n - 1, 0)]], dim=1)[:, :width]
-    skip = skip.masked_fill(~skip_in, fill)
-    return torch.stack([score, advance, skip])
+    return torch.stack([score, advance, skip]) + arcs
 
 
-def successors(score: torch.Tensor, skip_in: torch.Tensor, n: int, fill: float) -> torch.Tensor:
-    """(3, B, W) the same arcs read backwards: for each node i, the next frame's (B, W) scores of the nodes it
-    enters: itself (stay), i + 1 (next), i + n + 1 (skip, where that node may be entered so)."""
-    batch, width = score.shape
-    pad = score.new_full((batch, n + 1), fill)
-    advance = torch.cat([score[:, 1:], pad[:, :1]], dim=1)
-    skip = torch.cat([score.masked_fill(~skip_in, fill)[:, n + 1 :], pad], dim=1)[:, :width]
-    return torch.stack([score, advance, skip])
+def successors(arriving: torch.Tensor, n: int, fill: float) -> torch.Tensor:
+    """The same arcs read backwards: arriving[k] (B, W) is the next frame's score of each node plus the weight of
+    its arc of kind k; returns (3, B, W), for each node i, that of the node it enters by each kind: itself (stay),
+    i + 1 (next), i + n + 1 (skip)."""
+    stay, advance, skip = arriving
+    batch, width = stay.shape
+    pad = stay.new_full((batch, n + 1), fill)
+    advance = torch.cat([advance[:, 1:], pad[:, :1]], dim=1)
+    skip = torch.cat([skip[:, n + 1 :], pad], dim=1)[:, :width]
+    return torch.stack([stay, advance, skip])
 
 
-def viterbi_align(
-    log_probs: torch.Tensor, lengths: torch.Tensor, graphs: list[Graph], topo: Topology
+def best_paths(
+    emissions: torch.Tensor, lengths: torch.Tensor, weights: ArcWeights, n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best path of each utterance through its graph.
-
-    log_probs: (B, T, num_states) frame scores (log-posteriors, or scaled log-likelihoods).
-    Returns (alignments (B, T) of HMM state ids, -1 past each length or where no path exists,
-    log_likelihoods (B,) of the best paths, -inf where the utterance has fewer frames than its graph needs)."""
-    n = topo.states_per_phone
-    batch, frames, _ = log_probs.shape
-    device = log_probs.device
-    states, skip_in, start, end, valid = pad_graphs(graphs, n, device)
-    width = states.shape[1]
-    lengths = lengths.to(device)
-    emissions = node_emissions(log_probs, states, valid, NEG_INF)
-
-    score = emissions[:, 0].masked_fill(~start, NEG_INF)
+    """Viterbi over a padded batch: emissions (B, T, W) of each node (node_emissions, -inf at padding), the arc
+    weights (-inf where there is no arc). Returns (the node of each frame (B, T), -1 past each length or where no
+    path exists; the best paths' scores (B,), -inf where there is no path)."""
+    batch, frames, width = emissions.shape
+    device = emissions.device
+    score = emissions[:, 0] + weights.start
     backptr = torch.zeros(batch, frames, width, dtype=torch.uint8, device=device)
     for t in range(1, frames):
-        best, choice = predecessors(score, skip_in, n, NEG_INF).max(dim=0)
+        best, choice = predecessors(score, weights.arcs, n, NEG_INF).max(dim=0)
         active = (t < lengths).unsqueeze(1)
         score = torch.where(active, best + emissions[:, t], score)
         backptr[:, t] = choice.to(torch.uint8)
 
-    final = score.masked_fill(~end, NEG_INF)
-    loglik, node = final.max(dim=1)
+    loglik, node = (score + weights.end).max(dim=1)
     # Trace back from each utterance's last frame; frames past a length keep the node fixed.
     offsets = torch.tensor([0, 1, n + 1], device=device)
     path = torch.full((batch, frames), -1, dtype=torch.long, device=device)
@@ -164,10 +229,54 @@ def viterbi_align(
         if t:
             step = offsets[backptr[rows, t, node].long()]
             node = torch.where(active, node - step, node)
-    alignment = torch.gather(states, 1, path.clamp(min=0))
-    found = torch.isfinite(loglik).unsqueeze(1)
-    alignment = alignment.masked_fill((path < 0) | ~found, -1)
-    return alignment, loglik
+    return path.masked_fill(~torch.isfinite(loglik).unsqueeze(1), -1), loglik
+
+
+def viterbi_align(
+    log_probs: torch.Tensor, lengths: torch.Tensor, graphs: list[Graph], topo: Topology, transitions=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best path of each utterance through its graph.
+
+    log_probs: (B, T, num_states) frame scores (log-posteriors, or scaled log-likelihoods); transitions: a
+    phonerec.hmm.transitions.Transitions whose log-probabilities weight the arcs, or None (weights 0).
+    Returns (alignments (B, T) of HMM state ids, -1 past each length or where no path exists,
+    log_likelihoods (B,) of the best paths, -inf where the utterance has fewer frames than its graph needs)."""
+    nodes, loglik, batch = _align_nodes(log_probs, lengths, graphs, topo, transitions)
+    alignment = torch.gather(batch.states, 1, nodes.clamp(min=0))
+    return alignment.masked_fill(nodes < 0, -1), loglik
+
+
+def _align_nodes(log_probs, lengths, graphs, topo, transitions):
+    batch = pad_graphs(graphs, topo.states_per_phone, log_probs.device)
+    log_transitions = None if transitions is None else transitions.log_probs()
+    with torch.no_grad():
+        weights = graph_weights(batch, log_transitions, NEG_INF, log_probs.dtype)
+        emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
+        nodes, loglik = best_paths(emissions, lengths.to(log_probs.device), weights, batch.n)
+    return nodes, loglik, batch
+
+
+def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: GraphBatch) -> ArcWeights:
+    """How often each arc of a GraphBatch is taken by the node paths of `best_paths` (0 for an utterance without
+    a path), in the shape of its ArcWeights: the hard version of the occupations that forward-backward gives."""
+    counts = ArcWeights(
+        torch.zeros((3, *batch.states.shape)), torch.zeros(batch.states.shape), torch.zeros(batch.states.shape)
+    )
+    found = nodes[:, 0] >= 0
+    nodes, lengths = nodes[found], lengths.to(nodes.device)[found]
+    rows = found.nonzero().squeeze(1)
+    if not len(rows):
+        return counts
+    counts.start[rows, nodes[:, 0]] = 1.0
+    counts.end[rows, nodes[torch.arange(len(rows)), lengths - 1]] = 1.0
+    step = nodes[:, 1:] - nodes[:, :-1]
+    kind = torch.where(step == 0, STAY, torch.where(step == 1, NEXT, SKIP))
+    active = torch.arange(1, nodes.shape[1], device=nodes.device)[None, :] < lengths[:, None]
+    utt = rows[:, None].expand_as(kind)
+    counts.arcs.index_put_(
+        (kind[active], utt[active], nodes[:, 1:][active]), torch.ones(int(active.sum())), accumulate=True
+    )
+    return counts
 
 
 def align_utterances(
@@ -176,16 +285,22 @@ def align_utterances(
     topo: Topology,
     log_priors: torch.Tensor | None = None,
     prior_scale: float = 1.0,
+    transitions=None,
+    counts=None,
 ) -> list[tuple[torch.Tensor | None, float]]:
     """Viterbi alignment of several utterances at once, padded into one batch: each one's (T, S) log-posteriors
-    (divided by the state priors ^ prior_scale when log_priors is given: scaled likelihoods) through its graph.
-    Returns (the HMM state of each frame, the path's log-likelihood) per utterance; (None, -inf) for one with
-    fewer frames than its graph needs."""
+    (divided by the state priors ^ prior_scale when log_priors is given: scaled likelihoods) through its graph,
+    its arcs weighted by `transitions` (or 0). Returns (the HMM state of each frame, the path's log-likelihood) per
+    utterance; (None, -inf) for one with fewer frames than its graph needs. `counts`, a
+    phonerec.hmm.transitions.TransitionCounts, gathers the transitions the paths take."""
     lengths = torch.tensor([len(s) for s in scores])
     padded = torch.nn.utils.rnn.pad_sequence(scores, batch_first=True)
     if log_priors is not None:
         padded = padded - prior_scale * log_priors
-    alignment, loglik = viterbi_align(padded, lengths, graphs, topo)
+    nodes, loglik, batch = _align_nodes(padded, lengths, graphs, topo, transitions)
+    if counts is not None:
+        counts.add(batch, path_arc_counts(nodes, lengths, batch))
+    alignment = torch.gather(batch.states, 1, nodes.clamp(min=0))
     return [
         (alignment[k, : lengths[k]].clone(), loglik[k].item()) if torch.isfinite(loglik[k]) else (None, NEG_INF)
         for k in range(len(scores))

@@ -11,6 +11,8 @@ from phonerec.data.dataset import load_examples
 from phonerec.data.lang import read_phones
 from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
+from phonerec.hmm.transitions import MODES as TRANSITION_MODES
+from phonerec.hmm.transitions import Transitions
 from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
@@ -45,6 +47,8 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
     if cfg.train.viterbi.criterion not in VITERBI_CRITERIA:
         criterion = cfg.train.viterbi.criterion
         raise RecipeError(f"train.viterbi.criterion={criterion}: expected one of {', '.join(VITERBI_CRITERIA)}")
+    if cfg.hmm.transitions not in TRANSITION_MODES:
+        raise RecipeError(f"hmm.transitions={cfg.hmm.transitions}: expected one of {', '.join(TRANSITION_MODES)}")
     stage = _training_run(exp_dir, TRAIN_VITERBI, cfg, train_dir, dev_dir, lang_dir)
     if stage is None:
         return
@@ -76,8 +80,21 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
             cfg.hmm.optional_silence,
             reference,
             frame_shift(cfg, model_args["subsample"]),
+            _transitions(cfg.hmm, topo),
+            train_transitions=cfg.hmm.transitions == "learned",
         )
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.viterbi)
+
+
+def _transitions(hcfg: DictConfig, topo: Topology) -> Transitions | None:
+    """The HMM transition probabilities hmm.transitions asks for, starting at hmm.self_loop_prob and
+    hmm.silence_prob; None for none."""
+    if hcfg.transitions == "none":
+        return None
+    try:
+        return Transitions(topo.num_states, hcfg.self_loop_prob, hcfg.silence_prob, learn=hcfg.transitions == "learned")
+    except ValueError as err:
+        raise RecipeError(str(err)) from err
 
 
 def train_ctc_stage(

@@ -48,6 +48,9 @@ class CTCTask:
     def start(self, model) -> None:
         pass
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
     def state(self) -> dict:
         return {}
 

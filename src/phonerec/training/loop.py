@@ -31,6 +31,8 @@ class Task(Protocol):
     start           before the first epoch of a fresh run (the Viterbi task writes its flat start).
     state           what must survive a kill, saved in each checkpoint (the alignment round, state priors).
     load_state      restore `state()` when a run resumes.
+    parameters      what the task trains beside the model (the Viterbi task's learned transitions), in the same
+                    optimizer.
     train_examples  the training utterances of the coming epoch (those it can use: aligned, long enough).
     loss            (loss, weight) of one padded batch: the loop back-propagates `loss` and averages the logged
                     training loss with `weight` (frames or utterances).
@@ -46,6 +48,8 @@ class Task(Protocol):
     def state(self) -> dict: ...
 
     def load_state(self, state: dict) -> None: ...
+
+    def parameters(self) -> list[torch.nn.Parameter]: ...
 
     def train_examples(self, train: list[Example]) -> list[Example]: ...
 
@@ -75,7 +79,8 @@ def train(
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
     if scfg.patience is not None and scfg.patience < 1:
         raise RecipeError(f"patience={scfg.patience}: expected a number of epochs >= 1, or null")
-    optimizer = torch.optim.Adam(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
+    parameters = [*model.parameters(), *task.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=scfg.lr, weight_decay=scfg.weight_decay)
     # lr_patience null: a constant learning rate (on a small dev set, decaying at each noisy plateau starves training).
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=scfg.lr_decay, patience=scfg.lr_patience or 0
@@ -94,7 +99,7 @@ def train(
             )
             break
         start = time.perf_counter()
-        record = train_one_epoch(model, task, train_set, optimizer, tcfg, epoch, augment)
+        record = train_one_epoch(model, task, train_set, optimizer, tcfg, epoch, augment, parameters)
         valid = validate(model, task)
         if scfg.lr_patience is not None:
             scheduler.step(valid[scfg.lr_metric])
@@ -170,11 +175,12 @@ def resume(exp_dir: Path, model, optimizer, scheduler, task: Task, epochs: int) 
 
 
 def train_one_epoch(
-    model, task: Task, train_set: list[Example], optimizer, tcfg: DictConfig, epoch: int, augment=None
+    model, task: Task, train_set: list[Example], optimizer, tcfg: DictConfig, epoch: int, augment=None, parameters=None
 ) -> dict:
     """One pass over the task's training examples in shuffled length-bucketed batches (train.batch_frames,
     train.max_batch_utts), each utterance's features mapped by `augment` where given, clipping the gradient norm
-    to train.grad_clip. Returns the epoch's training figures."""
+    of `parameters` (default: the model's) to train.grad_clip. Returns the epoch's training figures."""
+    parameters = list(model.parameters()) if parameters is None else parameters
     start = time.perf_counter()
     model.train()
     examples = task.train_examples(train_set)
@@ -187,7 +193,7 @@ def train_one_epoch(
         loss, weight = task.loss(model, feats, lengths, batch_examples)
         optimizer.zero_grad()
         loss.backward()
-        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)))
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(parameters, tcfg.grad_clip)))
         optimizer.step()
         total_loss += loss.item() * weight
         total_weight += weight

@@ -21,7 +21,8 @@ from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import Topology, align_utterances, build_graph, log_state_priors, uniform_alignment
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
-from phonerec.hmm.fullsum import FullSumLogLik, forward_loglik
+from phonerec.hmm.fullsum import forward_loglik, fullsum_loglik
+from phonerec.hmm.transitions import TransitionCounts, Transitions
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic, write_png_atomic
 
@@ -34,7 +35,12 @@ class ViterbiTask:
     and after each epoch of train.viterbi.realign_epochs the training and dev data are re-aligned. With
     train.viterbi.criterion=fullsum the loss is instead -log p(X | graph) summed over all paths of each
     utterance's graph, per frame; the alignments are still made and kept each round, for the priors, the
-    statistics and the alignment accuracy."""
+    statistics and the alignment accuracy.
+
+    `transitions` (phonerec.hmm.transitions; None: every arc weighs 0) weight the arcs of alignment, of the
+    full-sum and of the dev decode. Learned ones (train_transitions) are parameters of the full-sum criterion,
+    trained with the network; with cross-entropy they are re-estimated from the training set's best paths at
+    each re-alignment."""
 
     kind = "viterbi"
 
@@ -51,12 +57,14 @@ class ViterbiTask:
         optional_silence: bool = True,
         reference: dict[str, dict] | None = None,
         frame_shift: float = 0.01,
+        transitions: Transitions | None = None,
+        train_transitions: bool = False,
     ):
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
         self.sets = {"train": train, "dev": dev}
         self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): recipe.dev_per_scorer
-        self.free_loop = phone_loop(None, id2phone, topo)  # the dev decode's graph and the phone of each unit
         self.optional_silence = optional_silence
+        self.transitions, self.train_transitions = transitions, train_transitions
         self.graphs = {
             name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
             for name, examples in self.sets.items()
@@ -108,22 +116,31 @@ class ViterbiTask:
         self._save_round(0, stats)
 
     def state(self) -> dict:
-        # The priors travel with the model: hybrid decoding and forced alignment with it need them.
-        return {"round": self.round, "log_priors": self.log_priors}
+        # The priors and transitions travel with the model: hybrid decoding and forced alignment with it need them.
+        transitions = None if self.transitions is None else self.transitions.state_dict()
+        return {"round": self.round, "log_priors": self.log_priors, "transitions": transitions}
 
     def load_state(self, state: dict) -> None:
         self._load_round(state["round"])
+        if self.transitions is not None:
+            self.transitions.load_state_dict(state["transitions"])
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The learned transitions under the full-sum criterion: trained with the network."""
+        if self.train_transitions and self.vcfg.criterion == "fullsum":
+            return list(self.transitions.parameters())
+        return []
 
     def train_examples(self, train: list[Example]) -> list[Example]:
         return [e for e in train if e.utt in self.alignments["train"]]
 
-    def _fullsum(self, log_probs, lengths, examples, name, loglik_of=FullSumLogLik.apply):
+    def _fullsum(self, log_probs, lengths, examples, name, loglik_of=fullsum_loglik):
         """-log p(X | graph), summed over every path of each utterance's graph (phonerec.hmm.fullsum), on the
         log-posteriors; and the frames of the utterances that have a path. Not on posteriors / priors as alignment
         uses them: that sum is unbounded above (log(p / prior) reaches -log prior), and training drove every frame
         to rare states (FSDD connected digits: -4.7 per frame, 97% of the frames' labels changed in a round)."""
         graphs = [self.graphs[name][e.utt] for e in examples]
-        loglik = loglik_of(log_probs, lengths, graphs, self.topo)
+        loglik = loglik_of(log_probs, lengths, graphs, self.topo, self.transitions)
         found = torch.isfinite(loglik)
         return -loglik[found].sum(), int(lengths.to(found.device)[found].sum())
 
@@ -174,7 +191,7 @@ class ViterbiTask:
         model as an HMM system uses it. The frame argmax would judge the model by its flicker between states, which
         grows as it sharpens (on the TIMIT sample its PER rose from 74 to 88 as the phone loop's fell from 82 to
         67)."""
-        graph, phone_ids = self.free_loop
+        graph, phone_ids = phone_loop(None, self.id2phone, self.topo, transitions=self.transitions)
         hyps = {}
         for start in range(0, len(posteriors), self.tcfg.max_batch_utts):
             chunk = posteriors[start : start + self.tcfg.max_batch_utts]
@@ -189,8 +206,12 @@ class ViterbiTask:
             return
         previous = self.alignments
         self.alignments, logliks, frames, skipped = {}, {}, {}, {}
+        counts = TransitionCounts(self.topo.num_states)
         for name, examples in self.sets.items():
-            self.alignments[name], logliks[name], frames[name], skipped[name] = self._realign(model, examples, name)
+            found = self._realign(model, examples, name, counts if name == "train" else None)
+            self.alignments[name], logliks[name], frames[name], skipped[name] = found
+        if self.train_transitions and self.vcfg.criterion == "ce":  # the M-step of Viterbi training
+            self.transitions.estimate(counts)
         before = previous["train"]
         changed = sum((before[u] != a).sum().item() for u, a in self.alignments["train"].items() if u in before)
         self.round = epoch
@@ -205,6 +226,7 @@ class ViterbiTask:
             "dev_frame_accuracy": valid["frame_accuracy"],
             "dev_per": valid["per"],
             "skipped": skipped,
+            "transitions": None if self.transitions is None else self.transitions.summary(),
             **self._coverage(),
             "alignment_accuracy": self.alignment_accuracy(),
         }
@@ -214,6 +236,12 @@ class ViterbiTask:
         writer.add_figure("align/dev_posteriors", figure, epoch)
         for key in ("changed_frames_percent", "train_loglik_per_frame", "dev_frame_accuracy", "dev_per"):
             writer.add_scalar(f"align/{key}", stats[key], epoch)
+        if self.transitions is not None:
+            for key, value in stats["transitions"].items():
+                writer.add_scalar(f"transitions/{key}", value, epoch)
+            log.info(
+                "round %d, transitions: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in stats["transitions"].items())
+            )
         for name, accuracy in stats["alignment_accuracy"].items():
             for key in ACCURACY_KEYS:
                 if accuracy[key] is not None:
@@ -229,13 +257,21 @@ class ViterbiTask:
             valid["per"],
         )
 
-    def _realign(self, model, examples, name):
+    def _realign(self, model, examples, name, counts=None):
         alignments, total_loglik, total_frames, skipped = {}, 0.0, 0, []
         scored = list(self._posteriors(model, examples))
         for start in range(0, len(scored), self.tcfg.max_batch_utts):
             chunk = scored[start : start + self.tcfg.max_batch_utts]
             graphs = [self.graphs[name][e.utt] for e, _ in chunk]
-            found = align_utterances([lp for _, lp in chunk], graphs, self.topo, self.log_priors, self.vcfg.prior_scale)
+            found = align_utterances(
+                [lp for _, lp in chunk],
+                graphs,
+                self.topo,
+                self.log_priors,
+                self.vcfg.prior_scale,
+                self.transitions,
+                counts,
+            )
             for (e, _), (ali, loglik) in zip(chunk, found, strict=True):
                 if ali is not None:
                     alignments[e.utt] = ali
