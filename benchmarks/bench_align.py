@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """HMM kernels on identical problems: the batched Viterbi aligner (phonerec.hmm.align.viterbi_align), the
 batched forward-backward (phonerec.hmm.fullsum: explicit backward pass, and autograd through the forward
-recursion), against torchaudio's per-utterance C++ `forced_align`.
+recursion), each by its compiled CPU kernel (phonerec.hmm.kernels, what runs on the CPU) and by its pure-torch
+recursion (the reference, and the path on a GPU), against torchaudio's per-utterance C++ `forced_align`.
 
   . ./path.sh && python benchmarks/bench_align.py [--frames 300] [--labels 60] [--classes 48] [--batches 32 1]
 
@@ -17,8 +18,18 @@ import time
 import torch
 import torchaudio.functional as F
 
-from phonerec.hmm.align import Graph, Topology, viterbi_align
-from phonerec.hmm.fullsum import forward_loglik, fullsum_loglik, occupations
+from phonerec.hmm import kernels
+from phonerec.hmm.align import (
+    NEG_INF,
+    Graph,
+    Topology,
+    best_paths,
+    graph_weights,
+    node_emissions,
+    pad_graphs,
+    viterbi_align,
+)
+from phonerec.hmm.fullsum import FLOOR, NO_PATH, forward_backward, forward_loglik, fullsum_loglik, occupations
 
 
 def problem(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator):
@@ -60,6 +71,14 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
     assert all(torch.equal(alignment[b], reference[b] - 1) for b in range(batch)), "paths differ"
 
     grad_input = log_probs.clone().requires_grad_()
+    batch_graphs = pad_graphs(graphs, 1, "cpu")
+    sizes = batch_graphs.valid.sum(1)
+    problems = {}
+    for fill in (NEG_INF, FLOOR):
+        weights = graph_weights(batch_graphs, None, fill)
+        problems[fill] = (node_emissions(log_probs, batch_graphs.states, batch_graphs.valid, fill), lengths, weights)
+    nodes, _ = best_paths(*problems[NEG_INF], 1)
+    assert torch.equal(nodes, kernels.best_paths(*problems[NEG_INF], 1, sizes)[0]), "torch's paths differ"
 
     def explicit():
         fullsum_loglik(grad_input, lengths, graphs, topo).sum().backward()
@@ -67,18 +86,28 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
     def autograd():
         forward_loglik(grad_input, lengths, graphs, topo).sum().backward()
 
-    kernels = [
+    candidates = [
         ("torchaudio forced_align (per utterance)", torchaudio_align),
-        ("viterbi_align (batched)", lambda: viterbi_align(log_probs, lengths, graphs, topo)),
         (
-            "forward-backward, explicit (log p + occupations)",
+            "viterbi_align (compiled kernel; graphs, weights, paths)",
+            lambda: viterbi_align(log_probs, lengths, graphs, topo),
+        ),
+        ("Viterbi kernel, compiled", lambda: kernels.best_paths(*problems[NEG_INF], 1, sizes)),
+        ("Viterbi kernel, torch", lambda: best_paths(*problems[NEG_INF], 1)),
+        (
+            "forward-backward kernel, compiled",
+            lambda: kernels.forward_backward(*problems[FLOOR], 1, sizes, FLOOR, NO_PATH, False),
+        ),
+        ("forward-backward kernel, torch", lambda: forward_backward(*problems[FLOOR], 1)),
+        (
+            "occupations (compiled kernel; graphs, weights, log p + occupations)",
             lambda: occupations(log_probs, lengths, graphs, topo),
         ),
-        ("full-sum log p + gradient, explicit backward", explicit),
-        ("full-sum log p + gradient, autograd", autograd),
+        ("full-sum log p + gradient, explicit backward (compiled)", explicit),
+        ("full-sum log p + gradient, autograd (torch)", autograd),
     ]
     rows, reference_seconds = [], None
-    for name, fn in kernels:
+    for name, fn in candidates:
         seconds = fastest(fn)
         reference_seconds = reference_seconds or seconds
         rows.append((name, seconds, seconds / reference_seconds))

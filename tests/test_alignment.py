@@ -6,13 +6,16 @@ import torch
 from conftest import graph_paths, path_transition_score
 
 from phonerec.hmm.align import (
+    Graph,
     Topology,
     align_utterances,
     build_graph,
     log_state_priors,
+    pad_graphs,
     uniform_alignment,
     viterbi_align,
 )
+from phonerec.hmm.fullsum import ctc_graph
 from phonerec.hmm.transitions import TransitionCounts, Transitions
 
 
@@ -29,6 +32,43 @@ def brute_force(log_probs: torch.Tensor, graph, topo, transitions=None, nodes=Fa
     if best_path is None or nodes:
         return best, best_path
     return best, [graph.states[j] for j in best_path]
+
+
+def pad_graphs_node_by_node(graphs: list[Graph], n: int) -> dict[str, torch.Tensor]:
+    """pad_graphs' masks written node by node, from their definitions."""
+    batch, width = len(graphs), max(len(g.states) for g in graphs)
+    masks = {
+        name: torch.zeros(batch, width, dtype=torch.bool)
+        for name in ("valid", "skip_in", "block_entry", "start", "end", "beside_block")
+    }
+    for b, g in enumerate(graphs):
+        size = len(g.states)
+        masks["valid"][b, :size] = True
+        masks["start"][b, 0] = True
+        masks["end"][b, size - 1] = True
+        for j in range(size):
+            masks["block_entry"][b, j] = g.optional[j] and (j == 0 or not g.optional[j - 1])
+            block = g.optional[j - n : j] if j >= n + 1 else []
+            if len(block) == n and all(block) and not g.optional[j - n - 1]:
+                masks["skip_in"][b, j] = g.skip_between_equal or g.states[j] != g.states[j - n - 1]
+        if size > n and all(g.optional[:n]):
+            masks["start"][b, n] = masks["beside_block"][b, n] = True
+        if size > n and all(g.optional[size - n :]):
+            masks["end"][b, size - n - 1] = masks["beside_block"][b, size - n - 1] = True
+    return masks
+
+
+def test_padded_graph_masks_equal_their_node_by_node_definition():
+    topo = Topology(num_phones=6, states_per_phone=2)
+    graphs = [
+        build_graph(p, topo, e, optional_silence=o)
+        for p, e, o in [([2, 3], [0], True), ([4], None, True), ([3, 3], [0], False)]
+    ]
+    graphs += [ctc_graph([2, 2, 3]), ctc_graph([4]), Graph([1, 2], [True, True])]  # the last: all optional
+    for n in (1, 2):
+        batch = pad_graphs(graphs, n, "cpu")
+        for name, expected in pad_graphs_node_by_node(graphs, n).items():
+            assert torch.equal(getattr(batch, name), expected), (n, name)
 
 
 def uneven_transitions(topo, seed=0):

@@ -96,31 +96,44 @@ class GraphBatch:
 
 
 def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
-    batch, width = len(graphs), max(len(g.states) for g in graphs)
+    sizes = torch.tensor([len(g.states) for g in graphs])
+    batch, width = len(graphs), int(sizes.max())
+    valid = torch.arange(width)[None, :] < sizes[:, None]
     states = torch.zeros(batch, width, dtype=torch.long)
-    masks = {
-        name: torch.zeros(batch, width, dtype=torch.bool)
-        for name in ("valid", "skip_in", "block_entry", "start", "end", "beside_block")
-    }
-    for b, g in enumerate(graphs):
-        size = len(g.states)
-        states[b, :size] = torch.tensor(g.states)
-        masks["valid"][b, :size] = True
-        masks["start"][b, 0] = True
-        masks["end"][b, size - 1] = True
-        for j in range(size):
-            masks["block_entry"][b, j] = g.optional[j] and (j == 0 or not g.optional[j - 1])
-            # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
-            block = g.optional[j - n : j] if j >= n + 1 else []
-            if len(block) == n and all(block) and not g.optional[j - n - 1]:
-                masks["skip_in"][b, j] = g.skip_between_equal or g.states[j] != g.states[j - n - 1]
-        if size > n and all(g.optional[:n]):
-            masks["start"][b, n] = masks["beside_block"][b, n] = True  # begin after the leading silence
-        if size > n and all(g.optional[size - n :]):
-            masks["end"][b, size - n - 1] = masks["beside_block"][b, size - n - 1] = (
-                True  # stop before the trailing one
-            )
-    return GraphBatch(states.to(device), n=n, **{k: v.to(device) for k, v in masks.items()})
+    states[valid] = torch.tensor([s for g in graphs for s in g.states], dtype=torch.long)
+    optional = torch.zeros(batch, width, dtype=torch.bool)
+    optional[valid] = torch.tensor([o for g in graphs for o in g.optional], dtype=torch.bool)
+    skip_between_equal = torch.tensor([g.skip_between_equal for g in graphs])
+
+    def shifted(x: torch.Tensor, by: int, fill=False) -> torch.Tensor:
+        """x[:, j - by] at column j (fill where j < by)."""
+        return torch.cat([torch.full((batch, by), fill, dtype=x.dtype), x[:, : max(width - by, 0)]], dim=1)[:, :width]
+
+    # The number of optional nodes among j - n .. j - 1, from a running count.
+    count = torch.cat([torch.zeros(batch, 1, dtype=torch.long), optional.long().cumsum(1)], dim=1)
+    optional_before = count[:, :width] - shifted(count[:, :width], n, 0)
+    block_entry = optional & ~shifted(optional, 1)
+    # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
+    jumps = valid & (optional_before == n) & shifted(valid & ~optional, n + 1)
+    skip_in = jumps & (skip_between_equal[:, None] | (states != shifted(states, n + 1, -1)))
+    rows = torch.arange(batch)
+    start = torch.zeros(batch, width, dtype=torch.bool)
+    start[:, 0] = True
+    end = torch.zeros(batch, width, dtype=torch.bool)
+    end[rows, sizes - 1] = True
+    beside_block = torch.zeros(batch, width, dtype=torch.bool)
+    if width > n:
+        leading = (sizes > n) & (count[:, n] == n)  # begin after the leading silence
+        start[:, n] |= leading
+        beside_block[:, n] |= leading
+        trailing = (sizes > n) & (count[rows, sizes] - count[rows, (sizes - n).clamp(min=0)] == n)
+        before = (sizes - n - 1).clamp(min=0)
+        end[rows[trailing], before[trailing]] = True  # stop before the trailing silence
+        beside_block[rows[trailing], before[trailing]] = True
+    masks = {"valid": valid, "skip_in": skip_in, "block_entry": block_entry, "start": start, "end": end}
+    return GraphBatch(
+        states.to(device), n=n, beside_block=beside_block.to(device), **{k: v.to(device) for k, v in masks.items()}
+    )
 
 
 class TransitionLogProbs(NamedTuple):
@@ -252,8 +265,17 @@ def _align_nodes(log_probs, lengths, graphs, topo, transitions):
     with torch.no_grad():
         weights = graph_weights(batch, log_transitions, NEG_INF, log_probs.dtype)
         emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
-        nodes, loglik = best_paths(emissions, lengths.to(log_probs.device), weights, batch.n)
+        nodes, loglik = _best_paths(emissions, lengths.to(log_probs.device), weights, batch)
     return nodes, loglik, batch
+
+
+def _best_paths(emissions, lengths, weights: ArcWeights, batch: GraphBatch):
+    """best_paths, by the compiled kernel on the CPU (phonerec.hmm.kernels) and by torch elsewhere."""
+    if emissions.device.type != "cpu":
+        return best_paths(emissions, lengths, weights, batch.n)
+    from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
+
+    return kernels.best_paths(emissions, lengths, weights, batch.n, batch.valid.sum(1))
 
 
 def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: GraphBatch) -> ArcWeights:

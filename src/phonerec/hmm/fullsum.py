@@ -119,6 +119,18 @@ def forward_backward(
     return loglik, gamma, ArcWeights(counts, start_counts, end_counts)
 
 
+def _forward_backward(emissions, lengths, weights: ArcWeights, sizes, n: int, arc_counts: bool):
+    """forward_backward, by the compiled kernel on the CPU (phonerec.hmm.kernels) and by torch elsewhere."""
+    if emissions.device.type != "cpu":
+        return forward_backward(emissions, lengths, weights, n, arc_counts)
+    from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
+
+    loglik, gamma, arcs, start, end = kernels.forward_backward(
+        emissions, lengths, weights, n, sizes, FLOOR, NO_PATH, arc_counts
+    )
+    return loglik, gamma, ArcWeights(arcs, start, end) if arc_counts else None
+
+
 def state_occupations(gamma: torch.Tensor, states: torch.Tensor, num_states: int) -> torch.Tensor:
     """(B, T, num_states) the node occupations summed over the nodes carrying each state."""
     batch, frames, width = gamma.shape
@@ -131,10 +143,10 @@ class _FullSum(torch.autograd.Function):
     the gradient is the node occupations (for the emissions) and the arcs' expected counts (for their weights)."""
 
     @staticmethod
-    def forward(ctx, emissions, arcs, start, end, lengths, n):
+    def forward(ctx, emissions, arcs, start, end, lengths, sizes, n):
         weights = ArcWeights(arcs, start, end)
         need_counts = any(ctx.needs_input_grad[1:4])
-        loglik, gamma, counts = forward_backward(emissions, lengths, weights, n, arc_counts=need_counts)
+        loglik, gamma, counts = _forward_backward(emissions, lengths, weights, sizes, n, need_counts)
         ctx.save_for_backward(gamma, *((counts.arcs, counts.start, counts.end) if need_counts else ()))
         return loglik
 
@@ -146,7 +158,7 @@ class _FullSum(torch.autograd.Function):
             arcs, start, end = counts
             per_utt = grad_loglik[:, None]
             arc_grads = (per_utt.unsqueeze(0) * arcs, per_utt * start, per_utt * end)
-        return grad_loglik[:, None, None] * gamma, *arc_grads, None, None
+        return grad_loglik[:, None, None] * gamma, *arc_grads, None, None, None
 
 
 def fullsum_loglik(
@@ -156,7 +168,8 @@ def fullsum_loglik(
     respect to log_probs is the state occupations, and with respect to the transitions' log-probabilities their
     arcs' expected counts."""
     batch, weights, emissions, lengths = _problem(log_probs, lengths, graphs, topo, transitions)
-    return _FullSum.apply(emissions, weights.arcs, weights.start, weights.end, lengths, batch.n)
+    sizes = batch.valid.sum(1)
+    return _FullSum.apply(emissions, weights.arcs, weights.start, weights.end, lengths, sizes, batch.n)
 
 
 def occupations(
@@ -167,7 +180,7 @@ def occupations(
     utterance without a path (whose log-likelihood is -inf)."""
     with torch.no_grad():
         batch, weights, emissions, lengths = _problem(log_probs, lengths, graphs, topo, transitions)
-        loglik, gamma, _ = forward_backward(emissions, lengths, weights, batch.n)
+        loglik, gamma, _ = _forward_backward(emissions, lengths, weights, batch.valid.sum(1), batch.n, False)
     return loglik, state_occupations(gamma, batch.states, log_probs.shape[2])
 
 

@@ -1,0 +1,90 @@
+"""The compiled CPU kernels (phonerec.hmm.kernels) against the pure-torch recursions they replace on the CPU,
+which stay the path on a GPU: the same best paths and scores, log-likelihoods, occupations and arc counts."""
+
+import pytest
+import torch
+
+from phonerec.hmm import kernels
+from phonerec.hmm.align import NEG_INF, Topology, best_paths, build_graph, graph_weights, node_emissions, pad_graphs
+from phonerec.hmm.fullsum import FLOOR, NO_PATH, ctc_graph, forward_backward
+from phonerec.hmm.transitions import Transitions
+
+
+def problems(dtype, seed):
+    """A batch of graphs of every kind: optional silence or none, 1 or 2 states per phone, CTC's; some utterances
+    too short for their graph; random transition probabilities."""
+    gen = torch.Generator().manual_seed(seed)
+    for n in (1, 2):
+        topo = Topology(num_phones=7, states_per_phone=n)
+        graphs, lengths = [], []
+        for k in range(9):
+            count = 3 if k == 4 else int(torch.randint(1, 5, (1,), generator=gen))
+            phones = [int(p) for p in torch.randint(2, 7, (count,), generator=gen)]
+            if k % 3 == 2 and n == 1:
+                graph = ctc_graph([p - 1 for p in phones])  # outputs 1..5, the blank 0
+            else:
+                graph = build_graph(phones, topo, [0] if len(phones) > 1 else None, optional_silence=k % 3 == 0)
+            graphs.append(graph)
+            spare = int(torch.randint(-2, 12, (1,), generator=gen))
+            lengths.append(2 if k == 4 else max(1, len(graph.states) // 2 + spare))  # k = 4: no path
+        transitions = Transitions(topo.num_states)
+        with torch.no_grad():
+            transitions.state_logits.copy_(torch.randn(topo.num_states, 2, generator=gen))
+            transitions.silence_logits.copy_(torch.randn(2, generator=gen))
+        log_probs = torch.randn(len(graphs), max(lengths), topo.num_states, generator=gen, dtype=dtype).log_softmax(-1)
+        yield topo, graphs, torch.tensor(lengths), log_probs, transitions
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_viterbi_equals_torchs(dtype, seed):
+    for topo, graphs, lengths, log_probs, transitions in problems(dtype, seed):
+        for with_transitions in (False, True):
+            batch = pad_graphs(graphs, topo.states_per_phone, "cpu")
+            weights = graph_weights(batch, transitions.log_probs() if with_transitions else None, NEG_INF, dtype)
+            emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
+            nodes, scores = best_paths(emissions, lengths, weights, batch.n)
+            fast_nodes, fast_scores = kernels.best_paths(emissions, lengths, weights, batch.n, batch.valid.sum(1))
+            assert torch.equal(fast_nodes, nodes)
+            assert torch.equal(torch.isinf(fast_scores), torch.isinf(scores)) and torch.isinf(scores).any()
+            found = torch.isfinite(scores)
+            assert torch.allclose(fast_scores[found], scores[found], rtol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_forward_backward_equals_torchs(dtype, seed):
+    tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    for topo, graphs, lengths, log_probs, transitions in problems(dtype, seed):
+        batch = pad_graphs(graphs, topo.states_per_phone, "cpu")
+        weights = graph_weights(batch, transitions.log_probs(), FLOOR, dtype)
+        emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
+        loglik, gamma, counts = forward_backward(emissions, lengths, weights, batch.n, arc_counts=True)
+        fast = kernels.forward_backward(emissions, lengths, weights, batch.n, batch.valid.sum(1), FLOOR, NO_PATH, True)
+        fast_loglik, fast_gamma, *fast_counts = fast
+        assert torch.equal(torch.isinf(fast_loglik), torch.isinf(loglik)) and torch.isinf(loglik).any()
+        found = torch.isfinite(loglik)
+        assert torch.allclose(fast_loglik[found], loglik[found], **tolerance)
+        assert torch.allclose(fast_gamma, gamma, **tolerance)
+        for ours, reference in zip(fast_counts, (counts.arcs, counts.start, counts.end), strict=True):
+            assert torch.allclose(ours, reference, **tolerance)
+
+
+def test_an_utterance_the_scaled_kernel_underflows_on_goes_to_the_log_space_one():
+    """A frame whose best node is one no path can reach yet, 800 nats above the rest: float64's exp underflows
+    for every reachable node, and the utterance is redone in log space, as torch's recursion computes it."""
+    topo = Topology(num_phones=7)
+    graphs = [build_graph([2, 3, 4], topo, optional_silence=False), build_graph([5, 6], topo)]
+    lengths = torch.tensor([6, 6])
+    log_probs = torch.randn(2, 6, topo.num_states, dtype=torch.float64) - 5
+    log_probs[0, 0, 3] = 800.0  # state 3 (phone 4) is the graph's last node: unreachable at frame 0
+    batch = pad_graphs(graphs, 1, "cpu")
+    weights = graph_weights(batch, None, FLOOR, torch.float64)
+    emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
+    loglik, gamma, counts = forward_backward(emissions, lengths, weights, 1, arc_counts=True)
+    fast_loglik, fast_gamma, fast_arcs, *_ = kernels.forward_backward(
+        emissions, lengths, weights, 1, batch.valid.sum(1), FLOOR, NO_PATH, True
+    )
+    assert torch.isfinite(fast_loglik).all()
+    assert torch.allclose(fast_loglik, loglik, rtol=1e-12) and torch.allclose(fast_gamma, gamma, atol=1e-12)
+    assert torch.allclose(fast_arcs, counts.arcs, atol=1e-12)
