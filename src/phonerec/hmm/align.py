@@ -345,3 +345,13 @@ def log_state_priors(counts: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
     """Log priors from state occupation counts; unseen states get `floor` so division stays finite."""
     priors = counts.double() / counts.sum().clamp(min=1)
     return priors.clamp(min=floor).log().float()
+
+
+def soft_log_priors(log_probs: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+    """(S,) log of the mean posterior of each state over the frames of a padded (B, T, S) batch (the soft priors,
+    as full-sum training divides by them), floored as log_state_priors floors."""
+    in_length = (
+        torch.arange(log_probs.shape[1], device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
+    )
+    mean = log_probs.exp()[in_length].mean(0)
+    return mean.clamp(min=floor).log()

@@ -19,9 +19,16 @@ from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
-from phonerec.hmm.align import Topology, align_utterances, build_graph, log_state_priors, uniform_alignment
+from phonerec.hmm.align import (
+    Topology,
+    align_utterances,
+    build_graph,
+    log_state_priors,
+    soft_log_priors,
+    uniform_alignment,
+)
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
-from phonerec.hmm.fullsum import forward_loglik, fullsum_loglik
+from phonerec.hmm.fullsum import fullsum_loglik
 from phonerec.hmm.transitions import TransitionCounts, Transitions
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic, write_png_atomic
@@ -134,13 +141,19 @@ class ViterbiTask:
     def train_examples(self, train: list[Example]) -> list[Example]:
         return [e for e in train if e.utt in self.alignments["train"]]
 
-    def _fullsum(self, log_probs, lengths, examples, name, loglik_of=fullsum_loglik):
-        """-log p(X | graph), summed over every path of each utterance's graph (phonerec.hmm.fullsum), on the
-        log-posteriors; and the frames of the utterances that have a path. Not on posteriors / priors as alignment
-        uses them: that sum is unbounded above (log(p / prior) reaches -log prior), and training drove every frame
-        to rare states (FSDD connected digits: -4.7 per frame, 97% of the frames' labels changed in a round)."""
+    def _fullsum(self, log_probs, lengths, examples, name):
+        """-log p(X | graph), summed over every path of each utterance's graph (phonerec.hmm.fullsum), and the
+        frames of the utterances that have a path. The frame scores are the log-posteriors divided by the soft
+        state priors ^ train.viterbi.fullsum_prior_scale: the mean posterior of the batch's own frames, held
+        constant (`soft_log_priors`). Not by the alignment's priors, as alignment uses them: those lag a round
+        behind, log(p / prior) reaches -log prior for a rare state, and training drove every frame to rare states
+        (FSDD connected digits: -4.7 per frame, 97% of the frames' labels changed in a round). Without a prior
+        (scale 0) silence takes the part of CTC's blank (module docstring of phonerec.training.viterbi_ce)."""
         graphs = [self.graphs[name][e.utt] for e in examples]
-        loglik = loglik_of(log_probs, lengths, graphs, self.topo, self.transitions)
+        scale = self.vcfg.fullsum_prior_scale
+        if scale:
+            log_probs = log_probs - scale * soft_log_priors(log_probs.detach(), lengths)
+        loglik = fullsum_loglik(log_probs, lengths, graphs, self.topo, self.transitions)
         found = torch.isfinite(loglik)
         return -loglik[found].sum(), int(lengths.to(found.device)[found].sum())
 
@@ -164,13 +177,18 @@ class ViterbiTask:
         dev = self.sets["dev"]
         loss = correct = frames = 0.0
         refs, argmax_hyps, posteriors = {}, {}, []
-        for example, log_probs in self._posteriors(model, dev):
+        scored = list(self._posteriors(model, dev))
+        if self.vcfg.criterion == "fullsum":  # in batches as in training, each with its soft priors
+            aligned = [(e, lp) for e, lp in scored if e.utt in self.alignments["dev"]]
+            for start in range(0, len(aligned), self.tcfg.max_batch_utts):
+                chunk = aligned[start : start + self.tcfg.max_batch_utts]
+                lengths = torch.tensor([len(lp) for _, lp in chunk])
+                padded = torch.nn.utils.rnn.pad_sequence([lp for _, lp in chunk], batch_first=True)
+                loss += self._fullsum(padded, lengths, [e for e, _ in chunk], "dev")[0].item()
+        for example, log_probs in scored:
             ali = self.alignments["dev"].get(example.utt)
             if ali is not None:
-                if self.vcfg.criterion == "fullsum":  # the forward pass alone: no gradient, so no occupations
-                    one = (log_probs.unsqueeze(0), torch.tensor([len(ali)]), [example], "dev")
-                    loss += self._fullsum(*one, loglik_of=forward_loglik)[0].item()
-                else:
+                if self.vcfg.criterion == "ce":
                     loss += F.nll_loss(log_probs, ali, reduction="sum").item()
                 correct += (log_probs.argmax(-1) == ali).sum().item()
                 frames += len(ali)
