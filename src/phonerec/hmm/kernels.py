@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 STAY, NEXT, SKIP = 0, 1, 2
+# numba's own thread pool, not OpenMP's: an OpenMP worker spins between parallel regions, and on 2 cores shared
+# with torch that made a training epoch 10 times slower (FSDD connected digits: 237 s against 23 s).
+numba.config.THREADING_LAYER = "workqueue"
 
 
 @numba.njit(cache=True, parallel=True)
