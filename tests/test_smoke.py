@@ -287,3 +287,45 @@ def test_run_loso_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
         timeout=300,
     )
     assert result.returncode == 2 and "has 1 speaker(s); leaving one out needs at least 2" in result.stderr
+
+
+def test_run_criteria_tables_every_variant_and_seed(tmp_path):
+    exp = tmp_path / "exp"
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
+    short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "decode.decoders=[greedy,lm]", *ONE_POINT_GRIDS]
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short]
+
+    def run_criteria(*args):
+        return subprocess.run(
+            ["./run_criteria.sh", *args, *overrides],
+            cwd=REPO,
+            env=project_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    result = run_criteria("--variants", "ce fullsum_prior_learned")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_criteria("--variants", "fullsum_prior_learned", "--seeds", "1")  # adds a seed to the table
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = exp / "criteria"
+    assert (runs / "ce" / "seed0" / "ctc" / "best.pt").is_file()
+    assert not (runs / "fullsum_prior_learned" / "seed0" / "ctc").exists()  # the Viterbi model alone
+    config = (runs / "fullsum_prior_learned" / "seed1" / "viterbi" / "config.yaml").read_text()
+    assert "criterion: fullsum" in config and "transitions: learned" in config and "seed: 1" in config
+
+    table = (tmp_path / "RESULTS_criteria.md").read_text()
+    assert (tmp_path / "RESULTS_criteria.png").is_file()
+    pers = [
+        json.loads(
+            (runs / "fullsum_prior_learned" / f"seed{s}" / "viterbi" / "decode_test_lm" / "per.json").read_text()
+        )
+        for s in (0, 1)
+    ]
+    pers = [p["total"]["per"] for p in pers]
+    row = next(line for line in table.splitlines() if line.startswith("| fullsum_prior_learned |"))
+    cells = row.split(" | ")
+    assert cells[2] == "0 1" and cells[10] == f"{sum(pers) / 2:.2f} ({min(pers):.2f}-{max(pers):.2f})"
+    assert next(line for line in table.splitlines() if line.startswith("| ce | 0 |"))  # its CTC model's row
+    assert run_criteria("--variants", "mmi").returncode == 2
