@@ -70,14 +70,16 @@ def test_compiled_forward_backward_equals_torchs(dtype, seed):
             assert torch.allclose(ours, reference, **tolerance)
 
 
-def test_an_utterance_the_scaled_kernel_underflows_on_goes_to_the_log_space_one():
-    """A frame whose best node is one no path can reach yet, 800 nats above the rest: float64's exp underflows
-    for every reachable node, and the utterance is redone in log space, as torch's recursion computes it."""
+def test_nodes_far_below_the_frames_best_keep_their_share():
+    """A frame whose best node no path can reach yet, 800 nats above the rest, and a path that must pass through
+    nodes thousands of nats below the best of their frames: beyond float64's range as probabilities, exact in log
+    space, as torch's recursion computes it."""
     topo = Topology(num_phones=7)
     graphs = [build_graph([2, 3, 4], topo, optional_silence=False), build_graph([5, 6], topo)]
     lengths = torch.tensor([6, 6])
     log_probs = torch.randn(2, 6, topo.num_states, dtype=torch.float64) - 5
     log_probs[0, 0, 3] = 800.0  # state 3 (phone 4) is the graph's last node: unreachable at frame 0
+    log_probs[0, 1:4, 1] = 900.0  # the first phone's state scores best at frames 1-3, while the path must move on
     batch = pad_graphs(graphs, 1, "cpu")
     weights = graph_weights(batch, None, FLOOR, torch.float64)
     emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
@@ -88,3 +90,22 @@ def test_an_utterance_the_scaled_kernel_underflows_on_goes_to_the_log_space_one(
     assert torch.isfinite(fast_loglik).all()
     assert torch.allclose(fast_loglik, loglik, rtol=1e-12) and torch.allclose(fast_gamma, gamma, atol=1e-12)
     assert torch.allclose(fast_arcs, counts.arcs, atol=1e-12)
+
+
+def test_a_peaky_model_on_long_utterances():
+    """Posteriors as peaky as a trained model's, on utterances of hundreds of frames: the nodes of a frame span
+    thousands of nats, and the kernel still agrees with torch's recursion in float64."""
+    gen = torch.Generator().manual_seed(7)
+    topo = Topology(num_phones=20, states_per_phone=3)
+    graphs = [build_graph([int(p) for p in torch.randint(2, 20, (12,), generator=gen)], topo) for _ in range(4)]
+    lengths = torch.tensor([240, 180, 300, 120])
+    logits = 40 * torch.randn(4, 300, topo.num_states, generator=gen, dtype=torch.float64)
+    batch = pad_graphs(graphs, 3, "cpu")
+    weights = graph_weights(batch, None, FLOOR, torch.float64)
+    emissions = node_emissions(logits.log_softmax(-1), batch.states, batch.valid, FLOOR)
+    loglik, gamma, _ = forward_backward(emissions, lengths, weights, 3)
+    fast_loglik, fast_gamma, *_ = kernels.forward_backward(
+        emissions, lengths, weights, 3, batch.valid.sum(1), FLOOR, NO_PATH, False
+    )
+    assert torch.isfinite(loglik).all() and torch.allclose(fast_loglik, loglik, rtol=1e-12)
+    assert torch.allclose(fast_gamma, gamma, atol=1e-9)

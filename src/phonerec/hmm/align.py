@@ -96,6 +96,7 @@ class GraphBatch:
 
 
 def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
+    """The graphs as one padded batch, their masks computed for all of them at once."""
     sizes = torch.tensor([len(g.states) for g in graphs])
     batch, width = len(graphs), int(sizes.max())
     valid = torch.arange(width)[None, :] < sizes[:, None]
@@ -130,10 +131,7 @@ def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
         before = (sizes - n - 1).clamp(min=0)
         end[rows[trailing], before[trailing]] = True  # stop before the trailing silence
         beside_block[rows[trailing], before[trailing]] = True
-    masks = {"valid": valid, "skip_in": skip_in, "block_entry": block_entry, "start": start, "end": end}
-    return GraphBatch(
-        states.to(device), n=n, beside_block=beside_block.to(device), **{k: v.to(device) for k, v in masks.items()}
-    )
+    return GraphBatch(*(x.to(device) for x in (states, valid, skip_in, block_entry, start, end, beside_block)), n=n)
 
 
 class TransitionLogProbs(NamedTuple):
