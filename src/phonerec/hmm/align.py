@@ -258,22 +258,20 @@ def viterbi_align(
 
 
 def _align_nodes(log_probs, lengths, graphs, topo, transitions):
+    """best_paths, by the compiled kernel on the CPU (phonerec.hmm.kernels) and by torch elsewhere."""
     batch = pad_graphs(graphs, topo.states_per_phone, log_probs.device)
     log_transitions = None if transitions is None else transitions.log_probs()
+    lengths = lengths.to(log_probs.device)
     with torch.no_grad():
         weights = graph_weights(batch, log_transitions, NEG_INF, log_probs.dtype)
-        emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
-        nodes, loglik = _best_paths(emissions, lengths.to(log_probs.device), weights, batch)
+        if log_probs.device.type == "cpu":
+            from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
+
+            nodes, loglik = kernels.best_paths(log_probs, batch.states, lengths, weights, batch.n, batch.valid.sum(1))
+        else:
+            emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
+            nodes, loglik = best_paths(emissions, lengths, weights, batch.n)
     return nodes, loglik, batch
-
-
-def _best_paths(emissions, lengths, weights: ArcWeights, batch: GraphBatch):
-    """best_paths, by the compiled kernel on the CPU (phonerec.hmm.kernels) and by torch elsewhere."""
-    if emissions.device.type != "cpu":
-        return best_paths(emissions, lengths, weights, batch.n)
-    from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
-
-    return kernels.best_paths(emissions, lengths, weights, batch.n, batch.valid.sum(1))
 
 
 def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: GraphBatch) -> ArcWeights:

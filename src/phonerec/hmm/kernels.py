@@ -22,17 +22,19 @@ numba.config.THREADING_LAYER = "workqueue"
 
 
 @numba.njit(cache=True, parallel=True)
-def _viterbi(emissions, arcs, start, end, lengths, sizes, n):
-    batch, frames, _ = emissions.shape
+def _viterbi(log_probs, states, arcs, start, end, lengths, sizes, n):
+    """Node j's score at frame t is log_probs[b, t, states[b, j]], read in place (no (B, T, W) copy)."""
+    batch, frames, _ = log_probs.shape
     nodes = np.full((batch, frames), -1, dtype=np.int64)
-    scores = np.full(batch, -np.inf, dtype=emissions.dtype)
+    scores = np.full(batch, -np.inf, dtype=log_probs.dtype)
     for b in numba.prange(batch):
         length, size = lengths[b], sizes[b]
+        column = states[b]
         backptr = np.zeros((length, size), dtype=np.int8)
-        prev = np.empty(size, dtype=emissions.dtype)
-        cur = np.empty(size, dtype=emissions.dtype)
+        prev = np.empty(size, dtype=log_probs.dtype)
+        cur = np.empty(size, dtype=log_probs.dtype)
         for j in range(size):
-            prev[j] = emissions[b, 0, j] + start[b, j]
+            prev[j] = log_probs[b, 0, column[j]] + start[b, j]
         for t in range(1, length):
             for j in range(size):
                 best, code = prev[j] + arcs[STAY, b, j], STAY
@@ -44,7 +46,7 @@ def _viterbi(emissions, arcs, start, end, lengths, sizes, n):
                     score = prev[j - n - 1] + arcs[SKIP, b, j]
                     if score > best:
                         best, code = score, SKIP
-                cur[j] = best + emissions[b, t, j]
+                cur[j] = best + log_probs[b, t, column[j]]
                 backptr[t, j] = code
             prev, cur = cur, prev
         node, best = -1, -np.inf
@@ -145,14 +147,14 @@ def _threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
-def best_paths(emissions, lengths, weights, n: int, sizes: torch.Tensor):
-    """phonerec.hmm.align.best_paths on the CPU; `sizes` (B,) the node count of each graph."""
+def best_paths(log_probs, states, lengths, weights, n: int, sizes: torch.Tensor):
+    """phonerec.hmm.align.best_paths on the CPU, from the (B, T, S) frame scores and each node's state (B, W)
+    instead of the node emissions; `sizes` (B,) the node count of each graph."""
     _threads()
     nodes, scores = _viterbi(
-        _numpy(emissions),
-        _numpy(weights.arcs),
-        _numpy(weights.start),
-        _numpy(weights.end),
+        _numpy(log_probs),
+        _numpy(states),
+        *(_numpy(t) for t in (weights.arcs, weights.start, weights.end)),
         _numpy(lengths.long()),
         _numpy(sizes.long()),
         n,
