@@ -2,8 +2,9 @@
 
 They compute what the pure-torch recursions of phonerec.hmm.align.best_paths and phonerec.hmm.fullsum
 .forward_backward compute (those stay as the references the tests hold these to, and as the path on a GPU),
-from the same inputs: node emissions (B, T, W), arc weights (3, B, W) into each node (stay, next, skip over n
-nodes), start and end weights (B, W), log 0 where there is no arc. Torch's versions step all utterances and nodes
+from the same inputs: the arc weights (3, B, W) into each node (stay, next, skip over n nodes), start and end
+weights (B, W), log 0 where there is no arc, and the node emissions (B, T, W), which Viterbi reads in place from
+the frame scores (B, T, S) and each node's state. Torch's versions step all utterances and nodes
 at once, a dozen tensor operations and allocations per frame; here each utterance is one pass over its own frames
 and nodes, with one-byte back-pointers, utterances spread over numba's threads (as many as torch's:
 `torch.get_num_threads()`). The forward-backward stays in log space, as torch's does.
