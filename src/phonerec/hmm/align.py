@@ -277,8 +277,9 @@ def _align_nodes(log_probs, lengths, graphs, topo, transitions):
 def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: GraphBatch) -> ArcWeights:
     """How often each arc of a GraphBatch is taken by the node paths of `best_paths` (0 for an utterance without
     a path), in the shape of its ArcWeights: the hard version of the occupations that forward-backward gives."""
+    shape, device = batch.states.shape, nodes.device
     counts = ArcWeights(
-        torch.zeros((3, *batch.states.shape)), torch.zeros(batch.states.shape), torch.zeros(batch.states.shape)
+        torch.zeros((3, *shape), device=device), torch.zeros(shape, device=device), torch.zeros(shape, device=device)
     )
     found = nodes[:, 0] >= 0
     nodes, lengths = nodes[found], lengths.to(nodes.device)[found]
@@ -286,13 +287,13 @@ def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: GraphBatc
     if not len(rows):
         return counts
     counts.start[rows, nodes[:, 0]] = 1.0
-    counts.end[rows, nodes[torch.arange(len(rows)), lengths - 1]] = 1.0
+    counts.end[rows, nodes[torch.arange(len(rows), device=device), lengths - 1]] = 1.0
     step = nodes[:, 1:] - nodes[:, :-1]
     kind = torch.where(step == 0, STAY, torch.where(step == 1, NEXT, SKIP))
     active = torch.arange(1, nodes.shape[1], device=nodes.device)[None, :] < lengths[:, None]
     utt = rows[:, None].expand_as(kind)
     counts.arcs.index_put_(
-        (kind[active], utt[active], nodes[:, 1:][active]), torch.ones(int(active.sum())), accumulate=True
+        (kind[active], utt[active], nodes[:, 1:][active]), torch.ones(int(active.sum()), device=device), accumulate=True
     )
     return counts
 
