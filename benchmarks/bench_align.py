@@ -99,8 +99,12 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
         ("Viterbi kernel, compiled", compiled_viterbi),
         ("Viterbi kernel, torch", lambda: best_paths(*problems[NEG_INF], 1)),
         (
-            "forward-backward kernel, compiled",
+            "forward-backward kernel, compiled (scaled probabilities; log space where they fall short)",
             lambda: kernels.forward_backward(*problems[FLOOR], 1, sizes, FLOOR, NO_PATH, False),
+        ),
+        (
+            "forward-backward kernel, compiled, log space only",
+            lambda: kernels.log_space_forward_backward(*problems[FLOOR], 1, sizes, FLOOR, NO_PATH, False),
         ),
         ("forward-backward kernel, torch", lambda: forward_backward(*problems[FLOOR], 1)),
         (
@@ -110,6 +114,8 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
         ("full-sum log p + gradient, explicit backward (compiled)", explicit),
         ("full-sum log p + gradient, autograd (torch)", autograd),
     ]
+    *_, exact = kernels.scaled_forward_backward(*problems[FLOOR], 1, sizes, NO_PATH, False)
+    print(f"batch {batch}: the scaled kernel vouches for {int(exact.sum())} of {batch} utterances")
     rows, reference_seconds = [], None
     for name, fn in candidates:
         seconds = fastest(fn)

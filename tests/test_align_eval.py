@@ -3,17 +3,20 @@ forced-alignment segments from peaky log-probs."""
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from phonerec.hmm.align_eval import (
     Segment,
     align_labels,
     ctc_segments,
     evaluate_alignment,
+    frame_offset,
     frames_to_segments,
     read_ctm,
     write_ctm,
 )
 from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.recipe import frame_timing
 
 SHIFT = 0.01
 
@@ -127,6 +130,29 @@ def test_frames_to_segments():
     assert frames_to_segments([], 0.01) == []
     with pytest.raises(ValueError, match="frame_shift"):
         frames_to_segments(labels, 0.0)
+
+
+def test_boundaries_lie_between_the_windows_middles():
+    """25 ms windows every 10 ms: window t spans [10 t, 10 t + 25) ms, its middle at 10 t + 12.5, so the boundary
+    between frames t - 1 and t lies at 10 t + 7.5 ms; the first segment still starts at 0."""
+    offset = frame_offset(0.025, 0.010)
+    assert offset == pytest.approx(0.0075)
+    assert frame_offset(0.025, 0.010, snip_edges=False) == 0.0  # windows centred on 10 t + 5 ms
+    got = frames_to_segments(["sil", "sil", "sil", "a", "a", "b", "sil"], 0.01, offset)
+    assert [s.start for s in got] == pytest.approx([0.0, 0.0375, 0.0575, 0.0675])
+    assert [s.end for s in got] == pytest.approx([0.0375, 0.0575, 0.0675, 0.0775])
+    ctc = ctc_segments(peaky([0, 1, 1, 0, 2, 0, 0, 3]), [1, 2, 3], 0, SHIFT, ID2LABEL, offset)
+    assert [s.start for s in ctc] == pytest.approx([0.0, 0.0475, 0.0775])
+    with pytest.raises(ValueError, match="offset"):
+        frames_to_segments(["a"], 0.01, -0.001)
+
+
+def test_frame_timing_follows_the_feature_settings():
+    cfg = OmegaConf.create({"features": {"kaldi": {"frame_length": 25.0, "frame_shift": 10.0, "snip_edges": True}}})
+    assert frame_timing(cfg, 1) == pytest.approx((0.01, 0.0075))
+    assert frame_timing(cfg, 3) == pytest.approx((0.03, 0.0075))  # subsampled frame t starts at input frame 3 t
+    cfg.features.kaldi.snip_edges = False
+    assert frame_timing(cfg, 1) == pytest.approx((0.01, 0.0))
 
 
 def test_ctm_round_trip(tmp_path):

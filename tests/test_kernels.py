@@ -88,9 +88,43 @@ def test_nodes_far_below_the_frames_best_keep_their_share():
     fast_loglik, fast_gamma, fast_arcs, *_ = kernels.forward_backward(
         emissions, lengths, weights, 1, batch.valid.sum(1), FLOOR, NO_PATH, True
     )
+    *_, exact = kernels.scaled_forward_backward(emissions, lengths, weights, 1, batch.valid.sum(1), NO_PATH, True)
+    assert not exact[0]  # scaled probabilities lose this utterance's paths: it is redone in log space
     assert torch.isfinite(fast_loglik).all()
     assert torch.allclose(fast_loglik, loglik, rtol=1e-12) and torch.allclose(fast_gamma, gamma, atol=1e-12)
     assert torch.allclose(fast_arcs, counts.arcs, atol=1e-12)
+
+
+def test_the_scaled_kernel_vouches_for_what_a_trained_model_gives():
+    """Scores like a trained model's on its own transcripts (the right state 6-10 nats above the rest along a
+    segmentation): the scaled kernel needs no fallback and equals the log-space kernel to float64's precision."""
+    gen = torch.Generator().manual_seed(3)
+    topo = Topology(num_phones=30, states_per_phone=3)
+    graphs, lengths, rows = [], [], []
+    for _ in range(6):
+        phones = [int(p) for p in torch.randint(2, 30, (25,), generator=gen)]
+        graph = build_graph(phones, topo, optional_silence=False)
+        durations = 1 + torch.poisson(torch.full((len(graph.states),), 2.0), generator=gen).long()
+        states = torch.repeat_interleave(torch.tensor(graph.states), durations)
+        logits = torch.randn(len(states), topo.num_states, generator=gen, dtype=torch.float64)
+        logits[torch.arange(len(states)), states] += 6 + 4 * torch.rand(len(states), generator=gen, dtype=torch.float64)
+        graphs.append(graph)
+        lengths.append(len(states))
+        rows.append(logits.log_softmax(-1))
+    log_probs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    lengths = torch.tensor(lengths)
+    batch = pad_graphs(graphs, 3, "cpu")
+    transitions = Transitions(topo.num_states)
+    for log_transitions in (None, transitions.log_probs()):
+        weights = graph_weights(batch, log_transitions, FLOOR, torch.float64)
+        emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
+        sizes = batch.valid.sum(1)
+        *scaled, exact = kernels.scaled_forward_backward(emissions, lengths, weights, 3, sizes, NO_PATH, True)
+        log_space = kernels.log_space_forward_backward(emissions, lengths, weights, 3, sizes, FLOOR, NO_PATH, True)
+        assert exact.all()
+        assert torch.allclose(scaled[0], log_space[0], rtol=1e-12)
+        for ours, reference in zip(scaled[1:], log_space[1:], strict=True):
+            assert torch.allclose(ours, reference, atol=1e-10)
 
 
 def test_a_peaky_model_on_long_utterances():

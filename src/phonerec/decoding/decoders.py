@@ -34,8 +34,8 @@ from phonerec.hmm.align import Topology, align_utterances, build_graph
 from phonerec.hmm.align_eval import Segment, ctc_segments, state_segments
 from phonerec.hmm.transitions import Transitions
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.recipe import frame_shift, read_id2phone, read_topology, scoring_fold
-from phonerec.pipeline.stage_keys import PHONE_SCORING, StageKeys
+from phonerec.pipeline.recipe import frame_timing, read_id2phone, read_topology, scoring_fold
+from phonerec.pipeline.stage_keys import FRAME_TIMING, PHONE_SCORING, StageKeys
 from phonerec.scoring.error_rate import score, word_error_rates
 from phonerec.training.ctc import ctc_min_frames
 
@@ -161,7 +161,7 @@ class WordDecoder(Decoder):
 class CTCGreedy(PhoneDecoder):
     name, kind, title = "greedy", "ctc", "CTC best path"
     tuned, uses_lm = False, False
-    keys = StageKeys(hashed=("features.kaldi.frame_shift",))
+    keys = StageKeys(hashed=FRAME_TIMING)
 
     def decode(self, point, examples, posteriors) -> Hyps:
         return {
@@ -171,9 +171,9 @@ class CTCGreedy(PhoneDecoder):
 
     def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
         """torchaudio's CTC forced alignment (utterances too short for their labels are left out)."""
-        shift = frame_shift(self.cfg, self.checkpoint["model_args"]["subsample"])
+        shift, offset = frame_timing(self.cfg, self.checkpoint["model_args"]["subsample"])
         return {
-            e.utt: ctc_segments(lp, e.phones, 0, shift, self.id2phone)
+            e.utt: ctc_segments(lp, e.phones, 0, shift, self.id2phone, offset)
             for e, lp in zip(examples, posteriors, strict=True)
             if len(lp) >= ctc_min_frames(e.phones)
         }
@@ -183,7 +183,12 @@ class FrameArgmax(PhoneDecoder):
     name, kind, title = "greedy", "viterbi", "frame argmax, repeats merged"
     tuned, uses_lm, word_ends = False, False, True
     keys = StageKeys(
-        hashed=("hmm.states_per_phone", "hmm.optional_silence", "decode.prior_scale", "features.kaldi.frame_shift")
+        hashed=(
+            "hmm.states_per_phone",
+            "hmm.optional_silence",
+            "decode.prior_scale",
+            *FRAME_TIMING,
+        )
     )
 
     def decode(self, point, examples, posteriors) -> Hyps:
@@ -196,7 +201,7 @@ class FrameArgmax(PhoneDecoder):
     def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
         """Viterbi through each utterance's graph on scaled likelihoods (the priors of the model's last
         alignment), in the batches of the forward pass (utterances with no path are left out)."""
-        shift = frame_shift(self.cfg, self.checkpoint["model_args"]["subsample"])
+        shift, offset = frame_timing(self.cfg, self.checkpoint["model_args"]["subsample"])
         priors = self.checkpoint["task"].get("log_priors")
         segments = {}
         lengths = [e.feats.shape[0] for e in examples]
@@ -210,7 +215,7 @@ class FrameArgmax(PhoneDecoder):
             )
             for i, (states, _) in zip(batch, found, strict=True):
                 if states is not None:
-                    segments[examples[i].utt] = state_segments(states.tolist(), self.topo, self.id2phone, shift)
+                    segments[examples[i].utt] = state_segments(states.tolist(), self.topo, self.id2phone, shift, offset)
         return segments
 
 

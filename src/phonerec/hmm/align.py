@@ -18,6 +18,7 @@ last state, so it pays that state's forward weight too, as an HMM's exit.
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 NEG_INF = float("-inf")
@@ -96,42 +97,47 @@ class GraphBatch:
 
 
 def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
-    """The graphs as one padded batch, their masks computed for all of them at once."""
-    sizes = torch.tensor([len(g.states) for g in graphs])
+    """The graphs as one padded batch, their masks computed for all of them at once (in numpy: a batch of one
+    graph is a few dozen small operations, each a microsecond in numpy and several in torch)."""
+    sizes = np.array([len(g.states) for g in graphs])
     batch, width = len(graphs), int(sizes.max())
-    valid = torch.arange(width)[None, :] < sizes[:, None]
-    states = torch.zeros(batch, width, dtype=torch.long)
-    states[valid] = torch.tensor([s for g in graphs for s in g.states], dtype=torch.long)
-    optional = torch.zeros(batch, width, dtype=torch.bool)
-    optional[valid] = torch.tensor([o for g in graphs for o in g.optional], dtype=torch.bool)
-    skip_between_equal = torch.tensor([g.skip_between_equal for g in graphs])
+    valid = np.arange(width)[None, :] < sizes[:, None]
+    states = np.zeros((batch, width), dtype=np.int64)
+    states[valid] = np.fromiter((s for g in graphs for s in g.states), dtype=np.int64, count=int(sizes.sum()))
+    optional = np.zeros((batch, width), dtype=bool)
+    optional[valid] = np.fromiter((o for g in graphs for o in g.optional), dtype=bool, count=int(sizes.sum()))
+    skip_between_equal = np.array([g.skip_between_equal for g in graphs])
 
-    def shifted(x: torch.Tensor, by: int, fill=False) -> torch.Tensor:
+    def shifted(x: np.ndarray, by: int, fill=False) -> np.ndarray:
         """x[:, j - by] at column j (fill where j < by)."""
-        return torch.cat([torch.full((batch, by), fill, dtype=x.dtype), x[:, : max(width - by, 0)]], dim=1)[:, :width]
+        out = np.full_like(x, fill)
+        out[:, by:] = x[:, : max(width - by, 0)]
+        return out
 
     # The number of optional nodes among j - n .. j - 1, from a running count.
-    count = torch.cat([torch.zeros(batch, 1, dtype=torch.long), optional.long().cumsum(1)], dim=1)
+    count = np.zeros((batch, width + 1), dtype=np.int64)
+    np.cumsum(optional, axis=1, out=count[:, 1:])
     optional_before = count[:, :width] - shifted(count[:, :width], n, 0)
     block_entry = optional & ~shifted(optional, 1)
     # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
     jumps = valid & (optional_before == n) & shifted(valid & ~optional, n + 1)
     skip_in = jumps & (skip_between_equal[:, None] | (states != shifted(states, n + 1, -1)))
-    rows = torch.arange(batch)
-    start = torch.zeros(batch, width, dtype=torch.bool)
+    rows = np.arange(batch)
+    start = np.zeros((batch, width), dtype=bool)
     start[:, 0] = True
-    end = torch.zeros(batch, width, dtype=torch.bool)
+    end = np.zeros((batch, width), dtype=bool)
     end[rows, sizes - 1] = True
-    beside_block = torch.zeros(batch, width, dtype=torch.bool)
+    beside_block = np.zeros((batch, width), dtype=bool)
     if width > n:
         leading = (sizes > n) & (count[:, n] == n)  # begin after the leading silence
         start[:, n] |= leading
         beside_block[:, n] |= leading
-        trailing = (sizes > n) & (count[rows, sizes] - count[rows, (sizes - n).clamp(min=0)] == n)
-        before = (sizes - n - 1).clamp(min=0)
+        trailing = (sizes > n) & (count[rows, sizes] - count[rows, np.maximum(sizes - n, 0)] == n)
+        before = np.maximum(sizes - n - 1, 0)
         end[rows[trailing], before[trailing]] = True  # stop before the trailing silence
         beside_block[rows[trailing], before[trailing]] = True
-    return GraphBatch(*(x.to(device) for x in (states, valid, skip_in, block_entry, start, end, beside_block)), n=n)
+    masks = (states, valid, skip_in, block_entry, start, end, beside_block)
+    return GraphBatch(*(torch.from_numpy(x).to(device) for x in masks), n=n)
 
 
 class TransitionLogProbs(NamedTuple):

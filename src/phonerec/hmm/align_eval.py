@@ -2,12 +2,15 @@
 
 Conventions:
 
-- Times are in seconds. A segment spans [start, end). Frame t covers [t * shift, (t + 1) * shift), so a
-  boundary between frames t - 1 and t lies at t * frame_shift, as in the CTM files Kaldi writes from frame
-  alignments (`frames_to_segments`).
+- Times are in seconds. A segment spans [start, end). Frame t stands for the frame shift around the middle of
+  its analysis window: with Kaldi's framing (snip-edges) that window spans [t * shift, t * shift + length), so a
+  boundary between frames t - 1 and t lies halfway between their windows' middles, at
+  t * shift + (length - shift) / 2 (`frame_offset`: 7.5 ms for 25 ms windows every 10 ms), the first segment
+  starting at 0 (`frames_to_segments`). Kaldi's CTMs put that boundary at t * shift, the start of frame t's
+  window: 7.5 ms early.
 - CTC alignments (`ctc_segments`): a token's segment starts at the first frame the forced alignment gives it;
   the blank frames that follow a token belong to it, so its segment ends where the next token starts (the last
-  one at T * shift), and blank frames before the first token belong to the first token (it starts at 0).
+  one at the end of the last frame), and blank frames before the first token belong to the first token (it starts at 0).
   A CTC boundary is thus the frame where the next token's spike begins.
 - Merged labels: consecutive segments with the same label are merged into one, in the reference and in the
   hypothesis alike, before anything is compared (a frame labelling cannot show a boundary between two equal
@@ -115,26 +118,36 @@ def read_ctm(path: str | os.PathLike) -> dict[str, list[Segment]]:
 # --- segments from alignments -------------------------------------------------------------------------------
 
 
-def frames_to_segments(labels: Sequence[str], frame_shift: float) -> list[Segment]:
+def frame_offset(frame_length: float, frame_shift: float, snip_edges: bool = True) -> float:
+    """Seconds from t * frame_shift to the boundary between frames t - 1 and t: halfway between the middles of
+    their windows, (length - shift) / 2 with Kaldi's snip-edges framing (window t starts at t * shift), 0 without
+    it (window t is centred on t * shift + shift / 2)."""
+    return (frame_length - frame_shift) / 2 if snip_edges else 0.0
+
+
+def frames_to_segments(labels: Sequence[str], frame_shift: float, offset: float = 0.0) -> list[Segment]:
     """Runs of identical consecutive frame labels as segments: a run of frames t0 .. t1 - 1 spans
-    [t0 * frame_shift, t1 * frame_shift) (the boundary between frames t - 1 and t at t * frame_shift)."""
+    [t0 * frame_shift + offset, t1 * frame_shift + offset), the first run from 0 (`frame_offset`)."""
     if frame_shift <= 0:
         raise ValueError(f"frame_shift must be > 0, got {frame_shift}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     segments = []
     t0 = 0
     for t in range(1, len(labels) + 1):
         if t == len(labels) or labels[t] != labels[t0]:
-            segments.append(Segment(t0 * frame_shift, t * frame_shift, labels[t0]))
+            start = t0 * frame_shift + offset if t0 else 0.0
+            segments.append(Segment(start, t * frame_shift + offset, labels[t0]))
             t0 = t
     return segments
 
 
 def state_segments(
-    states: Sequence[int], topo: Topology, id2phone: Mapping[int, str], frame_shift: float
+    states: Sequence[int], topo: Topology, id2phone: Mapping[int, str], frame_shift: float, offset: float = 0.0
 ) -> list[Segment]:
-    """The phone segments of an alignment of HMM states (one state per frame)."""
+    """The phone segments of an alignment of HMM states (one state per frame), timed as frames_to_segments."""
     state_to_phone = topo.state_to_phone()
-    return frames_to_segments([id2phone[state_to_phone[s]] for s in states], frame_shift)
+    return frames_to_segments([id2phone[state_to_phone[s]] for s in states], frame_shift, offset)
 
 
 def ctc_segments(
@@ -143,11 +156,13 @@ def ctc_segments(
     blank: int,
     frame_shift: float,
     id2label: Mapping[int, str],
+    offset: float = 0.0,
 ) -> list[Segment]:
     """Segments of `targets` from CTC forced alignment (torchaudio's forced_align and merge_tokens) over
     `log_probs` (T, V), log-softmax outputs. Token k's segment starts at the first frame of its spike and ends
-    where token k + 1's starts (the last at T * frame_shift): blank frames after a token belong to it. Blank
-    frames before the first token belong to the first token, which starts at 0. Raises ValueError when the
+    where token k + 1's starts (the last at T * frame_shift + offset, boundaries timed as frames_to_segments):
+    blank frames after a token belong to it. Blank frames before the first token belong to the first token,
+    which starts at 0. Raises ValueError when the
     targets are empty, hold the blank or an id outside the outputs, or T is too short for them (CTC needs one
     frame per token plus one blank between each pair of repeated tokens)."""
     if frame_shift <= 0:
@@ -177,7 +192,7 @@ def ctc_segments(
     starts = [0] + [span.start for span in spans[1:]]
     ends = starts[1:] + [num_frames]
     return [
-        Segment(s * frame_shift, e * frame_shift, id2label[token])
+        Segment(s * frame_shift + offset if s else 0.0, e * frame_shift + offset, id2label[token])
         for s, e, token in zip(starts, ends, targets, strict=True)
     ]
 

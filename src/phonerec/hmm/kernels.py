@@ -7,7 +7,17 @@ weights (B, W), log 0 where there is no arc, and the node emissions (B, T, W), w
 the frame scores (B, T, S) and each node's state. Torch's versions step all utterances and nodes
 at once, a dozen tensor operations and allocations per frame; here each utterance is one pass over its own frames
 and nodes, with one-byte back-pointers, utterances spread over numba's threads (as many as torch's:
-`torch.get_num_threads()`). The forward-backward stays in log space, as torch's does.
+`torch.get_num_threads()`).
+
+The forward-backward runs on probabilities scaled per frame (Rabiner's scaling: each frame's forward and backward
+vectors normalised to sum 1, the emissions divided by their frame's best), a few multiply-adds per arc where log
+space needs an exp and a log. Scaled probabilities lose a path whose share of its frame falls below float64's
+smallest normal number, and a lost path can matter later (a trained model's scores of one frame span thousands of
+nats). So the kernel bounds what it may have lost: a product that underflows loses less than 2.2e-308, and a
+share lost at one frame grows at most by (the largest weight sum out of a node) / (the frame's normaliser) at each
+frame after it. Where the bound, relative to the sums the results are made of, exceeds 1e-15, the utterance is
+redone by the log-space kernel (`_forward_backward`), which is exact at any range, and so is one without a path.
+Both give the same numbers to float64's precision; the scaled one is the fast path.
 """
 
 import math
@@ -76,9 +86,8 @@ def _logaddexp(a, b):
 @numba.njit(cache=True, parallel=True)
 def _forward_backward(emissions, arcs, start, end, lengths, sizes, n, floor, no_path, want_counts):
     """The log-space recursions of phonerec.hmm.fullsum, an arc left out of each sum where its weight is the floor
-    (the jump over an optional block exists into few nodes). In log space, not scaled probabilities: with a trained
-    model the nodes of one frame span more than float64's 700 nats, and per-frame scaling then loses the paths that
-    matter (the TIMIT sample: log-likelihoods 0.5 off, occupations wrong)."""
+    (the jump over an optional block exists into few nodes): exact at any range of scores, the fallback of the
+    scaled kernel."""
     batch, frames, width = emissions.shape
     dtype = emissions.dtype
     logliks = np.full(batch, -np.inf, dtype=dtype)
@@ -140,6 +149,175 @@ def _forward_backward(emissions, arcs, start, end, lengths, sizes, n, floor, no_
     return logliks, gamma, arc_counts, start_counts, end_counts
 
 
+_TINY = 2.2250738585072014e-308  # float64's smallest normal number: below it a scaled value loses its precision
+_EXACT = math.log(1e-15)  # a lost share (relative) at most this large leaves a result exact to float64's precision
+_SMALLEST_WEIGHT = -700.0  # log-weights below this underflow as probabilities: such an utterance goes to log space
+
+
+@numba.njit(cache=True, inline="always")
+def _log_add(a, b):
+    if a < b:
+        a, b = b, a
+    return a if b == -np.inf else a + math.log1p(math.exp(b - a))
+
+
+@numba.njit(cache=True, parallel=True)
+def _forward_backward_scaled(probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts):
+    """`_forward_backward` on scaled probabilities: probs (B, T, W) = exp(emission - shift), shift (B, T) each
+    frame's best emission; arcs, start, end the log-weights. Returns its results and `exact` (B,): False where the
+    bound on what underflow may have lost says the utterance must be redone in log space (its other results are
+    then zero). An utterance without a path is one of those: the log-space kernel tells it apart.
+
+    The bound: each product below _TINY loses at most _TINY, so a frame's sums lose at most 4 x nodes x _TINY of
+    what its normaliser divides; a share lost earlier grows at most by (the largest weight sum out of a node, into
+    one for the backward pass) / (the frame's normaliser)."""
+    batch, frames, width = probs.shape
+    logliks = np.full(batch, -np.inf)
+    exact = np.ones(batch, dtype=np.bool_)
+    gamma = np.zeros((batch, frames, width))
+    arc_counts = np.zeros((3, batch, width))
+    start_counts = np.zeros((batch, width))
+    end_counts = np.zeros((batch, width))
+    for b in numba.prange(batch):
+        length, size = lengths[b], sizes[b]
+        if length < 1 or size < 1:
+            exact[b] = False
+            continue
+        weight = np.zeros((3, size))
+        start_p = np.zeros(size)
+        end_p = np.zeros(size)
+        tiny_weight = False
+        for j in range(size):
+            for k in range(3):
+                if arcs[k, b, j] > no_path and (k != NEXT or j >= 1) and (k != SKIP or j >= n + 1):
+                    weight[k, j] = math.exp(arcs[k, b, j])
+                    tiny_weight = tiny_weight or arcs[k, b, j] < _SMALLEST_WEIGHT
+            if start[b, j] > no_path:
+                start_p[j] = math.exp(start[b, j])
+                tiny_weight = tiny_weight or start[b, j] < _SMALLEST_WEIGHT
+            if end[b, j] > no_path:
+                end_p[j] = math.exp(end[b, j])
+                tiny_weight = tiny_weight or end[b, j] < _SMALLEST_WEIGHT
+        if tiny_weight:
+            exact[b] = False
+            continue
+        largest_out, largest_in, largest_end = 0.0, 0.0, 0.0
+        for j in range(size):
+            out = weight[STAY, j]
+            if j + 1 < size:
+                out += weight[NEXT, j + 1]
+            if j + n + 1 < size:
+                out += weight[SKIP, j + n + 1]
+            largest_out = max(largest_out, out)
+            largest_in = max(largest_in, weight[STAY, j] + weight[NEXT, j] + weight[SKIP, j])
+            largest_end = max(largest_end, end_p[j])
+        log_out, log_in = math.log(max(largest_out, _TINY)), math.log(max(largest_in, _TINY))
+        new_loss = math.log(4.0 * size * _TINY)
+
+        # Forward: alpha[t] sums to 1, loglik gathers the normalisers, lost bounds the share underflow dropped.
+        alpha = np.zeros((length, size))
+        loglik, lost, failed = 0.0, -np.inf, False
+        for t in range(length):
+            total = 0.0
+            for j in range(size):
+                if t == 0:
+                    value = start_p[j]
+                else:
+                    value = alpha[t - 1, j] * weight[STAY, j]
+                    if j >= 1:
+                        value += alpha[t - 1, j - 1] * weight[NEXT, j]
+                    if j >= n + 1:
+                        value += alpha[t - 1, j - n - 1] * weight[SKIP, j]
+                value *= probs[b, t, j]
+                alpha[t, j] = value
+                total += value
+            if not total > 1e-290:
+                failed = True
+                break
+            log_total = math.log(total)
+            lost = _log_add(lost + log_out if t > 0 else -np.inf, new_loss) - log_total
+            scale = 1.0 / total
+            for j in range(size):
+                alpha[t, j] *= scale
+            loglik += log_total + shift[b, t]
+        final = 0.0
+        if not failed:
+            for j in range(size):
+                final += alpha[length - 1, j] * end_p[j]
+            failed = not final > 1e-290 or _log_add(lost + math.log(largest_end), new_loss) - math.log(final) > _EXACT
+        if failed:
+            exact[b] = False
+            continue
+        loglik += math.log(final)
+        forward_lost = lost  # it never shrinks from frame to frame: it bounds every frame's
+
+        # Backward: beta sums to 1; gamma and the arc counts are normalised per frame (each sums to 1 exactly).
+        beta = np.zeros(size)
+        ahead = np.zeros(size)  # e_{t+1}(j) beta_{t+1}(j)
+        total = 0.0
+        for j in range(size):
+            beta[j] = end_p[j]
+            total += beta[j]
+        lost = new_loss - math.log(total)
+        for j in range(size):
+            beta[j] /= total
+        normaliser = total  # d_t: the sum beta_t had before it was normalised
+        for t in range(length - 1, -1, -1):
+            if t < length - 1:
+                for j in range(size):
+                    ahead[j] = probs[b, t + 1, j] * beta[j]
+                total = 0.0
+                for i in range(size):
+                    value = ahead[i] * weight[STAY, i]
+                    if i + 1 < size:
+                        value += ahead[i + 1] * weight[NEXT, i + 1]
+                    if i + n + 1 < size:
+                        value += ahead[i + n + 1] * weight[SKIP, i + n + 1]
+                    beta[i] = value
+                    total += value
+                if not total > 1e-290:
+                    failed = True
+                    break
+                normaliser = total
+                lost = _log_add(lost + log_in, new_loss) - math.log(total)
+                scale = 1.0 / total
+                for i in range(size):
+                    beta[i] *= scale
+            overlap = 0.0  # g_t = sum_j alpha_t(j) beta_t(j)
+            for j in range(size):
+                overlap += alpha[t, j] * beta[j]
+            if not overlap > 1e-290 or _log_add(forward_lost, lost) - math.log(overlap) > _EXACT:
+                failed = True
+                break
+            scale = 1.0 / overlap
+            for j in range(size):
+                gamma[b, t, j] = alpha[t, j] * beta[j] * scale
+            if want_counts and t < length - 1:
+                # xi_t(i -> j) = alpha_t(i) w(i -> j) e_{t+1}(j) beta_{t+1}(j) / (d_t g_t): summed over the arcs,
+                # sum_i alpha_t(i) d_t beta_t(i) = d_t g_t
+                scale = 1.0 / (normaliser * overlap)
+                for j in range(size):
+                    into = ahead[j] * scale
+                    arc_counts[STAY, b, j] += alpha[t, j] * weight[STAY, j] * into
+                    if j >= 1:
+                        arc_counts[NEXT, b, j] += alpha[t, j - 1] * weight[NEXT, j] * into
+                    if j >= n + 1:
+                        arc_counts[SKIP, b, j] += alpha[t, j - n - 1] * weight[SKIP, j] * into
+        if failed:
+            exact[b] = False
+            gamma[b] = 0.0
+            arc_counts[:, b] = 0.0
+            continue
+        logliks[b] = loglik
+        if want_counts:
+            for j in range(size):
+                if start_p[j] > 0.0:
+                    start_counts[b, j] = gamma[b, 0, j]
+                if end_p[j] > 0.0:
+                    end_counts[b, j] = gamma[b, length - 1, j]
+    return logliks, gamma, arc_counts, start_counts, end_counts, exact
+
+
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().numpy())
 
@@ -167,7 +345,55 @@ def forward_backward(
     emissions, lengths, weights, n: int, sizes: torch.Tensor, floor: float, no_path: float, counts: bool
 ):
     """phonerec.hmm.fullsum.forward_backward on the CPU: (log-likelihoods, -inf where there is no path; node
-    occupations; the arcs', starts' and ends' expected counts, zero unless `counts`)."""
+    occupations; the arcs', starts' and ends' expected counts, zero unless `counts`), in emissions' dtype. By the
+    scaled kernel; the utterances it cannot vouch for by the log-space one."""
+    found = scaled_forward_backward(emissions, lengths, weights, n, sizes, no_path, counts)
+    *results, exact = found
+    results = [r.to(emissions.dtype) for r in results]
+    redo = torch.nonzero(~exact).flatten()
+    if len(redo):
+        redone = log_space_forward_backward(
+            emissions[redo],
+            lengths[redo],
+            type(weights)(weights.arcs[:, redo], weights.start[redo], weights.end[redo]),
+            n,
+            sizes[redo],
+            floor,
+            no_path,
+            counts,
+        )
+        results[0][redo] = redone[0]
+        results[1][redo] = redone[1]
+        results[2][:, redo] = redone[2]
+        results[3][redo] = redone[3]
+        results[4][redo] = redone[4]
+    return tuple(results)
+
+
+def scaled_forward_backward(emissions, lengths, weights, n: int, sizes: torch.Tensor, no_path: float, counts: bool):
+    """The scaled kernel alone, in float64: forward_backward's results and `exact` (B,) (False: redo in log
+    space)."""
+    _threads()
+    emissions = emissions.detach().double()
+    shift = emissions.max(dim=2).values.clamp(min=no_path)  # each frame's best node
+    probs = (emissions - shift.unsqueeze(2)).exp()
+    found = _forward_backward_scaled(
+        _numpy(probs),
+        _numpy(shift),
+        *(_numpy(t.double()) for t in (weights.arcs, weights.start, weights.end)),
+        _numpy(lengths.long()),
+        _numpy(sizes.long()),
+        n,
+        no_path,
+        counts,
+    )
+    return tuple(torch.from_numpy(a) for a in found)
+
+
+def log_space_forward_backward(
+    emissions, lengths, weights, n: int, sizes: torch.Tensor, floor: float, no_path: float, counts: bool
+):
+    """The log-space kernel alone: exact at any range, and slower."""
     _threads()
     found = _forward_backward(
         *(_numpy(t) for t in (emissions, weights.arcs, weights.start, weights.end)),

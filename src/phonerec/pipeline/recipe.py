@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from phonerec.data.data_dir import DATA_FILES, read_table
 from phonerec.data.lang import LANG_FILES, read_phones
 from phonerec.hmm.align import Topology
+from phonerec.hmm.align_eval import frame_offset
 from phonerec.pipeline.config import repo_path
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import contents_sha256
@@ -30,6 +31,15 @@ def lang_dir_digest(lang_dir: Path) -> dict:
 def frame_shift(cfg: DictConfig, subsample: int) -> float:
     """Seconds between model output frames (features.kaldi.frame_shift, the model's subsampling)."""
     return cfg.features.kaldi.frame_shift / 1000 * subsample
+
+
+def frame_timing(cfg: DictConfig, subsample: int) -> tuple[float, float]:
+    """(frame shift, boundary offset) of the model's output frames in seconds, for align_eval's segments: the
+    offset from features.kaldi's frame_length, frame_shift and snip_edges (stage_keys.FRAME_TIMING). A
+    subsampled frame t starts at input frame subsample * t, so the offset is the input frames'."""
+    kaldi = cfg.features.kaldi
+    offset = frame_offset(kaldi.frame_length / 1000, kaldi.frame_shift / 1000, kaldi.snip_edges)
+    return frame_shift(cfg, subsample), offset
 
 
 def read_id2phone(lang_dir: Path) -> dict[int, str]:

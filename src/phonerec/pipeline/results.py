@@ -117,7 +117,8 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
             "",
             "## Alignment accuracy against the hand-labelled phone boundaries",
             "",
-            "Inner boundaries only; a boundary between frames t-1 and t lies at t x frame shift.",
+            "Inner boundaries only; a boundary between frames t-1 and t lies halfway between their windows' middles, "
+            "at t x frame shift + (frame length - frame shift) / 2.",
             "",
             "| alignment | set | boundaries | within 10 ms % | within 20 ms % | within 50 ms % | "
             "mean error ms | frame agreement % |",

@@ -52,6 +52,8 @@ class StageKeys:
 # How a PER is scored (the fold to the scoring phones, the phones left out): by stage 5, by the tuned decoders on
 # dev, and by training's validation, which picks best.pt.
 PHONE_SCORING = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
+# Where a frame lies in time (recipe.frame_timing): the times of alignments and their accuracy.
+FRAME_TIMING = ("features.kaldi.frame_shift", "features.kaldi.frame_length", "features.kaldi.snip_edges")
 _FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
 
 # Stage 0: the corpus and where a download goes; the lang dir's HMM states.
@@ -79,7 +81,7 @@ _TRAINING = (
     )
     | PHONE_SCORING
 )
-TRAIN_VITERBI = _TRAINING | StageKeys(hashed=("train.viterbi", "hmm", "features.kaldi.frame_shift"))
+TRAIN_VITERBI = _TRAINING | StageKeys(hashed=("train.viterbi", "hmm", *FRAME_TIMING))
 TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
 # Stage 4: the phone (and word) LMs, then each decoder (whose own keys are added to DECODE).
 LM = StageKeys(hashed=("decode.lm_order",), unhashed=("decode.decoders",))  # (whether words is in it is hashed)

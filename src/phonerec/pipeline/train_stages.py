@@ -21,7 +21,7 @@ from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import (
     dev_per_scorer,
     feature_dir_digest,
-    frame_shift,
+    frame_timing,
     lang_dir_digest,
     read_id2phone,
     read_topology,
@@ -79,7 +79,7 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
             dev_per_scorer(cfg),
             cfg.hmm.optional_silence,
             reference,
-            frame_shift(cfg, model_args["subsample"]),
+            frame_timing(cfg, model_args["subsample"]),
             _transitions(cfg.hmm, topo),
             train_transitions=cfg.hmm.transitions == "learned",
         )

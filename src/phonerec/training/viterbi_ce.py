@@ -77,7 +77,7 @@ class ViterbiTask:
         dev_per,
         optional_silence: bool = True,
         reference: dict[str, dict] | None = None,
-        frame_shift: float = 0.01,
+        frame_timing: tuple[float, float] = (0.01, 0.0),
         transitions: Transitions | None = None,
         train_transitions: bool = False,
     ):
@@ -90,7 +90,8 @@ class ViterbiTask:
             name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
             for name, examples in self.sets.items()
         }
-        self.reference, self.frame_shift = reference or {}, frame_shift
+        self.reference = reference or {}
+        self.frame_shift, self.frame_offset = frame_timing  # align_eval's segment timing
         self.alignments: dict[str, dict[str, torch.Tensor]] = {}
         self.round = 0
         self.log_priors: torch.Tensor | None = None
@@ -325,7 +326,7 @@ class ViterbiTask:
         results = {}
         for name, reference in self.reference.items():
             hyp = {
-                utt: state_segments(ali.tolist(), self.topo, self.id2phone, self.frame_shift)
+                utt: state_segments(ali.tolist(), self.topo, self.id2phone, self.frame_shift, self.frame_offset)
                 for utt, ali in self.alignments[name].items()
             }
             results[name] = evaluate_alignment(reference, hyp, self.frame_shift)
