@@ -13,9 +13,9 @@ The forward-backward runs on probabilities scaled per frame (Rabiner's scaling: 
 vectors normalised to sum 1, the emissions divided by their frame's best), a few multiply-adds per arc where log
 space needs an exp and a log. Scaled probabilities lose a path whose share of its frame falls below float64's
 smallest normal number, and a lost path can matter later (a trained model's scores of one frame span thousands of
-nats). So the kernel bounds what it may have lost: a product that underflows loses less than 2.2e-308, and a
-share lost at one frame grows at most by (the largest weight sum out of a node) / (the frame's normaliser) at each
-frame after it. Where the bound, relative to the sums the results are made of, exceeds 1e-15, the utterance is
+nats). So the kernel bounds what it may have lost: a product that underflows loses less than 2.2e-308, and what
+a node lost at one frame weighs later as much as a path through that node would, which a second recursion on
+the same arcs follows. Where the bound exceeds 1e-15 of the sums the results are made of, the utterance is
 redone by the log-space kernel (`_forward_backward`), which is exact at any range, and so is one without a path.
 Both give the same numbers to float64's precision; the scaled one is the fast path.
 """
@@ -150,28 +150,24 @@ def _forward_backward(emissions, arcs, start, end, lengths, sizes, n, floor, no_
 
 
 _TINY = 2.2250738585072014e-308  # float64's smallest normal number: below it a scaled value loses its precision
-_EXACT = math.log(1e-15)  # a lost share (relative) at most this large leaves a result exact to float64's precision
+_BIG = 1.0e300  # the bounds on lost shares are kept multiplied by this, so that the smallest loss is a normal number
+_LOSS = 4.0 * _TINY * _BIG  # what underflow may take from one node's sum in a frame: 4 products of < _TINY each
+_EXACT = 1.0e-15 * _BIG  # a lost share at most 1e-15 of what a result is made of leaves it exact to float64's
 _SMALLEST_WEIGHT = -700.0  # log-weights below this underflow as probabilities: such an utterance goes to log space
 
 
-@numba.njit(cache=True, inline="always")
-def _log_add(a, b):
-    if a < b:
-        a, b = b, a
-    return a if b == -np.inf else a + math.log1p(math.exp(b - a))
-
-
 @numba.njit(cache=True, parallel=True)
-def _forward_backward_scaled(probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts):
-    """`_forward_backward` on scaled probabilities: probs (B, T, W) = exp(emission - shift), shift (B, T) each
-    frame's best emission; arcs, start, end the log-weights. Returns its results and `exact` (B,): False where the
+def _forward_backward_scaled(emissions, arcs, start, end, lengths, sizes, n, no_path, want_counts):
+    """`_forward_backward` on scaled probabilities: each utterance's node emissions as exp(emission - its frame's
+    best); arcs, start, end the log-weights. Returns its results and `exact` (B,): False where the
     bound on what underflow may have lost says the utterance must be redone in log space (its other results are
     then zero). An utterance without a path is one of those: the log-space kernel tells it apart.
 
-    The bound: each product below _TINY loses at most _TINY, so a frame's sums lose at most 4 x nodes x _TINY of
-    what its normaliser divides; a share lost earlier grows at most by (the largest weight sum out of a node, into
-    one for the backward pass) / (the frame's normaliser)."""
-    batch, frames, width = probs.shape
+    The bound is a second recursion beside each of alpha and beta, on the same arcs and emissions: every node a
+    path can reach (tracked exactly, as booleans) takes in _LOSS at every frame, and the bound then grows and
+    shrinks as the share of a path through that node would. At the end (forward) and at every frame (the
+    occupations), it must stay below 1e-15 of the sum it bounds."""
+    batch, frames, width = emissions.shape
     logliks = np.full(batch, -np.inf)
     exact = np.ones(batch, dtype=np.bool_)
     gamma = np.zeros((batch, frames, width))
@@ -184,6 +180,7 @@ def _forward_backward_scaled(probs, shift, arcs, start, end, lengths, sizes, n, 
             exact[b] = False
             continue
         weight = np.zeros((3, size))
+        has = np.zeros((3, size), dtype=np.bool_)
         start_p = np.zeros(size)
         end_p = np.zeros(size)
         tiny_weight = False
@@ -191,6 +188,7 @@ def _forward_backward_scaled(probs, shift, arcs, start, end, lengths, sizes, n, 
             for k in range(3):
                 if arcs[k, b, j] > no_path and (k != NEXT or j >= 1) and (k != SKIP or j >= n + 1):
                     weight[k, j] = math.exp(arcs[k, b, j])
+                    has[k, j] = True
                     tiny_weight = tiny_weight or arcs[k, b, j] < _SMALLEST_WEIGHT
             if start[b, j] > no_path:
                 start_p[j] = math.exp(start[b, j])
@@ -201,92 +199,123 @@ def _forward_backward_scaled(probs, shift, arcs, start, end, lengths, sizes, n, 
         if tiny_weight:
             exact[b] = False
             continue
-        largest_out, largest_in, largest_end = 0.0, 0.0, 0.0
-        for j in range(size):
-            out = weight[STAY, j]
-            if j + 1 < size:
-                out += weight[NEXT, j + 1]
-            if j + n + 1 < size:
-                out += weight[SKIP, j + n + 1]
-            largest_out = max(largest_out, out)
-            largest_in = max(largest_in, weight[STAY, j] + weight[NEXT, j] + weight[SKIP, j])
-            largest_end = max(largest_end, end_p[j])
-        log_out, log_in = math.log(max(largest_out, _TINY)), math.log(max(largest_in, _TINY))
-        new_loss = math.log(4.0 * size * _TINY)
+        probs = np.empty((length, size))
+        shift = np.empty(length)
+        for t in range(length):
+            best = no_path
+            for j in range(size):
+                best = max(best, emissions[b, t, j])
+            shift[t] = best
+            for j in range(size):
+                probs[t, j] = math.exp(emissions[b, t, j] - best)
 
-        # Forward: alpha[t] sums to 1, loglik gathers the normalisers, lost bounds the share underflow dropped.
+        # Forward: alpha[t] sums to 1, loglik gathers the normalisers; lost[t] bounds what underflow took.
         alpha = np.zeros((length, size))
-        loglik, lost, failed = 0.0, -np.inf, False
+        lost = np.zeros((length, size))
+        reach = np.zeros(size, dtype=np.bool_)
+        reached = np.zeros(size, dtype=np.bool_)
+        loglik, failed = 0.0, False
         for t in range(length):
             total = 0.0
             for j in range(size):
                 if t == 0:
-                    value = start_p[j]
+                    value, bound, now = start_p[j], 0.0, start_p[j] > 0.0
                 else:
                     value = alpha[t - 1, j] * weight[STAY, j]
+                    bound = lost[t - 1, j] * weight[STAY, j]
+                    now = reach[j] and has[STAY, j]
                     if j >= 1:
                         value += alpha[t - 1, j - 1] * weight[NEXT, j]
+                        bound += lost[t - 1, j - 1] * weight[NEXT, j]
+                        now = now or (reach[j - 1] and has[NEXT, j])
                     if j >= n + 1:
                         value += alpha[t - 1, j - n - 1] * weight[SKIP, j]
-                value *= probs[b, t, j]
-                alpha[t, j] = value
-                total += value
+                        bound += lost[t - 1, j - n - 1] * weight[SKIP, j]
+                        now = now or (reach[j - n - 1] and has[SKIP, j])
+                alpha[t, j] = value * probs[t, j]
+                lost[t, j] = bound * probs[t, j] + (_LOSS if now else 0.0)
+                reached[j] = now
+                total += alpha[t, j]
+            reach, reached = reached, reach
             if not total > 1e-290:
                 failed = True
                 break
-            log_total = math.log(total)
-            lost = _log_add(lost + log_out if t > 0 else -np.inf, new_loss) - log_total
             scale = 1.0 / total
             for j in range(size):
                 alpha[t, j] *= scale
-            loglik += log_total + shift[b, t]
-        final = 0.0
+                lost[t, j] *= scale
+                if lost[t, j] > 1e290:
+                    failed = True
+            if failed:
+                break
+            loglik += math.log(total) + shift[t]
+        final, final_lost = 0.0, 0.0
         if not failed:
             for j in range(size):
                 final += alpha[length - 1, j] * end_p[j]
-            failed = not final > 1e-290 or _log_add(lost + math.log(largest_end), new_loss) - math.log(final) > _EXACT
+                final_lost += lost[length - 1, j] * end_p[j]
+            failed = not final > 1e-290 or final_lost > _EXACT * final
         if failed:
             exact[b] = False
             continue
         loglik += math.log(final)
-        forward_lost = lost  # it never shrinks from frame to frame: it bounds every frame's
 
-        # Backward: beta sums to 1; gamma and the arc counts are normalised per frame (each sums to 1 exactly).
+        # Backward: beta sums to 1, its bound beside it; gamma and the arc counts are normalised per frame (each
+        # sums to 1 exactly).
         beta = np.zeros(size)
+        beta_lost = np.zeros(size)
         ahead = np.zeros(size)  # e_{t+1}(j) beta_{t+1}(j)
+        ahead_lost = np.zeros(size)
         total = 0.0
         for j in range(size):
             beta[j] = end_p[j]
+            beta_lost[j] = _LOSS if end_p[j] > 0.0 else 0.0
+            reach[j] = end_p[j] > 0.0
             total += beta[j]
-        lost = new_loss - math.log(total)
         for j in range(size):
             beta[j] /= total
+            beta_lost[j] /= total
         normaliser = total  # d_t: the sum beta_t had before it was normalised
         for t in range(length - 1, -1, -1):
             if t < length - 1:
                 for j in range(size):
-                    ahead[j] = probs[b, t + 1, j] * beta[j]
+                    ahead[j] = probs[t + 1, j] * beta[j]
+                    ahead_lost[j] = probs[t + 1, j] * beta_lost[j]
                 total = 0.0
                 for i in range(size):
                     value = ahead[i] * weight[STAY, i]
+                    bound = ahead_lost[i] * weight[STAY, i]
+                    now = reach[i] and has[STAY, i]
                     if i + 1 < size:
                         value += ahead[i + 1] * weight[NEXT, i + 1]
+                        bound += ahead_lost[i + 1] * weight[NEXT, i + 1]
+                        now = now or (reach[i + 1] and has[NEXT, i + 1])
                     if i + n + 1 < size:
                         value += ahead[i + n + 1] * weight[SKIP, i + n + 1]
+                        bound += ahead_lost[i + n + 1] * weight[SKIP, i + n + 1]
+                        now = now or (reach[i + n + 1] and has[SKIP, i + n + 1])
                     beta[i] = value
+                    beta_lost[i] = bound + (_LOSS if now else 0.0)
+                    reached[i] = now
                     total += value
+                reach, reached = reached, reach
                 if not total > 1e-290:
                     failed = True
                     break
                 normaliser = total
-                lost = _log_add(lost + log_in, new_loss) - math.log(total)
                 scale = 1.0 / total
                 for i in range(size):
                     beta[i] *= scale
-            overlap = 0.0  # g_t = sum_j alpha_t(j) beta_t(j)
+                    beta_lost[i] *= scale
+                    if beta_lost[i] > 1e290:
+                        failed = True
+                if failed:
+                    break
+            overlap, overlap_lost = 0.0, 0.0  # g_t = sum_j alpha_t(j) beta_t(j), and a bound on its loss
             for j in range(size):
                 overlap += alpha[t, j] * beta[j]
-            if not overlap > 1e-290 or _log_add(forward_lost, lost) - math.log(overlap) > _EXACT:
+                overlap_lost += lost[t, j] * beta[j] + alpha[t, j] * beta_lost[j]
+            if not overlap > 1e-290 or overlap_lost > _EXACT * overlap:
                 failed = True
                 break
             scale = 1.0 / overlap
@@ -374,13 +403,8 @@ def scaled_forward_backward(emissions, lengths, weights, n: int, sizes: torch.Te
     """The scaled kernel alone, in float64: forward_backward's results and `exact` (B,) (False: redo in log
     space)."""
     _threads()
-    emissions = emissions.detach().double()
-    shift = emissions.max(dim=2).values.clamp(min=no_path)  # each frame's best node
-    probs = (emissions - shift.unsqueeze(2)).exp()
     found = _forward_backward_scaled(
-        _numpy(probs),
-        _numpy(shift),
-        *(_numpy(t.double()) for t in (weights.arcs, weights.start, weights.end)),
+        *(_numpy(t) for t in (emissions, weights.arcs, weights.start, weights.end)),
         _numpy(lengths.long()),
         _numpy(sizes.long()),
         n,
