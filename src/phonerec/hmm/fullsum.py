@@ -120,7 +120,8 @@ def forward_backward(
 
 
 def _forward_backward(emissions, lengths, weights: ArcWeights, sizes, n: int, arc_counts: bool):
-    """forward_backward, by the compiled kernel on the CPU (phonerec.hmm.kernels) and by torch elsewhere."""
+    """forward_backward, by the compiled kernel on the CPU (phonerec.hmm.kernels: on probabilities scaled per frame,
+    in log space where those could have lost what matters) and by torch elsewhere."""
     if emissions.device.type != "cpu":
         return forward_backward(emissions, lengths, weights, n, arc_counts)
     from phonerec.hmm import kernels  # numba compiles on first use: only where it runs

@@ -376,8 +376,7 @@ def forward_backward(
     """phonerec.hmm.fullsum.forward_backward on the CPU: (log-likelihoods, -inf where there is no path; node
     occupations; the arcs', starts' and ends' expected counts, zero unless `counts`), in emissions' dtype. By the
     scaled kernel; the utterances it cannot vouch for by the log-space one."""
-    found = scaled_forward_backward(emissions, lengths, weights, n, sizes, no_path, counts)
-    *results, exact = found
+    *results, exact = scaled_forward_backward(emissions, lengths, weights, n, sizes, no_path, counts)
     results = [r.to(emissions.dtype) for r in results]
     redo = torch.nonzero(~exact).flatten()
     if len(redo):
