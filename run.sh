@@ -5,6 +5,7 @@ set -euo pipefail
 
 stage=0
 stop_stage=100
+ngpu=1
 
 help_message="Usage: $0 [--stage N] [--stop-stage M] [key=value ...]
 
@@ -22,13 +23,16 @@ Stages:
 Options:
   --stage N        first stage to run (default ${stage})
   --stop-stage M   last stage to run (default ${stop_stage})
+  --ngpu N         train stages 2-3 in N processes (torchrun, DistributedDataParallel): one per GPU, or with
+                   train.device=cpu N shares of the CPU's train.num_threads (default ${ngpu})
   -h, --help       this message
 
 Any other argument is a hydra override passed to every step, for example
   $0 corpus.root=/data/fsdd                 use an existing copy instead of downloading
   $0 recipe=fsdd_connected nj=2             connected digits
   $0 recipe=timit_sample corpus.root=../shared/corpora/timit_sample     the TIMIT sample
-  $0 --stage 1 features=fbank features.kaldi.num_mel_bins=80"
+  $0 --stage 1 features=fbank features.kaldi.num_mel_bins=80
+  $0 --stage 2 --ngpu 4 recipe=timit corpus.root=/data/timit train.precision=bf16     4 GPUs, mixed precision"
 
 log() {
   # A timestamp and the caller's file:line, as ESPnet's recipes print them.
@@ -42,6 +46,8 @@ while [ $# -gt 0 ]; do
     --stage=*) stage="${1#*=}"; shift ;;
     --stop-stage|--stop_stage) stop_stage="${2:?--stop-stage needs a value}"; shift 2 ;;
     --stop-stage=*|--stop_stage=*) stop_stage="${1#*=}"; shift ;;
+    --ngpu) ngpu="${2:?--ngpu needs a value}"; shift 2 ;;
+    --ngpu=*) ngpu="${1#*=}"; shift ;;
     -h|--help) echo "${help_message}"; exit 0 ;;
     --*) echo "$0: unknown option $1" >&2; echo "${help_message}" >&2; exit 2 ;;
     *) overrides+=("$1"); shift ;;
@@ -50,20 +56,31 @@ done
 for n in "${stage}" "${stop_stage}"; do
   [[ "${n}" =~ ^[0-9]+$ ]] || { echo "$0: stage numbers must be integers, got '${n}'" >&2; exit 2; }
 done
+[[ "${ngpu}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --ngpu must be a number of processes >= 1, got '${ngpu}'" >&2; exit 2; }
 
 cd "$(dirname "$0")"   # relative paths in the config and on the command line are relative to the repo root
 . ./path.sh
 
-# run_step <log file> <command...>: a failing step stops the pipeline with the tail of its log.
+# run_step <log file> <command...>: a failing step stops the pipeline with the tail of its log (and of the logs
+# of its other training processes, <log>.rank<N>.log).
 run_step() {
   local logfile=$1; shift
   if ! "$@" --log "${logfile}" ${overrides[@]+"${overrides[@]}"}; then
     log "ERROR: step failed: $*"
-    log "The last lines of ${logfile}:"
-    tail -n 20 "${logfile}" >&2 || true
+    for f in "${logfile}" "${logfile%.log}".rank*.log; do
+      [ -f "${f}" ] || continue
+      log "The last lines of ${f}:"
+      tail -n 20 "${f}" >&2 || true
+    done
     exit 1
   fi
 }
+
+# Stages 2 and 3 start their training in one process, or with --ngpu N in N under torchrun (on one machine).
+train_python=(python)
+if [ "${ngpu}" -gt 1 ]; then
+  train_python=(torchrun --standalone --nproc-per-node "${ngpu}" --)  # --: the step's options are its own
+fi
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
 mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name paths.exp \
@@ -89,7 +106,7 @@ if [ -n "${speed_perturb}" ]; then
   splits="${splits} ${train_set}"
 fi
 start_time=${SECONDS}
-log "Recipe ${recipe}: stages ${stage} to ${stop_stage}; overrides: ${overrides[*]:-none}"
+log "Recipe ${recipe}: stages ${stage} to ${stop_stage}$([ "${ngpu}" -eq 1 ] || echo ", training in ${ngpu} processes"); overrides: ${overrides[*]:-none}"
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: data preparation: corpus ${corpus} -> ${data}/{${splits// /,},lang}"
@@ -111,7 +128,7 @@ fi
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   log "Stage 2: Viterbi training: ${data}/${feats}/{${train_set},dev} -> ${exp}/viterbi"
   run_step "${exp}/viterbi/log/train.log" \
-    python steps/train_viterbi.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
+    "${train_python[@]}" steps/train_viterbi.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${models} " != *" ctc "* ]]; then
@@ -119,12 +136,12 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${models} " != *" c
 elif [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: CTC training: ${data}/${feats}/{${train_set},dev}, ${exp}/viterbi -> ${exp}/ctc"
   run_step "${exp}/ctc/log/train.log" \
-    python steps/train_ctc.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
+    "${train_python[@]}" steps/train_ctc.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
   for init in ${compare_ctc_inits}; do   # the same training from other inits, for RESULTS.md's comparison
     [ "${init}" != "${ctc_init}" ] || continue
     log "Stage 3: CTC training from init ${init} (train.compare_ctc_inits): -> ${exp}/ctc_${init}"
     run_step "${exp}/ctc_${init}/log/train.log" \
-      python steps/train_ctc.py --init "${init}" "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" \
+      "${train_python[@]}" steps/train_ctc.py --init "${init}" "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" \
       "${exp}/viterbi" "${exp}/ctc_${init}"
   done
 fi

@@ -7,14 +7,15 @@ improving (train.ctc.patience); resumes from the newest checkpoint; <exp-dir>/be
 from omegaconf import OmegaConf
 
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
 from phonerec.pipeline.train_stages import CTC_INITS, STEP_INPUTS, train_ctc_stage
+from phonerec.training import distributed
 
 
 def main(args, cfg):
     if args.init is not None:  # after the overrides: the comparison runs of run.sh's stage 3 set their own init
         OmegaConf.update(cfg, "train.ctc.init", args.init)
-    with exclusive(args.exp_dir):
+    # Under torchrun (run.sh --ngpu N): one process of N, the run's lock taken by rank 0.
+    with distributed.process_group(cfg.train.device), distributed.exclusive(args.exp_dir):
         train_ctc_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.init_dir, args.exp_dir)
 
 

@@ -1,5 +1,6 @@
 """End to end: run.sh stages 0-1 on a subset of the real FSDD recordings in ../shared/corpora/fsdd."""
 
+import fcntl
 import json
 import os
 import signal
@@ -107,6 +108,66 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
     assert result.returncode == 1
     assert f"wav.scp:{index + 1}: 'george_3_04': {truncated}: truncated" in result.stderr
     assert (data / "mfcc" / "train" / "feats.scp").is_file()
+
+
+def _lock_is_free(path) -> bool:
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_training_in_two_processes_resumes_after_a_kill_and_decodes(tmp_path):
+    """./run.sh --ngpu 2 train.device=cpu: stages 2-3 under torchrun (gloo), killed during Viterbi training."""
+    exp = tmp_path / "exp"
+    overrides = [
+        f"corpus.root={fsdd_subset(tmp_path / 'fsdd', takes=range(3))}",
+        *tiny_run(tmp_path, exp),
+        "train.num_threads=2",  # one per process
+        "train.device=cpu",
+        "train.viterbi.realign_epochs=[1,2]",
+        "train.ctc.epochs=2",
+        "train.compare_ctc_inits=[]",
+        "decode.decoders=[greedy]",
+    ]
+    assert run_sh("--stop-stage", "1", *overrides).returncode == 0
+    process = subprocess.Popen(
+        ["./run.sh", "--ngpu", "2", "--stage", "2", *overrides],
+        cwd=REPO,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not (exp / "viterbi" / "checkpoints" / "epoch-1.pt").exists() and time.time() < deadline:
+        assert process.poll() is None, "stage 2 ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # run.sh and torchrun; the training processes die with torchrun
+    process.wait()
+    deadline = time.time() + 10
+    while not _lock_is_free(exp / "viterbi" / ".lock"):
+        assert time.time() < deadline, "a training process outlived the kill"
+        time.sleep(0.1)
+    assert not (exp / "viterbi" / ".done.train").exists()
+
+    result = run_sh("--ngpu", "2", "--stage", "2", *overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "training in 2 processes" in result.stdout
+    log = (exp / "viterbi" / "log" / "train.log").read_text()
+    assert "training on CPU, fp32, 2 processes" in log and "resuming from" in log
+    assert "process 1 of 2 (gloo backend)" in (exp / "viterbi" / "log" / "train.rank1.log").read_text()
+    assert not list(exp.glob("*/log/train.rank0*"))
+    summary = json.loads((exp / "ctc" / "train_summary.json").read_text())
+    assert [r["epoch"] for r in summary["history"]] == [1, 2]
+    for model in ("viterbi", "ctc"):
+        for split in ("dev", "test"):
+            per = json.loads((exp / model / f"decode_{split}_greedy" / "per.json").read_text())
+            assert per["total"]["n"] == 3 * 32  # 3 takes of 0-9: 32 phones each
+    assert (tmp_path / "RESULTS.md").is_file()
 
 
 def test_all_stages_with_a_kill_during_ctc_training(tmp_path):

@@ -306,6 +306,7 @@ def test_early_stopping_waits_for_both_dev_per_and_loss_and_survives_resume(tmp_
     )
     tcfg = OmegaConf.create(
         {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+        | {"num_threads": 1, "device": "cpu", "precision": "fp32"}
     )
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
     # PER reaches new lows at epochs 1 and 2; the loss at 1, 2 and 4 (as CTC's does while its PER sits at 100%):
@@ -338,6 +339,7 @@ def test_lr_halves_on_a_plateau_or_stays_constant_with_null_patience(tmp_path):
     )
     tcfg = OmegaConf.create(
         {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+        | {"num_threads": 1, "device": "cpu", "precision": "fp32"}
     )
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
     pers, losses = [50, 50, 50, 50, 50], [1.0] * 5  # no new low after epoch 1

@@ -171,7 +171,8 @@ def graph_weights(
         arcs = torch.zeros(allowed.shape, dtype=dtype, device=zeros.device)
         start, end = zeros, zeros
     else:
-        log_probs = TransitionLogProbs(*(p.to(dtype) for p in log_probs))
+        # The transitions may stay on the CPU while the graphs are on a GPU: autograd follows the copy.
+        log_probs = TransitionLogProbs(*(p.to(dtype=dtype, device=batch.states.device) for p in log_probs))
         loop, forward = log_probs.loop[batch.states], log_probs.forward[batch.states]
         zero = forward.new_zeros(())
         # The arc into j leaves the node before it: j - 1 (next) or j - n - 1 (skip).
@@ -316,16 +317,17 @@ def align_utterances(
     """Viterbi alignment of several utterances at once, padded into one batch: each one's (T, S) log-posteriors
     (divided by the state priors ^ prior_scale when log_priors is given: scaled likelihoods) through its graph,
     its arcs weighted by `transitions` (or 0). Returns (the HMM state of each frame, the path's log-likelihood) per
-    utterance; (None, -inf) for one with fewer frames than its graph needs. `counts`, a
+    utterance, on the CPU; (None, -inf) for one with fewer frames than its graph needs. `counts`, a
     phonerec.hmm.transitions.TransitionCounts, gathers the transitions the paths take."""
     lengths = torch.tensor([len(s) for s in scores])
     padded = torch.nn.utils.rnn.pad_sequence(scores, batch_first=True)
     if log_priors is not None:
-        padded = padded - prior_scale * log_priors
+        padded = padded - prior_scale * log_priors.to(padded.device)
     nodes, loglik, batch = _align_nodes(padded, lengths, graphs, topo, transitions)
     if counts is not None:
         counts.add(batch, path_arc_counts(nodes, lengths, batch))
-    alignment = torch.gather(batch.states, 1, nodes.clamp(min=0))
+    alignment = torch.gather(batch.states, 1, nodes.clamp(min=0)).cpu()
+    loglik = loglik.cpu()
     return [
         (alignment[k, : lengths[k]].clone(), loglik[k].item()) if torch.isfinite(loglik[k]) else (None, NEG_INF)
         for k in range(len(scores))

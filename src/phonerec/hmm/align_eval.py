@@ -183,10 +183,10 @@ def ctc_segments(
             f"too few frames for CTC: {len(targets)} targets with {repeats} repeats need {needed} frames, "
             f"log_probs has {num_frames}"
         )
-    emission = log_probs.detach().to(device="cpu", dtype=torch.float32).unsqueeze(0)
-    target_tensor = torch.tensor([targets], dtype=torch.int32)
+    emission = log_probs.detach().float().unsqueeze(0)  # on its device: torchaudio aligns on the CPU or CUDA
+    target_tensor = torch.tensor([targets], dtype=torch.int32, device=emission.device)
     path, scores = taf.forced_align(emission, target_tensor, blank=blank)
-    spans = taf.merge_tokens(path[0], scores[0], blank=blank)
+    spans = taf.merge_tokens(path[0].cpu(), scores[0].cpu(), blank=blank)
     if [span.token for span in spans] != targets:  # cannot happen for a valid CTC path
         raise RuntimeError(f"forced alignment gave tokens {[s.token for s in spans]}, expected {targets}")
     starts = [0] + [span.start for span in spans[1:]]

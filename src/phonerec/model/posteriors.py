@@ -7,16 +7,19 @@ from collections.abc import Iterator
 import torch
 
 from phonerec.data.dataset import Example, collate, make_batches
+from phonerec.training.device import model_device
 
 
 def batched_posteriors(
     model, examples: list[Example], batch_frames: int, max_utts: int
 ) -> Iterator[tuple[list[Example], torch.Tensor, torch.Tensor]]:
-    """(the batch's examples, log_probs (B, T', outputs), out_lengths (B,)) per batch."""
+    """(the batch's examples, log_probs (B, T', outputs), out_lengths (B,)) per batch, on the model's device."""
     lengths = [e.feats.shape[0] for e in examples]
+    device = model_device(model)
     for batch in make_batches(lengths, batch_frames, max_utts):
         batch_examples = [examples[i] for i in batch]
-        log_probs, out_lengths = model(*collate(batch_examples))
+        feats, feat_lengths = collate(batch_examples)
+        log_probs, out_lengths = model(feats.to(device), feat_lengths.to(device))
         yield batch_examples, log_probs, out_lengths
 
 

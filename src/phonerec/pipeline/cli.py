@@ -3,6 +3,7 @@ a log file that starts with the command line, the composed config, and clean err
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ log = logging.getLogger("phonerec")
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s"
 
 
-def setup_logging(log_file: Path | None = None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+def setup_logging(log_file: Path | None = None, console_level: int = logging.INFO) -> None:
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(console_level)
+    handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a"))  # reruns append: no history lost
@@ -39,7 +42,10 @@ def step_main(main, doc: str, positional: list[tuple[str, str]], options: dict[s
     parser.add_argument("overrides", nargs="*", help="hydra overrides, key=value, passed on by run.sh")
     args = parser.parse_intermixed_args()
 
-    setup_logging(args.log)
+    log_file, rank = args.log, int(os.environ.get("RANK", "0"))
+    if rank > 0:  # torchrun's other processes: each its own log beside rank 0's, and only warnings on the console
+        log_file = log_file and log_file.with_name(f"{log_file.stem}.rank{rank}{log_file.suffix}")
+    setup_logging(log_file, logging.INFO if rank == 0 else logging.WARNING)
     log.info("Running: %s", shlex.join(sys.argv))
     try:
         cfg: DictConfig = load_config(args.overrides)

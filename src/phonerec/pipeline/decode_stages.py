@@ -21,6 +21,7 @@ from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, find_checkpoint, frame_shift, lang_dir_digest
 from phonerec.pipeline.stage_keys import DECODE, LM
 from phonerec.training.checkpoints import load_model
+from phonerec.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,11 @@ def decode_stage(
         decoder = decoder_type(cfg, lang_dir, lm_dir, checkpoint)
         word_ends = decoder_type.word_ends and cfg.hmm.optional_silence
         examples = load_examples(feat_dir, lang_dir, cfg.features, word_boundaries=word_ends)
+        model.to(resolve_device(cfg.train.device))
         with torch.no_grad():
             batches = utterance_posteriors(model, examples, cfg.decode.batch_frames, cfg.decode.max_batch_utts)
-            scored = {e.utt: log_probs for e, log_probs in batches}
-        posteriors = [scored[e.utt] for e in examples]
+            scored = {e.utt: log_probs for e, log_probs in batches}  # on train.device
+        posteriors = [scored[e.utt].cpu() for e in examples]  # the searches run on the CPU
         refs = decoder.references(feat_dir, examples)
         utt2spk = {e.utt: e.speaker for e in examples}
         chosen, hyps = _tune_or_decode(decoder, decode_dir, examples, posteriors, refs, utt2spk, tuning)
@@ -104,7 +106,8 @@ def decode_stage(
         )
         write_text_atomic(decode_dir / "decoder.json", json.dumps({"decoder": decoder.title, **chosen}) + "\n")
         if (feat_dir / "phones.ctm").is_file():
-            _alignment_accuracy(decoder, decode_dir, feat_dir / "phones.ctm", examples, posteriors)
+            aligned_on = [scored[e.utt] for e in examples]  # forced alignment on train.device
+            _alignment_accuracy(decoder, decode_dir, feat_dir / "phones.ctm", examples, aligned_on)
         log.info(
             "%s: decoded %d utterances with %s (%s, epoch %d)",
             decode_dir,

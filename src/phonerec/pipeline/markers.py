@@ -56,10 +56,12 @@ class StageRun:
             return
         with stage:
             ...
+
+    `writes` False: a run that reads the marker but leaves it to another process (a training rank other than 0).
     """
 
-    def __init__(self, out_dir: Path, name: str, digest: str):
-        self.out_dir, self.name, self.digest = Path(out_dir), name, digest
+    def __init__(self, out_dir: Path, name: str, digest: str, writes: bool = True):
+        self.out_dir, self.name, self.digest, self.writes = Path(out_dir), name, digest, writes
         self.seconds: float | None = None
 
     @property
@@ -67,12 +69,13 @@ class StageRun:
         return is_done(self.out_dir, self.name, self.digest)
 
     def __enter__(self) -> "StageRun":
-        clear_done(self.out_dir, self.name)
+        if self.writes:
+            clear_done(self.out_dir, self.name)
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
+        if exc_type is None and self.writes:
             seconds = self.seconds if self.seconds is not None else time.perf_counter() - self._start
             mark_done(self.out_dir, self.name, self.digest, seconds=seconds)
 

@@ -3,8 +3,8 @@ phonerec.decoding.decoders, and the decode stage adds them to DECODE's).
 
 `hashed` keys change what a stage produces, so they go into its digest together with the content and digests of
 its inputs: change one and the stage runs again. `unhashed` keys are read but change no result (parallel jobs,
-thread counts, how many checkpoints are kept, how many frames the hybrid search takes at once, where the results
-table goes). A key names a value or a whole group (`model`: every key under it).
+thread counts, the device, how many checkpoints are kept, how many frames the hybrid search takes at once, where
+the results table goes). A key names a value or a whole group (`model`: every key under it).
 
 A stage sees the config only through `StageKeys.view`: its declared keys, resolved and read-only. Reading any
 other key fails at once, naming it, so a stage cannot depend on a setting its digest does not cover.
@@ -75,9 +75,10 @@ _TRAINING = (
             "train.max_batch_utts",
             "train.grad_clip",
             "train.spec_augment",
+            "train.precision",
             *_FEATURES_AT_LOAD,
         ),
-        unhashed=("train.num_threads", "train.keep_checkpoints"),
+        unhashed=("train.num_threads", "train.keep_checkpoints", "train.device"),
     )
     | PHONE_SCORING
 )
@@ -87,7 +88,7 @@ TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
 LM = StageKeys(hashed=("decode.lm_order",), unhashed=("decode.decoders",))  # (whether words is in it is hashed)
 DECODE = StageKeys(
     hashed=("decode.checkpoint", "decode.batch_frames", "decode.max_batch_utts", *_FEATURES_AT_LOAD),
-    unhashed=("decode.num_threads",),
+    unhashed=("decode.num_threads", "train.device"),
 )
 # Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.
 SCORE = StageKeys(

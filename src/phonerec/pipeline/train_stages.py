@@ -27,9 +27,11 @@ from phonerec.pipeline.recipe import (
     read_topology,
 )
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI, StageKeys
+from phonerec.training import distributed
 from phonerec.training.augment import SpecAugment
 from phonerec.training.checkpoints import load_model
 from phonerec.training.ctc import CTCTask
+from phonerec.training.device import check_precision
 from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
 
@@ -155,13 +157,17 @@ def _training_run(
     exp_dir: Path, keys: StageKeys, cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, *more_inputs
 ) -> StageRun | None:
     """The stage's run, with its digest of the settings and of its input dirs' content; None when it is done.
-    Otherwise the exp dir is made ready for it (a run of other settings moved aside) and the threads set."""
+    Otherwise the exp dir is made ready for it (a run of other settings moved aside) and the threads set (under
+    torchrun: by rank 0, and each rank takes its share of the threads)."""
     inputs = (feature_dir_digest(train_dir), feature_dir_digest(dev_dir), lang_dir_digest(lang_dir), *more_inputs)
-    stage = StageRun(exp_dir, "train", keys.digest(cfg, *inputs))
+    stage = StageRun(exp_dir, "train", keys.digest(cfg, *inputs), writes=distributed.is_main())
     if stage.done:
         return None
-    _fresh_exp_dir(exp_dir, stage.digest)
-    torch.set_num_threads(cfg.train.num_threads)
+    check_precision(cfg.train.precision)
+    if distributed.is_main():
+        _fresh_exp_dir(exp_dir, stage.digest)
+    distributed.barrier()
+    torch.set_num_threads(distributed.threads_per_rank(cfg.train.num_threads))
     return stage
 
 
@@ -171,6 +177,8 @@ def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_
     summary = train(exp_dir, model, task, train_set, scfg, cfg.train, saved_with, SpecAugment.from_config(cfg))
     history = summary["history"]
     seconds = sum(r["seconds"] for r in history)
+    if not distributed.is_main():
+        return seconds
     write_json_atomic(
         exp_dir / "train_summary.json",
         {

@@ -50,9 +50,16 @@ def load_model(path: Path) -> tuple[BLSTMAcousticModel, dict]:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+    """The random states a resumed run needs: Python's, torch's CPU one, and the current GPU's where CUDA is in use
+    (dropout on a GPU draws from it)."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(state["cuda"])

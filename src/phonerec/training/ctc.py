@@ -30,6 +30,7 @@ class CTCTask:
         """dev_per(refs, hyps): the PER of validation (phonerec.pipeline.recipe.dev_per_scorer)."""
         self.tcfg, self.id2phone, self.dev_per = tcfg, id2phone, dev_per
         self.dev = dev
+        self._kernel_logged = False
         self.usable = set()
         too_short = []
         for e in train:
@@ -64,8 +65,15 @@ class CTCTask:
         if self.tcfg.ctc.loss == "own":
             targets = [e.phones for e in examples]
             return ctc_loss(log_probs, out_lengths, targets, blank=0, reduction=reduction, zero_infinity=True)
-        targets = torch.tensor([p for e in examples for p in e.phones])
-        target_lengths = torch.tensor([len(e.phones) for e in examples])
+        # int64 targets on the log-posteriors' device: on CUDA that is torch's native kernel, chosen explicitly.
+        # cuDNN's would need int32 targets on the CPU, every input length equal to T and labels below 256, which
+        # length-bucketed padded batches rarely meet.
+        device = log_probs.device
+        targets = torch.tensor([p for e in examples for p in e.phones], device=device)
+        target_lengths = torch.tensor([len(e.phones) for e in examples], device=device)
+        if not self._kernel_logged:
+            log.info("CTC loss: torch's %s kernel", "native CUDA" if device.type == "cuda" else "CPU")
+            self._kernel_logged = True
         return F.ctc_loss(
             log_probs.transpose(0, 1),
             targets,

@@ -4,6 +4,7 @@ a killed run resumes from. What differs between the two is a Task (below); the l
 train.py: `train_one_epoch`, `validate`, `resume`, `save_checkpoint` (phonerec.training.checkpoints).
 """
 
+import functools
 import logging
 import math
 import random
@@ -13,13 +14,16 @@ from typing import Protocol
 
 import torch
 from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from phonerec.data.dataset import Example, collate, make_batches
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import copy_atomic
+from phonerec.training import distributed
 from phonerec.training.checkpoints import epoch_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from phonerec.training.device import describe, in_precision, model_device, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +80,30 @@ def train(
     loss rises. The learning rate follows scfg.lr_metric (per or loss). Resumes from the newest checkpoint;
     `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config). `augment` maps each
     training utterance's features in every batch (phonerec.training.augment.SpecAugment), never dev's.
+    On train.device in train.precision (phonerec.training.device); under torchrun, one rank of a
+    DistributedDataParallel run (phonerec.training.distributed).
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
     if scfg.patience is not None and scfg.patience < 1:
         raise RecipeError(f"patience={scfg.patience}: expected a number of epochs >= 1, or null")
+    main, world = distributed.is_main(), distributed.world_size()
+    device = resolve_device(tcfg.device, distributed.local_rank(), world)
+    model.to(device)
+    forward = in_precision(model, device, tcfg.precision)  # validation and re-alignment call this
+    train_forward = forward  # and training steps this: under DDP, the ranks' gradients averaged
+    if world > 1:
+        train_forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+    log.info("training on %s, %d process%s", describe(device, tcfg.precision), world, "es" if world > 1 else "")
     parameters = [*model.parameters(), *task.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=scfg.lr, weight_decay=scfg.weight_decay)
     # lr_patience null: a constant learning rate (on a small dev set, decaying at each noisy plateau starves training).
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=scfg.lr_decay, patience=scfg.lr_patience or 0
     )
-    random.seed(tcfg.seed)
-    torch.manual_seed(tcfg.seed)
-    start_epoch, best, history = resume(exp_dir, model, optimizer, scheduler, task, scfg.epochs)
+    random.seed(tcfg.seed)  # the batches' order: the same on every rank
+    torch.manual_seed(tcfg.seed + distributed.rank())  # dropout and augmentation: each rank its own
+    start_epoch, best, history = resume(exp_dir, model, optimizer, scheduler, task, scfg.epochs, tcfg.num_threads)
     # purge_step drops events a killed run logged past its last checkpoint.
-    writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=start_epoch)
+    writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=start_epoch) if main else None
     for epoch in range(start_epoch, scfg.epochs + 1):
         if scfg.patience is not None and epochs_without_improvement(history) >= scfg.patience:
             log.info(
@@ -99,32 +113,38 @@ def train(
             )
             break
         start = time.perf_counter()
-        record = train_one_epoch(model, task, train_set, optimizer, tcfg, epoch, augment, parameters)
-        valid = validate(model, task)
+        record = train_one_epoch(train_forward, task, train_set, optimizer, tcfg, epoch, augment, parameters)
+        with distributed.main_alone(tcfg.num_threads):
+            valid = validate(forward, task) if main else None
+        valid = distributed.broadcast(valid)
         if scfg.lr_patience is not None:
             scheduler.step(valid[scfg.lr_metric])
         record["lr"] = optimizer.param_groups[0]["lr"]
         record |= {f"valid_{k}": v for k, v in valid.items()}
-        _log_to_tensorboard(writer, record, valid, epoch)
         with torch.no_grad():
-            task.end_of_epoch(model, epoch, writer)
+            _main_then_share(task, functools.partial(task.end_of_epoch, forward, epoch, writer), tcfg.num_threads)
+        if main:
+            _log_to_tensorboard(writer, record, valid, epoch)
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         if valid["per"] < best["per"]:
             best = {"per": valid["per"], "epoch": epoch}
-        checkpoint = {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            **saved_with,
-            "kind": task.kind,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "task": task.state(),
-            "best": best,
-            "history": history,
-        }
-        save_checkpoint(exp_dir, checkpoint, best["epoch"], tcfg.keep_checkpoints)
+        rng = distributed.gather(rng_state())  # every rank's, for a resumed run to continue each
+        if main:
+            checkpoint = {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                **saved_with,
+                "kind": task.kind,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng[0] if world == 1 else rng,
+                "task": task.state(),
+                "best": best,
+                "history": history,
+            }
+            save_checkpoint(exp_dir, checkpoint, best["epoch"], tcfg.keep_checkpoints)
+        distributed.barrier()  # no rank starts the next epoch (or ends) before the checkpoint is written
         log.info(
             "epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%% (best %.2f%% at %d), lr %.2e, "
             "%.0f frames/s, %.1f s",
@@ -138,9 +158,21 @@ def train(
             record["frames_per_second"],
             record["seconds"],
         )
-    writer.close()
-    copy_atomic(exp_dir / "checkpoints" / f"epoch-{history[-1]['epoch']}.pt", exp_dir / "last.pt")
+    if main:
+        writer.close()
+        copy_atomic(exp_dir / "checkpoints" / f"epoch-{history[-1]['epoch']}.pt", exp_dir / "last.pt")
     return {"best": best, "history": history}
+
+
+def _main_then_share(task: Task, work, threads: int) -> None:
+    """`work()` (which changes the task's state) on rank 0 alone, the others waiting; then they take its state."""
+    with distributed.main_alone(threads):
+        if distributed.is_main():
+            work()
+    if distributed.world_size() > 1:
+        state = distributed.broadcast(task.state() if distributed.is_main() else None)
+        if not distributed.is_main():
+            task.load_state(state)
 
 
 def epochs_without_improvement(history: list[dict], metrics: tuple[str, ...] = ("per", "loss")) -> int:
@@ -155,49 +187,70 @@ def epochs_without_improvement(history: list[dict], metrics: tuple[str, ...] = (
     return history[-1]["epoch"] - last if history else 0
 
 
-def resume(exp_dir: Path, model, optimizer, scheduler, task: Task, epochs: int) -> tuple[int, dict, list[dict]]:
-    """Load the newest epoch checkpoint into model, optimizer, scheduler, RNGs and task, or start the task afresh.
-    Returns (the first epoch to run, the best epoch so far, the history so far)."""
+def resume(
+    exp_dir: Path, model, optimizer, scheduler, task: Task, epochs: int, threads: int = 1
+) -> tuple[int, dict, list[dict]]:
+    """Load the newest epoch checkpoint into model, optimizer, scheduler, RNGs and task, or start the task afresh
+    (on rank 0, the others taking its state). Returns (the first epoch to run, the best epoch so far, the history
+    so far)."""
     found = epoch_checkpoints(exp_dir)
     if not found:
-        task.start(model)
+        _main_then_share(task, lambda: task.start(model), threads)
         return 1, {"per": math.inf, "epoch": 0}, []
     epoch, path = found[-1]
     checkpoint = load_checkpoint(path)
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    set_rng_state(checkpoint["rng"])
+    set_rng_state(_own_rng_state(checkpoint["rng"], path))
     task.load_state(checkpoint["task"])
     best = checkpoint["best"]
     log.info("resuming from %s: epoch %d of %d done, best dev PER %.2f", path, epoch, epochs, best["per"])
     return epoch + 1, best, checkpoint["history"]
 
 
+def _own_rng_state(saved, path: Path) -> dict:
+    """This rank's random state from a checkpoint: a dict from one process, a list (one per rank) from several."""
+    if isinstance(saved, dict):
+        saved = [saved]
+    if len(saved) != distributed.world_size():
+        log.warning(
+            "%s was written by %d processes, this run has %d: the random states of the other ranks are drawn anew",
+            *(path, len(saved), distributed.world_size()),
+        )
+    return saved[distributed.rank() % len(saved)]
+
+
 def train_one_epoch(
     model, task: Task, train_set: list[Example], optimizer, tcfg: DictConfig, epoch: int, augment=None, parameters=None
 ) -> dict:
     """One pass over the task's training examples in shuffled length-bucketed batches (train.batch_frames,
-    train.max_batch_utts), each utterance's features mapped by `augment` where given, clipping the gradient norm
-    of `parameters` (default: the model's) to train.grad_clip. Returns the epoch's training figures."""
+    train.max_batch_utts; under torchrun this rank's share of them), each utterance's features mapped by `augment`
+    where given, clipping the gradient norm of `parameters` (default: the model's) to train.grad_clip. Returns the
+    epoch's training figures (over all ranks)."""
     parameters = list(model.parameters()) if parameters is None else parameters
+    outside_model = [p for p in parameters if all(p is not q for q in model.parameters())]
+    device = model_device(model)
     start = time.perf_counter()
     model.train()
     examples = task.train_examples(train_set)
     batches = make_batches([e.feats.shape[0] for e in examples], tcfg.batch_frames, tcfg.max_batch_utts, random)
     total_loss = total_weight = frames = 0.0
     grad_norms = []
-    for batch in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False):
+    mine = distributed.shard(batches)
+    for batch in tqdm(mine, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not distributed.is_main()):
         batch_examples = [examples[i] for i in batch]
         feats, lengths = collate(batch_examples, augment)
-        loss, weight = task.loss(model, feats, lengths, batch_examples)
+        loss, weight = task.loss(model, feats.to(device), lengths.to(device), batch_examples)
         optimizer.zero_grad()
-        loss.backward()
+        distributed.global_mean(loss, weight).backward()
+        distributed.average_gradients(outside_model)
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(parameters, tcfg.grad_clip)))
         optimizer.step()
         total_loss += loss.item() * weight
         total_weight += weight
         frames += int(lengths.sum())
+    total_loss, total_weight, frames = distributed.all_sum([total_loss, total_weight, frames])
     return {
         "epoch": epoch,
         "train_loss": total_loss / max(total_weight, 1),

@@ -182,6 +182,7 @@ class ViterbiTask:
             ali = self.alignments["train"][e.utt]
             targets[b, : len(ali)] = ali
         frames = int((targets != IGNORE).sum())
+        targets = targets.to(log_probs.device)
         loss = F.nll_loss(log_probs.transpose(1, 2), targets, ignore_index=IGNORE, reduction="sum") / frames
         return loss, frames
 
@@ -192,7 +193,7 @@ class ViterbiTask:
         dev = self.sets["dev"]
         loss = correct = frames = 0.0
         refs, argmax_hyps, posteriors = {}, {}, []
-        scored = list(self._posteriors(model, dev))
+        scored = [(e, lp.cpu()) for e, lp in self._posteriors(model, dev)]  # the searches run on the CPU
         if self.vcfg.criterion == "fullsum":  # in batches as in training, each with its soft priors
             aligned = [(e, lp) for e, lp in scored if e.utt in self.alignments["dev"]]
             for start in range(0, len(aligned), self.tcfg.max_batch_utts):
@@ -305,7 +306,7 @@ class ViterbiTask:
                 self.transitions,
                 counts,
             )
-            for (e, _), (ali, loglik) in zip(chunk, found, strict=True):
+            for (e, _), (ali, loglik) in zip(chunk, found, strict=True):  # on the CPU
                 if ali is not None:
                     alignments[e.utt] = ali
                     total_loglik += loglik
@@ -340,6 +341,7 @@ class ViterbiTask:
     def _plot(self, model):
         example = self.sets["dev"][0]
         _, log_probs = next(self._posteriors(model, [example]))
+        log_probs = log_probs.cpu()
         fig = Figure(figsize=(8, 4))
         ax = fig.subplots()
         ax.imshow(log_probs.exp().T.numpy(), origin="lower", aspect="auto", cmap="Greys", interpolation="nearest")
