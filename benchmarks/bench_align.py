@@ -5,6 +5,7 @@ recursion), each by its compiled CPU kernel (phonerec.hmm.kernels, what runs on 
 recursion (the reference, and the path on a GPU), against torchaudio's per-utterance C++ `forced_align`.
 
   . ./path.sh && python benchmarks/bench_align.py [--frames 300] [--labels 60] [--classes 48] [--batches 32 1]
+  python benchmarks/bench_align.py --device cuda --batches 256 32      (benchmarks/gpu_check.sh: on a GPU)
 
 The problem (as issue 12 states it): a chain of `--labels` labels of `--classes` without adjacent repeats, one
 HMM state per label, no optional silence; forced_align gets the same scores plus a blank scored -1e4, so its
@@ -13,6 +14,7 @@ fastest of 3 after a warm-up, and each kernel's time as a multiple of forced_ali
 Record them in benchmarks/RESULTS.md."""
 
 import argparse
+import functools
 import time
 
 import torch
@@ -50,10 +52,59 @@ def fastest(fn, repeats: int = 3) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        _synchronize()
         start = time.perf_counter()
         fn()
+        _synchronize()  # GPU work is asynchronous: the clock is read once it is done
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def bench_gpu_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator, device: str):
+    """bench_batch's problems on a GPU: the torch kernels (what runs there) against forced_align on CUDA."""
+    topo, graphs, lengths, log_probs = problem(batch, frames, labels, classes, gen)
+    log_probs = log_probs.to(device)
+    with_blank = torch.cat([torch.full((batch, frames, 1), -1e4, device=device), log_probs], dim=2)
+    targets = [(torch.tensor(g.states) + 1).to(device=device, dtype=torch.int32) for g in graphs]
+
+    def torchaudio_align():
+        return [F.forced_align(with_blank[b : b + 1], targets[b].unsqueeze(0), blank=0)[0][0] for b in range(batch)]
+
+    alignment, _ = viterbi_align(log_probs, lengths, graphs, topo)
+    reference = torchaudio_align()
+    assert all(torch.equal(alignment[b].cpu(), reference[b].cpu() - 1) for b in range(batch)), "paths differ"
+    grad_input = log_probs.clone().requires_grad_()
+    batch_graphs = pad_graphs(graphs, 1, device)
+    fb_problem = (
+        node_emissions(log_probs, batch_graphs.states, batch_graphs.valid, FLOOR),
+        lengths.to(device),
+        graph_weights(batch_graphs, None, FLOOR),
+    )
+
+    def explicit():
+        fullsum_loglik(grad_input, lengths, graphs, topo).sum().backward()
+
+    def autograd():
+        forward_loglik(grad_input, lengths, graphs, topo).sum().backward()
+
+    candidates = [
+        ("torchaudio forced_align on CUDA (per utterance)", torchaudio_align),
+        ("viterbi_align, torch (graphs, weights, paths)", lambda: viterbi_align(log_probs, lengths, graphs, topo)),
+        ("forward-backward kernel, torch", lambda: forward_backward(*fb_problem, 1)),
+        ("full-sum log p + gradient, explicit backward (torch)", explicit),
+        ("full-sum log p + gradient, autograd (torch)", autograd),
+    ]
+    rows, reference_seconds = [], None
+    for name, fn in candidates:
+        seconds = fastest(fn)
+        reference_seconds = reference_seconds or seconds
+        rows.append((name, seconds, seconds / reference_seconds))
+    return rows
 
 
 def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator):
@@ -130,14 +181,17 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=60)
     parser.add_argument("--classes", type=int, default=48)
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 1])
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the torch kernels against forced_align there")
     args = parser.parse_args()
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
-    print(f"T {args.frames}, {args.labels} labels of {args.classes}, 1 thread; ms per utterance (x forced_align)")
+    where = "1 thread" if args.device == "cpu" else torch.cuda.get_device_name(args.device)
+    print(f"T {args.frames}, {args.labels} labels of {args.classes}, {where}; ms per utterance (x forced_align)")
     print("| batch | kernel | ms / utt | x forced_align |")
     print("|---:|---|---:|---:|")
     for batch in args.batches:
-        for name, seconds, ratio in bench_batch(batch, args.frames, args.labels, args.classes, gen):
+        bench = bench_batch if args.device == "cpu" else functools.partial(bench_gpu_batch, device=args.device)
+        for name, seconds, ratio in bench(batch, args.frames, args.labels, args.classes, gen):
             print(f"| {batch} | {name} | {1000 * seconds / batch:.2f} | {ratio:.2f} |")
 
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio.functional as AF
 from conftest import write_wav
 from omegaconf import OmegaConf
 
 from phonerec.data.audio import read_audio
 from phonerec.data.data_dir import Utterance, read_table, validate_data_dir, write_data_dir
-from phonerec.data.dataset import Example
+from phonerec.data.dataset import Example, collate
 from phonerec.data.speed_perturb import perturb_samples, perturb_speed
 from phonerec.features import add_deltas
 from phonerec.hmm.align_eval import Segment, read_ctm, write_ctm
@@ -29,6 +30,37 @@ def spec_augment(delta_order: int = 2, **settings) -> SpecAugment:
     return SpecAugment(OmegaConf.create(acfg | settings), delta_order=delta_order, delta_window=2)
 
 
+def one(augment: SpecAugment, feats: torch.Tensor) -> torch.Tensor:
+    """One utterance's (frames, dim) features through the batch augmentation."""
+    return augment(feats[None], torch.tensor([len(feats)]))[0]
+
+
+def per_utterance_reference(augment: SpecAugment, feats: torch.Tensor) -> torch.Tensor:
+    """SpecAugment of one utterance as torchaudio's mask_along_axis and add_deltas compute it."""
+    static = feats[:, : feats.shape[1] // (augment.delta_order + 1)].clone()
+    for _ in range(augment.freq_masks):
+        static = AF.mask_along_axis(static, augment.freq_width, 0.0, axis=1)
+    for _ in range(augment.time_masks):
+        static = AF.mask_along_axis(static, augment.time_width, 0.0, axis=0, p=augment.time_max_fraction)
+    return torch.from_numpy(add_deltas(static.numpy(), augment.delta_order, augment.delta_window))
+
+
+def test_a_batch_is_masked_bit_for_bit_as_each_utterance_alone_would_be():
+    generator = torch.Generator().manual_seed(0)
+    lengths = (100, 37, 4, 61)  # 4 frames: no time mask fits under the 20% limit, and none is drawn
+    utterances = [torch.from_numpy(add_deltas((torch.randn(n, 13, generator=generator) + 3).numpy())) for n in lengths]
+    augment = spec_augment(time_width=30)
+    torch.manual_seed(3)
+    reference = [per_utterance_reference(augment, u) for u in utterances]
+    next_reference_draw = torch.rand(1)
+    torch.manual_seed(3)
+    feats, _ = collate([Example(str(k), "s", u, [1], None) for k, u in enumerate(utterances)], augment)
+    assert torch.equal(torch.rand(1), next_reference_draw)  # the same draws, in the same order
+    for k, ref in enumerate(reference):
+        assert torch.equal(feats[k, : len(ref)], ref)
+        assert not feats[k, len(ref) :].any()  # the padding stays 0
+
+
 def test_masks_act_on_the_statics_and_the_deltas_follow():
     torch.manual_seed(0)
     static = torch.randn(100, 13) + 3.0  # no exact zeros
@@ -36,7 +68,7 @@ def test_masks_act_on_the_statics_and_the_deltas_follow():
     augment = spec_augment(freq_masks=1, time_masks=1, time_width=30)
     both_masked = 0
     for _ in range(20):
-        out = augment(feats)
+        out = one(augment, feats)
         assert out.shape == feats.shape
         masked = out[:, :13]
         zero_dims, zero_frames = (masked == 0).all(dim=0), (masked == 0).all(dim=1)
@@ -56,9 +88,9 @@ def test_masks_are_drawn_per_call_from_the_seeded_global_rng():
     feats = torch.from_numpy(add_deltas(np.random.default_rng(0).normal(3, 1, (80, 13)).astype(np.float32)))
     augment = spec_augment()
     torch.manual_seed(5)
-    first, second = augment(feats), augment(feats)
+    first, second = one(augment, feats), one(augment, feats)
     torch.manual_seed(5)
-    assert torch.equal(augment(feats), first)
+    assert torch.equal(one(augment, feats), first)
     assert not torch.equal(first, second)
 
 
@@ -69,7 +101,7 @@ def test_switch_and_feature_layout_come_from_the_config():
     augment = SpecAugment.from_config(cfg)
     feats = torch.randn(60, 40) + 3.0
     torch.manual_seed(1)
-    out = augment(feats)
+    out = one(augment, feats)
     assert out.shape == feats.shape and (out == 0).any() and augment.delta_order == 0
 
 

@@ -81,7 +81,7 @@ def make_batches(lengths: list[int], batch_frames: int, max_utts: int, rng: rand
 
 def collate(examples: list[Example], transform=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded (batch, frames, dim) features and their lengths; `transform` (a training augmentation such as
-    phonerec.training.augment.SpecAugment) maps each utterance's features first, keeping their length."""
+    phonerec.training.augment.SpecAugment) maps the padded batch and its lengths to new features of its shape."""
     lengths = torch.tensor([e.feats.shape[0] for e in examples])
-    feats = [e.feats if transform is None else transform(e.feats) for e in examples]
-    return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
+    feats = torch.nn.utils.rnn.pad_sequence([e.feats for e in examples], batch_first=True)
+    return (feats if transform is None else transform(feats, lengths)), lengths

@@ -55,37 +55,44 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
     if stage is None:
         return
     with stage:
-        topo = read_topology(lang_dir, cfg)
-        train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
-        dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
-        torch.manual_seed(cfg.train.seed)
-        model_args = {
-            "input_dim": train_set[0].feats.shape[1],
-            "num_outputs": topo.num_states,
-            **OmegaConf.to_container(cfg.model),
-        }
-        model = BLSTMAcousticModel(**model_args)
-        reference = {
-            name: read_ctm(d / "phones.ctm")
-            for name, d in (("train", train_dir), ("dev", dev_dir))
-            if (d / "phones.ctm").is_file()
-        }
-        task = ViterbiTask(
-            exp_dir,
-            topo,
-            train_set,
-            dev_set,
-            cfg.train.viterbi,
-            cfg.train,
-            read_id2phone(lang_dir),
-            dev_per_scorer(cfg),
-            cfg.hmm.optional_silence,
-            reference,
-            frame_timing(cfg, model_args["subsample"]),
-            _transitions(cfg.hmm, topo),
-            train_transitions=cfg.hmm.transitions == "learned",
-        )
+        model, model_args, task, train_set = viterbi_setup(cfg, train_dir, dev_dir, lang_dir, exp_dir)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.viterbi)
+
+
+def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path):
+    """What Viterbi training trains, as the stage builds it (benchmarks/bench_train_loop.py times the same):
+    (the new model, its model_args, the ViterbiTask, the training examples)."""
+    topo = read_topology(lang_dir, cfg)
+    train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
+    dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
+    torch.manual_seed(cfg.train.seed)
+    model_args = {
+        "input_dim": train_set[0].feats.shape[1],
+        "num_outputs": topo.num_states,
+        **OmegaConf.to_container(cfg.model),
+    }
+    model = BLSTMAcousticModel(**model_args)
+    reference = {
+        name: read_ctm(d / "phones.ctm")
+        for name, d in (("train", train_dir), ("dev", dev_dir))
+        if (d / "phones.ctm").is_file()
+    }
+    task = ViterbiTask(
+        exp_dir,
+        topo,
+        train_set,
+        dev_set,
+        cfg.train.viterbi,
+        cfg.train,
+        read_id2phone(lang_dir),
+        dev_per_scorer(cfg),
+        cfg.hmm.optional_silence,
+        reference,
+        frame_timing(cfg, model_args["subsample"]),
+        _transitions(cfg.hmm, topo),
+        train_transitions=cfg.hmm.transitions == "learned",
+    )
+    return model, model_args, task, train_set
 
 
 def _transitions(hcfg: DictConfig, topo: Topology) -> Transitions | None:
