@@ -2,7 +2,8 @@
 """The training loop's speed against the bare computation it drives, in one run: frames/s of an epoch of
 `train_one_epoch` (the recipe's Viterbi task and loss, its batches, SpecAugment where the recipe has it, gradient
 clipping, the loss read back each step) vs a raw step on the same padded batches (the same model: forward,
-cross-entropy on fixed targets, backward, Adam), and the padding waste of the length-bucketed batches.
+cross-entropy on fixed targets, backward, Adam), the padding waste of the length-bucketed batches, and the
+re-alignment of the training set on one process with all the threads against split over two.
 
   . ./path.sh && python benchmarks/bench_train_loop.py recipe=fsdd corpus.root=../shared/corpora/fsdd
   . ./path.sh && python benchmarks/bench_train_loop.py recipe=timit_sample corpus.root=../shared/corpora/timit_sample
@@ -98,6 +99,24 @@ def main() -> None:
     print(f"| raw padded BLSTM forward + cross-entropy + backward + Adam | {raw:.0f} | 1.00 |")
     print(f"| `train_one_epoch` | {loop:.0f} | {loop / raw:.2f} |")
     print(f"(each round, loop: {[round(x) for x in loop_fps]}, raw: {[round(x) for x in raw_fps]})")
+
+    # Re-alignment under torchrun: rank 0 alone with all the threads (phonerec.training.distributed.main_alone),
+    # or split over the ranks, each with its share: each half timed alone with half the threads (the gathering
+    # that a split needs left out, in its favour).
+    model.eval()
+    with torch.no_grad():
+        alone = min(_timed(task._realign, model, train_set, "train") for _ in range(args.rounds))
+        torch.set_num_threads(max(1, args.threads // 2))
+        halves = [train_set[k::2] for k in range(2)]
+        split = max(min(_timed(task._realign, model, h, "train") for _ in range(args.rounds)) for h in halves)
+    print(f"re-alignment of the training set: rank 0 alone with {args.threads} threads {alone:.2f} s, split over "
+          f"2 ranks {split:.2f} s (alone / split {alone / split:.2f})")  # fmt: skip
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ interruption giving the same model as an uninterrupted run, CTC from the Viterbi
 
 import json
 import logging
+import math
 import shutil
 
 import pytest
@@ -139,6 +140,30 @@ def test_viterbi_stage_with_the_full_sum_criterion(prepared, tmp_path):
     with pytest.raises(RecipeError, match="train.viterbi.criterion=mmi"):
         cfg = load_config([*overrides, "train.viterbi.criterion=mmi"])
         train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, tmp_path / "x")
+
+
+def test_training_in_bf16_through_the_gpu_code_path_on_the_cpu(prepared, tmp_path, caplog):
+    """train.device=cpu train.precision=bf16: the autocast forward the GPU runs, the full sum in float32 after it;
+    the checkpoint is the plain model's, which fp32 decoding and CTC initialisation load."""
+    tmp, overrides = prepared
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    bf16 = [*overrides, "train.device=cpu", "train.precision=bf16", "train.viterbi.criterion=fullsum"]
+    with caplog.at_level(logging.INFO):
+        train_viterbi_stage(load_config(bf16), train_dir, dev_dir, lang_dir, tmp_path / "viterbi")
+        train_ctc_stage(load_config(bf16), train_dir, dev_dir, lang_dir, tmp_path / "viterbi", tmp_path / "ctc")
+    assert caplog.text.count("training on CPU, bf16, 1 process") == 2 and "CTC loss: torch's CPU kernel" in caplog.text
+    for model in ("viterbi", "ctc"):
+        history = json.loads((tmp_path / model / "train_summary.json").read_text())["history"]
+        assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["valid_loss"]) for e in history)
+        state = torch.load(tmp_path / model / "best.pt", weights_only=False)["model"]
+        assert all(v.dtype == torch.float32 for v in state.values()) and not any(k.startswith("model.") for k in state)
+    fp32 = load_config([*overrides, "train.viterbi.criterion=fullsum"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # the precision is hashed: fp32 is another run, the bf16 one moved aside
+        train_viterbi_stage(fp32, train_dir, dev_dir, lang_dir, tmp_path / "viterbi")
+    assert "training on CPU, fp32" in caplog.text
+    with pytest.raises(RecipeError, match="train.precision=fp16"):
+        train_viterbi_stage(load_config([*overrides, "train.precision=fp16"]), train_dir, dev_dir, lang_dir, tmp_path)
 
 
 def _counted_transitions(alignment_file, num_states):
