@@ -10,17 +10,19 @@ import pytest
 import torch
 from conftest import make_fsdd_copy
 from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
 
 from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example
 from phonerec.features import make_features
-from phonerec.hmm.transitions import Transitions
+from phonerec.hmm.transitions import TransitionCounts, Transitions
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.decode_stages import decode_stage, make_lm_stage
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.score_stages import score_phones
-from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage
+from phonerec.pipeline.stage_keys import TRAIN_VITERBI
+from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage, viterbi_setup
 from phonerec.training.loop import train
 
 TINY = [
@@ -164,6 +166,39 @@ def test_training_in_bf16_through_the_gpu_code_path_on_the_cpu(prepared, tmp_pat
     assert "training on CPU, fp32" in caplog.text
     with pytest.raises(RecipeError, match="train.precision=fp16"):
         train_viterbi_stage(load_config([*overrides, "train.precision=fp16"]), train_dir, dev_dir, lang_dir, tmp_path)
+
+
+def test_a_round_split_over_two_ranks_gathers_what_one_process_aligns(prepared, tmp_path):
+    """ViterbiTask's re-alignment under torchrun: each rank aligns every second utterance, rank 0 merges
+    (here the two shares are aligned in this process and handed to the merge as gather would hand them)."""
+    tmp, overrides = prepared
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    cfg = TRAIN_VITERBI.view(load_config([*overrides, "hmm.transitions=estimated"]))
+    rounds = {}
+    for ranks in (1, 2):
+        model, _, task, _ = viterbi_setup(cfg, train_dir, dev_dir, lang_dir, tmp_path / f"ranks{ranks}")
+        task.start(model)
+        model.eval()
+        with torch.no_grad():
+            gathered = []
+            for rank in range(ranks):
+                counts = TransitionCounts(task.topo.num_states)
+                found = {
+                    name: task._realign(model, examples[rank::ranks], name, counts if name == "train" else None)
+                    for name, examples in task.sets.items()
+                }
+                gathered.append((found, counts))
+            task._finish_round(model, 1, SummaryWriter(str(tmp_path / f"tb{ranks}")), gathered)
+        rounds[ranks] = task
+    one, two = rounds[1], rounds[2]
+    for name in ("train", "dev"):
+        assert list(two.alignments[name]) == list(one.alignments[name])  # in corpus order
+        assert all(torch.equal(two.alignments[name][u], a) for u, a in one.alignments[name].items())
+    assert torch.equal(two.log_priors, one.log_priors)
+    assert two.transitions.summary() == pytest.approx(one.transitions.summary())
+    stats = [json.loads((tmp_path / f"ranks{r}" / "ali" / "iter1" / "stats.json").read_text()) for r in (1, 2)]
+    assert stats[1]["train_loglik_per_frame"] == pytest.approx(stats[0]["train_loglik_per_frame"], rel=1e-6)
+    assert stats[1]["changed_frames_percent"] == stats[0]["changed_frames_percent"]
 
 
 def _counted_transitions(alignment_file, num_states):

@@ -82,10 +82,18 @@ class TransitionCounts:
         self.silence = torch.zeros((), dtype=torch.float64)
         self.no_silence = torch.zeros((), dtype=torch.float64)
 
+    def merge(self, other: "TransitionCounts") -> None:
+        """Add another's counts (those of another training process's alignments)."""
+        for total, more in zip(self._totals(), other._totals(), strict=True):
+            total += more
+
+    def _totals(self) -> tuple[torch.Tensor, ...]:
+        return self.loop, self.forward, self.silence, self.no_silence
+
     def add(self, batch: GraphBatch, arc_counts: ArcWeights) -> None:
         """Add the counts of a GraphBatch's arcs: each arc's count goes to the transitions its weight is made of
         (the gradient of graph_weights, so the two cannot disagree)."""
-        totals = (self.loop, self.forward, self.silence, self.no_silence)
+        totals = self._totals()
         probe = TransitionLogProbs(*(torch.zeros_like(t, requires_grad=True) for t in totals))
         with torch.enable_grad():
             weights = graph_weights(batch, probe, 0.0, torch.float64)

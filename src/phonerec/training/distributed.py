@@ -8,10 +8,12 @@
   frame (or utterance) count, times W (`global_mean`): the gradient is the one a single process computes on the
   union of the ranks' batches. Parameters outside the model (the learned HMM transitions) are averaged the same
   way (`average_gradients`).
-- Rank 0 alone validates, re-aligns, writes checkpoints, TensorBoard and the stage's files, and takes the run's
-  lock (`exclusive`); the others wait and then take its results (the validation figures, the task's state) by
-  broadcast. Re-alignment on rank 0 alone, with the other ranks' CPU threads (`main_alone`), is as fast here as
-  split across ranks could be: benchmarks/RESULTS.md.
+- Re-alignment is split: each rank aligns every W-th utterance and rank 0 gathers them (`gather`). On rank 0
+  alone, even with the other ranks' CPU threads, it took 1.19x as long on this 2-core machine
+  (benchmarks/RESULTS.md, the training loop).
+- Rank 0 alone validates (with all the threads, `main_alone`), finishes each re-alignment round, writes
+  checkpoints, TensorBoard and the stage's files, and takes the run's lock (`exclusive`); the others wait and
+  then take its results (the validation figures, the task's state) by `broadcast`.
 - The ranks' random states differ (seed + rank: other dropout masks and SpecAugment draws per rank) and each
   checkpoint keeps all of them, so a resumed run continues as an uninterrupted one would.
 

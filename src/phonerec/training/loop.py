@@ -4,7 +4,6 @@ a killed run resumes from. What differs between the two is a Task (below); the l
 train.py: `train_one_epoch`, `validate`, `resume`, `save_checkpoint` (phonerec.training.checkpoints).
 """
 
-import functools
 import logging
 import math
 import random
@@ -42,7 +41,8 @@ class Task(Protocol):
                     training loss with `weight` (frames or utterances).
     validate        dev figures under torch.no_grad(): a dict with at least "loss" and "per"; best.pt is the
                     epoch of the lowest "per", and the learning rate follows the one `lr_metric` names.
-    end_of_epoch    work after validation (the Viterbi task re-aligns on its schedule), under torch.no_grad().
+    end_of_epoch    work after validation (the Viterbi task re-aligns on its schedule), under torch.no_grad(); under
+                    torchrun on every rank, `writer` None except on rank 0, whose state the others then load.
     """
 
     kind: str
@@ -121,8 +121,9 @@ def train(
             scheduler.step(valid[scfg.lr_metric])
         record["lr"] = optimizer.param_groups[0]["lr"]
         record |= {f"valid_{k}": v for k, v in valid.items()}
-        with torch.no_grad():
-            _main_then_share(task, functools.partial(task.end_of_epoch, forward, epoch, writer), tcfg.num_threads)
+        with torch.no_grad():  # on every rank (a task may split its work over them), then rank 0's state on all
+            task.end_of_epoch(forward, epoch, writer)
+            _share_state(task)
         if main:
             _log_to_tensorboard(writer, record, valid, epoch)
         record["seconds"] = time.perf_counter() - start
@@ -169,6 +170,11 @@ def _main_then_share(task: Task, work, threads: int) -> None:
     with distributed.main_alone(threads):
         if distributed.is_main():
             work()
+    _share_state(task)
+
+
+def _share_state(task: Task) -> None:
+    """Under torchrun, rank 0's task state on the other ranks."""
     if distributed.world_size() > 1:
         state = distributed.broadcast(task.state() if distributed.is_main() else None)
         if not distributed.is_main():

@@ -46,6 +46,7 @@ from phonerec.hmm.fullsum import fullsum_loglik
 from phonerec.hmm.transitions import TransitionCounts, Transitions
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.files import write_json_atomic, write_png_atomic
+from phonerec.training import distributed
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # target of frames that no alignment covers (padding)
@@ -236,14 +237,38 @@ class ViterbiTask:
         return hyps
 
     def end_of_epoch(self, model, epoch: int, writer) -> None:
+        """A re-alignment round after the epochs of train.viterbi.realign_epochs. Under torchrun every rank
+        aligns its share of the utterances (benchmarks/RESULTS.md: faster than rank 0 alone with all the threads);
+        rank 0 gathers them and finishes the round alone (the loop then hands its state to the others)."""
         if epoch not in self.vcfg.realign_epochs:
             return
+        counts = TransitionCounts(self.topo.num_states)
+        share = slice(distributed.rank(), None, distributed.world_size())
+        found = {
+            name: self._realign(model, examples[share], name, counts if name == "train" else None)
+            for name, examples in self.sets.items()
+        }
+        gathered = distributed.gather((found, counts))
+        if distributed.is_main():
+            with distributed.main_alone(self.tcfg.num_threads):
+                self._finish_round(model, epoch, writer, gathered)
+
+    def _finish_round(self, model, epoch: int, writer, gathered: list) -> None:
+        """The round from every rank's (alignments, log-likelihood, frames, skipped) per set and transition
+        counts: the new alignments, transitions and priors, the round's statistics, files and TensorBoard."""
         previous = self.alignments
         self.alignments, logliks, frames, skipped = {}, {}, {}, {}
-        counts = TransitionCounts(self.topo.num_states)
         for name, examples in self.sets.items():
-            found = self._realign(model, examples, name, counts if name == "train" else None)
-            self.alignments[name], logliks[name], frames[name], skipped[name] = found
+            shares = [found[name] for found, _ in gathered]
+            merged = {u: a for alignments, *_ in shares for u, a in alignments.items()}
+            dropped = {u for *_, skips in shares for u in skips}
+            self.alignments[name] = {e.utt: merged[e.utt] for e in examples if e.utt in merged}  # in corpus order
+            logliks[name] = sum(loglik for _, loglik, _, _ in shares)
+            frames[name] = sum(count for _, _, count, _ in shares)
+            skipped[name] = [e.utt for e in examples if e.utt in dropped]
+        counts = gathered[0][1]
+        for _, more in gathered[1:]:
+            counts.merge(more)
         if self.train_transitions and self.vcfg.criterion == "ce":  # the M-step of Viterbi training
             self.transitions.estimate(counts)
         before = previous["train"]
