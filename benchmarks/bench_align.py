@@ -67,31 +67,15 @@ def _synchronize() -> None:
 
 def bench_gpu_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator, device: str):
     """bench_batch's problems on a GPU: the torch kernels (what runs there) against forced_align on CUDA."""
-    topo, graphs, lengths, log_probs = problem(batch, frames, labels, classes, gen)
-    log_probs = log_probs.to(device)
-    with_blank = torch.cat([torch.full((batch, frames, 1), -1e4, device=device), log_probs], dim=2)
-    targets = [(torch.tensor(g.states) + 1).to(device=device, dtype=torch.int32) for g in graphs]
-
-    def torchaudio_align():
-        return [F.forced_align(with_blank[b : b + 1], targets[b].unsqueeze(0), blank=0)[0][0] for b in range(batch)]
-
-    alignment, _ = viterbi_align(log_probs, lengths, graphs, topo)
-    reference = torchaudio_align()
-    assert all(torch.equal(alignment[b].cpu(), reference[b].cpu() - 1) for b in range(batch)), "paths differ"
-    grad_input = log_probs.clone().requires_grad_()
+    topo, graphs, lengths, log_probs, torchaudio_align, explicit, autograd = checked_problem(
+        batch, frames, labels, classes, gen, device
+    )
     batch_graphs = pad_graphs(graphs, 1, device)
     fb_problem = (
         node_emissions(log_probs, batch_graphs.states, batch_graphs.valid, FLOOR),
         lengths.to(device),
         graph_weights(batch_graphs, None, FLOOR),
     )
-
-    def explicit():
-        fullsum_loglik(grad_input, lengths, graphs, topo).sum().backward()
-
-    def autograd():
-        forward_loglik(grad_input, lengths, graphs, topo).sum().backward()
-
     candidates = [
         ("torchaudio forced_align on CUDA (per utterance)", torchaudio_align),
         ("viterbi_align, torch (graphs, weights, paths)", lambda: viterbi_align(log_probs, lengths, graphs, topo)),
@@ -99,6 +83,11 @@ def bench_gpu_batch(batch: int, frames: int, labels: int, classes: int, gen: tor
         ("full-sum log p + gradient, explicit backward (torch)", explicit),
         ("full-sum log p + gradient, autograd (torch)", autograd),
     ]
+    return timed(candidates)
+
+
+def timed(candidates) -> list[tuple[str, float, float]]:
+    """(name, seconds, ratio to the first) of each (name, function)."""
     rows, reference_seconds = [], None
     for name, fn in candidates:
         seconds = fastest(fn)
@@ -107,21 +96,37 @@ def bench_gpu_batch(batch: int, frames: int, labels: int, classes: int, gen: tor
     return rows
 
 
-def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator):
-    """(kernel, seconds for the batch, ratio to forced_align) for each kernel, after checking the paths agree."""
+def checked_problem(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator, device: str):
+    """The problem on `device`, with what both benchmarks time there: forced_align per utterance (its paths checked
+    against viterbi_align's) and the full sum with its gradient, by the explicit backward pass and by autograd."""
     topo, graphs, lengths, log_probs = problem(batch, frames, labels, classes, gen)
+    log_probs = log_probs.to(device)
     # forced_align's emissions: blank (index 0) scored -1e4, the classes shifted by one.
-    with_blank = torch.cat([torch.full((batch, frames, 1), -1e4), log_probs], dim=2)
-    targets = [torch.tensor(g.states) + 1 for g in graphs]
+    with_blank = torch.cat([torch.full((batch, frames, 1), -1e4, device=device), log_probs], dim=2)
+    targets = [(torch.tensor(g.states) + 1).to(device) for g in graphs]
 
     def torchaudio_align():
         return [F.forced_align(with_blank[b : b + 1], targets[b].unsqueeze(0), blank=0)[0][0] for b in range(batch)]
 
     alignment, _ = viterbi_align(log_probs, lengths, graphs, topo)
     reference = torchaudio_align()
-    assert all(torch.equal(alignment[b], reference[b] - 1) for b in range(batch)), "paths differ"
-
+    assert all(torch.equal(alignment[b].cpu(), reference[b].cpu() - 1) for b in range(batch)), "paths differ"
     grad_input = log_probs.clone().requires_grad_()
+
+    def explicit():
+        fullsum_loglik(grad_input, lengths, graphs, topo).sum().backward()
+
+    def autograd():
+        forward_loglik(grad_input, lengths, graphs, topo).sum().backward()
+
+    return topo, graphs, lengths, log_probs, torchaudio_align, explicit, autograd
+
+
+def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.Generator):
+    """(kernel, seconds for the batch, ratio to forced_align) for each kernel, after checking the paths agree."""
+    topo, graphs, lengths, log_probs, torchaudio_align, explicit, autograd = checked_problem(
+        batch, frames, labels, classes, gen, "cpu"
+    )
     batch_graphs = pad_graphs(graphs, 1, "cpu")
     sizes = batch_graphs.valid.sum(1)
     problems = {}
@@ -134,12 +139,6 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
         return kernels.best_paths(log_probs, batch_graphs.states, lengths, problems[NEG_INF][2], 1, sizes)
 
     assert torch.equal(nodes, compiled_viterbi()[0]), "torch's paths differ"
-
-    def explicit():
-        fullsum_loglik(grad_input, lengths, graphs, topo).sum().backward()
-
-    def autograd():
-        forward_loglik(grad_input, lengths, graphs, topo).sum().backward()
 
     candidates = [
         ("torchaudio forced_align (per utterance)", torchaudio_align),
@@ -167,12 +166,7 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
     ]
     *_, exact = kernels.scaled_forward_backward(*problems[FLOOR], 1, sizes, NO_PATH, False)
     print(f"batch {batch}: the scaled kernel vouches for {int(exact.sum())} of {batch} utterances")
-    rows, reference_seconds = [], None
-    for name, fn in candidates:
-        seconds = fastest(fn)
-        reference_seconds = reference_seconds or seconds
-        rows.append((name, seconds, seconds / reference_seconds))
-    return rows
+    return timed(candidates)
 
 
 def main() -> None:

@@ -110,6 +110,24 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
     assert (data / "mfcc" / "train" / "feats.scp").is_file()
 
 
+def kill_after_first_checkpoint(exp_dir, *args) -> None:
+    """./run.sh `args`, killed (SIGKILL, its whole process group) once exp_dir's first checkpoint is written."""
+    process = subprocess.Popen(
+        ["./run.sh", *args],
+        cwd=REPO,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not (exp_dir / "checkpoints" / "epoch-1.pt").exists() and time.time() < deadline:
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def _lock_is_free(path) -> bool:
     with open(path, "a") as handle:
         try:
@@ -134,20 +152,8 @@ def test_training_in_two_processes_resumes_after_a_kill_and_decodes(tmp_path):
         "decode.decoders=[greedy]",
     ]
     assert run_sh("--stop-stage", "1", *overrides).returncode == 0
-    process = subprocess.Popen(
-        ["./run.sh", "--ngpu", "2", "--stage", "2", *overrides],
-        cwd=REPO,
-        env=project_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while not (exp / "viterbi" / "checkpoints" / "epoch-1.pt").exists() and time.time() < deadline:
-        assert process.poll() is None, "stage 2 ended before its first checkpoint"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # run.sh and torchrun; the training processes die with torchrun
-    process.wait()
+    # run.sh and torchrun killed; the training processes die with torchrun.
+    kill_after_first_checkpoint(exp / "viterbi", "--ngpu", "2", "--stage", "2", *overrides)
     deadline = time.time() + 10
     while not _lock_is_free(exp / "viterbi" / ".lock"):
         assert time.time() < deadline, "a training process outlived the kill"
@@ -189,20 +195,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
     # Stage 3 killed (SIGKILL, the whole process group) once its first checkpoint is written.
-    process = subprocess.Popen(
-        ["./run.sh", "--stage", "3", "--stop-stage", "3", *overrides],
-        cwd=REPO,
-        env=project_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while not (exp / "ctc" / "checkpoints" / "epoch-1.pt").exists() and time.time() < deadline:
-        assert process.poll() is None, "stage 3 ended before its first checkpoint"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(exp / "ctc", "--stage", "3", "--stop-stage", "3", *overrides)
     assert not (exp / "ctc" / ".done.train").exists()
 
     result = run_sh("--stage", "3", *overrides)
