@@ -129,3 +129,15 @@ def http_server(tmp_path):
     yield www, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def fsdd_subset(root, takes, speakers=("george", "nicolas", "theo")):
+    """A copy holding some takes of some speakers (train george, dev theo, test nicolas), as links to the shared
+    recordings."""
+    (root / "recordings").mkdir(parents=True)
+    for speaker in speakers:
+        for digit in range(10):
+            for take in takes:
+                name = f"{digit}_{speaker}_{take}.wav"
+                (root / "recordings" / name).symlink_to(SHARED_FSDD / "recordings" / name)
+    return root

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import REPO, SHARED_FSDD, project_env
+from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
 
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.features import FeatureReader
@@ -49,18 +49,6 @@ def tiny_run(tmp_path, exp):
         "train.viterbi.epochs=3",
         "train.speed_perturb=[]",
     ]
-
-
-def fsdd_subset(root, takes, speakers=("george", "nicolas", "theo")):
-    """A copy holding some takes of some speakers (train george, dev theo, test nicolas), as links to the shared
-    recordings."""
-    (root / "recordings").mkdir(parents=True)
-    for speaker in speakers:
-        for digit in range(10):
-            for take in takes:
-                name = f"{digit}_{speaker}_{take}.wav"
-                (root / "recordings" / name).symlink_to(SHARED_FSDD / "recordings" / name)
-    return root
 
 
 def test_stages_0_1_on_fsdd_subset(tmp_path):

@@ -90,6 +90,8 @@ DECODE = StageKeys(
     hashed=("decode.checkpoint", "decode.batch_frames", "decode.max_batch_utts", *_FEATURES_AT_LOAD),
     unhashed=("decode.num_threads", "train.device"),
 )
+# steps/export_model.py (not a stage: it always runs): which checkpoint.
+EXPORT = StageKeys(hashed=(), unhashed=("decode.checkpoint",))
 # Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.
 SCORE = StageKeys(
     hashed=(),

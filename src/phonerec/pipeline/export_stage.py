@@ -1,0 +1,100 @@
+"""Export of a trained model (steps/export_model.py): its acoustic model as TorchScript and ONNX
+(phonerec.model.export), checked against the eager model on real features of a feature dir at another batch
+size and length than the export example, and export.json: what a user must apply outside the graph."""
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from phonerec.features import FeatureReader
+from phonerec.model import export
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.files import write_json_atomic
+from phonerec.pipeline.recipe import find_checkpoint
+from phonerec.pipeline.stage_keys import EXPORT
+from phonerec.training.checkpoints import load_model
+
+log = logging.getLogger(__name__)
+TOLERANCE = 1e-5  # the largest difference to the eager model's log-posteriors accepted (export.max_difference)
+
+
+def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path | None = None) -> dict:
+    """model_dir's decode.checkpoint -> out_dir/{model.ts.pt, model.onnx, export.json}. The check runs on up to
+    five utterances of feat_dir (features as training loaded them), else on random features; returns the
+    largest difference per format."""
+    checkpoint_path = find_checkpoint(EXPORT.view(cfg), model_dir)
+    model, checkpoint = load_model(checkpoint_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    example = export.example_inputs(model)
+    feats, lengths = _check_inputs(model, feat_dir, checkpoint)
+    if feats.shape[0] == example[0].shape[0] and feats.shape[1] == example[0].shape[1]:
+        raise RecipeError("the check batch has the export example's shape: it would not test the dynamic axes")
+    formats = {
+        "torchscript": ("model.ts.pt", export.export_torchscript, export.run_torchscript),
+        "onnx": ("model.onnx", export.export_onnx, export.run_onnx),
+    }
+    differences = {}
+    for name, (file_name, write, run) in formats.items():
+        path = out_dir / file_name
+        write(model, path, example)
+        differences[name] = export.max_difference(model, run, path, feats, lengths)
+        log.info(
+            "%s: %s, max difference to the eager model %.2e (relative beyond +-1; %s)",
+            *(path, name, differences[name], _shape(feats)),
+        )
+        if not differences[name] <= TOLERANCE:
+            raise RecipeError(f"{path}: differs from the eager model by {differences[name]:.2e} > {TOLERANCE}")
+    task = checkpoint.get("task", {})
+    priors = task.get("log_priors")
+    write_json_atomic(
+        out_dir / "export.json",
+        {
+            "checkpoint": str(checkpoint_path.resolve()),
+            "epoch": checkpoint["epoch"],
+            "kind": checkpoint["kind"],
+            "model_args": checkpoint["model_args"],
+            "inputs": "feats (batch, frames, input_dim) float32, lengths (batch,) int64",
+            "outputs": "log_probs (batch, out_frames, num_outputs) float32 log-softmax, out_lengths (batch,) int64",
+            "output_units": "blank, then the phones of lang/phones.txt"
+            if checkpoint["kind"] == "ctc"
+            else "the HMM states of lang/states.txt",  # fmt: skip
+            "apply_outside": [
+                "features: Kaldi MFCC or fbank as the training feature dir's config.yaml says",
+                "CMVN (features.cmvn, features.norm_vars) and deltas (features.delta_order, features.delta_window)",
+                *(
+                    ["hybrid decoding: subtract decode.prior_scale x log_priors (scaled likelihoods)"]
+                    if priors is not None
+                    else []
+                ),
+            ],  # fmt: skip
+            "features_at_load": checkpoint["config"]["features"],  # CMVN and deltas as training applied them
+            "log_priors": None if priors is None else [float(p) for p in priors],
+            "max_difference": differences,
+            "onnx_opset": export.ONNX_OPSET,
+        },
+    )
+    return differences
+
+
+def _check_inputs(model, feat_dir: Path | None, checkpoint: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to five utterances of feat_dir of different lengths, padded; 3 random ones of 97 frames and fewer
+    without a feature dir."""
+    if feat_dir is None:
+        generator = torch.Generator().manual_seed(1)
+        return torch.randn(3, 97, model.input_dim, generator=generator), torch.tensor([97, 60, 31])
+    reader = FeatureReader(feat_dir, OmegaConf.create(checkpoint["config"]["features"]))
+    utts = sorted(reader.keys())
+    by_length = {}
+    for utt in utts:
+        by_length.setdefault(reader[utt].shape[0], utt)
+    chosen = [by_length[n] for n in sorted(by_length, reverse=True)[:5]]
+    examples = [torch.from_numpy(reader[u]) for u in chosen]
+    if examples[0].shape[1] != model.input_dim:
+        raise RecipeError(f"{feat_dir}: features of {examples[0].shape[1]} dims, the model takes {model.input_dim}")
+    return torch.nn.utils.rnn.pad_sequence(examples, batch_first=True), torch.tensor([len(e) for e in examples])
+
+
+def _shape(feats: torch.Tensor) -> str:
+    return f"checked on a batch of {feats.shape[0]} x {feats.shape[1]} frames"

@@ -1,0 +1,97 @@
+"""Export of the acoustic model (phonerec.model.export, steps/export_model.py): TorchScript and ONNX with
+dynamic batch and length, equal to the eager model on real FSDD features at another batch size and length than
+the export example."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
+
+from phonerec.data.corpora.fsdd import prepare_fsdd
+from phonerec.features import make_features
+from phonerec.model import export
+from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.pipeline.config import load_config
+from phonerec.pipeline.export_stage import export_model
+
+pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
+# A Viterbi model that splices and subsamples, and a CTC model made from one (pooled states, blank first).
+MODELS = {
+    "viterbi": {"num_outputs": 30, "num_layers": 2, "hidden_size": 24, "splice": 1, "subsample": 3},
+    "ctc": {"num_outputs": 31, "num_layers": 2, "hidden_size": 24, "pool_states": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def feat_dir(tmp_path_factory):
+    """MFCC features of one FSDD speaker's real recordings (2 takes of 0-9), as the recipe makes them."""
+    tmp = tmp_path_factory.mktemp("export")
+    cfg = load_config([f"corpus.root={fsdd_subset(tmp / 'fsdd', takes=range(2))}", f"paths.data={tmp}/data", "nj=1"])
+    prepare_fsdd(cfg, tmp / "data")
+    make_features(tmp / "data" / "train", tmp / "data" / "mfcc" / "train", cfg, lang_dir=tmp / "data" / "lang")
+    return tmp / "data" / "mfcc" / "train"
+
+
+def trained_like(tmp_path, kind: str):
+    """An experiment dir with a best.pt of a model of `kind` (random weights), as training writes it."""
+    torch.manual_seed(0)
+    model_args = {"input_dim": 39, "dropout": 0.2, **MODELS[kind]}
+    model = BLSTMAcousticModel(**model_args)
+    features = {"cmvn": "speaker", "norm_vars": False, "delta_order": 2, "delta_window": 2}
+    priors = torch.randn(30).log_softmax(0) if kind == "viterbi" else None
+    model_dir = tmp_path / kind
+    model_dir.mkdir()
+    torch.save(
+        {"model": model.state_dict(), "model_args": model_args, "kind": kind, "epoch": 7,
+         "task": {"log_priors": priors}, "config": {"features": features}},
+        model_dir / "best.pt",
+    )  # fmt: skip
+    return model_dir, model.eval()
+
+
+@pytest.mark.parametrize("kind", ["viterbi", "ctc"])
+def test_exports_match_the_eager_model_at_other_batch_sizes_and_lengths(kind, feat_dir, tmp_path):
+    model_dir, model = trained_like(tmp_path, kind)
+    out = tmp_path / "export"
+    differences = export_model(load_config([]), model_dir, out, feat_dir)
+    assert differences.keys() == {"torchscript", "onnx"} and max(differences.values()) <= 1e-5
+    info = json.loads((out / "export.json").read_text())
+    assert info["kind"] == kind and info["epoch"] == 7 and info["model_args"]["input_dim"] == 39
+    assert (info["log_priors"] is not None) == (kind == "viterbi") and info["features_at_load"]["cmvn"] == "speaker"
+
+    # Loaded back on their own: one utterance, of a length that is neither the example's nor the check's.
+    feats = torch.randn(1, 41, 39)
+    lengths = torch.tensor([41])
+    for path, run in ((out / "model.ts.pt", export.run_torchscript), (out / "model.onnx", export.run_onnx)):
+        assert export.max_difference(model, run, path, feats, lengths) <= 1e-5
+    # The check can fail: other weights give other posteriors.
+    with torch.no_grad():
+        model.output.bias += 0.1 * torch.arange(model.output.out_features)
+    assert export.max_difference(model, export.run_onnx, out / "model.onnx", feats, lengths) > 1e-2
+
+
+def test_the_export_step(feat_dir, tmp_path):
+    model_dir, _ = trained_like(tmp_path, "viterbi")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        ["python", "steps/export_model.py", str(model_dir), str(out), "--feats", str(feat_dir)],
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "onnx, max difference to the eager model" in result.stderr and "checked on a batch of 5" in result.stderr
+    assert {p.name for p in out.iterdir()} >= {"model.ts.pt", "model.onnx", "export.json"}
+    missing = subprocess.run(
+        ["python", "steps/export_model.py", str(tmp_path / "nothing"), str(out), "decode.checkpoint=last"],
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 1 and "nothing/last.pt: no such checkpoint" in missing.stderr
