@@ -43,11 +43,8 @@ def trained_like(tmp_path, kind: str):
     priors = torch.randn(30).log_softmax(0) if kind == "viterbi" else None
     model_dir = tmp_path / kind
     model_dir.mkdir()
-    torch.save(
-        {"model": model.state_dict(), "model_args": model_args, "kind": kind, "epoch": 7,
-         "task": {"log_priors": priors}, "config": {"features": features}},
-        model_dir / "best.pt",
-    )  # fmt: skip
+    checkpoint = {"model": model.state_dict(), "model_args": model_args, "kind": kind, "epoch": 7}
+    torch.save(checkpoint | {"task": {"log_priors": priors}, "config": {"features": features}}, model_dir / "best.pt")
     return model_dir, model.eval()
 
 

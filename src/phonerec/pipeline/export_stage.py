@@ -46,8 +46,14 @@ def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path
         )
         if not differences[name] <= TOLERANCE:
             raise RecipeError(f"{path}: differs from the eager model by {differences[name]:.2e} > {TOLERANCE}")
-    task = checkpoint.get("task", {})
-    priors = task.get("log_priors")
+    priors = checkpoint.get("task", {}).get("log_priors")
+    units = "blank, then the phones of lang/phones.txt" if checkpoint["kind"] == "ctc" else "lang/states.txt's states"
+    outside = [
+        "features: Kaldi MFCC or fbank as the training feature dir's config.yaml says",
+        "CMVN (features.cmvn, features.norm_vars) and deltas (features.delta_order, features.delta_window)",
+    ]
+    if priors is not None:
+        outside.append("hybrid decoding: subtract decode.prior_scale x log_priors (scaled likelihoods)")
     write_json_atomic(
         out_dir / "export.json",
         {
@@ -57,18 +63,8 @@ def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path
             "model_args": checkpoint["model_args"],
             "inputs": "feats (batch, frames, input_dim) float32, lengths (batch,) int64",
             "outputs": "log_probs (batch, out_frames, num_outputs) float32 log-softmax, out_lengths (batch,) int64",
-            "output_units": "blank, then the phones of lang/phones.txt"
-            if checkpoint["kind"] == "ctc"
-            else "the HMM states of lang/states.txt",  # fmt: skip
-            "apply_outside": [
-                "features: Kaldi MFCC or fbank as the training feature dir's config.yaml says",
-                "CMVN (features.cmvn, features.norm_vars) and deltas (features.delta_order, features.delta_window)",
-                *(
-                    ["hybrid decoding: subtract decode.prior_scale x log_priors (scaled likelihoods)"]
-                    if priors is not None
-                    else []
-                ),
-            ],  # fmt: skip
+            "output_units": units,
+            "apply_outside": outside,
             "features_at_load": checkpoint["config"]["features"],  # CMVN and deltas as training applied them
             "log_priors": None if priors is None else [float(p) for p in priors],
             "max_difference": differences,
