@@ -69,26 +69,23 @@ def test_exports_match_the_eager_model_at_other_batch_sizes_and_lengths(kind, fe
     assert export.max_difference(model, export.run_onnx, out / "model.onnx", feats, lengths) > 1e-2
 
 
+def export_step(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["python", "steps/export_model.py", *map(str, args)],
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_the_export_step(feat_dir, tmp_path):
     model_dir, _ = trained_like(tmp_path, "viterbi")
     out = tmp_path / "out"
-    result = subprocess.run(
-        ["python", "steps/export_model.py", str(model_dir), str(out), "--feats", str(feat_dir)],
-        cwd=REPO,
-        env=project_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = export_step(model_dir, out, "--feats", feat_dir)
     assert result.returncode == 0, result.stderr
     assert "onnx, max difference to the eager model" in result.stderr and "checked on a batch of 5" in result.stderr
     assert {p.name for p in out.iterdir()} >= {"model.ts.pt", "model.onnx", "export.json"}
-    missing = subprocess.run(
-        ["python", "steps/export_model.py", str(tmp_path / "nothing"), str(out), "decode.checkpoint=last"],
-        cwd=REPO,
-        env=project_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    missing = export_step(tmp_path / "nothing", out, "decode.checkpoint=last")
     assert missing.returncode == 1 and "nothing/last.pt: no such checkpoint" in missing.stderr

@@ -14,15 +14,12 @@ wrapped, so the CPU path and its bitwise determinism are those of a plain model.
 Nothing here initialises CUDA unless the device asks for it.
 """
 
-import logging
 import re
 
 import torch
 from torch import nn
 
 from phonerec.pipeline.errors import RecipeError
-
-log = logging.getLogger(__name__)
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16")
