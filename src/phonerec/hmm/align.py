@@ -16,6 +16,7 @@ last state, so it pays that state's forward weight too, as an HMM's exit.
 """
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -97,46 +98,16 @@ class GraphBatch:
 
 
 def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
-    """The graphs as one padded batch, their masks computed for all of them at once (in numpy: a batch of one
-    graph is a few dozen small operations, each a microsecond in numpy and several in torch)."""
-    sizes = np.array([len(g.states) for g in graphs])
-    batch, width = len(graphs), int(sizes.max())
-    valid = np.arange(width)[None, :] < sizes[:, None]
-    states = np.zeros((batch, width), dtype=np.int64)
-    states[valid] = np.fromiter((s for g in graphs for s in g.states), dtype=np.int64, count=int(sizes.sum()))
-    optional = np.zeros((batch, width), dtype=bool)
-    optional[valid] = np.fromiter((o for g in graphs for o in g.optional), dtype=bool, count=int(sizes.sum()))
-    skip_between_equal = np.array([g.skip_between_equal for g in graphs])
+    """The graphs as one padded batch, their masks computed by one compiled pass over the nodes
+    (phonerec.hmm.kernels.graph_masks: a batch of one graph took 0.05 ms as a few dozen numpy operations)."""
+    from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
 
-    def shifted(x: np.ndarray, by: int, fill=False) -> np.ndarray:
-        """x[:, j - by] at column j (fill where j < by)."""
-        out = np.full_like(x, fill)
-        out[:, by:] = x[:, : max(width - by, 0)]
-        return out
-
-    # The number of optional nodes among j - n .. j - 1, from a running count.
-    count = np.zeros((batch, width + 1), dtype=np.int64)
-    np.cumsum(optional, axis=1, out=count[:, 1:])
-    optional_before = count[:, :width] - shifted(count[:, :width], n, 0)
-    block_entry = optional & ~shifted(optional, 1)
-    # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
-    jumps = valid & (optional_before == n) & shifted(valid & ~optional, n + 1)
-    skip_in = jumps & (skip_between_equal[:, None] | (states != shifted(states, n + 1, -1)))
-    rows = np.arange(batch)
-    start = np.zeros((batch, width), dtype=bool)
-    start[:, 0] = True
-    end = np.zeros((batch, width), dtype=bool)
-    end[rows, sizes - 1] = True
-    beside_block = np.zeros((batch, width), dtype=bool)
-    if width > n:
-        leading = (sizes > n) & (count[:, n] == n)  # begin after the leading silence
-        start[:, n] |= leading
-        beside_block[:, n] |= leading
-        trailing = (sizes > n) & (count[rows, sizes] - count[rows, np.maximum(sizes - n, 0)] == n)
-        before = np.maximum(sizes - n - 1, 0)
-        end[rows[trailing], before[trailing]] = True  # stop before the trailing silence
-        beside_block[rows[trailing], before[trailing]] = True
-    masks = (states, valid, skip_in, block_entry, start, end, beside_block)
+    sizes = np.array([len(g.states) for g in graphs], dtype=np.int64)
+    count = int(sizes.sum())
+    states = np.fromiter(chain.from_iterable(g.states for g in graphs), dtype=np.int64, count=count)
+    optional = np.fromiter(chain.from_iterable(g.optional for g in graphs), dtype=np.bool_, count=count)
+    skip_between_equal = np.array([g.skip_between_equal for g in graphs], dtype=np.bool_)
+    masks = kernels.graph_masks(states, optional, sizes, skip_between_equal, n)
     return GraphBatch(*(torch.from_numpy(x).to(device) for x in masks), n=n)
 
 
@@ -168,8 +139,7 @@ def graph_weights(
     allowed = torch.stack([batch.valid, has_next, batch.skip_in])
     if log_probs is None:
         zeros = torch.zeros(batch.states.shape, dtype=dtype, device=batch.states.device)
-        arcs = torch.zeros(allowed.shape, dtype=dtype, device=zeros.device)
-        start, end = zeros, zeros
+        arcs, start, end = zeros.expand(allowed.shape), zeros, zeros
     else:
         # The transitions may stay on the CPU while the graphs are on a GPU: autograd follows the copy.
         log_probs = TransitionLogProbs(*(p.to(dtype=dtype, device=batch.states.device) for p in log_probs))

@@ -32,47 +32,92 @@ STAY, NEXT, SKIP = 0, 1, 2
 numba.config.THREADING_LAYER = "workqueue"
 
 
+@numba.njit(cache=True)
+def _fewest_arcs(b, arcs, start, end, length, size, n, no_arc):
+    """(first, to_end, loops) of utterance b's graph: the fewest arcs from a start to each node and from each node
+    to an end (length + size where there is no way), and whether every node has a self-loop (an arc weighs more
+    than no_arc). With the self-loops (as in every graph built here) a node reachable at frame t stays reachable:
+    a path reaches node j at frame t exactly when t >= first[j], and goes on from it to an end exactly when the
+    frames after t are at least to_end[j]."""
+    first = np.full(size, length + size, dtype=np.int64)
+    to_end = np.full(size, length + size, dtype=np.int64)
+    loops = True
+    for j in range(size):
+        loops = loops and arcs[STAY, b, j] > no_arc
+        if start[b, j] > no_arc:
+            first[j] = 0
+        if j >= 1 and arcs[NEXT, b, j] > no_arc:
+            first[j] = min(first[j], first[j - 1] + 1)
+        if j >= n + 1 and arcs[SKIP, b, j] > no_arc:
+            first[j] = min(first[j], first[j - n - 1] + 1)
+    for i in range(size - 1, -1, -1):
+        if end[b, i] > no_arc:
+            to_end[i] = 0
+        if i + 1 < size and arcs[NEXT, b, i + 1] > no_arc:
+            to_end[i] = min(to_end[i], to_end[i + 1] + 1)
+        if i + n + 1 < size and arcs[SKIP, b, i + n + 1] > no_arc:
+            to_end[i] = min(to_end[i], to_end[i + n + 1] + 1)
+    return first, to_end, loops
+
+
+@numba.njit(cache=True)
+def _viterbi_one(b, log_probs, states, arcs, start, end, lengths, sizes, n, nodes, scores):
+    """Utterance b's best path into nodes[b] and its score into scores[b]; node j's score at frame t is
+    log_probs[b, t, states[b, j]], read in place (no (B, T, W) copy)."""
+    length, size = lengths[b], sizes[b]
+    column = states[b]
+    backptr = np.zeros((length, size), dtype=np.int8)
+    prev = np.empty(size, dtype=log_probs.dtype)
+    cur = np.empty(size, dtype=log_probs.dtype)
+    # Nodes no complete path passes at frame t are left at -inf (a fifth of the work on a chain of 60 nodes in 300
+    # frames); without a self-loop at every node, none are left out.
+    first, to_end, loops = _fewest_arcs(b, arcs, start, end, length, size, n, -np.inf)
+    if not loops:
+        first[:], to_end[:] = 0, 0
+    for j in range(size):
+        prev[j] = log_probs[b, 0, column[j]] + start[b, j]
+    for t in range(1, length):
+        left = length - 1 - t
+        for j in range(size):
+            if first[j] > t or to_end[j] > left:
+                cur[j] = -np.inf
+                continue
+            best, code = prev[j] + arcs[STAY, b, j], STAY
+            if j >= 1:
+                score = prev[j - 1] + arcs[NEXT, b, j]
+                if score > best:
+                    best, code = score, NEXT
+            if j >= n + 1:
+                score = prev[j - n - 1] + arcs[SKIP, b, j]
+                if score > best:
+                    best, code = score, SKIP
+            cur[j] = best + log_probs[b, t, column[j]]
+            backptr[t, j] = code
+        prev, cur = cur, prev
+    node, best = -1, -np.inf
+    for j in range(size):
+        score = prev[j] + end[b, j]
+        if score > best:
+            node, best = j, score
+    scores[b] = best
+    if node < 0 or best == -np.inf:
+        return
+    for t in range(length - 1, -1, -1):
+        nodes[b, t] = node
+        code = backptr[t, node]
+        node -= 0 if code == STAY else (1 if code == NEXT else n + 1)
+
+
 @numba.njit(cache=True, parallel=True)
-def _viterbi(log_probs, states, arcs, start, end, lengths, sizes, n):
-    """Node j's score at frame t is log_probs[b, t, states[b, j]], read in place (no (B, T, W) copy)."""
-    batch, frames, _ = log_probs.shape
-    nodes = np.full((batch, frames), -1, dtype=np.int64)
-    scores = np.full(batch, -np.inf, dtype=log_probs.dtype)
-    for b in numba.prange(batch):
-        length, size = lengths[b], sizes[b]
-        column = states[b]
-        backptr = np.zeros((length, size), dtype=np.int8)
-        prev = np.empty(size, dtype=log_probs.dtype)
-        cur = np.empty(size, dtype=log_probs.dtype)
-        for j in range(size):
-            prev[j] = log_probs[b, 0, column[j]] + start[b, j]
-        for t in range(1, length):
-            for j in range(size):
-                best, code = prev[j] + arcs[STAY, b, j], STAY
-                if j >= 1:
-                    score = prev[j - 1] + arcs[NEXT, b, j]
-                    if score > best:
-                        best, code = score, NEXT
-                if j >= n + 1:
-                    score = prev[j - n - 1] + arcs[SKIP, b, j]
-                    if score > best:
-                        best, code = score, SKIP
-                cur[j] = best + log_probs[b, t, column[j]]
-                backptr[t, j] = code
-            prev, cur = cur, prev
-        node, best = -1, -np.inf
-        for j in range(size):
-            score = prev[j] + end[b, j]
-            if score > best:
-                node, best = j, score
-        scores[b] = best
-        if node < 0 or best == -np.inf:
-            continue
-        for t in range(length - 1, -1, -1):
-            nodes[b, t] = node
-            code = backptr[t, node]
-            node -= 0 if code == STAY else (1 if code == NEXT else n + 1)
-    return nodes, scores
+def _viterbi_threads(log_probs, states, arcs, start, end, lengths, sizes, n, nodes, scores):
+    for b in numba.prange(log_probs.shape[0]):
+        _viterbi_one(b, log_probs, states, arcs, start, end, lengths, sizes, n, nodes, scores)
+
+
+@numba.njit(cache=True)
+def _viterbi_serial(log_probs, states, arcs, start, end, lengths, sizes, n, nodes, scores):
+    for b in range(log_probs.shape[0]):
+        _viterbi_one(b, log_probs, states, arcs, start, end, lengths, sizes, n, nodes, scores)
 
 
 @numba.njit(cache=True, inline="always")
@@ -153,219 +198,299 @@ _TINY = 2.2250738585072014e-308  # float64's smallest normal number: below it a 
 _BIG = 1.0e300  # the bounds on lost shares are kept multiplied by this, so that the smallest loss is a normal number
 _LOSS = 4.0 * _TINY * _BIG  # what underflow may take from one node's sum in a frame: 4 products of < _TINY each
 _EXACT = 1.0e-15 * _BIG  # a lost share at most 1e-15 of what a result is made of leaves it exact to float64's
+_GUARD = 1.0e-280  # a reachable node whose sum is below this may have lost a share to underflow
 _SMALLEST_WEIGHT = -700.0  # log-weights below this underflow as probabilities: such an utterance goes to log space
 
 
-@numba.njit(cache=True, parallel=True)
-def _forward_backward_scaled(emissions, arcs, start, end, lengths, sizes, n, no_path, want_counts):
-    """`_forward_backward` on scaled probabilities: each utterance's node emissions as exp(emission - its frame's
-    best); arcs, start, end the log-weights. Returns its results and `exact` (B,): False where the
-    bound on what underflow may have lost says the utterance must be redone in log space (its other results are
-    then zero). An utterance without a path is one of those: the log-space kernel tells it apart.
+@numba.njit(cache=True)
+def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts, out):
+    """Utterance b on scaled probabilities: probs[b] its node emissions as exp(emission - shift[b, t]), shift[b, t]
+    its frame's best; arcs, start, end the log-weights. Writes its results into `out` (those of
+    _forward_backward_scaled) and returns whether they are exact; when not, `out` holds zeros for it and the
+    utterance must be redone in log space (one without a path among them: the log-space kernel tells it apart).
 
-    The bound is a second recursion beside each of alpha and beta, on the same arcs and emissions: every node a
-    path can reach (tracked exactly, as booleans) takes in _LOSS at every frame, and the bound then grows and
-    shrinks as the share of a path through that node would. At the end (forward) and at every frame (the
-    occupations), it must stay below 1e-15 of the sum it bounds."""
-    batch, frames, width = emissions.shape
-    logliks = np.full(batch, -np.inf)
-    exact = np.ones(batch, dtype=np.bool_)
-    gamma = np.zeros((batch, frames, width))
-    arc_counts = np.zeros((3, batch, width))
-    start_counts = np.zeros((batch, width))
-    end_counts = np.zeros((batch, width))
-    for b in numba.prange(batch):
-        length, size = lengths[b], sizes[b]
-        if length < 1 or size < 1:
-            exact[b] = False
-            continue
-        weight = np.zeros((3, size))
-        has = np.zeros((3, size), dtype=np.bool_)
-        start_p = np.zeros(size)
-        end_p = np.zeros(size)
-        tiny_weight = False
-        for j in range(size):
-            for k in range(3):
-                if arcs[k, b, j] > no_path and (k != NEXT or j >= 1) and (k != SKIP or j >= n + 1):
-                    weight[k, j] = math.exp(arcs[k, b, j])
-                    has[k, j] = True
-                    tiny_weight = tiny_weight or arcs[k, b, j] < _SMALLEST_WEIGHT
-            if start[b, j] > no_path:
-                start_p[j] = math.exp(start[b, j])
-                tiny_weight = tiny_weight or start[b, j] < _SMALLEST_WEIGHT
-            if end[b, j] > no_path:
-                end_p[j] = math.exp(end[b, j])
-                tiny_weight = tiny_weight or end[b, j] < _SMALLEST_WEIGHT
-        if tiny_weight:
-            exact[b] = False
-            continue
-        probs = np.empty((length, size))
-        shift = np.empty(length)
-        for t in range(length):
-            best = no_path
-            for j in range(size):
-                best = max(best, emissions[b, t, j])
-            shift[t] = best
-            for j in range(size):
-                probs[t, j] = math.exp(emissions[b, t, j] - best)
+    The bound on what underflow took is a second recursion beside each of alpha and beta, on the same arcs and
+    emissions: a node a path can reach (tracked exactly, as booleans) whose sum falls below _GUARD takes in _LOSS,
+    and the bound then grows and shrinks as the share of a path through that node would. A reachable node whose
+    sum is _GUARD or more lost to underflow at most 4 x 2.2e-308 of it, a relative error of 1e-27: rounding, which
+    the bound need not follow. So the bound is zero, and its recursion skipped, until some node falls below
+    _GUARD. At the end (forward) and at every frame (the occupations) it must stay below 1e-15 of the sum it
+    bounds."""
+    logliks, gamma, arc_counts, start_counts, end_counts = out
+    length, size = lengths[b], sizes[b]
+    if length < 1 or size < 1:
+        return False
+    weight = np.zeros((3, size))
+    has = np.zeros((3, size), dtype=np.bool_)
+    start_p = np.zeros(size)
+    end_p = np.zeros(size)
+    for j in range(size):
+        for k in range(3):
+            if arcs[k, b, j] > no_path and (k != NEXT or j >= 1) and (k != SKIP or j >= n + 1):
+                if arcs[k, b, j] < _SMALLEST_WEIGHT:
+                    return False
+                weight[k, j] = math.exp(arcs[k, b, j])
+                has[k, j] = True
+        if start[b, j] > no_path:
+            if start[b, j] < _SMALLEST_WEIGHT:
+                return False
+            start_p[j] = math.exp(start[b, j])
+        if end[b, j] > no_path:
+            if end[b, j] < _SMALLEST_WEIGHT:
+                return False
+            end_p[j] = math.exp(end[b, j])
+    first, to_end, loops = _fewest_arcs(b, arcs, start, end, length, size, n, no_path)
+    if not loops:
+        return False
+    emit = probs[b]
 
-        # Forward: alpha[t] sums to 1, loglik gathers the normalisers; lost[t] bounds what underflow took.
-        alpha = np.zeros((length, size))
-        lost = np.zeros((length, size))
-        reach = np.zeros(size, dtype=np.bool_)
-        reached = np.zeros(size, dtype=np.bool_)
-        loglik, failed = 0.0, False
-        for t in range(length):
-            total = 0.0
-            for j in range(size):
-                if t == 0:
-                    value, bound, now = start_p[j], 0.0, start_p[j] > 0.0
-                else:
-                    value = alpha[t - 1, j] * weight[STAY, j]
-                    bound = lost[t - 1, j] * weight[STAY, j]
-                    now = reach[j] and has[STAY, j]
-                    if j >= 1:
-                        value += alpha[t - 1, j - 1] * weight[NEXT, j]
-                        bound += lost[t - 1, j - 1] * weight[NEXT, j]
-                        now = now or (reach[j - 1] and has[NEXT, j])
-                    if j >= n + 1:
-                        value += alpha[t - 1, j - n - 1] * weight[SKIP, j]
-                        bound += lost[t - 1, j - n - 1] * weight[SKIP, j]
-                        now = now or (reach[j - n - 1] and has[SKIP, j])
-                alpha[t, j] = value * probs[t, j]
-                lost[t, j] = bound * probs[t, j] + (_LOSS if now else 0.0)
-                reached[j] = now
-                total += alpha[t, j]
-            reach, reached = reached, reach
-            if not total > 1e-290:
-                failed = True
-                break
-            scale = 1.0 / total
-            for j in range(size):
-                alpha[t, j] *= scale
-                lost[t, j] *= scale
-                if lost[t, j] > 1e290:
-                    failed = True
-            if failed:
-                break
-            loglik += math.log(total) + shift[t]
-        final, final_lost = 0.0, 0.0
-        if not failed:
-            for j in range(size):
-                final += alpha[length - 1, j] * end_p[j]
-                final_lost += lost[length - 1, j] * end_p[j]
-            failed = not final > 1e-290 or final_lost > _EXACT * final
-        if failed:
-            exact[b] = False
-            continue
-        loglik += math.log(final)
-
-        # Backward: beta sums to 1, its bound beside it; gamma and the arc counts are normalised per frame (each
-        # sums to 1 exactly).
-        beta = np.zeros(size)
-        beta_lost = np.zeros(size)
-        ahead = np.zeros(size)  # e_{t+1}(j) beta_{t+1}(j)
-        ahead_lost = np.zeros(size)
+    # Forward. alpha[t] is kept as computed from the normalised alpha[t - 1] (alpha[t] / total[t] sums to 1), so
+    # each frame is one pass over the nodes; loglik gathers the normalisers. lost[t] bounds what underflow took,
+    # on the scale of alpha[t].
+    alpha = np.empty((length, size))
+    lost = np.empty((length, size))  # written (and read) from frame lossy_from on: zero before it
+    loglik, lossy, lossy_from, scale = 0.0, False, length, 1.0
+    for t in range(length):
         total = 0.0
         for j in range(size):
-            beta[j] = end_p[j]
-            beta_lost[j] = _LOSS if end_p[j] > 0.0 else 0.0
-            reach[j] = end_p[j] > 0.0
-            total += beta[j]
-        for j in range(size):
-            beta[j] /= total
-            beta_lost[j] /= total
-        normaliser = total  # d_t: the sum beta_t had before it was normalised
-        for t in range(length - 1, -1, -1):
-            if t < length - 1:
-                for j in range(size):
-                    ahead[j] = probs[t + 1, j] * beta[j]
-                    ahead_lost[j] = probs[t + 1, j] * beta_lost[j]
-                total = 0.0
-                for i in range(size):
-                    value = ahead[i] * weight[STAY, i]
-                    bound = ahead_lost[i] * weight[STAY, i]
-                    now = reach[i] and has[STAY, i]
-                    if i + 1 < size:
-                        value += ahead[i + 1] * weight[NEXT, i + 1]
-                        bound += ahead_lost[i + 1] * weight[NEXT, i + 1]
-                        now = now or (reach[i + 1] and has[NEXT, i + 1])
-                    if i + n + 1 < size:
-                        value += ahead[i + n + 1] * weight[SKIP, i + n + 1]
-                        bound += ahead_lost[i + n + 1] * weight[SKIP, i + n + 1]
-                        now = now or (reach[i + n + 1] and has[SKIP, i + n + 1])
-                    beta[i] = value
-                    beta_lost[i] = bound + (_LOSS if now else 0.0)
-                    reached[i] = now
-                    total += value
-                reach, reached = reached, reach
-                if not total > 1e-290:
-                    failed = True
-                    break
-                normaliser = total
-                scale = 1.0 / total
-                for i in range(size):
-                    beta[i] *= scale
-                    beta_lost[i] *= scale
-                    if beta_lost[i] > 1e290:
-                        failed = True
-                if failed:
-                    break
-            overlap, overlap_lost = 0.0, 0.0  # g_t = sum_j alpha_t(j) beta_t(j), and a bound on its loss
+            if t == 0:
+                value = start_p[j]
+            else:
+                value = alpha[t - 1, j] * weight[STAY, j]
+                if j >= 1:
+                    value += alpha[t - 1, j - 1] * weight[NEXT, j]
+                if j >= n + 1:
+                    value += alpha[t - 1, j - n - 1] * weight[SKIP, j]
+            value *= scale * emit[t, j]
+            alpha[t, j] = value
+            if value < _GUARD and first[j] <= t and not lossy:  # rare: a branch beats arithmetic on booleans
+                lossy, lossy_from = True, t
+            total += value
+        if not total > 1e-290:
+            return False
+        if lossy:
             for j in range(size):
-                overlap += alpha[t, j] * beta[j]
-                overlap_lost += lost[t, j] * beta[j] + alpha[t, j] * beta_lost[j]
-            if not overlap > 1e-290 or overlap_lost > _EXACT * overlap:
-                failed = True
-                break
-            scale = 1.0 / overlap
-            for j in range(size):
-                gamma[b, t, j] = alpha[t, j] * beta[j] * scale
-            if want_counts and t < length - 1:
-                # xi_t(i -> j) = alpha_t(i) w(i -> j) e_{t+1}(j) beta_{t+1}(j) / (d_t g_t): summed over the arcs,
-                # sum_i alpha_t(i) d_t beta_t(i) = d_t g_t
-                scale = 1.0 / (normaliser * overlap)
-                for j in range(size):
-                    into = ahead[j] * scale
-                    arc_counts[STAY, b, j] += alpha[t, j] * weight[STAY, j] * into
+                bound = 0.0
+                if t > lossy_from:
+                    bound = lost[t - 1, j] * weight[STAY, j]
                     if j >= 1:
-                        arc_counts[NEXT, b, j] += alpha[t, j - 1] * weight[NEXT, j] * into
+                        bound += lost[t - 1, j - 1] * weight[NEXT, j]
                     if j >= n + 1:
-                        arc_counts[SKIP, b, j] += alpha[t, j - n - 1] * weight[SKIP, j] * into
-        if failed:
-            exact[b] = False
-            gamma[b] = 0.0
-            arc_counts[:, b] = 0.0
-            continue
-        logliks[b] = loglik
-        if want_counts:
+                        bound += lost[t - 1, j - n - 1] * weight[SKIP, j]
+                bound *= scale * emit[t, j]
+                if first[j] <= t and alpha[t, j] < _GUARD:
+                    bound += _LOSS
+                if bound > 1e290 * total:
+                    return False
+                lost[t, j] = bound
+        scale = 1.0 / total
+        loglik += shift[b, t] + (math.log(total) if t < length - 1 else 0.0)
+    final, final_lost = 0.0, 0.0
+    for j in range(size):
+        final += alpha[length - 1, j] * end_p[j]
+        if lossy:
+            final_lost += lost[length - 1, j] * end_p[j]
+    if not final > 1e-290 or final_lost > _EXACT * final:
+        return False
+    loglik += math.log(final)
+
+    # Backward, beta[t] likewise from the normalised beta[t + 1]. With overlap_t = sum_j alpha[t, j] beta[t, j],
+    # the occupation of node j is alpha[t, j] beta[t, j] / overlap_t and the posterior of the arc i -> j between
+    # frames t and t + 1 is alpha[t, i] w(i -> j) e[t + 1, j] beta_{t+1}(j) / overlap_t (beta_{t+1} normalised):
+    # the scales of alpha and beta cancel. Each frame's occupations and arc posteriors sum to 1.
+    occupation = gamma[b]
+    counts = np.zeros((3, size))
+    beta = np.zeros(size)
+    beta_lost = np.zeros(size)
+    # e[t + 1, j] beta[t + 1, j], written over in place as the nodes are passed in order (node i reads i and after)
+    ahead = np.zeros(size)
+    ahead_lost = np.zeros(size)
+    arriving = np.zeros(size)  # the arc posteriors' part from t + 1 on: ahead before it is written over
+    lossy_back = False
+    total, overlap = 0.0, 0.0
+    for j in range(size):
+        beta[j] = end_p[j]
+        ahead[j] = emit[length - 1, j] * end_p[j]
+        total += end_p[j]
+        overlap += alpha[length - 1, j] * end_p[j]
+    for t in range(length - 1, -1, -1):
+        if t < length - 1:
+            scale = 1.0 / total  # beta[t + 1] / total is normalised
+            left = length - 1 - t  # frames after t
+            if want_counts:
+                for j in range(size):
+                    arriving[j] = ahead[j] * scale
+            total, overlap = 0.0, 0.0
+            for i in range(size):
+                value = ahead[i] * weight[STAY, i]
+                if i + 1 < size:
+                    value += ahead[i + 1] * weight[NEXT, i + 1]
+                if i + n + 1 < size:
+                    value += ahead[i + n + 1] * weight[SKIP, i + n + 1]
+                value *= scale
+                if value < _GUARD and to_end[i] <= left and not lossy_back:
+                    lossy_back = True
+                beta[i] = value
+                ahead[i] = emit[t, i] * value
+                total += value
+                overlap += alpha[t, i] * value
+            if not total > 1e-290:
+                return False
+            if lossy_back:
+                for i in range(size):
+                    bound = ahead_lost[i] * weight[STAY, i]
+                    if i + 1 < size:
+                        bound += ahead_lost[i + 1] * weight[NEXT, i + 1]
+                    if i + n + 1 < size:
+                        bound += ahead_lost[i + n + 1] * weight[SKIP, i + n + 1]
+                    bound *= scale
+                    if to_end[i] <= left and beta[i] < _GUARD:
+                        bound += _LOSS
+                    if bound > 1e290 * total:
+                        return False
+                    beta_lost[i] = bound
+                    ahead_lost[i] = emit[t, i] * bound
+        if not overlap > 1e-290:
+            return False
+        if lossy or lossy_back:
+            overlap_lost = 0.0  # a bound on what the overlap lost
             for j in range(size):
-                if start_p[j] > 0.0:
-                    start_counts[b, j] = gamma[b, 0, j]
-                if end_p[j] > 0.0:
-                    end_counts[b, j] = gamma[b, length - 1, j]
-    return logliks, gamma, arc_counts, start_counts, end_counts, exact
+                overlap_lost += alpha[t, j] * beta_lost[j] + (lost[t, j] * beta[j] if t >= lossy_from else 0.0)
+            if overlap_lost > _EXACT * overlap:
+                return False
+        into = 1.0 / overlap
+        for j in range(size):
+            occupation[t, j] = alpha[t, j] * beta[j] * into
+        if want_counts and t < length - 1:
+            for j in range(size):
+                into_j = arriving[j] * into
+                counts[STAY, j] += alpha[t, j] * weight[STAY, j] * into_j
+                if j >= 1:
+                    counts[NEXT, j] += alpha[t, j - 1] * weight[NEXT, j] * into_j
+                if j >= n + 1:
+                    counts[SKIP, j] += alpha[t, j - n - 1] * weight[SKIP, j] * into_j
+    logliks[b] = loglik
+    if want_counts:
+        arc_counts[:, b, :size] = counts
+        for j in range(size):
+            if start_p[j] > 0.0:
+                start_counts[b, j] = occupation[0, j]
+            if end_p[j] > 0.0:
+                end_counts[b, j] = occupation[length - 1, j]
+    return True
+
+
+@numba.njit(cache=True)
+def _centred(emissions, lengths, sizes, no_path):
+    """(emissions less their frame's best, in float64, -inf outside each utterance; the frame's best (B, T))."""
+    batch, frames, width = emissions.shape
+    centred = np.full((batch, frames, width), -np.inf)
+    best = np.zeros((batch, frames))
+    for b in range(batch):
+        for t in range(lengths[b]):
+            top = no_path
+            for j in range(sizes[b]):
+                top = max(top, emissions[b, t, j])
+            best[b, t] = top
+            for j in range(sizes[b]):
+                centred[b, t, j] = emissions[b, t, j] - top
+    return centred, best
+
+
+def _scaled_outputs(probs, occupation_dtype):
+    """The kernel's results, zero (log-likelihoods -inf); the occupations, the largest, in the emissions' dtype."""
+    batch, frames, width = probs.shape
+    return (
+        np.full(batch, -np.inf),
+        np.zeros((batch, frames, width), dtype=occupation_dtype),
+        np.zeros((3, batch, width)),
+        np.zeros((batch, width)),
+        np.zeros((batch, width)),
+    )
+
+
+@numba.njit(cache=True, parallel=True)
+def _scaled_threads(probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts, out, exact):
+    for b in numba.prange(probs.shape[0]):
+        exact[b] = _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts, out)
+        if not exact[b]:
+            out[1][b] = 0.0  # the occupations it had written
+
+
+@numba.njit(cache=True)
+def _scaled_serial(probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts, out, exact):
+    for b in range(probs.shape[0]):
+        exact[b] = _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts, out)
+        if not exact[b]:
+            out[1][b] = 0.0  # the occupations it had written
+
+
+@numba.njit(cache=True)
+def graph_masks(states, optional, sizes, skip_between_equal, n):
+    """phonerec.hmm.align.pad_graphs' (B, W) arrays, in GraphBatch's order (states, valid, skip_in, block_entry,
+    start, end, beside_block), from the graphs' states and optional flags one graph after another, each graph's
+    node count and skip_between_equal."""
+    batch, width = len(sizes), sizes.max()
+    padded = np.zeros((batch, width), dtype=np.int64)
+    valid = np.zeros((batch, width), dtype=np.bool_)
+    skip_in = np.zeros((batch, width), dtype=np.bool_)
+    block_entry = np.zeros((batch, width), dtype=np.bool_)
+    start = np.zeros((batch, width), dtype=np.bool_)
+    end = np.zeros((batch, width), dtype=np.bool_)
+    beside_block = np.zeros((batch, width), dtype=np.bool_)
+    first = 0
+    for b in range(batch):
+        size = sizes[b]
+        state, opt = states[first : first + size], optional[first : first + size]
+        first += size
+        run = 0  # optional nodes in a row just before node j
+        for j in range(size):
+            padded[b, j] = state[j]
+            valid[b, j] = True
+            block_entry[b, j] = opt[j] and (j == 0 or not opt[j - 1])
+            # Node j may be entered from j - n - 1 when nodes j-n .. j-1 are one optional block.
+            if run == n and j >= n + 1:
+                skip_in[b, j] = skip_between_equal[b] or state[j] != state[j - n - 1]
+            run = run + 1 if opt[j] else 0
+        start[b, 0] = True
+        end[b, size - 1] = True
+        if size > n and opt[:n].all():  # begin after the leading silence
+            start[b, n] = beside_block[b, n] = True
+        if size > n and opt[size - n :].all():  # stop before the trailing silence
+            end[b, size - n - 1] = beside_block[b, size - n - 1] = True
+    return padded, valid, skip_in, block_entry, start, end, beside_block
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().numpy())
 
 
-def _threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _threaded(batch: int) -> bool:
+    """Whether to spread the batch over numba's threads (as many as torch's: `torch.get_num_threads()`). With one
+    thread or one utterance the serial loop runs instead: starting the parallel one costs about 0.1 ms, as much as
+    aligning a 300-frame utterance."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads > 1 and batch > 1
 
 
 def best_paths(log_probs, states, lengths, weights, n: int, sizes: torch.Tensor):
     """phonerec.hmm.align.best_paths on the CPU, from the (B, T, S) frame scores and each node's state (B, W)
     instead of the node emissions; `sizes` (B,) the node count of each graph."""
-    _threads()
-    nodes, scores = _viterbi(
-        _numpy(log_probs),
+    scores_in = _numpy(log_probs)
+    batch, frames, _ = scores_in.shape
+    nodes = np.full((batch, frames), -1, dtype=np.int64)
+    scores = np.full(batch, -np.inf, dtype=scores_in.dtype)
+    kernel = _viterbi_threads if _threaded(batch) else _viterbi_serial
+    kernel(
+        scores_in,
         _numpy(states),
         *(_numpy(t) for t in (weights.arcs, weights.start, weights.end)),
         _numpy(lengths.long()),
         _numpy(sizes.long()),
         n,
+        nodes,
+        scores,
     )
     return torch.from_numpy(nodes), torch.from_numpy(scores)
 
@@ -399,25 +524,37 @@ def forward_backward(
 
 
 def scaled_forward_backward(emissions, lengths, weights, n: int, sizes: torch.Tensor, no_path: float, counts: bool):
-    """The scaled kernel alone, in float64: forward_backward's results and `exact` (B,) (False: redo in log
-    space)."""
-    _threads()
-    found = _forward_backward_scaled(
-        *(_numpy(t) for t in (emissions, weights.arcs, weights.start, weights.end)),
-        _numpy(lengths.long()),
-        _numpy(sizes.long()),
+    """The scaled kernel alone, computing in float64: forward_backward's results (the occupations in the
+    emissions' dtype, the rest in float64) and `exact` (B,) (False: redo in log space)."""
+    threaded = _threaded(len(emissions))
+    # The emissions as probabilities, each frame's best 1: numpy's exp runs on vectors, the kernel's on one number
+    # at a time (6 times slower here, and the exp was half the kernel's time).
+    lengths, sizes, scores = _numpy(lengths.long()), _numpy(sizes.long()), _numpy(emissions)
+    probs, shift = _centred(scores, lengths, sizes, no_path)
+    np.exp(probs, out=probs)
+    out = _scaled_outputs(probs, scores.dtype)
+    exact = np.zeros(len(probs), dtype=np.bool_)
+    kernel = _scaled_threads if threaded else _scaled_serial
+    kernel(
+        probs,
+        shift,
+        *(_numpy(t) for t in (weights.arcs, weights.start, weights.end)),
+        lengths,
+        sizes,
         n,
         no_path,
         counts,
+        out,
+        exact,
     )
-    return tuple(torch.from_numpy(a) for a in found)
+    return (*(torch.from_numpy(a) for a in out), torch.from_numpy(exact))
 
 
 def log_space_forward_backward(
     emissions, lengths, weights, n: int, sizes: torch.Tensor, floor: float, no_path: float, counts: bool
 ):
     """The log-space kernel alone: exact at any range, and slower."""
-    _threads()
+    _threaded(len(emissions))
     found = _forward_backward(
         *(_numpy(t) for t in (emissions, weights.arcs, weights.start, weights.end)),
         _numpy(lengths.long()),
