@@ -255,14 +255,20 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
         for name in ("train", "dev"):
             accuracy = stats["alignment_accuracy"][name]
             assert accuracy["matched_boundaries"] > 500 and 0 < accuracy["frame_agreement"] <= 100
+    # The Viterbi model aligns with the epoch that aligned dev best (validation's alignment figures).
+    history = json.loads((exp / "viterbi" / "train_summary.json").read_text())["history"]
+    assert all(0 <= record["valid_alignment_within_20ms"] <= 100 for record in history)
+    assert (exp / "viterbi" / "best_alignment.pt").is_file()
+    aligned_with = {"viterbi": "best_alignment.pt", "ctc": "best.pt"}
     for model in ("viterbi", "ctc"):
         accuracy = json.loads((exp / model / "decode_test_greedy" / "alignment_accuracy.json").read_text())
         assert accuracy["num_utts"] == 16 and accuracy["within_50ms"] is not None
+        assert accuracy["checkpoint"]["file"] == aligned_with[model]
     results = (tmp_path / "RESULTS.md").read_text()
     assert "Alignment accuracy against the hand-labelled phone boundaries" in results
-    assert (
-        "| Viterbi round 0 (flat start) | train |" in results and "| final CTC model, forced_align | test |" in results
-    )
+    assert "| Viterbi round 0 (flat start) | train |" in results
+    assert "| Viterbi model, forced (best_alignment.pt, epoch " in results
+    assert "| CTC model, forced_align (best.pt, epoch " in results
     assert "| 0 speed perturbation (train_sp) |" in results and "| 1 features (train, dev, test, train_sp) |" in results
 
 

@@ -23,6 +23,7 @@ from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.score_stages import score_phones
 from phonerec.pipeline.stage_keys import TRAIN_VITERBI
 from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage, viterbi_setup
+from phonerec.training.checkpoints import best_alignment_epoch, save_checkpoint
 from phonerec.training.loop import train
 
 TINY = [
@@ -410,3 +411,20 @@ def test_lr_halves_on_a_plateau_or_stays_constant_with_null_patience(tmp_path):
         tmp_path / "constant", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, constant_cfg, tcfg, {}
     )
     assert [r["lr"] for r in constant["history"]] == [1e-3] * 5
+
+
+def test_the_alignment_checkpoint_is_the_epoch_that_aligned_dev_best(tmp_path):
+    """Most boundaries within 20 ms, then the lower mean error, then the earlier epoch; best_alignment.pt is a
+    copy of that epoch's checkpoint, kept when the epoch checkpoint itself is deleted."""
+    figures = [None, (70.0, 17.0), (74.6, 17.1), (74.6, 16.3), (60.0, 12.0), (74.6, 16.3)]
+    history = []
+    for epoch, found in enumerate(figures, start=1):
+        record = {"epoch": epoch, "valid_per": 50.0}
+        if found:
+            record |= {"valid_alignment_within_20ms": found[0], "valid_alignment_error_ms": found[1]}
+        history.append(record)
+        save_checkpoint(tmp_path, {"epoch": epoch}, best_epoch=1, keep=1, alignment_epoch=best_alignment_epoch(history))
+    assert best_alignment_epoch(history) == 4
+    assert best_alignment_epoch(history[:1]) is None
+    assert torch.load(tmp_path / "best_alignment.pt")["epoch"] == 4
+    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("*.pt"))] == ["epoch-1.pt", "epoch-6.pt"]

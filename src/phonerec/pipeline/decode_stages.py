@@ -18,7 +18,13 @@ from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
-from phonerec.pipeline.recipe import feature_dir_digest, find_checkpoint, frame_shift, lang_dir_digest
+from phonerec.pipeline.recipe import (
+    feature_dir_digest,
+    find_alignment_checkpoint,
+    find_checkpoint,
+    frame_shift,
+    lang_dir_digest,
+)
 from phonerec.pipeline.stage_keys import DECODE, LM
 from phonerec.training.checkpoints import load_model
 from phonerec.training.device import resolve_device
@@ -75,8 +81,14 @@ def decode_stage(
     keys = DECODE | decoder_type.keys
     cfg = keys.view(cfg)
     tuning = json.loads((tuned_dir / "tuning.json").read_text()) if decoder_type.tuned and tuned_dir else None
+    # Where the set has hand-labelled segments, the decoder's forced alignment is scored against them; a Viterbi
+    # model aligns with its own checkpoint choice (decode.align_checkpoint).
+    align_path = None
+    if (feat_dir / "phones.ctm").is_file():
+        align_path = find_alignment_checkpoint(cfg, model_dir) if checkpoint["kind"] == "viterbi" else checkpoint_path
     inputs = (
         file_digest(checkpoint_path),
+        file_digest(align_path) if align_path else None,
         feature_dir_digest(feat_dir),
         lang_dir_digest(lang_dir),
         read_digest(lm_dir, "lm") if decoder_type.uses_lm else None,
@@ -105,9 +117,19 @@ def decode_stage(
             decode_dir / "model", f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n"
         )
         write_text_atomic(decode_dir / "decoder.json", json.dumps({"decoder": decoder.title, **chosen}) + "\n")
-        if (feat_dir / "phones.ctm").is_file():
-            aligned_on = [scored[e.utt] for e in examples]  # forced alignment on train.device
-            _alignment_accuracy(decoder, decode_dir, feat_dir / "phones.ctm", examples, aligned_on)
+        if align_path is not None:
+            aligner, aligned_on = decoder, [scored[e.utt] for e in examples]  # forced alignment on train.device
+            if align_path != checkpoint_path:
+                align_model, align_checkpoint = load_model(align_path)
+                align_model.to(resolve_device(cfg.train.device))
+                aligner = decoder_type(cfg, lang_dir, lm_dir, align_checkpoint)
+                with torch.no_grad():
+                    batches = utterance_posteriors(
+                        align_model, examples, cfg.decode.batch_frames, cfg.decode.max_batch_utts
+                    )
+                    by_utt = {e.utt: log_probs for e, log_probs in batches}
+                aligned_on = [by_utt[e.utt] for e in examples]
+            _alignment_accuracy(aligner, decode_dir, feat_dir / "phones.ctm", examples, aligned_on, align_path)
         log.info(
             "%s: decoded %d utterances with %s (%s, epoch %d)",
             decode_dir,
@@ -145,8 +167,11 @@ def _tune_or_decode(decoder: Decoder, decode_dir: Path, examples, posteriors, re
     return best_point, best_hyps
 
 
-def _alignment_accuracy(decoder: Decoder, decode_dir: Path, reference_ctm: Path, examples, posteriors) -> None:
-    """The decoder's forced alignments (ali.ctm) scored against the hand-labelled segments of the set."""
+def _alignment_accuracy(
+    decoder: Decoder, decode_dir: Path, reference_ctm: Path, examples, posteriors, checkpoint_path: Path
+) -> None:
+    """The decoder's forced alignments (ali.ctm) scored against the hand-labelled segments of the set; the
+    checkpoint that aligned (its file and epoch) recorded with the figures."""
     aligned = decoder.forced_alignment(examples, posteriors)
     if aligned is None:
         return
@@ -154,5 +179,6 @@ def _alignment_accuracy(decoder: Decoder, decode_dir: Path, reference_ctm: Path,
     accuracy = evaluate_alignment(
         read_ctm(reference_ctm), aligned, frame_shift(decoder.cfg, decoder.checkpoint["model_args"]["subsample"])
     )
+    accuracy["checkpoint"] = {"file": checkpoint_path.name, "epoch": decoder.checkpoint["epoch"]}
     write_json_atomic(decode_dir / "alignment_accuracy.json", accuracy)
     log.info("%s: forced alignment vs hand labels: %s", decode_dir, format_accuracy(accuracy))

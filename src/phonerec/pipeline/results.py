@@ -107,11 +107,14 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         for name, acc in json.loads(path.read_text()).get("alignment_accuracy", {}).items():
             round_ = int(path.parent.name[4:])
             accuracy_rows.append((f"Viterbi round {round_}" + (" (flat start)" if round_ == 0 else ""), name, acc))
-    for model, what in (("viterbi", "final Viterbi model, forced"), ("ctc", "final CTC model, forced_align")):
+    for model, what in (("viterbi", "Viterbi model, forced"), ("ctc", "CTC model, forced_align")):
         for split in cfg.decode.splits:
             path = exp_dir / model / f"decode_{split}_greedy" / "alignment_accuracy.json"
             if path.is_file():
-                accuracy_rows.append((what, split, json.loads(path.read_text())))
+                accuracy = json.loads(path.read_text())
+                source = accuracy.get("checkpoint")  # which checkpoint aligned
+                label = f"{what} ({source['file']}, epoch {source['epoch']})" if source else what
+                accuracy_rows.append((label, split, accuracy))
     if accuracy_rows:
         lines += [
             "",

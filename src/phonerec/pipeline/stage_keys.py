@@ -87,7 +87,13 @@ TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
 # Stage 4: the phone (and word) LMs, then each decoder (whose own keys are added to DECODE).
 LM = StageKeys(hashed=("decode.lm_order",), unhashed=("decode.decoders",))  # (whether words is in it is hashed)
 DECODE = StageKeys(
-    hashed=("decode.checkpoint", "decode.batch_frames", "decode.max_batch_utts", *_FEATURES_AT_LOAD),
+    hashed=(
+        "decode.checkpoint",
+        "decode.align_checkpoint",
+        "decode.batch_frames",
+        "decode.max_batch_utts",
+        *_FEATURES_AT_LOAD,
+    ),
     unhashed=("decode.num_threads", "train.device"),
 )
 # steps/export_model.py (not a stage: it always runs): which checkpoint.

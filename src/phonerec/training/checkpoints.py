@@ -1,5 +1,7 @@
 """Checkpoints of a training run: `<exp-dir>/checkpoints/epoch-<N>.pt` per epoch (model, optimizer, scheduler,
-task state, RNG states, progress, config), `best.pt` (the best epoch by dev PER) and `last.pt`, each written
+task state, RNG states, progress, config), `best.pt` (the best epoch by dev PER), `last.pt`, and for a Viterbi
+model whose dev set has hand-labelled boundaries (TIMIT) `best_alignment.pt` (the epoch whose own forced
+alignment of dev came closest to them: a model aligns best well before it recognises best), each written
 atomically; and loading a trained model from one."""
 
 import random
@@ -21,15 +23,31 @@ def epoch_checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(exp_dir: Path, checkpoint: dict, best_epoch: int, keep: int) -> Path:
-    """Write checkpoints/epoch-<N>.pt (and best.pt when N is the best epoch); keep the newest `keep` epoch
-    checkpoints and the best one."""
+def best_alignment_epoch(history: list[dict]) -> int | None:
+    """The epoch whose model aligned dev best against its hand labels (the task's validation figures
+    alignment_within_20ms and alignment_error_ms): the most boundaries within 20 ms, then the lower mean error,
+    then the earlier epoch. None where no epoch has the figures."""
+    scored = [
+        (-r["valid_alignment_within_20ms"], r["valid_alignment_error_ms"], r["epoch"])
+        for r in history
+        if r.get("valid_alignment_within_20ms") is not None
+    ]
+    return min(scored)[2] if scored else None
+
+
+def save_checkpoint(
+    exp_dir: Path, checkpoint: dict, best_epoch: int, keep: int, alignment_epoch: int | None = None
+) -> Path:
+    """Write checkpoints/epoch-<N>.pt (and best.pt when N is the best epoch, best_alignment.pt when it is
+    alignment_epoch); keep the newest `keep` epoch checkpoints and the best one."""
     epoch = checkpoint["epoch"]
     path = exp_dir / "checkpoints" / f"epoch-{epoch}.pt"
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     if best_epoch == epoch:
         copy_atomic(path, exp_dir / "best.pt")
+    if alignment_epoch == epoch:
+        copy_atomic(path, exp_dir / "best_alignment.pt")
     for old_epoch, old_path in epoch_checkpoints(exp_dir)[:-keep]:
         if old_epoch != best_epoch:
             old_path.unlink()

@@ -21,7 +21,14 @@ from phonerec.data.dataset import Example, collate, make_batches
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import copy_atomic
 from phonerec.training import distributed
-from phonerec.training.checkpoints import epoch_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from phonerec.training.checkpoints import (
+    best_alignment_epoch,
+    epoch_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from phonerec.training.device import describe, in_precision, model_device, resolve_device
 
 log = logging.getLogger(__name__)
@@ -40,7 +47,9 @@ class Task(Protocol):
     loss            (loss, weight) of one padded batch: the loop back-propagates `loss` and averages the logged
                     training loss with `weight` (frames or utterances).
     validate        dev figures under torch.no_grad(): a dict with at least "loss" and "per"; best.pt is the
-                    epoch of the lowest "per", and the learning rate follows the one `lr_metric` names.
+                    epoch of the lowest "per", and the learning rate follows the one `lr_metric` names. With
+                    "alignment_within_20ms" and "alignment_error_ms" (a forced alignment of dev against hand
+                    labels), best_alignment.pt is the epoch that aligned best (checkpoints.best_alignment_epoch).
     end_of_epoch    work after validation (the Viterbi task re-aligns on its schedule), under torch.no_grad(); under
                     torchrun on every rank, `writer` None except on rank 0, whose state the others then load.
     """
@@ -144,7 +153,7 @@ def train(
                 "best": best,
                 "history": history,
             }
-            save_checkpoint(exp_dir, checkpoint, best["epoch"], tcfg.keep_checkpoints)
+            save_checkpoint(exp_dir, checkpoint, best["epoch"], tcfg.keep_checkpoints, best_alignment_epoch(history))
         distributed.barrier()  # no rank starts the next epoch (or ends) before the checkpoint is written
         log.info(
             "epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%% (best %.2f%% at %d), lr %.2e, "

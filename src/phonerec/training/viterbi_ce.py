@@ -214,12 +214,20 @@ class ViterbiTask:
             argmax_hyps[example.utt] = [self.id2phone[p] for p in hyp]
             posteriors.append((example.utt, log_probs))
         hyps = self._phone_loop_decode(posteriors)
-        return {
+        figures = {
             "loss": loss / max(frames, 1),
             "frame_accuracy": 100 * correct / max(frames, 1),
             "per": self.dev_per(refs, hyps),
             "argmax_per": self.dev_per(refs, argmax_hyps),
         }
+        if "dev" in self.reference:  # the model's own forced alignment of dev, for best_alignment.pt
+            accuracy = self._accuracy("dev", self._realign_scored(scored, "dev")[0])
+            if accuracy["within_20ms"] is not None:
+                figures |= {
+                    "alignment_within_20ms": accuracy["within_20ms"],
+                    "alignment_error_ms": accuracy["mean_abs_error_ms"],
+                }
+        return figures
 
     def _phone_loop_decode(self, posteriors: list[tuple[str, torch.Tensor]]) -> dict[str, list[str]]:
         """Hybrid Viterbi decoding through a free phone loop (no LM), on posteriors / priors^prior_scale: the
@@ -317,8 +325,12 @@ class ViterbiTask:
         )
 
     def _realign(self, model, examples, name, counts=None):
+        return self._realign_scored(list(self._posteriors(model, examples)), name, counts)
+
+    def _realign_scored(self, scored, name, counts=None):
+        """The best paths of the (example, log-posteriors) pairs of set `name`: (alignments, total log-likelihood,
+        frames, the utterances without a path)."""
         alignments, total_loglik, total_frames, skipped = {}, 0.0, 0, []
-        scored = list(self._posteriors(model, examples))
         for start in range(0, len(scored), self.tcfg.max_batch_utts):
             chunk = scored[start : start + self.tcfg.max_batch_utts]
             graphs = [self.graphs[name][e.utt] for e, _ in chunk]
@@ -349,14 +361,14 @@ class ViterbiTask:
 
     def alignment_accuracy(self) -> dict:
         """The current alignments against the hand-labelled segments, where a set has them (TIMIT)."""
-        results = {}
-        for name, reference in self.reference.items():
-            hyp = {
-                utt: state_segments(ali.tolist(), self.topo, self.id2phone, self.frame_shift, self.frame_offset)
-                for utt, ali in self.alignments[name].items()
-            }
-            results[name] = evaluate_alignment(reference, hyp, self.frame_shift)
-        return results
+        return {name: self._accuracy(name, self.alignments[name]) for name in self.reference}
+
+    def _accuracy(self, name: str, alignments: dict[str, torch.Tensor]) -> dict:
+        hyp = {
+            utt: state_segments(ali.tolist(), self.topo, self.id2phone, self.frame_shift, self.frame_offset)
+            for utt, ali in alignments.items()
+        }
+        return evaluate_alignment(self.reference[name], hyp, self.frame_shift)
 
     def _coverage(self) -> dict:
         return {f"{name}_aligned": len(self.alignments[name]) for name in self.sets} | {
