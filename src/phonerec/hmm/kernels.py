@@ -7,17 +7,20 @@ weights (B, W), log 0 where there is no arc, and the node emissions (B, T, W), w
 the frame scores (B, T, S) and each node's state. Torch's versions step all utterances and nodes
 at once, a dozen tensor operations and allocations per frame; here each utterance is one pass over its own frames
 and nodes, with one-byte back-pointers, utterances spread over numba's threads (as many as torch's:
-`torch.get_num_threads()`).
+`torch.get_num_threads()`; one thread or one utterance runs a plain loop, which starts 0.1 ms sooner). Viterbi
+leaves out the nodes no complete path can pass at a frame (too far from a start or from an end).
 
 The forward-backward runs on probabilities scaled per frame (Rabiner's scaling: each frame's forward and backward
-vectors normalised to sum 1, the emissions divided by their frame's best), a few multiply-adds per arc where log
-space needs an exp and a log. Scaled probabilities lose a path whose share of its frame falls below float64's
-smallest normal number, and a lost path can matter later (a trained model's scores of one frame span thousands of
-nats). So the kernel bounds what it may have lost: a product that underflows loses less than 2.2e-308, and what
-a node lost at one frame weighs later as much as a path through that node would, which a second recursion on
-the same arcs follows. Where the bound exceeds 1e-15 of the sums the results are made of, the utterance is
-redone by the log-space kernel (`_forward_backward`), which is exact at any range, and so is one without a path.
-Both give the same numbers to float64's precision; the scaled one is the fast path.
+vectors normalised, the emissions divided by their frame's best), a few multiply-adds per arc where log
+space needs an exp and a log; the emissions' exps are taken beforehand by numpy, whose exp works on vectors.
+Scaled probabilities lose a path whose share of its frame falls below float64's smallest normal number, and a
+lost path can matter later (a trained model's scores of one frame span thousands of nats). So the kernel bounds
+what it may have lost: a product that underflows loses less than 2.2e-308, and what a node lost at one frame
+weighs later as much as a path through that node would, which a second recursion on the same arcs follows; it
+starts at the first node whose sum falls below 1e-280 (above that, underflow is rounding), so where nothing
+comes near the edge of the range it costs nothing. Where the bound exceeds 1e-15 of the sums the results are made
+of, the utterance is redone by the log-space kernel (`_forward_backward`), which is exact at any range, and so is
+one without a path. Both give the same numbers to float64's precision; the scaled one is the fast path.
 """
 
 import math
@@ -205,17 +208,18 @@ _SMALLEST_WEIGHT = -700.0  # log-weights below this underflow as probabilities: 
 @numba.njit(cache=True)
 def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts, out):
     """Utterance b on scaled probabilities: probs[b] its node emissions as exp(emission - shift[b, t]), shift[b, t]
-    its frame's best; arcs, start, end the log-weights. Writes its results into `out` (those of
-    _forward_backward_scaled) and returns whether they are exact; when not, `out` holds zeros for it and the
-    utterance must be redone in log space (one without a path among them: the log-space kernel tells it apart).
+    its frame's best; arcs, start, end the log-weights. Writes its results into `out` (_scaled_outputs: the
+    log-likelihood, occupations, arc, start and end counts) and returns whether they are exact; when not, the
+    caller clears what it wrote and the utterance must be redone in log space (one without a path among them: the
+    log-space kernel tells it apart).
 
     The bound on what underflow took is a second recursion beside each of alpha and beta, on the same arcs and
-    emissions: a node a path can reach (tracked exactly, as booleans) whose sum falls below _GUARD takes in _LOSS,
-    and the bound then grows and shrinks as the share of a path through that node would. A reachable node whose
-    sum is _GUARD or more lost to underflow at most 4 x 2.2e-308 of it, a relative error of 1e-27: rounding, which
-    the bound need not follow. So the bound is zero, and its recursion skipped, until some node falls below
-    _GUARD. At the end (forward) and at every frame (the occupations) it must stay below 1e-15 of the sum it
-    bounds."""
+    emissions: a node a path can reach (at frame t: t >= first[j], and from it an end: to_end[j] <= the frames
+    left; _fewest_arcs) whose sum falls below _GUARD takes in _LOSS, and the bound then grows and shrinks as the
+    share of a path through that node would. A reachable node whose sum is _GUARD or more lost to underflow at
+    most 4 x 2.2e-308 of it, a relative error of 1e-27: rounding, which the bound need not follow. So the bound is
+    zero, and its recursion skipped, until some node falls below _GUARD. At the end (forward) and at every frame
+    (the occupations) it must stay below 1e-15 of the sum it bounds."""
     logliks, gamma, arc_counts, start_counts, end_counts = out
     length, size = lengths[b], sizes[b]
     if length < 1 or size < 1:
