@@ -1,12 +1,15 @@
 """Scoring reports: sclite-style alignments, confusion counts and their order, the confusion-matrix PNG and its
 TensorBoard copy."""
 
+import json
 import random
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from phonerec.pipeline.config import load_config
+from phonerec.pipeline.results import write_seed_table
 from phonerec.scoring.error_rate import ScoringError, score, score_table
 from phonerec.scoring.reports import (
     DEL,
@@ -250,3 +253,26 @@ def test_word_reports_are_named_and_labelled_for_words(tmp_path):
     table = score_table(score(refs, hyps, {"u1": "a", "u2": "b"}), "dev words", metric="wer")
     assert table.splitlines()[1] == "%WER 66.67 [ 2 / 3, 0 ins, 1 del, 1 sub ]"
     assert table.splitlines()[5].split()[-1] == "WER"
+
+
+def test_the_seed_table_holds_the_forced_alignments_accuracy(tmp_path):
+    """run_seeds.sh's table: beside each decoder's PER, the share of boundaries the forced alignment puts within
+    20 ms of the hand labels, mean (min-max) over the seeds, and which checkpoint aligned."""
+    cfg = load_config(["recipe=timit_sample", "models=[viterbi]", "decode.decoders=[greedy]"])
+    dirs = {}
+    for seed, within in ((0, 70.0), (1, 74.0)):
+        dirs[seed] = tmp_path / f"seed{seed}"
+        for split in ("dev", "test"):
+            decode_dir = dirs[seed] / "viterbi" / f"decode_{split}_greedy"
+            decode_dir.mkdir(parents=True)
+            (decode_dir / "per.json").write_text(json.dumps({"total": {"per": 40.0 + seed}}))
+            (decode_dir / "decoder.json").write_text(json.dumps({"decoder": "frame argmax"}))
+            accuracy = {"within_20ms": within - (split == "test"), "checkpoint": {"file": "best_alignment.pt"}}
+            (decode_dir / "alignment_accuracy.json").write_text(json.dumps(accuracy))
+    write_seed_table(cfg, dirs, tmp_path / "seeds.md", "./run_seeds.sh")
+    table = (tmp_path / "seeds.md").read_text()
+    assert "| viterbi | frame argmax | PER | 40.50 (40.00-41.00) | 40.50 (40.00-41.00) |" in table
+    assert (
+        "| viterbi | forced alignment (best_alignment.pt) | boundaries within 20 ms | 72.00 (70.00-74.00) | "
+        "71.00 (69.00-73.00) |" in table
+    )
