@@ -55,6 +55,10 @@ def pad_graphs_node_by_node(graphs: list[Graph], n: int) -> dict[str, torch.Tens
             masks["start"][b, n] = masks["beside_block"][b, n] = True
         if size > n and all(g.optional[size - n :]):
             masks["end"][b, size - n - 1] = masks["beside_block"][b, size - n - 1] = True
+    has_next = masks["valid"].clone()
+    has_next[:, 0] = False
+    masks["arcs_in"] = torch.stack([masks["valid"], has_next, masks["skip_in"]])
+    masks["sizes"] = torch.tensor([len(g.states) for g in graphs])
     return masks
 
 

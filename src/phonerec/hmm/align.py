@@ -94,6 +94,8 @@ class GraphBatch:
     start: torch.Tensor  # a path may start here
     end: torch.Tensor  # a path may end here
     beside_block: torch.Tensor  # a start or end node that a path reaches by leaving out an edge's optional block
+    arcs_in: torch.Tensor  # (3, B, W): the stay, next and skip arc into each node exists
+    sizes: torch.Tensor  # (B,) long: the nodes of each graph
     n: int
 
 
@@ -108,7 +110,7 @@ def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
     optional = np.fromiter(chain.from_iterable(g.optional for g in graphs), dtype=np.bool_, count=count)
     skip_between_equal = np.array([g.skip_between_equal for g in graphs], dtype=np.bool_)
     masks = kernels.graph_masks(states, optional, sizes, skip_between_equal, n)
-    return GraphBatch(*(torch.from_numpy(x).to(device) for x in masks), n=n)
+    return GraphBatch(*(torch.from_numpy(x).to(device) for x in (*masks, sizes)), n=n)
 
 
 class TransitionLogProbs(NamedTuple):
@@ -134,12 +136,9 @@ def graph_weights(
 ) -> ArcWeights:
     """The arc weights of the module docstring, in `dtype`, differentiable in log_probs; None: every arc weighs 0."""
     n = batch.n
-    has_next = batch.valid.clone()
-    has_next[:, 0] = False
-    allowed = torch.stack([batch.valid, has_next, batch.skip_in])
     if log_probs is None:
         zeros = torch.zeros(batch.states.shape, dtype=dtype, device=batch.states.device)
-        arcs, start, end = zeros.expand(allowed.shape), zeros, zeros
+        arcs, start, end = zeros.expand(batch.arcs_in.shape), zeros, zeros
     else:
         # The transitions may stay on the CPU while the graphs are on a GPU: autograd follows the copy.
         log_probs = TransitionLogProbs(*(p.to(dtype=dtype, device=batch.states.device) for p in log_probs))
@@ -154,7 +153,7 @@ def graph_weights(
         start = torch.where(batch.block_entry, log_probs.silence, zero) + beside
         end = forward + beside
     return ArcWeights(
-        arcs.masked_fill(~allowed, fill),
+        arcs.masked_fill(~batch.arcs_in, fill),
         start.masked_fill(~batch.start, fill),
         end.masked_fill(~batch.end, fill),
     )
@@ -244,7 +243,7 @@ def _align_nodes(log_probs, lengths, graphs, topo, transitions):
         if log_probs.device.type == "cpu":
             from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
 
-            nodes, loglik = kernels.best_paths(log_probs, batch.states, lengths, weights, batch.n, batch.valid.sum(1))
+            nodes, loglik = kernels.best_paths(log_probs, batch.states, lengths, weights, batch.n, batch.sizes)
         else:
             emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
             nodes, loglik = best_paths(emissions, lengths, weights, batch.n)

@@ -169,8 +169,7 @@ def fullsum_loglik(
     respect to log_probs is the state occupations, and with respect to the transitions' log-probabilities their
     arcs' expected counts."""
     batch, weights, emissions, lengths = _problem(log_probs, lengths, graphs, topo, transitions)
-    sizes = batch.valid.sum(1)
-    return _FullSum.apply(emissions, weights.arcs, weights.start, weights.end, lengths, sizes, batch.n)
+    return _FullSum.apply(emissions, weights.arcs, weights.start, weights.end, lengths, batch.sizes, batch.n)
 
 
 def occupations(
@@ -181,7 +180,7 @@ def occupations(
     utterance without a path (whose log-likelihood is -inf)."""
     with torch.no_grad():
         batch, weights, emissions, lengths = _problem(log_probs, lengths, graphs, topo, transitions)
-        loglik, gamma, _ = _forward_backward(emissions, lengths, weights, batch.valid.sum(1), batch.n, False)
+        loglik, gamma, _ = _forward_backward(emissions, lengths, weights, batch.sizes, batch.n, False)
     return loglik, state_occupations(gamma, batch.states, log_probs.shape[2])
 
 

@@ -421,9 +421,9 @@ def _scaled_serial(probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
 
 @numba.njit(cache=True)
 def graph_masks(states, optional, sizes, skip_between_equal, n):
-    """phonerec.hmm.align.pad_graphs' (B, W) arrays, in GraphBatch's order (states, valid, skip_in, block_entry,
-    start, end, beside_block), from the graphs' states and optional flags one graph after another, each graph's
-    node count and skip_between_equal."""
+    """phonerec.hmm.align.pad_graphs' arrays, in GraphBatch's order (states, valid, skip_in, block_entry, start,
+    end, beside_block: (B, W); arcs_in: (3, B, W)), from the graphs' states and optional flags one graph after
+    another, each graph's node count and skip_between_equal."""
     batch, width = len(sizes), sizes.max()
     padded = np.zeros((batch, width), dtype=np.int64)
     valid = np.zeros((batch, width), dtype=np.bool_)
@@ -432,6 +432,7 @@ def graph_masks(states, optional, sizes, skip_between_equal, n):
     start = np.zeros((batch, width), dtype=np.bool_)
     end = np.zeros((batch, width), dtype=np.bool_)
     beside_block = np.zeros((batch, width), dtype=np.bool_)
+    arcs_in = np.zeros((3, batch, width), dtype=np.bool_)
     first = 0
     for b in range(batch):
         size = sizes[b]
@@ -446,13 +447,14 @@ def graph_masks(states, optional, sizes, skip_between_equal, n):
             if run == n and j >= n + 1:
                 skip_in[b, j] = skip_between_equal[b] or state[j] != state[j - n - 1]
             run = run + 1 if opt[j] else 0
+            arcs_in[STAY, b, j], arcs_in[NEXT, b, j], arcs_in[SKIP, b, j] = True, j >= 1, skip_in[b, j]
         start[b, 0] = True
         end[b, size - 1] = True
         if size > n and opt[:n].all():  # begin after the leading silence
             start[b, n] = beside_block[b, n] = True
         if size > n and opt[size - n :].all():  # stop before the trailing silence
             end[b, size - n - 1] = beside_block[b, size - n - 1] = True
-    return padded, valid, skip_in, block_entry, start, end, beside_block
+    return padded, valid, skip_in, block_entry, start, end, beside_block, arcs_in
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
