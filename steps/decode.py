@@ -5,7 +5,8 @@ phone LM: CTC prefix beam search; hybrid Viterbi through a phone loop), words (t
 corpora). A tuned decoder without --tuned-dir tunes its weights over its grid on this set (dev: tuning.json); with
 it, the values chosen there decode the set once (test). Writes hyp.txt, ref.txt, utt2spk, model (the checkpoint),
 decoder.json (the decoder and its values), tuning.json when it tuned, and where the set has hand-labelled
-segments (TIMIT) and the decoder's model gives alignments, ali.ctm and alignment_accuracy.json."""
+segments (TIMIT) and the decoder's model gives alignments, ali.ctm and alignment_accuracy.json (a Viterbi model
+aligns with <model-dir>/best_alignment.pt where training kept one: decode.align_checkpoint)."""
 
 from pathlib import Path
 

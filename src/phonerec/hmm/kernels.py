@@ -195,7 +195,7 @@ _GUARD = 1.0e-280  # a reachable node whose sum is below this may have lost a sh
 _SMALLEST_WEIGHT = -700.0  # log-weights below this underflow as probabilities: such an utterance goes to log space
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})  # reassociated sums vectorise
 def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, want_counts, out):
     """Utterance b on scaled probabilities: probs[b] its node emissions as exp(emission - shift[b, t]), shift[b, t]
     its frame's best; arcs, start, end the log-weights. Writes its results into `out` (_scaled_outputs: the
@@ -215,7 +215,6 @@ def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
     if length < 1 or size < 1:
         return False
     weight = np.zeros((3, size))
-    has = np.zeros((3, size), dtype=np.bool_)
     start_p = np.zeros(size)
     end_p = np.zeros(size)
     for j in range(size):
@@ -224,7 +223,6 @@ def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
                 if arcs[k, b, j] < _SMALLEST_WEIGHT:
                     return False
                 weight[k, j] = math.exp(arcs[k, b, j])
-                has[k, j] = True
         if start[b, j] > no_path:
             if start[b, j] < _SMALLEST_WEIGHT:
                 return False
@@ -237,29 +235,37 @@ def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
     if not loops:
         return False
     emit = probs[b]
+    # The weights of the arcs into each node and alpha, padded with zeros (no arc) beyond the last node and before
+    # the first: the hot loops below then index with j alone. Indexed with j - 1 or j - n - 1, numba's handling
+    # of negative indices kept them scalar; so the backward loop and the occupations now run as vector code (2.3
+    # times faster). The forward loop measured no faster, for a reason not found.
+    off = n + 1
+    into = np.zeros((3, size + off))
+    into[:, :size] = weight
 
     # Forward. alpha[t] is kept as computed from the normalised alpha[t - 1] (alpha[t] / total[t] sums to 1), so
     # each frame is one pass over the nodes; loglik gathers the normalisers. lost[t] bounds what underflow took,
     # on the scale of alpha[t].
-    alpha = np.empty((length, size))
+    padded = np.zeros((length, size + off))
+    alpha = padded[:, off:]
     lost = np.empty((length, size))  # written (and read) from frame lossy_from on: zero before it
     loglik, lossy, lossy_from, scale = 0.0, False, length, 1.0
     for t in range(length):
-        total = 0.0
-        for j in range(size):
-            if t == 0:
-                value = start_p[j]
-            else:
-                value = alpha[t - 1, j] * weight[STAY, j]
-                if j >= 1:
-                    value += alpha[t - 1, j - 1] * weight[NEXT, j]
-                if j >= n + 1:
-                    value += alpha[t - 1, j - n - 1] * weight[SKIP, j]
-            value *= scale * emit[t, j]
-            alpha[t, j] = value
-            if value < _GUARD and first[j] <= t and not lossy:  # rare: a branch beats arithmetic on booleans
-                lossy, lossy_from = True, t
-            total += value
+        row, e, total, low = padded[t, off:], emit[t], 0.0, 0
+        if t == 0:
+            for j in range(size):
+                row[j] = start_p[j] * e[j]
+                total += row[j]
+                low += (row[j] < _GUARD) & (first[j] <= t)
+        else:
+            stay, advance, skip = padded[t - 1, off:], padded[t - 1, off - 1 :], padded[t - 1]
+            for j in range(size):
+                value = (stay[j] * into[STAY, j] + advance[j] * into[NEXT, j] + skip[j] * into[SKIP, j]) * scale * e[j]
+                row[j] = value
+                total += value
+                low += (value < _GUARD) & (first[j] <= t)  # a reachable node near the edge of the range
+        if low and not lossy:
+            lossy, lossy_from = True, t
         if not total > 1e-290:
             return False
         if lossy:
@@ -296,10 +302,10 @@ def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
     counts = np.zeros((3, size))
     beta = np.zeros(size)
     beta_lost = np.zeros(size)
-    # e[t + 1, j] beta[t + 1, j], written over in place as the nodes are passed in order (node i reads i and after)
-    ahead = np.zeros(size)
+    # e[t + 1, j] beta[t + 1, j] (`ahead`, zero beyond the last node), and the same for frame t being made
+    ahead, behind = np.zeros(size + off), np.zeros(size + off)
     ahead_lost = np.zeros(size)
-    arriving = np.zeros(size)  # the arc posteriors' part from t + 1 on: ahead before it is written over
+    out_next, out_skip = into[NEXT, 1:], into[SKIP, off:]  # the weights of the arcs out of i to i + 1, i + n + 1
     lossy_back = False
     total, overlap = 0.0, 0.0
     for j in range(size):
@@ -311,23 +317,17 @@ def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
         if t < length - 1:
             scale = 1.0 / total  # beta[t + 1] / total is normalised
             left = length - 1 - t  # frames after t
-            if want_counts:
-                for j in range(size):
-                    arriving[j] = ahead[j] * scale
-            total, overlap = 0.0, 0.0
+            stay, advance, skip, row, e = ahead, ahead[1:], ahead[off:], alpha[t], emit[t]
+            total, overlap, low = 0.0, 0.0, 0
             for i in range(size):
-                value = ahead[i] * weight[STAY, i]
-                if i + 1 < size:
-                    value += ahead[i + 1] * weight[NEXT, i + 1]
-                if i + n + 1 < size:
-                    value += ahead[i + n + 1] * weight[SKIP, i + n + 1]
-                value *= scale
-                if value < _GUARD and to_end[i] <= left and not lossy_back:
-                    lossy_back = True
+                value = (stay[i] * into[STAY, i] + advance[i] * out_next[i] + skip[i] * out_skip[i]) * scale
                 beta[i] = value
-                ahead[i] = emit[t, i] * value
+                behind[i] = e[i] * value
                 total += value
-                overlap += alpha[t, i] * value
+                overlap += row[i] * value
+                low += (value < _GUARD) & (to_end[i] <= left)
+            if low and not lossy_back:
+                lossy_back = True
             if not total > 1e-290:
                 return False
             if lossy_back:
@@ -352,17 +352,20 @@ def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
                 overlap_lost += alpha[t, j] * beta_lost[j] + (lost[t, j] * beta[j] if t >= lossy_from else 0.0)
             if overlap_lost > _EXACT * overlap:
                 return False
-        into = 1.0 / overlap
+        normaliser = 1.0 / overlap
+        row, occupied = alpha[t], occupation[t]
         for j in range(size):
-            occupation[t, j] = alpha[t, j] * beta[j] * into
-        if want_counts and t < length - 1:
+            occupied[j] = row[j] * beta[j] * normaliser
+        if want_counts and t < length - 1:  # ahead still holds frame t + 1's part
             for j in range(size):
-                into_j = arriving[j] * into
-                counts[STAY, j] += alpha[t, j] * weight[STAY, j] * into_j
+                arriving = ahead[j] * scale * normaliser
+                counts[STAY, j] += alpha[t, j] * weight[STAY, j] * arriving
                 if j >= 1:
-                    counts[NEXT, j] += alpha[t, j - 1] * weight[NEXT, j] * into_j
+                    counts[NEXT, j] += alpha[t, j - 1] * weight[NEXT, j] * arriving
                 if j >= n + 1:
-                    counts[SKIP, j] += alpha[t, j - n - 1] * weight[SKIP, j] * into_j
+                    counts[SKIP, j] += alpha[t, j - n - 1] * weight[SKIP, j] * arriving
+        if t < length - 1:
+            ahead, behind = behind, ahead
     logliks[b] = loglik
     if want_counts:
         arc_counts[:, b, :size] = counts
@@ -375,20 +378,42 @@ def _scaled_one(b, probs, shift, arcs, start, end, lengths, sizes, n, no_path, w
 
 
 @numba.njit(cache=True)
-def _centred(emissions, lengths, sizes, no_path):
-    """(emissions less their frame's best, in float64, -inf outside each utterance; the frame's best (B, T))."""
+def _centre(emissions, lengths, sizes, no_path, centred):
+    """Writes the emissions less their frame's best into `centred` (float64, -inf outside each utterance) and
+    returns the frames' bests (B, T)."""
     batch, frames, width = emissions.shape
-    centred = np.full((batch, frames, width), -np.inf)
     best = np.zeros((batch, frames))
     for b in range(batch):
-        for t in range(lengths[b]):
-            top = no_path
-            for j in range(sizes[b]):
-                top = max(top, emissions[b, t, j])
+        size, length = sizes[b], lengths[b]
+        for t in range(frames):
+            row, target = emissions[b, t], centred[b, t]
+            if t >= length:
+                target[:] = -np.inf
+                continue
+            # The frame's best in four running maxima: one alone waits on each comparison (a quarter slower).
+            top0 = top1 = top2 = top3 = no_path
+            j = 0
+            while j + 4 <= size:
+                top0, top1 = max(top0, row[j]), max(top1, row[j + 1])
+                top2, top3 = max(top2, row[j + 2]), max(top3, row[j + 3])
+                j += 4
+            for k in range(j, size):
+                top0 = max(top0, row[k])
+            top = max(max(top0, top1), max(top2, top3))
             best[b, t] = top
-            for j in range(sizes[b]):
-                centred[b, t, j] = emissions[b, t, j] - top
-    return centred, best
+            for j in range(size):
+                target[j] = row[j] - top
+            target[size:] = -np.inf
+    return best
+
+
+def _probabilities(emissions: np.ndarray, lengths, sizes, no_path: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the node emissions as probabilities, each frame's best 1; the frames' bests), by numpy's exp, which works
+    on vectors (the kernel's exp, one number at a time, was 6 times slower and half of the kernel's time)."""
+    probs = np.empty(emissions.shape)
+    shift = _centre(emissions, lengths, sizes, no_path, probs)
+    np.exp(probs, out=probs)
+    return probs, shift
 
 
 def _scaled_outputs(probs, occupation_dtype):
@@ -523,11 +548,8 @@ def scaled_forward_backward(emissions, lengths, weights, n: int, sizes: torch.Te
     """The scaled kernel alone, computing in float64: forward_backward's results (the occupations in the
     emissions' dtype, the rest in float64) and `exact` (B,) (False: redo in log space)."""
     threaded = _threaded(len(emissions))
-    # The emissions as probabilities, each frame's best 1: numpy's exp runs on vectors, the kernel's on one number
-    # at a time (6 times slower here, and the exp was half the kernel's time).
     lengths, sizes, scores = _numpy(lengths.long()), _numpy(sizes.long()), _numpy(emissions)
-    probs, shift = _centred(scores, lengths, sizes, no_path)
-    np.exp(probs, out=probs)
+    probs, shift = _probabilities(scores, lengths, sizes, no_path)
     out = _scaled_outputs(probs, scores.dtype)
     exact = np.zeros(len(probs), dtype=np.bool_)
     kernel = _scaled_threads if threaded else _scaled_serial
