@@ -11,6 +11,8 @@ The problem (as issue 12 states it): a chain of `--labels` labels of `--classes`
 HMM state per label, no optional silence; forced_align gets the same scores plus a blank scored -1e4, so its
 best path never takes it, and the paths must be identical (checked). One thread. Prints ms per utterance,
 fastest of 3 after a warm-up, and each kernel's time as a multiple of forced_align's (below 1 = faster).
+Then, on the CPU, the compiled kernels on scores like a trained model's (the right state of a segmentation
+6-10 nats above the rest, 3 states per phone), where the scaled forward-backward's bound on underflow runs.
 Record them in benchmarks/RESULTS.md."""
 
 import argparse
@@ -26,6 +28,7 @@ from phonerec.hmm.align import (
     Graph,
     Topology,
     best_paths,
+    build_graph,
     graph_weights,
     node_emissions,
     pad_graphs,
@@ -169,6 +172,51 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
     return timed(candidates)
 
 
+def bench_trained_like(batch: int, phones: int, classes: int, gen: torch.Generator) -> list[tuple[str, float, float]]:
+    """The compiled kernels on scores like a trained model's on its own transcripts (the case of
+    tests/test_kernels.py): (kernel, seconds for the batch, ratio to the Viterbi kernel)."""
+    topo = Topology(num_phones=classes + 1, states_per_phone=3)
+    graphs, rows = [], []
+    for _ in range(batch):
+        graph = build_graph(
+            [int(p) for p in torch.randint(2, classes + 1, (phones,), generator=gen)], topo, None, False
+        )
+        durations = 1 + torch.poisson(torch.full((len(graph.states),), 2.0), generator=gen).long()
+        states = torch.repeat_interleave(torch.tensor(graph.states), durations)
+        logits = torch.randn(len(states), topo.num_states, generator=gen)
+        logits[torch.arange(len(states)), states] += 6 + 4 * torch.rand(len(states), generator=gen)
+        graphs.append(graph)
+        rows.append(logits.log_softmax(-1))
+    log_probs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    lengths = torch.tensor([len(r) for r in rows])
+    padded = pad_graphs(graphs, 3, "cpu")
+    viterbi_weights, weights = graph_weights(padded, None, NEG_INF), graph_weights(padded, None, FLOOR)
+    emissions = node_emissions(log_probs, padded.states, padded.valid, FLOOR)
+    *_, exact = kernels.scaled_forward_backward(emissions, lengths, weights, 3, padded.sizes, NO_PATH, False)
+    print(
+        f"trained-model-like scores: {batch} utterances of {phones} phones x 3 states, "
+        f"{float(lengths.float().mean()):.0f} frames on average; the scaled kernel vouches for {int(exact.sum())}"
+    )
+    return timed(
+        [
+            (
+                "Viterbi kernel, compiled",
+                lambda: kernels.best_paths(log_probs, padded.states, lengths, viterbi_weights, 3, padded.sizes),
+            ),
+            (
+                "forward-backward kernel, compiled (scaled; its bound on underflow running)",
+                lambda: kernels.forward_backward(emissions, lengths, weights, 3, padded.sizes, FLOOR, NO_PATH, False),
+            ),
+            (
+                "forward-backward kernel, compiled, log space only",
+                lambda: kernels.log_space_forward_backward(
+                    emissions, lengths, weights, 3, padded.sizes, FLOOR, NO_PATH, False
+                ),
+            ),
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300)
@@ -187,6 +235,12 @@ def main() -> None:
         bench = bench_batch if args.device == "cpu" else functools.partial(bench_gpu_batch, device=args.device)
         for name, seconds, ratio in bench(batch, args.frames, args.labels, args.classes, gen):
             print(f"| {batch} | {name} | {1000 * seconds / batch:.2f} | {ratio:.2f} |")
+    if args.device == "cpu":
+        rows = bench_trained_like(32, 30, args.classes, gen)
+        print("| batch | kernel | ms / utt | x the Viterbi kernel |")
+        print("|---:|---|---:|---:|")
+        for name, seconds, ratio in rows:
+            print(f"| 32 | {name} | {1000 * seconds / 32:.2f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
