@@ -17,12 +17,12 @@ other --seeds or --variants add to one table). Only ce and ctc_own train CTC; th
 model (models=[viterbi]). A run whose stages are done is skipped stage by stage, as run.sh skips them.
 
 Variants:
-  ce                     train.viterbi.criterion=ce (the recipe's)
+  ce                     train.viterbi.criterion=ce hmm.transitions=none
   ce_learned             + hmm.transitions=learned (re-estimated from the best paths each round)
-  fullsum                train.viterbi.criterion=fullsum
+  fullsum                train.viterbi.criterion=fullsum train.viterbi.fullsum_prior_scale=0.0 (no prior)
   fullsum_learned        + hmm.transitions=learned (trained by the gradient)
-  fullsum_prior          + train.viterbi.fullsum_prior_scale=1.0
-  fullsum_prior_learned  + both
+  fullsum_prior          train.viterbi.criterion=fullsum train.viterbi.fullsum_prior_scale=1.0 (the default)
+  fullsum_prior_learned  + hmm.transitions=learned
   ctc_own                ce, with train.ctc.loss=own
 
 Options:
@@ -49,16 +49,20 @@ for s in ${seeds}; do
   [[ "${s}" =~ ^[0-9]+$ ]] || { echo "$0: seeds must be integers, got '${s}'" >&2; exit 2; }
 done
 
+# Every variant spells out its criterion, prior and transitions, so that a recipe's own choice (the TIMIT recipes
+# train by the full sum) cannot turn one variant into another.
 variant_settings() {
+  local ce="train.viterbi.criterion=ce hmm.transitions=none"
+  local fullsum="train.viterbi.criterion=fullsum train.viterbi.fullsum_prior_scale=0.0 hmm.transitions=none"
+  local fullsum_prior="train.viterbi.criterion=fullsum train.viterbi.fullsum_prior_scale=1.0 hmm.transitions=none"
   case "$1" in
-    ce) echo "train.compare_ctc_inits=[]" ;;
-    ce_learned) echo "hmm.transitions=learned models=[viterbi]" ;;
-    fullsum) echo "train.viterbi.criterion=fullsum models=[viterbi]" ;;
-    fullsum_learned) echo "train.viterbi.criterion=fullsum hmm.transitions=learned models=[viterbi]" ;;
-    fullsum_prior) echo "train.viterbi.criterion=fullsum train.viterbi.fullsum_prior_scale=1.0 models=[viterbi]" ;;
-    fullsum_prior_learned)
-      echo "train.viterbi.criterion=fullsum train.viterbi.fullsum_prior_scale=1.0 hmm.transitions=learned models=[viterbi]" ;;
-    ctc_own) echo "train.ctc.loss=own train.compare_ctc_inits=[]" ;;
+    ce) echo "${ce} train.compare_ctc_inits=[]" ;;
+    ce_learned) echo "${ce/=none/=learned} models=[viterbi]" ;;
+    fullsum) echo "${fullsum} models=[viterbi]" ;;
+    fullsum_learned) echo "${fullsum/=none/=learned} models=[viterbi]" ;;
+    fullsum_prior) echo "${fullsum_prior} models=[viterbi]" ;;
+    fullsum_prior_learned) echo "${fullsum_prior/=none/=learned} models=[viterbi]" ;;
+    ctc_own) echo "${ce} train.ctc.loss=own train.compare_ctc_inits=[]" ;;
     *) return 1 ;;
   esac
 }
