@@ -19,6 +19,8 @@ Stages:
   4  decoding of dev and test by each of decode.decoders: greedy, with a phone n-gram LM (weights tuned on dev
      only), and for the digit recipes words: <paths.exp>/{viterbi,ctc} -> .../decode_<split>_<decoder>
   5  scoring (PER, WER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
+  6  model bundles, for steps/transcribe.py, steps/align.py and phonerec.inference.load_model:
+     <paths.exp>/{viterbi,ctc} -> <paths.exp>/<model>/bundle
 
 Options:
   --stage N        first stage to run (default ${stage})
@@ -167,6 +169,14 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   log "Stage 5: scoring: ${exp}/{${models// /,}}/decode_<split>_{${decoders// /,}} -> per.json or wer.json, reports; ${results}"
   run_step "${exp}/log/score.log" python steps/score.py "${data}" "${exp}"
   grep -h "^| " "${results}" | head -n 8 || true
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+  log "Stage 6: model bundles: ${exp}/{${models// /,}} -> ${exp}/<model>/bundle"
+  for model in ${models}; do
+    run_step "${exp}/${model}/bundle/log/make_bundle.log" python steps/make_bundle.py \
+      "${data}/${feats}/${train_set}" "${data}/lang" "${data}/lm" "${exp}/${model}" "${exp}/${model}/bundle"
+  done
 fi
 
 log "Done in $((SECONDS - start_time)) s"

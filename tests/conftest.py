@@ -5,6 +5,7 @@ import functools
 import hashlib
 import http.server
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -141,3 +142,36 @@ def fsdd_subset(root, takes, speakers=("george", "nicolas", "theo")):
                 name = f"{digit}_{speaker}_{take}.wav"
                 (root / "recordings" / name).symlink_to(SHARED_FSDD / "recordings" / name)
     return root
+
+
+# Tuned decoders with one grid point each.
+ONE_POINT_GRIDS = [
+    "decode.ctc_beam.lm_weights=[0.5]",
+    "decode.ctc_beam.insertion_bonuses=[1]",
+    "decode.hybrid.acoustic_scales=[0.5]",
+    "decode.hybrid.insertion_bonuses=[0]",
+    "decode.words.lm_weights=[1]",
+    "decode.words.word_scores=[0]",
+]
+
+
+def tiny_run(tmp_path, exp):
+    """Overrides for a whole run that takes seconds: paths under tmp_path, a one-layer model, 3 Viterbi epochs, no
+    speed perturbation."""
+    return [
+        f"paths.data={tmp_path}/data",
+        f"paths.exp={exp}",
+        f"paths.results={tmp_path}/RESULTS.md",
+        "nj=1",
+        "model.num_layers=1",
+        "model.hidden_size=32",
+        "train.num_threads=1",
+        "decode.num_threads=1",
+        "train.viterbi.epochs=3",
+        "train.speed_perturb=[]",
+    ]
+
+
+def run_sh(*args):
+    """./run.sh with the project's environment, its output captured."""
+    return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=600)

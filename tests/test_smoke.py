@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
+from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run
 
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.features import FeatureReader
@@ -17,38 +17,6 @@ from phonerec.scoring.sclite import find_sclite
 
 SHARED_TIMIT = SHARED_FSDD.parent / "timit_sample"
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
-
-
-def run_sh(*args):
-    return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=600)
-
-
-# Tuned decoders with one grid point each.
-ONE_POINT_GRIDS = [
-    "decode.ctc_beam.lm_weights=[0.5]",
-    "decode.ctc_beam.insertion_bonuses=[1]",
-    "decode.hybrid.acoustic_scales=[0.5]",
-    "decode.hybrid.insertion_bonuses=[0]",
-    "decode.words.lm_weights=[1]",
-    "decode.words.word_scores=[0]",
-]
-
-
-def tiny_run(tmp_path, exp):
-    """Overrides for a whole run that takes seconds: paths under tmp_path, a one-layer model, 3 Viterbi epochs, no
-    speed perturbation."""
-    return [
-        f"paths.data={tmp_path}/data",
-        f"paths.exp={exp}",
-        f"paths.results={tmp_path}/RESULTS.md",
-        "nj=1",
-        "model.num_layers=1",
-        "model.hidden_size=32",
-        "train.num_threads=1",
-        "decode.num_threads=1",
-        "train.viterbi.epochs=3",
-        "train.speed_perturb=[]",
-    ]
 
 
 def test_stages_0_1_on_fsdd_subset(tmp_path):

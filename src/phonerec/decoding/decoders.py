@@ -31,7 +31,7 @@ from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align import Topology, align_utterances, build_graph
-from phonerec.hmm.align_eval import Segment, ctc_segments, state_segments
+from phonerec.hmm.align_eval import Segment, ctc_segments, graph_segments
 from phonerec.hmm.transitions import Transitions
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.recipe import frame_timing, read_id2phone, read_topology, scoring_fold
@@ -98,18 +98,29 @@ class Decoder:
         """What tuning scores at a grid point; the first value is the one minimised."""
         raise NotImplementedError
 
-    def forced_alignment(self, examples: list[Example], posteriors: list[torch.Tensor]) -> dict | None:
-        """Each utterance's transcript aligned to its frames (phone segments), where the decoder's model gives
-        alignments; None otherwise. Scored against hand labels where the set has them (TIMIT)."""
+    def aligned_segments(self, examples: list[Example], posteriors: list[torch.Tensor]) -> dict | None:
+        """Each utterance's transcript (its phones and word ends) aligned to its frames, where the decoder's model
+        gives alignments (None otherwise): utterance -> [(phone segment, index of the phone in the transcript, or
+        None for an optional silence)], utterances that the alignment cannot fit left out."""
         return None
+
+    def forced_alignment(self, examples: list[Example], posteriors: list[torch.Tensor]) -> dict | None:
+        """The phone segments of `aligned_segments`: what is scored against hand labels where the set has them."""
+        aligned = self.aligned_segments(examples, posteriors)
+        return None if aligned is None else {utt: [seg for seg, _ in found] for utt, found in aligned.items()}
+
+
+def decoder_names(kind: str) -> list[str]:
+    """The decoders there are for a model of this kind."""
+    return sorted(n for k, n in _REGISTRY if k == kind)
 
 
 def decoder_class(kind: str, name: str) -> type[Decoder]:
     """The decoder called `name` for a model of this kind."""
     found = _REGISTRY.get((kind, name))
     if found is None:
-        names = sorted({n for k, n in _REGISTRY if k == kind})
-        raise RecipeError(f"decode.decoders: no decoder '{name}' for a {kind} model (there are: {', '.join(names)})")
+        names = ", ".join(decoder_names(kind))
+        raise RecipeError(f"decode.decoders: no decoder '{name}' for a {kind} model (there are: {names})")
     return found
 
 
@@ -169,11 +180,11 @@ class CTCGreedy(PhoneDecoder):
             for e, lp in zip(examples, posteriors, strict=True)
         }
 
-    def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
+    def aligned_segments(self, examples, posteriors) -> dict[str, list[tuple[Segment, int]]]:
         """torchaudio's CTC forced alignment (utterances too short for their labels are left out)."""
         shift, offset = frame_timing(self.cfg, self.checkpoint["model_args"]["subsample"])
         return {
-            e.utt: ctc_segments(lp, e.phones, 0, shift, self.id2phone, offset)
+            e.utt: [(seg, k) for k, seg in enumerate(ctc_segments(lp, e.phones, 0, shift, self.id2phone, offset))]
             for e, lp in zip(examples, posteriors, strict=True)
             if len(lp) >= ctc_min_frames(e.phones)
         }
@@ -198,7 +209,7 @@ class FrameArgmax(PhoneDecoder):
             for e, lp in zip(examples, posteriors, strict=True)
         }
 
-    def forced_alignment(self, examples, posteriors) -> dict[str, list[Segment]]:
+    def aligned_segments(self, examples, posteriors) -> dict[str, list[tuple[Segment, int | None]]]:
         """Viterbi through each utterance's graph on scaled likelihoods (the priors of the model's last
         alignment), in the batches of the forward pass (utterances with no path are left out)."""
         shift, offset = frame_timing(self.cfg, self.checkpoint["model_args"]["subsample"])
@@ -211,11 +222,19 @@ class FrameArgmax(PhoneDecoder):
                 for i in batch
             ]
             found = align_utterances(
-                [posteriors[i] for i in batch], graphs, self.topo, priors, self.cfg.decode.prior_scale, self.transitions
+                [posteriors[i] for i in batch],
+                graphs,
+                self.topo,
+                priors,
+                self.cfg.decode.prior_scale,
+                self.transitions,
+                nodes=True,
             )
-            for i, (states, _) in zip(batch, found, strict=True):
-                if states is not None:
-                    segments[examples[i].utt] = state_segments(states.tolist(), self.topo, self.id2phone, shift, offset)
+            for i, graph, (nodes, _) in zip(batch, graphs, found, strict=True):
+                if nodes is not None:
+                    segments[examples[i].utt] = graph_segments(
+                        nodes.tolist(), graph, self.topo, self.id2phone, shift, offset
+                    )
         return segments
 
 

@@ -282,20 +282,22 @@ def align_utterances(
     prior_scale: float = 1.0,
     transitions=None,
     counts=None,
+    nodes: bool = False,
 ) -> list[tuple[torch.Tensor | None, float]]:
     """Viterbi alignment of several utterances at once, padded into one batch: each one's (T, S) log-posteriors
     (divided by the state priors ^ prior_scale when log_priors is given: scaled likelihoods) through its graph,
     its arcs weighted by `transitions` (or 0). Returns (the HMM state of each frame, the path's log-likelihood) per
     utterance, on the CPU; (None, -inf) for one with fewer frames than its graph needs. `counts`, a
-    phonerec.hmm.transitions.TransitionCounts, gathers the transitions the paths take."""
+    phonerec.hmm.transitions.TransitionCounts, gathers the transitions the paths take. With `nodes`, the graph
+    node of each frame instead of its state (which tells two equal phones in a row apart)."""
     lengths = torch.tensor([len(s) for s in scores])
     padded = torch.nn.utils.rnn.pad_sequence(scores, batch_first=True)
     if log_priors is not None:
         padded = padded - prior_scale * log_priors.to(padded.device)
-    nodes, loglik, batch = _align_nodes(padded, lengths, graphs, topo, transitions)
+    path, loglik, batch = _align_nodes(padded, lengths, graphs, topo, transitions)
     if counts is not None:
-        counts.add(batch, path_arc_counts(nodes, lengths, batch))
-    alignment = torch.gather(batch.states, 1, nodes.clamp(min=0)).cpu()
+        counts.add(batch, path_arc_counts(path, lengths, batch))
+    alignment = (path if nodes else torch.gather(batch.states, 1, path.clamp(min=0))).cpu()
     loglik = loglik.cpu()
     return [
         (alignment[k, : lengths[k]].clone(), loglik[k].item()) if torch.isfinite(loglik[k]) else (None, NEG_INF)

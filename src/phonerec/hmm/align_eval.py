@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torchaudio.functional as taf
 
-from phonerec.hmm.align import Topology
+from phonerec.hmm.align import Graph, Topology
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_text_atomic
 
@@ -148,6 +148,31 @@ def state_segments(
     """The phone segments of an alignment of HMM states (one state per frame), timed as frames_to_segments."""
     state_to_phone = topo.state_to_phone()
     return frames_to_segments([id2phone[state_to_phone[s]] for s in states], frame_shift, offset)
+
+
+def graph_segments(
+    nodes: Sequence[int],
+    graph: Graph,
+    topo: Topology,
+    id2phone: Mapping[int, str],
+    frame_shift: float,
+    offset: float = 0.0,
+) -> list[tuple[Segment, int | None]]:
+    """The phone segments of a path of graph nodes (align_utterances(..., nodes=True)) through a graph of
+    build_graph, one per phone of the graph the path passes through, so that two equal phones in a row stay
+    apart; each with the index of its phone in the transcript, or None for an optional silence the path took.
+    Timed as frames_to_segments."""
+    n = topo.states_per_phone
+    slots, k = [], 0
+    for block in range(len(graph.states) // n):
+        slots.append(None if graph.optional[block * n] else k)
+        k += not graph.optional[block * n]
+    state_to_phone = topo.state_to_phone()
+    found = []
+    for run in frames_to_segments([int(node) // n for node in nodes], frame_shift, offset):  # label: the block
+        phone = id2phone[state_to_phone[graph.states[run.label * n]]]
+        found.append((Segment(run.start, run.end, phone), slots[run.label]))
+    return found
 
 
 def ctc_segments(

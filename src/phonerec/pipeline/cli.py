@@ -8,8 +8,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.errors import RecipeError
 
@@ -47,9 +45,14 @@ def step_main(main, doc: str, positional: list[tuple[str, str]], options: dict[s
         log_file = log_file and log_file.with_name(f"{log_file.stem}.rank{rank}{log_file.suffix}")
     setup_logging(log_file, logging.INFO if rank == 0 else logging.WARNING)
     log.info("Running: %s", shlex.join(sys.argv))
+    run_guarded(lambda: main(args, load_config(args.overrides)))
+
+
+def run_guarded(work) -> None:
+    """Run `work()`; exit 1 with the message alone for a RecipeError (bad input), with a traceback for anything
+    else."""
     try:
-        cfg: DictConfig = load_config(args.overrides)
-        main(args, cfg)
+        work()
     except RecipeError as err:
         log.error("%s", err)
         sys.exit(1)

@@ -98,6 +98,11 @@ DECODE = StageKeys(
 )
 # steps/export_model.py (not a stage: it always runs): which checkpoint.
 EXPORT = StageKeys(hashed=(), unhashed=("decode.checkpoint",))
+# Stage 6: a model's bundle (phonerec.pipeline.bundle_stage): what applying it needs, the decoders' settings included.
+BUNDLE = StageKeys(
+    hashed=("features", "corpus.sample_rate", "hmm", "decode", "score"),
+    unhashed=("train.device",),
+)
 # Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.
 SCORE = StageKeys(
     hashed=(),

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Force-align recordings with their transcripts: a Viterbi model through its HMM graph (optional silence as in
+training), a CTC model by torchaudio's forced_align. Writes <out-dir>/phones.ctm and words.ctm (Kaldi CTM:
+`<utt> 1 <start> <duration> <label>`) and <out-dir>/textgrid/<utt>.TextGrid (Praat, tiers "words" and
+"phones"). Either one recording and its transcript (words, through the lexicon's first pronunciation of each;
+with --phones, phones), or a whole --data-dir (its text as phones, its text.words for the word tier).
+
+  steps/align.py exp/fsdd/viterbi my_recording.wav "seven" --out-dir ali_out
+  steps/align.py exp/fsdd/viterbi --data-dir data/fsdd/test --out-dir exp/fsdd/viterbi/align_test
+"""
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from phonerec.data.data_dir import read_table
+from phonerec.inference import load_model, read_recordings, write_alignments
+from phonerec.pipeline.cli import run_guarded, setup_logging
+from phonerec.pipeline.errors import RecipeError
+
+log = logging.getLogger("phonerec")
+
+
+def main(args) -> None:
+    torch.set_num_threads(args.num_threads)
+    model = load_model(args.exp_dir, args.device)
+    if args.data_dir is not None:
+        if args.wav is not None:
+            raise RecipeError("give either a recording and its transcript or --data-dir, not both")
+        recordings = read_recordings(model.sample_rate, data_dir=args.data_dir)
+        text = read_table(args.data_dir / "text")
+        words_file = args.data_dir / "text.words"
+        words = read_table(words_file) if words_file.is_file() else {}
+        spelled = []
+        for rec in recordings:
+            if rec.utt not in text:
+                raise RecipeError(f"{args.data_dir}/text: no transcript of '{rec.utt}'")
+            where = f"{args.data_dir}: '{rec.utt}'"
+            sentence = words.get(rec.utt)
+            spelled.append(model.spell_words(text[rec.utt].split(), sentence and sentence.split(), where))
+        aligned = model.align_spelled(recordings, spelled)
+    else:
+        if args.wav is None or args.transcript is None:
+            raise RecipeError("give a recording and its transcript, or --data-dir")
+        recordings = read_recordings(model.sample_rate, [args.wav])
+        aligned = model.align(recordings, [args.transcript.split()], words=not args.phones)
+    write_alignments(args.out_dir, aligned)
+    log.info("%s: phones.ctm, words.ctm and textgrid/ of %d recordings", args.out_dir, len(aligned))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("exp_dir", type=Path, help="a model's experiment dir (with bundle/) or a bundle dir")
+    p.add_argument("wav", type=Path, nargs="?", help="an audio file")
+    p.add_argument("transcript", nargs="?", help="its transcript: words (or phones with --phones)")
+    p.add_argument("--phones", action="store_true", help="the transcript is phones, not words")
+    p.add_argument("--data-dir", type=Path, help="align every utterance of a data dir (text, text.words)")
+    p.add_argument("--out-dir", type=Path, required=True, help="where phones.ctm, words.ctm and textgrid/ go")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--log", type=Path, help="log file")
+    return p
+
+
+if __name__ == "__main__":
+    arguments = parser().parse_args()
+    setup_logging(arguments.log)
+    log.info("Running: %s", shlex.join(sys.argv))
+    run_guarded(lambda: main(arguments))

@@ -1,0 +1,199 @@
+"""Applying a trained model (stage 6's bundle, phonerec.inference, steps/transcribe.py, steps/align.py) on the
+FSDD smoke model: recordings that are in no data dir, at another sample rate and channel count; CTM and Praat
+TextGrid read back by Praat itself (parselmouth); the errors a user sees for bad recordings and transcripts."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as taf
+from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run
+
+from phonerec.features import FeatureReader
+from phonerec.hmm.align_eval import read_ctm
+from phonerec.inference import load_model, read_recordings
+from phonerec.pipeline.errors import RecipeError
+
+pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
+MODELS = ("viterbi", "ctc")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The FSDD recipe through stage 6 on 3 takes of 3 speakers, tiny models: (tmp dir, exp dir)."""
+    tmp = tmp_path_factory.mktemp("inference")
+    exp = tmp / "exp"
+    root = fsdd_subset(tmp / "fsdd", takes=range(3))
+    overrides = [f"corpus.root={root}", *tiny_run(tmp, exp), *ONE_POINT_GRIDS]
+    overrides += ["train.ctc.epochs=2", "train.compare_ctc_inits=[]"]
+    result = run_sh(*overrides)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return tmp, exp
+
+
+@pytest.fixture(scope="module")
+def new_recording(tmp_path_factory):
+    """A take of a speaker in no data dir (jackson's "seven"), at 22.05 kHz in two channels."""
+    samples, rate = sf.read(str(SHARED_FSDD / "recordings" / "7_jackson_10.wav"), dtype="float32")
+    resampled = taf.resample(torch.from_numpy(samples), rate, 22050).numpy()
+    path = tmp_path_factory.mktemp("recordings") / "seven.wav"
+    sf.write(str(path), np.stack([resampled, 0.8 * resampled], axis=1), 22050, subtype="PCM_16")
+    return path
+
+
+def step(script, *args):
+    return subprocess.run(
+        ["python", f"steps/{script}", *map(str, args)], cwd=REPO, env=project_env(), capture_output=True, text=True
+    )
+
+
+def praat_intervals(path):
+    """Every tier's (start, end, label) intervals as Praat reads the TextGrid (parselmouth), empty ones left out."""
+    import parselmouth
+    from parselmouth.praat import call
+
+    grid = parselmouth.read(str(path))
+    tiers = {}
+    for tier in range(1, call(grid, "Get number of tiers") + 1):
+        intervals = []
+        for i in range(1, call(grid, "Get number of intervals", tier) + 1):
+            label = call(grid, "Get label of interval", tier, i)
+            if label:
+                start, end = (
+                    call(grid, "Get start time of interval", tier, i),
+                    call(grid, "Get end time of interval", tier, i),
+                )
+                intervals.append((start, end, label))
+        tiers[call(grid, "Get tier name...", tier)] = intervals
+    return tiers
+
+
+def same_intervals(a, b, tolerance=1e-4):
+    """Equal labels, and times equal to the CTM's 4 decimals."""
+    if len(a) != len(b):
+        return False
+    return all(x[2] == y[2] and max(abs(x[0] - y[0]), abs(x[1] - y[1])) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+def ctm_intervals(path, utt):
+    return [(s.start, s.end, s.label) for s in read_ctm(path)[utt]]
+
+
+def test_the_bundle_holds_what_applying_the_model_needs(run):
+    _, exp = run
+    for kind in MODELS:
+        bundle = exp / kind / "bundle"
+        for name in (
+            "model.pt",
+            "config.yaml",
+            "decoders.json",
+            "bundle.json",
+            "lang/states.txt",
+            "lm/phones.2gram.arpa",
+        ):
+            assert (bundle / name).is_file(), name
+        checkpoint = torch.load(bundle / "model.pt", weights_only=True)  # no pickled objects in it
+        assert checkpoint["kind"] == kind and "optimizer" not in checkpoint
+        assert (checkpoint["task"].get("log_priors") is not None) == (kind == "viterbi")
+        decoders = json.loads((bundle / "decoders.json").read_text())
+        assert set(decoders["decoders"]) == {"greedy", "lm", "words"} and decoders["default_words"] == "words"
+        dev_per = {n: d["per"]["dev"] for n, d in decoders["decoders"].items() if d["metric"] == "per"}
+        assert decoders["default_phones"] == min(dev_per, key=dev_per.get)
+        scored = json.loads((exp / kind / "decode_dev_lm" / "per.json").read_text())["total"]["per"]
+        assert decoders["decoders"]["lm"]["per"]["dev"] == scored
+        assert load_model(exp / kind).kind == kind == load_model(bundle).kind
+
+
+def test_a_data_dir_gets_the_features_training_saw(run):
+    """The front end of a loaded model on a data dir's recordings (per-speaker CMVN) equals stage 1 + loading."""
+    tmp, exp = run
+    model = load_model(exp / "viterbi")
+    recordings = read_recordings(model.sample_rate, data_dir=tmp / "data" / "dev")
+    reader = FeatureReader(tmp / "data" / "mfcc" / "dev", model.cfg.features)
+    for rec, feats in zip(recordings, model.features(recordings), strict=True):
+        assert torch.allclose(feats, torch.from_numpy(reader[rec.utt]), atol=1e-4), rec.utt
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_transcribe_prints_digits_and_phones_with_times(kind, run, new_recording, tmp_path):
+    _, exp = run
+    result = step("transcribe.py", exp / kind, new_recording, "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "2 channels, downmixed to mono" in result.stderr
+        and "22050 Hz, resampled to the model's 8000 Hz" in result.stderr
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("seven words (") and lines[1].startswith("seven phones (")
+    words, phones = lines[0].split(": ", 1)[1].split(), lines[1].split(": ", 1)[1].split()
+    timed = [line.split() for line in lines[2:]]
+    assert [t[4] for t in timed if t[1] == "word"] == words and [t[4] for t in timed if t[1] == "phone"] == phones
+    duration = sf.info(str(new_recording)).duration
+    for _, _, start, end, _ in timed:
+        assert 0 <= float(start) < float(end) <= duration + 1e-6
+    assert set(words) <= set(load_model(exp / kind).lexicon)
+    printed = [(float(t[2]), float(t[3]), t[4]) for t in timed if t[1] == "phone"]
+    assert same_intervals(ctm_intervals(tmp_path / "phones.ctm", "seven"), printed)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_align_writes_a_ctm_and_a_textgrid_praat_reads_alike(kind, run, new_recording, tmp_path):
+    _, exp = run
+    result = step("align.py", exp / kind, new_recording, "seven", "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    tiers = praat_intervals(tmp_path / "textgrid" / "seven.TextGrid")
+    assert set(tiers) == {"words", "phones"}
+    assert [label for _, _, label in tiers["words"]] == ["seven"]
+    assert same_intervals(tiers["phones"], ctm_intervals(tmp_path / "phones.ctm", "seven"))
+    assert same_intervals(tiers["words"], ctm_intervals(tmp_path / "words.ctm", "seven"))
+    assert [p for _, _, p in tiers["phones"] if p != "sil"] == ["s", "eh", "v", "ah", "n"]
+    # Times exact to the frame shift: every inner boundary is k * 10 ms + the 7.5 ms offset of 25 ms windows.
+    boundaries = [start for start, _, _ in tiers["phones"][1:]]
+    assert boundaries and all(abs((t - 0.0075) / 0.01 - round((t - 0.0075) / 0.01)) < 1e-6 for t in boundaries)
+    word_start, word_end, _ = tiers["words"][0]
+    inside = [p for p in tiers["phones"] if p[2] != "sil"]
+    assert word_start == pytest.approx(inside[0][0]) and word_end == pytest.approx(inside[-1][1])
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_align_a_whole_data_dir(kind, run, tmp_path):
+    tmp, exp = run
+    result = step("align.py", exp / kind, "--data-dir", tmp / "data" / "test", "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    words = read_ctm(tmp_path / "words.ctm")
+    assert len(words) == 30 and len(list((tmp_path / "textgrid").glob("*.TextGrid"))) == 30
+    assert [s.label for s in words["nicolas_4_01"]] == ["four"]
+
+
+def test_bad_recordings_and_transcripts_get_clear_errors(run, new_recording, tmp_path):
+    _, exp = run
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio\n")
+    nan = tmp_path / "nan.wav"
+    samples = np.sin(np.arange(8000) / 10).astype(np.float32)
+    samples[100:300] = np.nan
+    sf.write(str(nan), samples, 8000, subtype="FLOAT")
+    short = tmp_path / "short.wav"
+    sf.write(str(short), np.zeros(800, dtype=np.int16) + 5, 8000)  # 0.1 s: 8 frames
+    cases = [
+        (("transcribe.py", exp / "ctc", not_audio), f"{not_audio}: not a usable audio file"),
+        (("transcribe.py", exp / "ctc", nan), f"{nan}: 200 samples are not finite"),
+        (
+            ("align.py", exp / "viterbi", new_recording, "seven eleven", "--out-dir", tmp_path / "a"),
+            "the word 'eleven'",
+        ),
+        (("align.py", exp / "viterbi", new_recording, "s eh zz", "--phones", "--out-dir", tmp_path / "a"), "zz"),
+        (("align.py", exp / "ctc", short, "seven seven seven", "--out-dir", tmp_path / "a"), f"{short}: 8 frames"),
+        (("align.py", exp / "viterbi", short, "seven seven seven", "--out-dir", tmp_path / "a"), f"{short}: 8 frames"),
+        (("transcribe.py", tmp_path), "no model bundle"),
+    ]
+    for args, message in cases:
+        result = step(*args)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "a" / "phones.ctm").exists()
+    with pytest.raises(RecipeError, match="same name"):
+        read_recordings(8000, [new_recording, new_recording])
