@@ -21,6 +21,8 @@ Stages:
   5  scoring (PER, WER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
   6  model bundles, for steps/transcribe.py, steps/align.py and phonerec.inference.load_model:
      <paths.exp>/{viterbi,ctc} -> <paths.exp>/<model>/bundle
+  7  forced alignment of the test set with each bundle: CTM and Praat TextGrids (and, for TIMIT, TextGrids of
+     the hand labels and the alignment accuracy): <paths.data>/test -> <paths.exp>/<model>/align_test
 
 Options:
   --stage N        first stage to run (default ${stage})
@@ -176,6 +178,14 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   for model in ${models}; do
     run_step "${exp}/${model}/bundle/log/make_bundle.log" python steps/make_bundle.py \
       "${data}/${feats}/${train_set}" "${data}/lang" "${data}/lm" "${exp}/${model}" "${exp}/${model}/bundle"
+  done
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+  log "Stage 7: forced alignment: ${data}/test, ${exp}/{${models// /,}}/bundle -> ${exp}/<model>/align_test"
+  for model in ${models}; do
+    run_step "${exp}/${model}/align_test/log/align.log" \
+      python steps/align_data_dir.py "${exp}/${model}" "${data}/test" "${exp}/${model}/align_test"
   done
 fi
 

@@ -3,7 +3,9 @@
 training), a CTC model by torchaudio's forced_align. Writes <out-dir>/phones.ctm and words.ctm (Kaldi CTM:
 `<utt> 1 <start> <duration> <label>`) and <out-dir>/textgrid/<utt>.TextGrid (Praat, tiers "words" and
 "phones"). Either one recording and its transcript (words, through the lexicon's first pronunciation of each;
-with --phones, phones), or a whole --data-dir (its text as phones, its text.words for the word tier).
+with --phones, phones), or a whole --data-dir (its text as phones; the word tier from its words.ctm where it has
+hand-labelled words, as TIMIT's, else from text.words; where it has hand-labelled phones, phones.ctm, also
+<out-dir>/reference/textgrid/ of those and alignment_accuracy.json: phonerec.pipeline.align_stage).
 
   steps/align.py exp/fsdd/viterbi my_recording.wav "seven" --out-dir ali_out
   steps/align.py exp/fsdd/viterbi --data-dir data/fsdd/test --out-dir exp/fsdd/viterbi/align_test
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from phonerec.data.data_dir import read_table
 from phonerec.inference import load_model, read_recordings, write_alignments
+from phonerec.pipeline.align_stage import align_stage
 from phonerec.pipeline.cli import run_guarded, setup_logging
 from phonerec.pipeline.errors import RecipeError
 
@@ -27,27 +29,16 @@ log = logging.getLogger("phonerec")
 
 def main(args) -> None:
     torch.set_num_threads(args.num_threads)
-    model = load_model(args.exp_dir, args.device)
     if args.data_dir is not None:
         if args.wav is not None:
             raise RecipeError("give either a recording and its transcript or --data-dir, not both")
-        recordings = read_recordings(model.sample_rate, data_dir=args.data_dir)
-        text = read_table(args.data_dir / "text")
-        words_file = args.data_dir / "text.words"
-        words = read_table(words_file) if words_file.is_file() else {}
-        spelled = []
-        for rec in recordings:
-            if rec.utt not in text:
-                raise RecipeError(f"{args.data_dir}/text: no transcript of '{rec.utt}'")
-            where = f"{args.data_dir}: '{rec.utt}'"
-            sentence = words.get(rec.utt)
-            spelled.append(model.spell_words(text[rec.utt].split(), sentence and sentence.split(), where))
-        aligned = model.align_spelled(recordings, spelled)
-    else:
-        if args.wav is None or args.transcript is None:
-            raise RecipeError("give a recording and its transcript, or --data-dir")
-        recordings = read_recordings(model.sample_rate, [args.wav])
-        aligned = model.align(recordings, [args.transcript.split()], words=not args.phones)
+        align_stage(args.exp_dir, args.data_dir, args.out_dir, args.device)
+        return
+    if args.wav is None or args.transcript is None:
+        raise RecipeError("give a recording and its transcript, or --data-dir")
+    model = load_model(args.exp_dir, args.device)
+    recordings = read_recordings(model.sample_rate, [args.wav])
+    aligned = model.align(recordings, [args.transcript.split()], words=not args.phones)
     write_alignments(args.out_dir, aligned)
     log.info("%s: phones.ctm, words.ctm and textgrid/ of %d recordings", args.out_dir, len(aligned))
 

@@ -197,3 +197,127 @@ def test_bad_recordings_and_transcripts_get_clear_errors(run, new_recording, tmp
     assert not (tmp_path / "a" / "phones.ctm").exists()
     with pytest.raises(RecipeError, match="same name"):
         read_recordings(8000, [new_recording, new_recording])
+
+
+def test_the_python_api_of_the_readme(run, new_recording):
+    import phonerec
+
+    _, exp = run
+    model = phonerec.load_model(exp / "ctc")
+    recordings = read_recordings(model.sample_rate, [new_recording])
+    transcribed = model.transcribe(recordings)["seven"]
+    assert transcribed.words is not None and transcribed.phones and transcribed.word_decoder
+    aligned = model.align(recordings, [["seven"]])["seven"]
+    assert [w.label for w in aligned.words] == ["seven"]
+    assert [p.label for p in model.align(recordings, [["s", "eh", "v", "ah", "n"]], words=False)["seven"].phones] == [
+        "s",
+        "eh",
+        "v",
+        "ah",
+        "n",
+    ]
+
+
+def test_stage_7_aligned_the_test_set(run):
+    tmp, exp = run
+    for kind in MODELS:
+        out = exp / kind / "align_test"
+        assert len(read_ctm(out / "words.ctm")) == 30 and len(list((out / "textgrid").glob("*.TextGrid"))) == 30
+        assert not (out / "reference").exists()  # FSDD has no hand-labelled segments
+
+
+def test_log_likelihoods_as_a_kaldi_archive(run, tmp_path):
+    import kaldiio
+
+    tmp, exp = run
+    result = step("compute_loglikes.py", exp / "viterbi", "--data-dir", tmp / "data" / "test", "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    archive = dict(kaldiio.load_scp(str(tmp_path / "loglikes.scp")))
+    assert len(archive) == 30
+    model = load_model(exp / "viterbi")
+    states = (tmp_path / "states.txt").read_text().splitlines()
+    recordings = read_recordings(model.sample_rate, data_dir=tmp / "data" / "test")
+    priors = model.checkpoint["task"]["log_priors"]
+    for rec, expected in zip(recordings, model.log_likelihoods(recordings), strict=True):
+        stored = torch.tensor(archive[rec.utt])
+        assert stored.shape == (len(expected), len(states)) and torch.allclose(stored, expected, atol=1e-5)
+        posteriors = stored + model.cfg.decode.prior_scale * priors  # back to log-posteriors: they sum to 1
+        assert torch.allclose(posteriors.logsumexp(1), torch.zeros(len(stored)), atol=1e-4)
+    refused = step("compute_loglikes.py", exp / "ctc", "--data-dir", tmp / "data" / "test", "--out-dir", tmp_path / "c")
+    assert refused.returncode == 1 and "HMM state log-likelihoods come from a Viterbi model" in refused.stderr
+
+
+def kaldi_files(tmp_path, alignments, id2phone, drop_frame_of=None):
+    """A Kaldi per-frame phone alignment of `alignments` (utterance -> our phone per frame) and a Kaldi phones.txt
+    of other ids, word-position suffixes and an upper-case SIL."""
+    symbols = ["<eps>", "SIL"] + [
+        f"{p}_{pos}" for p in sorted(set(id2phone.values()) - {"sil", "<blk>"}) for pos in "BEIS"
+    ]
+    kaldi_id = {s: i for i, s in enumerate(symbols)}
+    (tmp_path / "phones.txt").write_text("".join(f"{s} {i}\n" for s, i in kaldi_id.items()) + "#0 99\n")
+    lines = []
+    for utt, phones in alignments.items():
+        ids = [kaldi_id["SIL"] if p == "sil" else kaldi_id[f"{p}_{'BEIS'[len(utt) % 4]}"] for p in phones]
+        if utt == drop_frame_of:
+            ids = ids[:-1]
+        lines.append(f"{utt} {' '.join(map(str, ids))}\n")
+    (tmp_path / "ali.txt").write_text("".join(lines))
+    return tmp_path / "ali.txt", tmp_path / "phones.txt"
+
+
+def test_a_kaldi_alignment_is_the_first_alignment_of_viterbi_training(run, tmp_path):
+    tmp, exp = run
+    model = load_model(exp / "viterbi")
+    topo_phone = {
+        int(s): p for p, s in (line.split() for line in (model.lang_dir / "states.txt").read_text().splitlines())
+    }
+    last = sorted((exp / "viterbi" / "ali").glob("iter*"), key=lambda d: int(d.name[4:]))[-1]
+    source = {
+        utt: [topo_phone[int(s)].rsplit("_", 1)[0] for s in states.split()]
+        for utt, states in (line.split(" ", 1) for line in (last / "ali.train.txt").read_text().splitlines())
+    }
+    source = dict(list(source.items())[:20])  # the other training utterances start flat
+    ali, phones = kaldi_files(tmp_path, source, model.id2phone)
+    overrides = [*tiny_run(tmp, tmp_path / "exp"), "train.viterbi.epochs=1", "models=[viterbi]"]
+    overrides += [f"train.viterbi.init_alignment={ali}", f"train.viterbi.init_alignment_phones={phones}"]
+    result = run_sh("--stage", "2", "--stop-stage", "2", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "first alignment from" in result.stderr and "20 of 30 training" in result.stderr
+    first = {
+        utt: [topo_phone[int(s)].rsplit("_", 1)[0] for s in states.split()]
+        for utt, states in (
+            line.split(" ", 1)
+            for line in (tmp_path / "exp" / "viterbi" / "ali" / "iter0" / "ali.train.txt").read_text().splitlines()
+        )
+    }
+    assert all(first[utt] == phones_of for utt, phones_of in source.items()) and len(first) == 30
+    assert (
+        "Kaldi alignment"
+        in json.loads((tmp_path / "exp" / "viterbi" / "ali" / "iter0" / "stats.json").read_text())["kind"]
+    )
+
+    # A frame too few for the features (the same file, rewritten): an error naming the file, line and utterance.
+    utt = next(iter(source))
+    kaldi_files(tmp_path, source, model.id2phone, drop_frame_of=utt)
+    result = run_sh("--stage", "2", "--stop-stage", "2", *overrides)
+    assert result.returncode == 1 and f"{ali}:1: utterance '{utt}' has" in result.stderr
+
+
+def test_kaldi_phone_alignments_are_read_by_kaldis_phone_table(tmp_path):
+    from phonerec.data.kaldi_alignment import phones_to_states, read_kaldi_alignment
+    from phonerec.hmm.align import Topology
+
+    ours = {"<blk>": 0, "sil": 1, "ah": 2, "t": 3}
+    (tmp_path / "phones.txt").write_text("<eps> 0\nSIL 1\nah_B 2\nah_E 3\nt_S 4\n#0 5\n")
+    (tmp_path / "ali.txt").write_text("u1 1 1 2 3 3 4\n\nu2 4 1\n")
+    found = read_kaldi_alignment(tmp_path / "ali.txt", tmp_path / "phones.txt", ours)
+    assert found == {"u1": ([1, 1, 2, 2, 2, 3], 1), "u2": ([3, 1], 3)}
+    topo = Topology(num_phones=4, states_per_phone=3)
+    # sil (states 0-2) over 2 frames takes its first two; ah (3-5) over 3 frames, one each; t (6-8) over 1.
+    assert phones_to_states(found["u1"][0], topo) == [0, 1, 3, 4, 5, 6]
+    (tmp_path / "bad.txt").write_text("u1 1 2\nu2 1 7 0\n")
+    with pytest.raises(RecipeError, match=r"bad.txt:2: utterance 'u2': phone ids \[0, 7\]"):
+        read_kaldi_alignment(tmp_path / "bad.txt", tmp_path / "phones.txt", ours)
+    (tmp_path / "twice.txt").write_text("u1 1\nu1 2\n")
+    with pytest.raises(RecipeError, match="twice.txt:2: utterance 'u1' again"):
+        read_kaldi_alignment(tmp_path / "twice.txt", tmp_path / "phones.txt", ours)

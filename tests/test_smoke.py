@@ -12,6 +12,7 @@ from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_en
 
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.features import FeatureReader
+from phonerec.hmm.align_eval import read_ctm
 from phonerec.pipeline.config import load_config
 from phonerec.scoring.sclite import find_sclite
 
@@ -232,6 +233,23 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
         accuracy = json.loads((exp / model / "decode_test_greedy" / "alignment_accuracy.json").read_text())
         assert accuracy["num_utts"] == 16 and accuracy["within_50ms"] is not None
         assert accuracy["checkpoint"]["file"] == aligned_with[model]
+        # Stage 7: the test set aligned through the model's bundle (features made anew from the audio) aligns as
+        # the decode dir did; the word tier and the reference TextGrids come from the hand labels.
+        aligned = exp / model / "align_test"
+        again = json.loads((aligned / "alignment_accuracy.json").read_text())
+        assert (
+            again["within_20ms"] == accuracy["within_20ms"]
+            and again["checkpoint"]["epoch"] == accuracy["checkpoint"]["epoch"]
+        )
+        for textgrids in (aligned / "textgrid", aligned / "reference" / "textgrid"):
+            assert len(list(textgrids.glob("*.TextGrid"))) == 16
+        hand_words = read_ctm(tmp_path / "data" / "test" / "words.ctm")
+        assert read_ctm(aligned / "words.ctm") == hand_words == read_ctm(aligned / "reference" / "words.ctm")
+        assert read_ctm(aligned / "reference" / "phones.ctm") == read_ctm(tmp_path / "data" / "test" / "phones.ctm")
+    text_words = read_table(tmp_path / "data" / "test" / "text.words")
+    assert {u: [s.label for s in segs] for u, segs in hand_words.items()} == {
+        u: w.split() for u, w in text_words.items()
+    }
     results = (tmp_path / "RESULTS.md").read_text()
     assert "Alignment accuracy against the hand-labelled phone boundaries" in results
     assert "| Viterbi round 0 (flat start) | train |" in results

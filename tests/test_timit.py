@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from phonerec.data.corpora.timit import fold_segments, prepare_timit
+from phonerec.data.corpora.timit import fold_segments, prepare_timit, read_wrd
 from phonerec.data.data_dir import read_table
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.pipeline.config import load_config, repo_path
@@ -200,3 +200,12 @@ def test_sample_download_checked_by_size_and_md5(tmp_path, served_zip):
             "corpus.sample_md5=00000000000000000000000000000000",
             *speakers,
         )
+
+
+def test_overlapping_words_of_a_wrd_file_split_at_the_middle_of_their_overlap(tmp_path):
+    wrd = tmp_path / "sa1.wrd"
+    wrd.write_text("3050 5723 She\n5723 10337 had\n9190 11517 your\n")
+    words = read_wrd(wrd, 16000)
+    assert [w.label for w in words] == ["she", "had", "your"]
+    assert words[1].end == words[2].start == (9190 + 10337) / 2 / 16000
+    assert words[0].end == words[1].start == 5723 / 16000

@@ -34,6 +34,7 @@ from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, word_ends
 from phonerec.data.lang import read_lexicon
 from phonerec.decoding.decoders import Decoder, decoder_class
+from phonerec.decoding.hybrid import scaled_log_likelihoods
 from phonerec.features import add_deltas, apply_cmvn, cmvn_stats, compute_features
 from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.model.blstm import BLSTMAcousticModel
@@ -173,6 +174,19 @@ class TrainedModel:
     def _decoder(self, name: str, checkpoint: dict | None = None) -> Decoder:
         decoder = decoder_class(self.kind, name)
         return decoder(self.cfg, self.lang_dir, self.lm_dir, checkpoint or self.checkpoint)
+
+    def log_likelihoods(self, recordings: list[Recording]) -> list[torch.Tensor]:
+        """A Viterbi model's frame log-likelihoods, as a Kaldi decoder reads them (nnet3-compute's output):
+        log-posteriors minus decode.prior_scale x the log state priors, one column per HMM state in
+        lang/states.txt's order, at the model's frame rate. A CTC model's outputs are no HMM state scores: refused."""
+        if self.kind != "viterbi":
+            raise RecipeError(f"{self.dir}: a {self.kind} model; HMM state log-likelihoods come from a Viterbi model")
+        examples = self._examples(recordings)
+        priors = self.checkpoint["task"].get("log_priors")
+        return [
+            scaled_log_likelihoods(lp, priors, self.cfg.decode.prior_scale)
+            for lp in self._posteriors(self.model, examples)
+        ]
 
     # -- transcription ----------------------------------------------------------------------------------------
 

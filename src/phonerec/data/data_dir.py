@@ -8,6 +8,8 @@ A data dir holds, one `<id> <value>` line each, sorted and unique under LC_ALL=C
   utt2spk     utterance -> speaker; utterance ids start with their speaker id
   spk2utt     speaker -> its utterances
   phones.ctm  hand-labelled phone segments (TIMIT), for alignment accuracy
+  words.ctm   hand-labelled word segments (TIMIT's .WRD), for the word tier of alignments (steps/align.py); no
+              stage before alignment reads it, so stage 1 leaves it behind
 and after feature extraction feats.scp, utt2num_frames and cmvn.scp.
 """
 

@@ -16,7 +16,7 @@ from phonerec.hmm.transitions import Transitions
 from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_json_atomic, write_text_atomic
+from phonerec.pipeline.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import (
     dev_per_scorer,
@@ -51,12 +51,26 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
         raise RecipeError(f"train.viterbi.criterion={criterion}: expected one of {', '.join(VITERBI_CRITERIA)}")
     if cfg.hmm.transitions not in TRANSITION_MODES:
         raise RecipeError(f"hmm.transitions={cfg.hmm.transitions}: expected one of {', '.join(TRANSITION_MODES)}")
-    stage = _training_run(exp_dir, TRAIN_VITERBI, cfg, train_dir, dev_dir, lang_dir)
+    stage = _training_run(exp_dir, TRAIN_VITERBI, cfg, train_dir, dev_dir, lang_dir, *_kaldi_inputs(cfg.train.viterbi))
     if stage is None:
         return
     with stage:
         model, model_args, task, train_set = viterbi_setup(cfg, train_dir, dev_dir, lang_dir, exp_dir)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.viterbi)
+
+
+def _kaldi_inputs(vcfg: DictConfig) -> list[str]:
+    """The content of a Kaldi first alignment and its phones.txt (train.viterbi.init_alignment), an input of the
+    stage as the lang dir is; nothing without one."""
+    if vcfg.init_alignment is None:
+        return []
+    digests = []
+    for key in ("init_alignment", "init_alignment_phones"):
+        path = vcfg[key]
+        if path is None or not Path(path).is_file():
+            raise RecipeError(f"train.viterbi.{key}={path}: no such file")
+        digests.append(file_digest(path))
+    return digests
 
 
 def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path):

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import Example
+from phonerec.data.kaldi_alignment import phones_to_states, read_kaldi_alignment
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import (
@@ -45,6 +46,7 @@ from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_ac
 from phonerec.hmm.fullsum import fullsum_loglik
 from phonerec.hmm.transitions import TransitionCounts, Transitions
 from phonerec.model.posteriors import utterance_posteriors
+from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_json_atomic, write_png_atomic
 from phonerec.training import distributed
 
@@ -124,19 +126,54 @@ class ViterbiTask:
 
     # -- the task interface of phonerec.training.loop.train -----------------------------------------------
     def start(self, model) -> None:
-        """Round 0: uniform segmentation of every utterance over its phones' states (flat start)."""
+        """Round 0: uniform segmentation of every utterance over its phones' states (flat start); with
+        train.viterbi.init_alignment, a Kaldi per-frame phone alignment for the utterances it holds instead
+        (phonerec.data.kaldi_alignment; subsampled as the model subsamples), the flat start for the others."""
+        kaldi = self._kaldi_alignment()
         for name, examples in self.sets.items():
             self.alignments[name] = {}
             for e in examples:
+                frames = int(model.output_lengths(torch.tensor([e.feats.shape[0]]))[0])
+                if e.utt in kaldi:
+                    states = self._kaldi_states(e, *kaldi[e.utt])
+                    self.alignments[name][e.utt] = torch.tensor(states[:: model.subsample][:frames])
+                    continue
                 try:
-                    frames = int(model.output_lengths(torch.tensor([e.feats.shape[0]]))[0])
                     flat = uniform_alignment(frames, e.phones, self.topo, edge_silence=self.optional_silence)
                     self.alignments[name][e.utt] = torch.tensor(flat)
                 except ValueError as err:
                     log.warning("flat start: %s utterance %s skipped: %s", name, e.utt, err)
         self._update_priors()
-        stats = {"round": 0, "kind": "flat start", **self._coverage(), "alignment_accuracy": self.alignment_accuracy()}
+        kind = "flat start" if not kaldi else f"Kaldi alignment {self.vcfg.init_alignment}, flat start for the rest"
+        stats = {"round": 0, "kind": kind, **self._coverage(), "alignment_accuracy": self.alignment_accuracy()}
         self._save_round(0, stats)
+
+    def _kaldi_alignment(self) -> dict[str, tuple[list[int], int]]:
+        path = self.vcfg.init_alignment
+        if path is None:
+            return {}
+        if self.vcfg.init_alignment_phones is None:
+            raise RecipeError(
+                "train.viterbi.init_alignment needs train.viterbi.init_alignment_phones (Kaldi's phones.txt)"
+            )
+        phone_ids = {p: i for i, p in self.id2phone.items()}
+        found = read_kaldi_alignment(Path(path), Path(self.vcfg.init_alignment_phones), phone_ids)
+        held = {name: sum(e.utt in found for e in examples) for name, examples in self.sets.items()}
+        if not held["train"]:
+            raise RecipeError(f"{path}: holds none of the {len(self.sets['train'])} training utterances")
+        log.info(
+            "first alignment from %s: %d of %d training and %d of %d dev utterances; the flat start for the rest",
+            *(path, held["train"], len(self.sets["train"]), held["dev"], len(self.sets["dev"])),
+        )
+        return found
+
+    def _kaldi_states(self, example: Example, frame_phones: list[int], lineno: int) -> list[int]:
+        if len(frame_phones) != example.feats.shape[0]:
+            raise RecipeError(
+                f"{self.vcfg.init_alignment}:{lineno}: utterance '{example.utt}' has {len(frame_phones)} frames "
+                f"there and {example.feats.shape[0]} in its features (another frame shift or feature dir?)"
+            )
+        return phones_to_states(frame_phones, self.topo)
 
     def state(self) -> dict:
         # The priors and transitions travel with the model: hybrid decoding and forced alignment with it need them.

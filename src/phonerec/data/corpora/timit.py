@@ -13,7 +13,8 @@ after folding to 39. The sample has no train/test parts: a speaker split from co
 Labels: `q` has no mapping; its time goes to the segment before it (the one after, at an utterance start).
 After folding, neighbouring equal labels merge into one segment (closure `vcl` then `vcl`, `sil` then `sil`).
 `text` is the folded label sequence, silence included as Kaldi's TIMIT text has it; `phones.ctm` next to it
-holds the same labels with their hand-labelled times, for alignment accuracy.
+holds the same labels with their hand-labelled times, for alignment accuracy, and `words.ctm` the words of the
+.WRD files with theirs, for the word tier of alignments (steps/align.py).
 """
 
 import logging
@@ -93,7 +94,7 @@ def find_recordings(root: Path) -> tuple[str, list[Recording]]:
 
 
 def read_phn(path: Path) -> list[tuple[int, int, str]]:
-    """(start sample, end sample, label) rows of a .PHN file."""
+    """(start sample, end sample, label) rows of a .PHN (or .WRD) file."""
     rows = []
     with open(path, encoding="latin-1") as f:
         for lineno, line in enumerate(f, 1):
@@ -104,8 +105,22 @@ def read_phn(path: Path) -> list[tuple[int, int, str]]:
                 raise CorpusError(f"{path}:{lineno}: expected '<start> <end> <label>' in samples, got {line.strip()!r}")
             rows.append((int(parts[0]), int(parts[1]), parts[2]))
     if not rows:
-        raise CorpusError(f"{path}: no phone segments")
+        raise CorpusError(f"{path}: no segments")
     return rows
+
+
+def read_wrd(path: Path, sample_rate: int) -> list[Segment]:
+    """The word segments of a .WRD file (its lines as .PHN's), lower-cased, in seconds. TIMIT's words overlap
+    where they share a phone ("had your": the jh); an interval tier cannot, so the boundary of two overlapping
+    words goes to the middle of their overlap."""
+    segments = [Segment(start / sample_rate, end / sample_rate, word.lower()) for start, end, word in read_phn(path)]
+    for k in range(1, len(segments)):
+        before, seg = segments[k - 1], segments[k]
+        if seg.start < before.end:
+            middle = (seg.start + before.end) / 2
+            segments[k - 1] = Segment(before.start, middle, before.label)
+            segments[k] = Segment(middle, seg.end, seg.label)
+    return segments
 
 
 def fold_segments(rows, mapping: dict[str, str | None], sample_rate: int, where: Path) -> list[Segment]:
@@ -201,12 +216,16 @@ def obtain_sample(ccfg: DictConfig, downloads: Path) -> Path:
     return root
 
 
+WRITES = "data dirs with phones.ctm and words.ctm"  # in the digest: a data dir of an older stage 0 lacks words.ctm
+
+
 def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
     """Stage 0: corpus -> data_dir/{train,dev,test} (with phones.ctm) and data_dir/lang."""
     cfg = PREPARE.view(cfg)
     downloads, root = corpus_paths(cfg, "timit_sample")
     phone_table = repo_path(cfg.corpus.phone_table)
-    digest = PREPARE.digest(cfg, str(root), file_digest(phone_table), file_digest(repo_path(cfg.corpus.speaker_lists)))
+    lists = file_digest(repo_path(cfg.corpus.speaker_lists))
+    digest = PREPARE.digest(cfg, str(root), file_digest(phone_table), lists, WRITES)
     run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, downloads, root, phone_table, data_dir))
 
 
@@ -237,23 +256,19 @@ def _prepare(cfg: DictConfig, downloads: Path, root: Path, phone_table: Path, da
     prepare_lang(lexicon, data_dir / "lang", cfg.hmm.states_per_phone)
 
     for split, recs in split_recordings(layout, recordings, ccfg).items():
-        utterances, ctm = [], {}
+        utterances, ctm, words_ctm = [], {}, {}
         for r in recs:
             utt = f"{r.speaker}_{r.sentence}"
             segments = fold_segments(read_phn(r.phn), mapping, ccfg.sample_rate, r.phn)
-            words = (
-                [
-                    line.split()[2].lower()
-                    for line in r.wrd.read_text(encoding="latin-1").splitlines()
-                    if len(line.split()) == 3
-                ]
-                if r.wrd
-                else []
-            )
-            utterances.append(Utterance(utt, r.speaker, str(r.wav), [s.label for s in segments], words))
+            words = read_wrd(r.wrd, ccfg.sample_rate) if r.wrd else []
+            phones = [s.label for s in segments]
+            utterances.append(Utterance(utt, r.speaker, str(r.wav), phones, [w.label for w in words]))
             ctm[utt] = segments
+            if words:
+                words_ctm[utt] = words
         write_data_dir(data_dir / split, utterances)
         write_ctm(data_dir / split / "phones.ctm", ctm)
+        write_ctm(data_dir / split / "words.ctm", words_ctm)
         count = validate_data_dir(data_dir / split, data_dir / "lang")
         log.info("%s: %d utterances", data_dir / split, count)
     save_config(cfg, data_dir / "config.yaml")
