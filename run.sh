@@ -66,15 +66,24 @@ cd "$(dirname "$0")"   # relative paths in the config and on the command line ar
 . ./path.sh
 
 # run_step <log file> <command...>: a failing step stops the pipeline with the tail of its log (and of the logs
-# of its other training processes, <log>.rank<N>.log).
+# of its other training processes, <log>.rank<N>.log). Logs append across reruns, so each run first marks its
+# start in them, and only what follows the mark is shown: never an earlier run's errors.
 run_step() {
   local logfile=$1; shift
+  local mark="==== $(date '+%Y-%m-%dT%H:%M:%S') run.sh (pid $$): a new run of this step starts here"
+  mkdir -p "$(dirname "${logfile}")"
+  for f in "${logfile}" "${logfile%.log}".rank*.log; do
+    [ "${f}" = "${logfile}" ] || [ -f "${f}" ] || continue
+    echo "${mark}" >> "${f}"
+  done
   if ! "$@" --log "${logfile}" ${overrides[@]+"${overrides[@]}"}; then
     log "ERROR: step failed: $*"
     for f in "${logfile}" "${logfile%.log}".rank*.log; do
       [ -f "${f}" ] || continue
-      log "The last lines of ${f}:"
-      tail -n 20 "${f}" >&2 || true
+      log "The last lines of ${f} (this run's):"
+      # The lines after this run's mark (all of a file this run created), the last 20 of them.
+      awk -v mark="${mark}" '$0 == mark { n = 0; next } { line[n++] = $0 }
+        END { for (i = (n > 20 ? n - 20 : 0); i < n; i++) print line[i] }' "${f}" >&2 || true
     done
     exit 1
   fi

@@ -22,6 +22,8 @@ def test_help_lists_stages_and_options():
         "3  CTC training",
         "4  decoding of dev and test",
         "5  scoring",
+        "6  model bundles",
+        "7  forced alignment of the test set",
     ):
         assert stage in result.stdout
 
@@ -48,9 +50,15 @@ def test_overrides_reach_the_step_and_a_failing_step_stops_the_pipeline(tmp_path
     assert "Stage 0: data preparation" in result.stdout
     assert "Stage 1" not in result.stdout
     log_file = tmp_path / "data" / "log" / "prepare_data.log"
-    assert f"corpus.root={tmp_path}/no_corpus" in log_file.read_text().splitlines()[0]  # the command line
-    assert f"The last lines of {tmp_path}/data/log/prepare_data.log" in result.stdout
+    mark, command = log_file.read_text().splitlines()[:2]
+    assert "a new run of this step starts here" in mark and f"corpus.root={tmp_path}/no_corpus" in command
+    assert f"The last lines of {tmp_path}/data/log/prepare_data.log (this run's)" in result.stdout
     assert f"corpus.root={tmp_path}/no_corpus: no such directory" in result.stderr
+
+    # A rerun that fails otherwise shows its own lines of the log, which holds both runs, and not the first's.
+    result = run_sh(f"paths.data={tmp_path}/data", f"corpus.root={tmp_path}/no_corpus2")
+    assert result.returncode == 1 and f"corpus.root={tmp_path}/no_corpus2: no such directory" in result.stderr
+    assert f"{tmp_path}/no_corpus: " not in result.stderr and f"{tmp_path}/no_corpus: " in log_file.read_text()
 
 
 def test_stage_range_selects_stages(tmp_path):
@@ -58,5 +66,5 @@ def test_stage_range_selects_stages(tmp_path):
     result = run_sh("--stage", "1", "--stop-stage", "1", f"paths.data={tmp_path}/data")
     assert "Stage 0" not in result.stdout and "Stage 1: features" in result.stdout
     assert result.returncode == 1 and "no such data dir" in result.stderr
-    result = run_sh("--stage", "6", f"paths.data={tmp_path}/data")
+    result = run_sh("--stage", "8", f"paths.data={tmp_path}/data")
     assert result.returncode == 0 and "Stage" not in result.stdout

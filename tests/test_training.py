@@ -106,6 +106,38 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
         assert result["total"]["n"] > 0 and (decode_dir / "per.txt").is_file()
 
 
+def test_resume_mends_a_stale_best_copy_and_skips_a_corrupt_newest_checkpoint(prepared, tmp_path, caplog):
+    tmp, overrides = prepared
+    cfg = load_config(overrides)
+    train_dir, dev_dir, lang_dir = dirs(tmp)
+    exp = tmp_path / "viterbi"
+    train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
+    checkpoints = exp / "checkpoints"
+    best = json.loads((exp / "train_summary.json").read_text())["best"]["epoch"]
+    uninterrupted = torch.load(checkpoints / "epoch-3.pt", weights_only=True)["model"]
+
+    # Killed between epoch N's checkpoint and its copy to best.pt: best.pt still holds an older epoch.
+    other = next(e for e in (1, 2, 3) if e != best)
+    shutil.copyfile(checkpoints / f"epoch-{other}.pt", exp / "best.pt")
+    (exp / ".done.train").unlink()
+    with caplog.at_level(logging.WARNING):
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
+    assert f"is not epoch {best}'s checkpoint" in caplog.text
+    assert torch.load(exp / "best.pt", weights_only=True)["epoch"] == best
+
+    # The newest checkpoint truncated (a full disk): named, moved aside, and training resumes from the one before.
+    caplog.clear()
+    newest = checkpoints / "epoch-3.pt"
+    newest.write_bytes(newest.read_bytes()[:300])
+    (exp / ".done.train").unlink()
+    with caplog.at_level(logging.INFO):
+        train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
+    assert f"{newest}: not a readable checkpoint" in caplog.text and "moved aside to epoch-3.pt.corrupt" in caplog.text
+    assert "epoch 2 of 3 done" in caplog.text and (checkpoints / "epoch-3.pt.corrupt").is_file()
+    resumed = torch.load(newest, weights_only=True)["model"]
+    assert all(torch.equal(tensor, resumed[name]) for name, tensor in uninterrupted.items())
+
+
 def test_ctc_with_the_own_loss_trains_as_with_torchs(prepared, tmp_path):
     tmp, overrides = prepared
     train_dir, dev_dir, lang_dir = dirs(tmp)
@@ -132,6 +164,7 @@ def test_viterbi_stage_with_the_full_sum_criterion(prepared, tmp_path):
     for criterion in ("ce", "fullsum"):
         exp = tmp_path / criterion
         settings = [f"train.viterbi.criterion={criterion}", "train.viterbi.epochs=4", "train.viterbi.patience=null"]
+        settings.append("train.viterbi.fullsum_prior_scale=0.0")  # no soft prior: the loss is then -log p(X | graph)
         train_viterbi_stage(load_config([*overrides, *settings]), train_dir, dev_dir, lang_dir, exp)
         histories[criterion] = json.loads((exp / "train_summary.json").read_text())["history"]
     losses = [epoch["train_loss"] for epoch in histories["fullsum"]]

@@ -37,10 +37,10 @@ from phonerec.decoding.decoders import Decoder, decoder_class
 from phonerec.decoding.hybrid import scaled_log_likelihoods
 from phonerec.features import add_deltas, apply_cmvn, cmvn_stats, compute_features
 from phonerec.hmm.align_eval import Segment, write_ctm
-from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.recipe import read_id2phone
+from phonerec.training.checkpoints import load_model as load_trained
 from phonerec.training.ctc import ctc_min_frames
 from phonerec.training.device import resolve_device
 
@@ -105,13 +105,6 @@ def load_model(path: str | Path, device: str = "cpu") -> "TrainedModel":
     raise RecipeError(f"{path}: no model bundle (bundle.json) here or in {path / 'bundle'}: run stage 6 of run.sh")
 
 
-def _load_weights(path: Path) -> tuple[BLSTMAcousticModel, dict]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = BLSTMAcousticModel(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint
-
-
 class TrainedModel:
     """A bundle loaded: the model (and a Viterbi model's alignment model), its lang dir, LMs, settings and
     decoders."""
@@ -123,13 +116,13 @@ class TrainedModel:
         self.cfg: DictConfig = OmegaConf.load(self.dir / "config.yaml")
         OmegaConf.update(self.cfg, "train.device", device, force_add=True)  # where decoders put the model
         self.device = resolve_device(device)
-        self.model, self.checkpoint = _load_weights(self.dir / "model.pt")
+        self.model, self.checkpoint = load_trained(self.dir / "model.pt")
         self.model.to(self.device)
         self.kind: str = self.checkpoint["kind"]
         self.sample_rate: int = self.cfg.corpus.sample_rate
         align_file = self.dir / "align_model.pt"
         self.align_model, self.align_checkpoint = (
-            _load_weights(align_file) if align_file.is_file() else (self.model, self.checkpoint)
+            load_trained(align_file) if align_file.is_file() else (self.model, self.checkpoint)
         )
         self.align_model.to(self.device)
         self.lang_dir, self.lm_dir = self.dir / "lang", self.dir / "lm"
@@ -149,7 +142,8 @@ class TrainedModel:
             if feats.shape[0] == 0:
                 raise RecipeError(f"{rec.path}: {len(rec.samples) / self.sample_rate:.3f} s, shorter than one frame")
             statics.append(feats)
-        keys = [rec.speaker if fcfg.cmvn == "speaker" and rec.speaker else rec.utt for rec in recordings]
+        by_speaker = fcfg.cmvn == "speaker"
+        keys = [("speaker", rec.speaker) if by_speaker and rec.speaker else ("utt", rec.utt) for rec in recordings]
         stats = {}
         for key, feats in zip(keys, statics, strict=True):
             stats[key] = stats.get(key, 0) + cmvn_stats(feats)

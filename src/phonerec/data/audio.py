@@ -9,10 +9,19 @@ import soundfile as sf
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Mono int16 samples and the sample rate. Kaldi's features expect int16-scaled values."""
+    """Mono int16 samples and the sample rate. Kaldi's features expect int16-scaled values. A float file with
+    non-finite samples (which the conversion to int16 would turn into silence) and a file of zeros alone are
+    errors: either would be trained on as a labelled recording."""
+    if sf.info(str(path)).subtype in ("FLOAT", "DOUBLE"):
+        floats, _ = sf.read(str(path), dtype="float64", always_2d=True)
+        bad = int((~np.isfinite(floats)).sum())
+        if bad:
+            raise ValueError(f"{path}: {bad} of {floats.size} samples are not finite numbers (NaN or inf)")
     samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
     if samples.shape[1] != 1:
         raise ValueError(f"{path}: {samples.shape[1]} channels, expected mono")
+    if not samples.any():
+        raise ValueError(f"{path}: every sample is zero (a silent or blank recording)")
     return samples[:, 0], rate
 
 

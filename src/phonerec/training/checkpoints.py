@@ -4,13 +4,19 @@ model whose dev set has hand-labelled boundaries (TIMIT) `best_alignment.pt` (th
 alignment of dev came closest to them: a model aligns best well before it recognises best), each written
 atomically; and loading a trained model from one."""
 
+import logging
+import pickle
 import random
+import re
 from pathlib import Path
 
 import torch
 
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.files import atomic_path, copy_atomic
+from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.files import atomic_path, copy_atomic, file_digest
+
+log = logging.getLogger(__name__)
 
 
 def epoch_checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
@@ -54,8 +60,33 @@ def save_checkpoint(
     return path
 
 
+def restore_best_copies(exp_dir: Path, best_epoch: int, alignment_epoch: int | None) -> None:
+    """Make best.pt (and best_alignment.pt) the copy of the epoch the newest checkpoint records as best again,
+    where a kill between writing an epoch's checkpoint and copying it left an older epoch's there."""
+    for name, epoch in (("best.pt", best_epoch), ("best_alignment.pt", alignment_epoch)):
+        source, copy = exp_dir / "checkpoints" / f"epoch-{epoch}.pt", exp_dir / name
+        if not epoch or not source.is_file():
+            continue
+        if not copy.is_file() or file_digest(copy) != file_digest(source):
+            log.warning("%s is not epoch %d's checkpoint, the best training recorded: copied anew", copy, epoch)
+            copy_atomic(source, copy)
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint's entries, on the CPU. Loaded with weights_only=True: tensors, numbers, strings and containers
+    only, so a crafted file cannot run code when it is unpickled. A file that holds other objects, or is no
+    readable checkpoint (truncated, corrupt), is a RecipeError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))  # torch names the object's class or function so
+        what = f"({found.group(1)}) " if found else ""
+        raise RecipeError(
+            f"{path}: refused: it holds a pickled Python object {what}besides tensors and plain data, and "
+            "unpickling it could run any code; phonerec's checkpoints hold none"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise RecipeError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from None
 
 
 def load_model(path: Path) -> tuple[BLSTMAcousticModel, dict]:

@@ -25,6 +25,7 @@ from phonerec.training.checkpoints import (
     best_alignment_epoch,
     epoch_checkpoints,
     load_checkpoint,
+    restore_best_copies,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -208,12 +209,12 @@ def resume(
     """Load the newest epoch checkpoint into model, optimizer, scheduler, RNGs and task, or start the task afresh
     (on rank 0, the others taking its state). Returns (the first epoch to run, the best epoch so far, the history
     so far)."""
-    found = epoch_checkpoints(exp_dir)
-    if not found:
+    epoch, path, checkpoint = _newest_readable_checkpoint(exp_dir)
+    if checkpoint is None:
         _main_then_share(task, lambda: task.start(model), threads)
         return 1, {"per": math.inf, "epoch": 0}, []
-    epoch, path = found[-1]
-    checkpoint = load_checkpoint(path)
+    if distributed.is_main():  # a kill between an epoch's checkpoint and its copies may have left older ones
+        restore_best_copies(exp_dir, checkpoint["best"]["epoch"], best_alignment_epoch(checkpoint["history"]))
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
@@ -222,6 +223,20 @@ def resume(
     best = checkpoint["best"]
     log.info("resuming from %s: epoch %d of %d done, best dev PER %.2f", path, epoch, epochs, best["per"])
     return epoch + 1, best, checkpoint["history"]
+
+
+def _newest_readable_checkpoint(exp_dir: Path) -> tuple[int, Path | None, dict | None]:
+    """(epoch, path, entries) of the newest epoch checkpoint that loads; (0, None, None) where there is none. One
+    that does not load (truncated by a full disk, corrupt) is named, moved aside to <name>.corrupt by rank 0, and
+    the one before it is tried."""
+    for epoch, path in reversed(epoch_checkpoints(exp_dir)):
+        try:
+            return epoch, path, load_checkpoint(path)
+        except RecipeError as err:
+            if distributed.is_main():
+                path.replace(path.with_name(path.name + ".corrupt"))
+            log.warning("%s: moved aside to %s.corrupt; resuming from the checkpoint before it", err, path.name)
+    return 0, None, None
 
 
 def _own_rng_state(saved, path: Path) -> dict:
