@@ -209,3 +209,19 @@ def test_overlapping_words_of_a_wrd_file_split_at_the_middle_of_their_overlap(tm
     assert [w.label for w in words] == ["she", "had", "your"]
     assert words[1].end == words[2].start == (9190 + 10337) / 2 / 16000
     assert words[0].end == words[1].start == 5723 / 16000
+
+
+def test_linked_corpus_folders_are_followed_and_a_link_loop_ends(tmp_path):
+    """Kaldi users link corpora: the root's TIMIT folder and a speaker folder are symbolic links, and one speaker
+    folder links back up the tree."""
+    real = make_ldc(tmp_path / "real")
+    linked = tmp_path / "linked"
+    (linked / "TIMIT" / "TRAIN" / "DR1").mkdir(parents=True)
+    (linked / "TIMIT" / "TRAIN" / "DR1" / "FCJF0").symlink_to(real / "TIMIT" / "TRAIN" / "DR1" / "FCJF0")
+    (linked / "TIMIT" / "TRAIN" / "DR2").symlink_to(real / "TIMIT" / "TRAIN" / "DR2")
+    (linked / "TIMIT" / "TEST").symlink_to(real / "TIMIT" / "TEST")
+    (linked / "TIMIT" / "TRAIN" / "DR1" / "UP").symlink_to(linked / "TIMIT")  # a loop
+    data = prepare(tmp_path, linked)
+    speakers = {split: set(read_table(data / split / "utt2spk").values()) for split in ("train", "dev", "test")}
+    assert speakers == {"train": {"fcjf0", "mabc0"}, "dev": {"faks0"}, "test": {"mdab0"}}
+    assert len(read_table(data / "train" / "text")) == 4  # each utterance once, the loop walked no further

@@ -295,7 +295,7 @@ def test_viterbi_stage_with_transition_probabilities(prepared, tmp_path):
         train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, tmp_path / "y")
 
 
-def test_changed_settings_move_the_old_run_aside(prepared, tmp_path):
+def test_changed_settings_move_the_old_run_aside_and_back(prepared, tmp_path, caplog):
     tmp, overrides = prepared
     train_dir, dev_dir, lang_dir = dirs(tmp)
     exp = tmp_path / "viterbi"
@@ -305,7 +305,23 @@ def test_changed_settings_move_the_old_run_aside(prepared, tmp_path):
         load_config([*overrides, "train.viterbi.epochs=1", "train.viterbi.lr=0.01"]), train_dir, dev_dir, lang_dir, exp
     )
     assert (tmp_path / f"viterbi.{old_digest}" / "best.pt").is_file()
-    assert (exp / "run_digest").read_text().strip() != old_digest
+    new_digest = (exp / "run_digest").read_text().strip()
+    assert new_digest != old_digest
+
+    # Back to the first settings, then to the second again: each time the other run moves aside and the one of
+    # these settings comes back and resumes (nothing is trained again); it used to fail with FileExistsError.
+    switches = [
+        (["train.viterbi.epochs=1"], old_digest, new_digest),
+        (["train.viterbi.epochs=1", "train.viterbi.lr=0.01"], new_digest, old_digest),
+    ]
+    for settings, digest, other in switches:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            train_viterbi_stage(load_config([*overrides, *settings]), train_dir, dev_dir, lang_dir, exp)
+        assert "moving it back to resume it" in caplog.text and "resuming from" in caplog.text
+        assert (exp / "run_digest").read_text().strip() == digest and (exp / ".done.train").is_file()
+        assert (tmp_path / f"viterbi.{other}" / "best.pt").is_file()
+        assert not (tmp_path / f"viterbi.{digest}").exists()
 
 
 def test_a_decode_reruns_when_a_setting_or_file_it_reads_changes_and_only_then(prepared, tmp_path, caplog):

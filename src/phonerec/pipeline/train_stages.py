@@ -73,6 +73,15 @@ def _kaldi_inputs(vcfg: DictConfig) -> list[str]:
     return digests
 
 
+def _free_name(path: Path) -> Path:
+    """path, or path.2, path.3, ... where it is taken (a run moved aside there before this code moved runs back)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
 def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, exp_dir: Path):
     """What Viterbi training trains, as the stage builds it (benchmarks/bench_train_loop.py times the same):
     (the new model, its model_args, the ViterbiTask, the training examples)."""
@@ -216,11 +225,13 @@ def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_
 
 
 def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
-    """Keep a run with other settings (moved aside) rather than resume it with these."""
+    """Keep a run with other settings (moved aside to <exp-dir>.<its digest>) rather than resume it with these;
+    and where a run of these very settings was moved aside before (settings A, then B, then A again), move it
+    back: it resumes where it stopped instead of training anew (its digest covers the settings and the inputs)."""
     stamp = exp_dir / "run_digest"
     if stamp.is_file() and stamp.read_text().strip() != digest:
         old = stamp.read_text().strip()
-        aside = exp_dir.with_name(f"{exp_dir.name}.{old}")
+        aside = _free_name(exp_dir.with_name(f"{exp_dir.name}.{old}"))
         log.warning("%s holds a run with other settings; moving it to %s", exp_dir, aside)
         aside.mkdir()
         for entry in exp_dir.iterdir():
@@ -228,5 +239,15 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
                 entry.rename(aside / entry.name)
         if (exp_dir / "log").is_dir():
             shutil.copytree(exp_dir / "log", aside / "log")
+        earlier = exp_dir.with_name(f"{exp_dir.name}.{digest}")
+        if (earlier / "run_digest").is_file() and (earlier / "run_digest").read_text().strip() == digest:
+            log.warning("%s holds a run of these settings, moved aside before: moving it back to resume it", earlier)
+            for entry in earlier.iterdir():
+                target = exp_dir / entry.name
+                if entry.name == "log":  # beside this step's own log, which is being written
+                    target = exp_dir / "log" / f"before.{digest}"
+                if entry.name != ".lock":
+                    entry.rename(target)
+            shutil.rmtree(earlier)
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, digest + "\n")

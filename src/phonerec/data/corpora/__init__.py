@@ -1,5 +1,6 @@
 """Stage 0 of each corpus: the corpus (downloaded or an existing copy) into Kaldi data dirs and the lang dir."""
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -10,3 +11,18 @@ def corpus_paths(cfg: DictConfig, download_folder: str) -> tuple[Path, Path]:
     downloads = Path(cfg.paths.downloads).resolve() / cfg.corpus.name
     root = Path(cfg.corpus.root).resolve() if cfg.corpus.root is not None else downloads / download_folder
     return downloads, root
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Every file below root, following symbolic links to folders (Kaldi users link corpora and speaker
+    folders; Python 3.11's Path.rglob does not follow them), each real folder visited once, so that a link
+    back up the tree ends the walk there instead of looping."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.stat(folder)
+        if (real.st_dev, real.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((real.st_dev, real.st_ino))
+        found += [Path(folder) / name for name in files]
+    return sorted(found)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from phonerec.data.corpora import corpus_paths
+from phonerec.data.corpora import corpus_paths, walk_files
 from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download
 from phonerec.data.lang import prepare_lang
@@ -64,7 +64,7 @@ def _sibling(path: Path, suffix: str) -> Path | None:
 def find_recordings(root: Path) -> tuple[str, list[Recording]]:
     """Every utterance with a .phn transcription under root; the layout is told by the speaker folders."""
     recordings, layouts = [], set()
-    for phn in sorted(root.rglob("*")):
+    for phn in walk_files(root):
         if phn.suffix.lower() != ".phn" or not phn.is_file():
             continue
         folder = phn.parent.name.lower()
