@@ -1,6 +1,8 @@
 """FSDD data prep on fake corpus trees made here: verification, splits, lexicon, connected digits, download."""
 
+import io
 import logging
+import re
 import tarfile
 
 import numpy as np
@@ -191,3 +193,33 @@ def test_truncated_archive_is_deleted_with_a_clear_error(tmp_path, http_server):
     with pytest.raises(CorpusError, match="not a complete archive"):
         prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")
     assert not (tmp_path / "downloads" / "fsdd" / "v1.0.10.tar.gz").exists()
+
+
+@pytest.mark.parametrize(
+    "member, problem",
+    [
+        ("/tmp/evil.sh", "member '/tmp/evil.sh' has an absolute path"),
+        ("free-spoken-digit-dataset-1.0.10/../../evil.sh", "climbs out of the archive with '..'"),
+        ("other/evil.sh", "member 'other/evil.sh' lies outside the release's folder"),
+    ],
+)
+def test_an_archive_with_a_hostile_member_is_kept_aside_and_not_downloaded_again(
+    tmp_path, http_server, member, problem
+):
+    www, base = http_server
+    archive = www / "v1.0.10.tar.gz"
+    manifest = make_release_archive(tmp_path, tmp_path / "good.tar.gz", takes=range(1))
+    with tarfile.open(tmp_path / "good.tar.gz") as good, tarfile.open(archive, "w:gz") as bad:
+        for m in good.getmembers():
+            bad.addfile(m, good.extractfile(m) if m.isfile() else None)
+        evil = tarfile.TarInfo(member)
+        evil.size = 4
+        bad.addfile(evil, io.BytesIO(b"boo\n"))
+    downloads = tmp_path / "downloads" / "fsdd"
+    with pytest.raises(CorpusError, match=rf"not the FSDD release: .*{re.escape(problem)}.*kept as .*\.rejected"):
+        prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")
+    assert (downloads / "v1.0.10.tar.gz.rejected").is_file() and not (downloads / "v1.0.10.tar.gz").exists()
+    assert not (downloads / "free-spoken-digit-dataset-1.0.10").exists() and not (tmp_path / "evil.sh").exists()
+    archive.unlink()  # a rerun does not download it again: it says why it was refused
+    with pytest.raises(CorpusError, match=rf"refused before \(.*{re.escape(problem)}"):
+        prepare(tmp_path, "null", manifest, f"corpus.url={base}/v1.0.10.tar.gz")

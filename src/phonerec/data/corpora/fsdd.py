@@ -12,7 +12,7 @@ import tarfile
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import soundfile as sf
@@ -117,6 +117,13 @@ def obtain_corpus(ccfg: DictConfig, downloads: Path) -> list[Recording]:
     root = downloads / ccfg.archive_dir
     if not root.is_dir():
         archive = downloads / Path(ccfg.url).name
+        rejected = _rejected(archive)
+        if rejected.is_file():  # the same URL would serve it again: not downloaded anew
+            why = rejected.with_name(rejected.name + ".why").read_text().strip()
+            raise CorpusError(
+                f"{rejected}: this download was refused before ({why}); inspect it, and delete it to download again, "
+                "or give an existing copy: corpus.root=<dir holding recordings/>"
+            )
         try:
             download(ccfg.url, archive)
         except CorpusError as err:
@@ -128,15 +135,47 @@ def obtain_corpus(ccfg: DictConfig, downloads: Path) -> list[Recording]:
     return verify_copy(root, manifest, complete=True)
 
 
+def _rejected(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".rejected")
+
+
+def _unsafe_member(member: tarfile.TarInfo, folder: str) -> str | None:
+    """What is wrong with an archive member for the release, or None: the release holds `folder`/ alone, of plain
+    files and folders."""
+    name = PurePosixPath(member.name)
+    if name.is_absolute():
+        return f"member '{member.name}' has an absolute path"
+    if ".." in name.parts:
+        return f"member '{member.name}' climbs out of the archive with '..'"
+    if name.parts[0] != folder:
+        return f"member '{member.name}' lies outside the release's folder {folder}/"
+    if not (member.isfile() or member.isdir()):
+        return f"member '{member.name}' is a link or special file, which the release does not have"
+    return None
+
+
 def _unpack(archive: Path, downloads: Path, folder: str) -> None:
-    """Unpack into a scratch folder, then rename: a kill never leaves a half-unpacked copy in place."""
+    """Unpack into a scratch folder, then rename: a kill never leaves a half-unpacked copy in place. A truncated
+    archive is deleted (a rerun downloads it anew); one with members no release has (absolute paths, '..', links,
+    files outside its folder) is kept as <archive>.rejected with the reason beside it, for inspection."""
     scratch = downloads / f".unpack-{folder}"
     if scratch.exists():
         shutil.rmtree(scratch)
     log.info("unpacking %s", archive)
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(scratch, filter="data")
+            members = tar.getmembers()  # reads the whole archive: a truncated one fails here
+            problems = [problem for m in members if (problem := _unsafe_member(m, folder))]
+            if problems:
+                rejected = _rejected(archive)
+                archive.replace(rejected)
+                why = f"{problems[0]}" + (f", and {len(problems) - 1} more" if len(problems) > 1 else "")
+                rejected.with_name(rejected.name + ".why").write_text(why + "\n")
+                raise CorpusError(
+                    f"{archive}: not the FSDD release: {why}. Nothing was unpacked; kept as {rejected} for "
+                    "inspection (a rerun will not download it again while it is there)"
+                )
+            tar.extractall(scratch, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as err:
         # The archive has no published digest: a transfer cut short without a length shows up only here.
         archive.unlink()
