@@ -121,6 +121,75 @@ fi
 start_time=${SECONDS}
 log "Recipe ${recipe}: stages ${stage} to ${stop_stage}$([ "${ngpu}" -eq 1 ] || echo ", training in ${ngpu} processes"); overrides: ${overrides[*]:-none}"
 
+# One lock set per run, taken before anything is written and held until the run ends (its steps, torchrun's
+# ranks included, inherit it): an exclusive lock on every dir the run's stages write, a shared one on every dir
+# they read, and a shared one on the dirs above either, up to paths.data and paths.exp. A second run that would
+# write what this one reads or writes (or read what it writes) is refused at once, before it touches anything;
+# runs that only read the same inputs (a sweep of training settings on one feature dir) go side by side. The lock
+# files are <dir>/.run.lock (the steps' own per-dir .lock stays theirs: one process at a time within a dir).
+declare -A lock_mode=()
+want_lock() {  # want_lock x|s <dir> <root>
+  local mode=$1 dir root
+  dir=$(realpath -m "$2"); root=$(realpath -m "$3")
+  [ "${mode}" = x ] && lock_mode[${dir}]=x || lock_mode[${dir}]=${lock_mode[${dir}]:-s}
+  while [ "${dir}" != "${root}" ] && [[ "${dir}" == "${root}"/* ]]; do
+    dir=$(dirname "${dir}")
+    lock_mode[${dir}]=${lock_mode[${dir}]:-s}
+  done
+}
+in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+if in_range 0; then want_lock x "${data}" "${data}"; fi
+for split in ${splits}; do
+  if in_range 1; then want_lock s "${data}/${split}" "${data}"; want_lock x "${data}/${feats}/${split}" "${data}"; fi
+done
+for split in ${train_set} dev ${decode_splits}; do
+  if in_range 2 || in_range 3 || in_range 4; then want_lock s "${data}/${feats}/${split}" "${data}"; fi
+done
+for n in 1 2 3 4 6; do in_range "${n}" && want_lock s "${data}/lang" "${data}"; done
+if in_range 2; then want_lock x "${exp}/viterbi" "${exp}"; fi
+if in_range 3 && [[ " ${models} " == *" ctc "* ]]; then
+  want_lock s "${exp}/viterbi" "${exp}"
+  for init in ctc ${compare_ctc_inits}; do
+    [ "${init}" = ctc ] && want_lock x "${exp}/ctc" "${exp}" || want_lock x "${exp}/ctc_${init}" "${exp}"
+  done
+fi
+if in_range 4; then want_lock x "${data}/lm" "${data}"; fi
+for model in ${models}; do
+  for n in 4 5 6; do in_range "${n}" && want_lock s "${exp}/${model}" "${exp}"; done
+  for split in ${decode_splits}; do
+    for decoder in ${decoders}; do
+      in_range 4 && want_lock x "${exp}/${model}/decode_${split}_${decoder}" "${exp}"
+    done
+  done
+  if in_range 6; then want_lock s "${data}/lm" "${data}"; want_lock x "${exp}/${model}/bundle" "${exp}"; fi
+  if in_range 7; then
+    want_lock s "${exp}/${model}/bundle" "${exp}"; want_lock s "${data}/test" "${data}"
+    want_lock x "${exp}/${model}/align_test" "${exp}"
+  fi
+done
+if in_range 5; then want_lock x "${exp}" "${exp}"; fi
+held_locks=()
+for dir in $(printf '%s\n' "${!lock_mode[@]}" | sort); do
+  mode=${lock_mode[${dir}]}
+  if [ "${mode}" = x ]; then
+    mkdir -p "${dir}"
+  elif [ ! -d "${dir}" ]; then
+    continue  # an input that does not exist yet: its stage will say so
+  fi
+  exec {fd}>>"${dir}/.run.lock"
+  if ! flock -n "-${mode}" "${fd}"; then
+    what=$([ "${mode}" = x ] && echo "writes" || echo "reads")
+    log "ERROR: ${dir} is in use by another run (this run ${what} it); nothing was done. Wait for that run, or give this one other paths.data / paths.exp"
+    exit 1
+  fi
+  held_locks+=("${fd}")
+done
+if in_range 5; then  # the results file, which runs of other exp dirs may share a folder with
+  mkdir -p "$(dirname "${results}")"
+  exec {fd}>>"$(dirname "${results}")/.$(basename "${results}").run.lock"
+  flock -n -x "${fd}" || { log "ERROR: ${results} is being written by another run; nothing was done"; exit 1; }
+fi
+
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: data preparation: corpus ${corpus} -> ${data}/{${splits// /,},lang}"
   run_step "${data}/log/prepare_data.log" python "local/${corpus}/prepare_data.py" "${data}"

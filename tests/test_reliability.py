@@ -1,13 +1,14 @@
 """What a hostile or unlucky user meets: crafted and corrupt checkpoints, bad audio, kills; each gives a clear
 message that names the file, or a resumable run."""
 
+import fcntl
 import os
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_fsdd_copy
+from conftest import fsdd_subset, make_fsdd_copy, run_sh, tiny_run
 
 from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.data.data_dir import read_table
@@ -69,3 +70,39 @@ def test_non_finite_or_silent_audio_is_an_error_that_names_the_file(prepared_fsd
     sf.write(path, np.zeros(1600, dtype=np.int16), 8000)
     with pytest.raises(RecipeError, match=rf"utterance '{utt}': cannot read {path}: .*every sample is zero"):
         make_features(data / "train", data / "mfcc" / "train", cfg)
+
+
+def _hold(lock_dir, mode):
+    """Hold <lock_dir>/.run.lock as another run.sh would (flock(2), as flock(1) takes it): returns the open file."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_dir / ".run.lock", "a")
+    fcntl.flock(handle, mode | fcntl.LOCK_NB)
+    return handle
+
+
+def test_a_run_that_would_write_what_another_reads_or_writes_is_refused_before_it_writes(tmp_path):
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(2))
+    exp = tmp_path / "exp"
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), "train.viterbi.epochs=1", "models=[viterbi]"]
+    assert run_sh("--stop-stage", "1", *overrides).returncode == 0
+    feats = tmp_path / "data" / "mfcc" / "train"
+    before = {p.name: p.stat().st_mtime_ns for p in feats.iterdir()}
+
+    # A first run trains on the features (it holds them shared). A second one with other feature settings would
+    # rewrite them: refused before stage 1 starts, and the features are as they were.
+    reader = _hold(feats, fcntl.LOCK_SH)
+    result = run_sh("--stage", "1", "--stop-stage", "1", *overrides, "features.kaldi.low_freq=100")
+    assert result.returncode == 1 and f"{feats} is in use by another run (this run writes it)" in result.stdout
+    assert "Stage 1" not in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in feats.iterdir()} == before
+
+    # A run that only reads them (another training run, its own exp dir) goes ahead beside the first.
+    result = run_sh("--stage", "2", "--stop-stage", "2", *overrides, f"paths.exp={tmp_path}/exp2")
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    reader.close()
+
+    # While the first run writes its Viterbi model, a run that would train CTC from it (read it) is refused.
+    writer = _hold(exp / "viterbi", fcntl.LOCK_EX)
+    result = run_sh("--stage", "3", "--stop-stage", "3", *overrides, "models=[viterbi,ctc]")
+    assert result.returncode == 1 and f"{exp}/viterbi is in use by another run (this run reads it)" in result.stdout
+    writer.close()

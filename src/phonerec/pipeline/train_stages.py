@@ -235,7 +235,7 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
         log.warning("%s holds a run with other settings; moving it to %s", exp_dir, aside)
         aside.mkdir()
         for entry in exp_dir.iterdir():
-            if entry.name not in ("log", ".lock"):  # this step writes its log there and holds the lock
+            if entry.name not in ("log", ".lock", ".run.lock"):  # this step writes its log there; the locks stay
                 entry.rename(aside / entry.name)
         if (exp_dir / "log").is_dir():
             shutil.copytree(exp_dir / "log", aside / "log")
@@ -246,7 +246,7 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
                 target = exp_dir / entry.name
                 if entry.name == "log":  # beside this step's own log, which is being written
                     target = exp_dir / "log" / f"before.{digest}"
-                if entry.name != ".lock":
+                if entry.name not in (".lock", ".run.lock"):
                     entry.rename(target)
             shutil.rmtree(earlier)
     exp_dir.mkdir(parents=True, exist_ok=True)
