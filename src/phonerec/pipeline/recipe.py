@@ -17,11 +17,18 @@ from phonerec.pipeline.files import contents_sha256
 from phonerec.pipeline.markers import read_digest
 from phonerec.scoring.error_rate import fold_phones, read_phone_map, score
 
+# The feature dir's own tables, which point into its arks: an edited feats.scp is a new input as well.
+FEATURE_TABLES = ("feats.scp", "cmvn.scp", "utt2num_frames")
+
 
 def feature_dir_digest(feat_dir: Path) -> dict:
     """What a stage reading a feature dir depends on: the features stage's digest (its arks and settings) and
-    the content of the transcripts and lists there, which someone may have edited since."""
-    return {"features": read_digest(feat_dir, "features"), "files": contents_sha256(feat_dir, DATA_FILES)}
+    the content of the transcripts, lists and feature tables there, which someone may have edited since (the arks'
+    bytes are not hashed: they are large, and written once per extraction)."""
+    return {
+        "features": read_digest(feat_dir, "features"),
+        "files": contents_sha256(feat_dir, DATA_FILES + FEATURE_TABLES),
+    }
 
 
 def lang_dir_digest(lang_dir: Path) -> dict:

@@ -139,7 +139,11 @@ def train_ctc_stage(
         raise RecipeError(f"train.ctc.init={init}: expected one of {', '.join(CTC_INITS)}")
     if cfg.train.ctc.loss not in CTC_LOSSES:
         raise RecipeError(f"train.ctc.loss={cfg.train.ctc.loss}: expected one of {', '.join(CTC_LOSSES)}")
-    init_digest = read_digest(init_dir, "train") if init != "scratch" else "scratch"
+    init_digest = "scratch"
+    if init != "scratch":  # the Viterbi stage's digest, and the content of the checkpoint read (someone may swap it)
+        if not (init_dir / "best.pt").is_file():
+            raise RecipeError(f"{init_dir}/best.pt: no such checkpoint; train the Viterbi model first (stage 2)")
+        init_digest = {"train": read_digest(init_dir, "train"), "best.pt": file_digest(init_dir / "best.pt")}
     stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
     if stage is None:
         return
