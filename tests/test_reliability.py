@@ -3,6 +3,7 @@ message that names the file, or a resumable run."""
 
 import fcntl
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +56,46 @@ def prepared_fsdd(tmp_path):
     cfg = load_config([f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp_path}/data", "nj=1"])
     prepare_fsdd(cfg, tmp_path / "data")
     return cfg, tmp_path / "data"
+
+
+def _write(samples, rate=8000, subtype="PCM_16"):
+    return lambda path: sf.write(str(path), samples, rate, subtype=subtype)
+
+
+def _nan_floats(path):
+    samples = 0.3 * np.sin(np.arange(1600) / 5)
+    samples[100:300] = np.nan
+    sf.write(str(path), samples, 8000, subtype="FLOAT")
+
+
+def _header_only(path):
+    sf.write(str(path), np.zeros(0, dtype=np.int16), 8000)
+
+
+TONE = (3000 * np.sin(np.arange(1600) / 5)).astype(np.int16)
+# A bad recording in a prepared corpus -> what stage 1 (validation, then extraction) must say about it.
+BAD_AUDIO = {
+    "empty file": (lambda path: path.write_bytes(b""), "unreadable"),
+    "header only": (_header_only, "no audio samples"),
+    "not audio": (lambda path: path.write_text("a text file, not audio\n" * 10), "unreadable"),
+    "stereo": (_write(np.stack([TONE, TONE], axis=1)), "2 channels, expected mono"),
+    "wrong rate": (_write(TONE, rate=16000), "is at 16000 Hz, the corpus at 8000 Hz"),
+    "NaN samples": (_nan_floats, "200 of 1600 samples are not finite"),
+    "all zero": (_write(np.zeros(1600, dtype=np.int16)), "every sample is zero"),
+    "shorter than a frame": (_write(TONE[:100]), "shorter than one frame"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_AUDIO)
+def test_a_bad_recording_is_an_error_that_names_its_utterance_and_file(prepared_fsdd, case):
+    cfg, data = prepared_fsdd
+    utt, path = sorted(read_table(data / "train" / "wav.scp").items())[2]
+    damage, message = BAD_AUDIO[case]
+    damage(Path(path))
+    with pytest.raises(RecipeError) as err:
+        make_features(data / "train", data / "mfcc" / "train", cfg)
+    assert utt in str(err.value) and path in str(err.value) and message in str(err.value), str(err.value)
+    assert not (data / "mfcc" / "train" / "feats.scp").exists()  # no half-made feature dir looks done
 
 
 def test_non_finite_or_silent_audio_is_an_error_that_names_the_file(prepared_fsdd):

@@ -33,9 +33,16 @@ log = logging.getLogger(__name__)
 
 
 def compute_features(samples: np.ndarray, sample_rate: int, fcfg: DictConfig) -> torch.Tensor:
-    """(frames, dims) static features of int16 samples."""
+    """(frames, dims) static features of int16 samples. Audio shorter than one analysis window is a RecipeError
+    (torchaudio would fail an assertion)."""
     waveform = torch.from_numpy(samples.astype(np.float32)).unsqueeze(0)
     options = OmegaConf.to_container(fcfg.kaldi, resolve=True)
+    window = int(sample_rate * options.get("frame_length", 25.0) / 1000)
+    if len(samples) < window:
+        raise RecipeError(
+            f"{len(samples)} samples ({len(samples) / sample_rate:.3f} s), shorter than one frame "
+            f"({window} samples of features.kaldi.frame_length)"
+        )
     if fcfg.type == "mfcc":
         return kaldi.mfcc(waveform, sample_frequency=sample_rate, **options)
     if fcfg.type == "fbank":
@@ -83,9 +90,10 @@ def _run_job(job: ExtractJob) -> float:
                 raise RecipeError(f"utterance '{utt}': cannot read {path}: {err}") from err
             if rate != job.sample_rate:
                 raise RecipeError(f"utterance '{utt}': {path} is at {rate} Hz, the corpus at {job.sample_rate} Hz")
-            feats = compute_features(samples, rate, fcfg)
-            if feats.shape[0] == 0:
-                raise RecipeError(f"utterance '{utt}': {path} is shorter than one frame")
+            try:
+                feats = compute_features(samples, rate, fcfg)
+            except RecipeError as err:
+                raise RecipeError(f"utterance '{utt}': {path}: {err}") from None
             writer(utt, feats.numpy())
             seconds += len(samples) / rate
             _report_progress(1)

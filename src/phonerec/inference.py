@@ -138,10 +138,10 @@ class TrainedModel:
         fcfg = self.cfg.features
         statics = []
         for rec in recordings:
-            feats = compute_features(rec.samples, self.sample_rate, fcfg).numpy()
-            if feats.shape[0] == 0:
-                raise RecipeError(f"{rec.path}: {len(rec.samples) / self.sample_rate:.3f} s, shorter than one frame")
-            statics.append(feats)
+            try:
+                statics.append(compute_features(rec.samples, self.sample_rate, fcfg).numpy())
+            except RecipeError as err:
+                raise RecipeError(f"{rec.path}: {err}") from None
         by_speaker = fcfg.cmvn == "speaker"
         keys = [("speaker", rec.speaker) if by_speaker and rec.speaker else ("utt", rec.utt) for rec in recordings]
         stats = {}
