@@ -5,8 +5,10 @@ import functools
 import hashlib
 import http.server
 import os
+import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +177,21 @@ def tiny_run(tmp_path, exp):
 def run_sh(*args):
     """./run.sh with the project's environment, its output captured."""
     return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=600)
+
+
+def kill_run_sh_when(path, *args) -> None:
+    """./run.sh `args`, killed (SIGKILL, its whole process group) as soon as `path` exists."""
+    process = subprocess.Popen(
+        ["./run.sh", *args],
+        cwd=REPO,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not Path(path).exists() and time.time() < deadline:
+        assert process.poll() is None, f"the run ended before {path} was written"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

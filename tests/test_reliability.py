@@ -2,14 +2,16 @@
 message that names the file, or a resumable run."""
 
 import fcntl
+import json
 import os
 from pathlib import Path
 
+import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import fsdd_subset, make_fsdd_copy, run_sh, tiny_run
+from conftest import ONE_POINT_GRIDS, fsdd_subset, kill_run_sh_when, make_fsdd_copy, run_sh, tiny_run
 
 from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.data.data_dir import read_table
@@ -147,3 +149,51 @@ def test_a_run_that_would_write_what_another_reads_or_writes_is_refused_before_i
     result = run_sh("--stage", "3", "--stop-stage", "3", *overrides, "models=[viterbi,ctc]")
     assert result.returncode == 1 and f"{exp}/viterbi is in use by another run (this run reads it)" in result.stdout
     writer.close()
+
+
+def _results(tmp):
+    """What a run produced that must not depend on its being killed: the features, the models' weights, every
+    decode's hypotheses and PER, the bundles' decoder figures, the test alignments."""
+    data, exp = tmp / "data", tmp / "exp"
+    found = {}
+    for split in ("train", "dev", "test"):
+        for utt, feats in kaldiio.load_scp(str(data / "mfcc" / split / "feats.scp")).items():
+            found[f"feats {split} {utt}"] = feats.tobytes()
+    for model in ("viterbi", "ctc"):
+        for name, tensor in torch.load(exp / model / "best.pt", weights_only=True)["model"].items():
+            found[f"{model} {name}"] = tensor.numpy().tobytes()
+        for decode in sorted((exp / model).glob("decode_*")):
+            found[f"{decode.name} hyp"] = (decode / "hyp.txt").read_text()
+            found[f"{decode.name} per"] = json.loads((decode / "per.json").read_text())["total"]
+        found[f"{model} decoders"] = json.loads((exp / model / "bundle" / "decoders.json").read_text())
+        found[f"{model} alignment"] = (exp / model / "align_test" / "phones.ctm").read_text()
+    return found
+
+
+def test_a_run_killed_in_every_stage_resumes_to_what_an_uninterrupted_run_gives(tmp_path):
+    """SIGKILL during feature extraction (one job of two done), after a Viterbi re-alignment round, during CTC
+    training, between decodes, during scoring and between bundles; each time the same command resumes."""
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(2))
+
+    def overrides(tmp):
+        return [f"corpus.root={root}", *tiny_run(tmp, tmp / "exp"), *ONE_POINT_GRIDS, "nj=2", "train.ctc.epochs=2"]
+
+    reference = tmp_path / "reference"
+    result = run_sh(*overrides(reference), "train.compare_ctc_inits=[]", "decode.decoders=[greedy,lm]")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    args = [*overrides(killed), "train.compare_ctc_inits=[]", "decode.decoders=[greedy,lm]"]
+    exp = killed / "exp"
+    for trigger in (
+        killed / "data" / "mfcc" / "train" / "ark" / ".done.job1",
+        exp / "viterbi" / "ali" / "iter1" / "stats.json",
+        exp / "ctc" / "checkpoints" / "epoch-1.pt",
+        exp / "viterbi" / "decode_dev_lm" / ".done.decode",
+        exp / "viterbi" / "decode_dev_greedy" / "per.json",
+        exp / "viterbi" / "bundle" / ".done.bundle",
+    ):
+        kill_run_sh_when(trigger, *args)
+    result = run_sh(*args)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert _results(killed) == _results(reference)

@@ -3,12 +3,11 @@
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import time
 
 import pytest
-from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run
+from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, kill_run_sh_when, project_env, run_sh, tiny_run
 
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.features import FeatureReader
@@ -67,24 +66,6 @@ def test_stages_0_1_on_fsdd_subset(tmp_path):
     assert (data / "mfcc" / "train" / "feats.scp").is_file()
 
 
-def kill_after_first_checkpoint(exp_dir, *args) -> None:
-    """./run.sh `args`, killed (SIGKILL, its whole process group) once exp_dir's first checkpoint is written."""
-    process = subprocess.Popen(
-        ["./run.sh", *args],
-        cwd=REPO,
-        env=project_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while not (exp_dir / "checkpoints" / "epoch-1.pt").exists() and time.time() < deadline:
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def _lock_is_free(path) -> bool:
     with open(path, "a") as handle:
         try:
@@ -110,7 +91,7 @@ def test_training_in_two_processes_resumes_after_a_kill_and_decodes(tmp_path):
     ]
     assert run_sh("--stop-stage", "1", *overrides).returncode == 0
     # run.sh and torchrun killed; the training processes die with torchrun.
-    kill_after_first_checkpoint(exp / "viterbi", "--ngpu", "2", "--stage", "2", *overrides)
+    kill_run_sh_when(exp / "viterbi" / "checkpoints" / "epoch-1.pt", "--ngpu", "2", "--stage", "2", *overrides)
     deadline = time.time() + 10
     while not _lock_is_free(exp / "viterbi" / ".lock"):
         assert time.time() < deadline, "a training process outlived the kill"
@@ -152,7 +133,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
     # Stage 3 killed (SIGKILL, the whole process group) once its first checkpoint is written.
-    kill_after_first_checkpoint(exp / "ctc", "--stage", "3", "--stop-stage", "3", *overrides)
+    kill_run_sh_when(exp / "ctc" / "checkpoints" / "epoch-1.pt", "--stage", "3", "--stop-stage", "3", *overrides)
     assert not (exp / "ctc" / ".done.train").exists()
 
     result = run_sh("--stage", "3", *overrides)
