@@ -46,7 +46,9 @@ def _task(criterion: str, examples: list[Example], model, exp_dir):
     tcfg = OmegaConf.create({"ctc": {"loss": "torch"}, "batch_frames": 1000, "max_batch_utts": 8})
     if criterion == "ctc":
         return CTCTask(examples, [], tcfg, model, {}, None)
-    vcfg = OmegaConf.create({"criterion": criterion, "use_priors": False, "fullsum_prior_scale": 0.0})
+    vcfg = OmegaConf.create(
+        {"criterion": criterion, "use_priors": False, "fullsum_prior_scale": 0.0, "init_alignment": None}
+    )
     transitions = Transitions(Topology(NUM_PHONES, STATES).num_states, learn=True).double()
     task = ViterbiTask(
         exp_dir, Topology(NUM_PHONES, STATES), examples, [], vcfg, tcfg, {}, None, True, None, (0.01, 0.0),
