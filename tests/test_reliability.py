@@ -197,3 +197,19 @@ def test_a_run_killed_in_every_stage_resumes_to_what_an_uninterrupted_run_gives(
     result = run_sh(*args)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert _results(killed) == _results(reference)
+
+
+def test_an_utterance_too_short_for_ctc_is_reported_and_left_out(caplog):
+    from phonerec.data.dataset import Example
+    from phonerec.model.blstm import BLSTMAcousticModel
+    from phonerec.training.ctc import CTCTask
+
+    model = BLSTMAcousticModel(input_dim=4, num_outputs=4, num_layers=1, hidden_size=4, subsample=2)
+    examples = [
+        Example("long", "s", torch.zeros(10, 4), [1, 2, 2], None),  # 5 frames for 3 labels and a repeat: enough
+        Example("short", "s", torch.zeros(7, 4), [1, 2, 2, 3], None),  # 4 frames, 5 needed
+    ]
+    with caplog.at_level("WARNING"):
+        task = CTCTask(examples, [], None, model, {}, None)
+    assert "1 training utterances are too short for their labels, skipped: short" in caplog.text
+    assert [e.utt for e in task.train_examples(examples)] == ["long"]
