@@ -11,24 +11,18 @@ hand-labelled words, as TIMIT's, else from text.words; where it has hand-labelle
   steps/align.py exp/fsdd/viterbi --data-dir data/fsdd/test --out-dir exp/fsdd/viterbi/align_test
 """
 
-import argparse
 import logging
-import shlex
-import sys
 from pathlib import Path
-
-import torch
 
 from phonerec.inference import load_model, read_recordings, write_alignments
 from phonerec.pipeline.align_stage import align_stage
-from phonerec.pipeline.cli import run_guarded, setup_logging
+from phonerec.pipeline.cli import model_tool_main, model_tool_parser
 from phonerec.pipeline.errors import RecipeError
 
 log = logging.getLogger("phonerec")
 
 
 def main(args) -> None:
-    torch.set_num_threads(args.num_threads)
     if args.data_dir is not None:
         if args.wav is not None:
             raise RecipeError("give either a recording and its transcript or --data-dir, not both")
@@ -43,22 +37,15 @@ def main(args) -> None:
     log.info("%s: phones.ctm, words.ctm and textgrid/ of %d recordings", args.out_dir, len(aligned))
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("exp_dir", type=Path, help="a model's experiment dir (with bundle/) or a bundle dir")
+def parser():
+    p = model_tool_parser(__doc__, recordings=False)
     p.add_argument("wav", type=Path, nargs="?", help="an audio file")
     p.add_argument("transcript", nargs="?", help="its transcript: words (or phones with --phones)")
     p.add_argument("--phones", action="store_true", help="the transcript is phones, not words")
     p.add_argument("--data-dir", type=Path, help="align every utterance of a data dir (text, text.words)")
     p.add_argument("--out-dir", type=Path, required=True, help="where phones.ctm, words.ctm and textgrid/ go")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--log", type=Path, help="log file")
     return p
 
 
 if __name__ == "__main__":
-    arguments = parser().parse_args()
-    setup_logging(arguments.log)
-    log.info("Running: %s", shlex.join(sys.argv))
-    run_guarded(lambda: main(arguments))
+    model_tool_main(main, parser())

@@ -8,24 +8,19 @@ the order of lang/states.txt (copied to <out-dir>/states.txt: state id = column)
   steps/compute_loglikes.py exp/fsdd/viterbi --data-dir data/fsdd/test --out-dir exp/fsdd/viterbi/loglikes_test
 """
 
-import argparse
 import logging
-import shlex
-import sys
 from pathlib import Path
 
 import kaldiio
-import torch
 
 from phonerec.inference import load_model, read_recordings
-from phonerec.pipeline.cli import run_guarded, setup_logging
+from phonerec.pipeline.cli import model_tool_main, model_tool_parser
 from phonerec.pipeline.files import copy_atomic
 
 log = logging.getLogger("phonerec")
 
 
 def main(args) -> None:
-    torch.set_num_threads(args.num_threads)
     model = load_model(args.exp_dir, args.device)
     recordings = read_recordings(model.sample_rate, args.wavs, args.wav_scp, args.data_dir)
     scores = model.log_likelihoods(recordings)
@@ -41,21 +36,11 @@ def main(args) -> None:
     log.info("%s: log-likelihoods of %d utterances, %d states", scp, len(recordings), scores[0].shape[1])
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("exp_dir", type=Path, help="a Viterbi model's experiment dir (with bundle/) or a bundle dir")
-    p.add_argument("wavs", type=Path, nargs="*", help="audio files")
-    p.add_argument("--wav-scp", type=Path, help="a wav.scp: <utterance> <audio file> lines")
-    p.add_argument("--data-dir", type=Path, help="a data dir (its wav.scp and utt2spk)")
+def parser():
+    p = model_tool_parser(__doc__)
     p.add_argument("--out-dir", type=Path, required=True, help="where loglikes.ark, loglikes.scp, states.txt go")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--log", type=Path, help="log file")
     return p
 
 
 if __name__ == "__main__":
-    arguments = parser().parse_args()
-    setup_logging(arguments.log)
-    log.info("Running: %s", shlex.join(sys.argv))
-    run_guarded(lambda: main(arguments))
+    model_tool_main(main, parser())

@@ -59,3 +59,34 @@ def run_guarded(work) -> None:
     except Exception:
         log.exception("%s failed", Path(sys.argv[0]).name)
         sys.exit(1)
+
+
+def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentParser:
+    """The command line that steps/transcribe.py, align.py and compute_loglikes.py share: a trained model's dir,
+    with `recordings` the audio files, --wav-scp and --data-dir, and --device, --num-threads, --log; each tool
+    adds its own options."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("exp_dir", type=Path, help="a model's experiment dir (with bundle/) or a bundle dir")
+    if recordings:
+        parser.add_argument("wavs", type=Path, nargs="*", help="audio files")
+        parser.add_argument("--wav-scp", type=Path, help="a wav.scp: <utterance> <audio file> lines")
+        parser.add_argument("--data-dir", type=Path, help="a data dir (its wav.scp and utt2spk)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--log", type=Path, help="log file")
+    return parser
+
+
+def model_tool_main(main, parser: argparse.ArgumentParser) -> None:
+    """Run `main(args)` as step_main runs a step: the log starts with the command line, errors exit 1."""
+    args = parser.parse_args()
+    setup_logging(args.log)
+    log.info("Running: %s", shlex.join(sys.argv))
+
+    def work():
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+        main(args)
+
+    run_guarded(work)
