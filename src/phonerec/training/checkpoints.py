@@ -79,7 +79,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+)", str(err))  # torch names the object's class or function so
+        found = re.search(r"GLOBAL (\S+)", str(err))  # the refused class or function, as torch names it
         what = f"({found.group(1)}) " if found else ""
         raise RecipeError(
             f"{path}: refused: it holds a pickled Python object {what}besides tensors and plain data, and "
