@@ -296,6 +296,12 @@ def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray
     return np.concatenate(outputs, axis=1).astype(np.float32)
 
 
+def features_at_load(statics: np.ndarray, stats: np.ndarray | None, fcfg: DictConfig) -> np.ndarray:
+    """Static features as the models see them: CMVN with `stats` (None: none), then deltas."""
+    feats = statics if stats is None else apply_cmvn(statics, stats, fcfg.norm_vars)
+    return add_deltas(feats, fcfg.delta_order, fcfg.delta_window)
+
+
 class FeatureReader:
     """Features of a feature dir as the models see them: stored statics -> CMVN -> deltas."""
 
@@ -305,9 +311,7 @@ class FeatureReader:
         cmvn_scp = feat_dir / "cmvn.scp"
         self.cmvn = kaldiio.load_scp(str(cmvn_scp)) if cmvn_scp.is_file() else None
         self.cmvn_per_speaker = fcfg.cmvn == "speaker"
-        self.norm_vars = fcfg.norm_vars
-        self.delta_order = fcfg.delta_order
-        self.delta_window = fcfg.delta_window
+        self.fcfg = fcfg
 
     def __len__(self) -> int:
         return len(self.feats)
@@ -316,8 +320,7 @@ class FeatureReader:
         return self.feats.keys()
 
     def __getitem__(self, utt: str) -> np.ndarray:
-        feats = self.feats[utt]
+        stats = None
         if self.cmvn is not None:
-            key = self.utt2spk[utt] if self.cmvn_per_speaker else utt
-            feats = apply_cmvn(feats, self.cmvn[key], self.norm_vars)
-        return add_deltas(feats, self.delta_order, self.delta_window)
+            stats = self.cmvn[self.utt2spk[utt] if self.cmvn_per_speaker else utt]
+        return features_at_load(self.feats[utt], stats, self.fcfg)

@@ -35,7 +35,7 @@ from phonerec.data.dataset import Example, word_ends
 from phonerec.data.lang import read_lexicon
 from phonerec.decoding.decoders import Decoder, decoder_class
 from phonerec.decoding.hybrid import scaled_log_likelihoods
-from phonerec.features import add_deltas, apply_cmvn, cmvn_stats, compute_features
+from phonerec.features import cmvn_stats, compute_features, features_at_load
 from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.errors import RecipeError
@@ -147,12 +147,10 @@ class TrainedModel:
         stats = {}
         for key, feats in zip(keys, statics, strict=True):
             stats[key] = stats.get(key, 0) + cmvn_stats(feats)
-        out = []
-        for key, feats in zip(keys, statics, strict=True):
-            if fcfg.cmvn != "none":
-                feats = apply_cmvn(feats, stats[key], fcfg.norm_vars)
-            out.append(torch.from_numpy(add_deltas(feats, fcfg.delta_order, fcfg.delta_window)))
-        return out
+        return [
+            torch.from_numpy(features_at_load(feats, stats[key] if fcfg.cmvn != "none" else None, fcfg))
+            for key, feats in zip(keys, statics, strict=True)
+        ]
 
     def _posteriors(self, model, examples: list[Example]) -> list[torch.Tensor]:
         dcfg = self.cfg.decode

@@ -17,21 +17,25 @@ from phonerec.pipeline.errors import RecipeError
 _POSITION = re.compile(r"_[BEIS]$")
 
 
+def _rows(path: Path):
+    """(line number, fields) of each non-blank line of a text file."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if fields := line.split():
+                yield lineno, fields
+
+
 def read_kaldi_phones(path: Path, phone_ids: dict[str, int]) -> dict[int, int]:
     """Kaldi's phones.txt (`<symbol> <id>`) -> {Kaldi id: our phone id}, for the symbols that are phones of ours;
     Kaldi's disambiguation symbols (#0 ...) and <eps> are left out."""
     mapping = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not fields[1].isdigit():
-                raise RecipeError(f"{path}:{lineno}: expected '<phone> <id>', got {line.strip()!r}")
-            symbol = _POSITION.sub("", fields[0])
-            ours = phone_ids.get(symbol, phone_ids.get(symbol.lower()))
-            if ours is not None and ours != 0:
-                mapping[int(fields[1])] = ours
+    for lineno, fields in _rows(path):
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise RecipeError(f"{path}:{lineno}: expected '<phone> <id>', got {' '.join(fields)!r}")
+        symbol = _POSITION.sub("", fields[0])
+        ours = phone_ids.get(symbol, phone_ids.get(symbol.lower()))
+        if ours is not None and ours != 0:
+            mapping[int(fields[1])] = ours
     return mapping
 
 
@@ -40,23 +44,19 @@ def read_kaldi_alignment(path: Path, phones_path: Path, phone_ids: dict[str, int
     phone is not one of ours, is a RecipeError naming the file, line and phone."""
     kaldi_to_ours = read_kaldi_phones(phones_path, phone_ids)
     found = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            utt, ids = fields[0], fields[1:]
-            if not ids or not all(i.isdigit() for i in ids):
-                raise RecipeError(f"{path}:{lineno}: expected '<utt> <phone id>...' (integers), utterance '{utt}'")
-            unknown = sorted({int(i) for i in ids} - kaldi_to_ours.keys())
-            if unknown:
-                raise RecipeError(
-                    f"{path}:{lineno}: utterance '{utt}': phone ids {unknown} are not phones of {phones_path} that "
-                    "lang/phones.txt has (word-position suffixes _B/_E/_I/_S stripped)"
-                )
-            if utt in found:
-                raise RecipeError(f"{path}:{lineno}: utterance '{utt}' again (first on line {found[utt][1]})")
-            found[utt] = ([kaldi_to_ours[int(i)] for i in ids], lineno)
+    for lineno, fields in _rows(path):
+        utt, ids = fields[0], fields[1:]
+        if not ids or not all(i.isdigit() for i in ids):
+            raise RecipeError(f"{path}:{lineno}: expected '<utt> <phone id>...' (integers), utterance '{utt}'")
+        unknown = sorted({int(i) for i in ids} - kaldi_to_ours.keys())
+        if unknown:
+            raise RecipeError(
+                f"{path}:{lineno}: utterance '{utt}': phone ids {unknown} are not phones of {phones_path} that "
+                "lang/phones.txt has (word-position suffixes _B/_E/_I/_S stripped)"
+            )
+        if utt in found:
+            raise RecipeError(f"{path}:{lineno}: utterance '{utt}' again (first on line {found[utt][1]})")
+        found[utt] = ([kaldi_to_ours[int(i)] for i in ids], lineno)
     if not found:
         raise RecipeError(f"{path}: no alignments")
     return found

@@ -11,11 +11,12 @@ import logging
 from pathlib import Path
 
 from phonerec.data.data_dir import read_table
-from phonerec.hmm.align_eval import evaluate_alignment, format_accuracy, read_ctm
+from phonerec.hmm.align_eval import read_ctm
 from phonerec.inference import Aligned, load_model, read_recordings, write_alignments
 from phonerec.pipeline.config import settings_hash
+from phonerec.pipeline.decode_stages import write_alignment_accuracy
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import contents_sha256, write_json_atomic
+from phonerec.pipeline.files import contents_sha256
 from phonerec.pipeline.markers import StageRun
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,11 @@ def align_stage(model_dir: Path, data_dir: Path, out_dir: Path, device: str = "c
             if utt in hand_phones
         }
         write_alignments(out_dir / "reference", reference)
-        accuracy = evaluate_alignment(
-            hand_phones, {u: a.phones for u, a in aligned.items()}, model.info["frame_shift_seconds"]
+        write_alignment_accuracy(
+            out_dir,
+            hand_phones,
+            {u: a.phones for u, a in aligned.items()},
+            model.info["frame_shift_seconds"],
+            model.info["align_checkpoint"],
+            model.info["align_epoch"],
         )
-        accuracy["checkpoint"] = {"file": model.info["align_checkpoint"], "epoch": model.info["align_epoch"]}
-        write_json_atomic(out_dir / "alignment_accuracy.json", accuracy)
-        log.info("%s: against the hand labels: %s", out_dir, format_accuracy(accuracy))

@@ -32,13 +32,13 @@ from phonerec.pipeline.files import atomic_path, copy_atomic, file_digest, write
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import find_alignment_checkpoint, find_checkpoint, frame_shift, lang_dir_digest
 from phonerec.pipeline.results import git_hash
-from phonerec.pipeline.stage_keys import BUNDLE
+from phonerec.pipeline.stage_keys import BUNDLE, FEATURES_AT_LOAD
 from phonerec.training.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
 # What of a training checkpoint applying the model needs (not the optimizer, scheduler, RNG states, history).
 KEPT = ("epoch", "kind", "model", "model_args", "task", "config")
-AT_LOAD = ("cmvn", "norm_vars", "delta_order", "delta_window")  # stage_keys' features at load, as training read them
+AT_LOAD = [key.removeprefix("features.") for key in FEATURES_AT_LOAD]  # as training read them (its checkpoint)
 
 
 def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, model_dir: Path, bundle_dir: Path):

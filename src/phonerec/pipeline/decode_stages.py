@@ -176,9 +176,16 @@ def _alignment_accuracy(
     if aligned is None:
         return
     write_ctm(decode_dir / "ali.ctm", aligned)
-    accuracy = evaluate_alignment(
-        read_ctm(reference_ctm), aligned, frame_shift(decoder.cfg, decoder.checkpoint["model_args"]["subsample"])
+    shift = frame_shift(decoder.cfg, decoder.checkpoint["model_args"]["subsample"])
+    write_alignment_accuracy(
+        decode_dir, read_ctm(reference_ctm), aligned, shift, checkpoint_path, decoder.checkpoint["epoch"]
     )
-    accuracy["checkpoint"] = {"file": checkpoint_path.name, "epoch": decoder.checkpoint["epoch"]}
-    write_json_atomic(decode_dir / "alignment_accuracy.json", accuracy)
-    log.info("%s: forced alignment vs hand labels: %s", decode_dir, format_accuracy(accuracy))
+
+
+def write_alignment_accuracy(out_dir: Path, reference: dict, aligned: dict, shift: float, checkpoint: Path, epoch: int):
+    """out_dir/alignment_accuracy.json: the aligned phone segments against the hand-labelled ones, with the
+    checkpoint that aligned (its file name and epoch); logged."""
+    accuracy = evaluate_alignment(reference, aligned, shift)
+    accuracy["checkpoint"] = {"file": Path(checkpoint).name, "epoch": epoch}
+    write_json_atomic(out_dir / "alignment_accuracy.json", accuracy)
+    log.info("%s: forced alignment vs hand labels: %s", out_dir, format_accuracy(accuracy))

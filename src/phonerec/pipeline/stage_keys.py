@@ -54,7 +54,7 @@ class StageKeys:
 PHONE_SCORING = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
 # Where a frame lies in time (recipe.frame_timing): the times of alignments and their accuracy.
 FRAME_TIMING = ("features.kaldi.frame_shift", "features.kaldi.frame_length", "features.kaldi.snip_edges")
-_FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
+FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
 
 # Stage 0: the corpus and where a download goes; the lang dir's HMM states.
 PREPARE = StageKeys(hashed=("corpus", "hmm.states_per_phone", "paths.downloads"))
@@ -76,7 +76,7 @@ _TRAINING = (
             "train.grad_clip",
             "train.spec_augment",
             "train.precision",
-            *_FEATURES_AT_LOAD,
+            *FEATURES_AT_LOAD,
         ),
         unhashed=("train.num_threads", "train.keep_checkpoints", "train.device"),
     )
@@ -92,7 +92,7 @@ DECODE = StageKeys(
         "decode.align_checkpoint",
         "decode.batch_frames",
         "decode.max_batch_utts",
-        *_FEATURES_AT_LOAD,
+        *FEATURES_AT_LOAD,
     ),
     unhashed=("decode.num_threads", "train.device"),
 )
