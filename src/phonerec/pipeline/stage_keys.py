@@ -41,11 +41,16 @@ class StageKeys:
         return view
 
     def digest(self, cfg: DictConfig, *inputs) -> str:
-        """The digest of the hashed keys' values and of `inputs` (the digests and content of what the stage reads)."""
+        """The digest of the hashed keys' values and of `inputs` (the digests and content of what the stage reads).
+        An unhashed key inside a hashed group (corpus.max_utterance_seconds in `corpus`) is left out of it."""
         values = {}
         for key in self.hashed:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)
             values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key in self.unhashed:
+            group, _, leaf = key.rpartition(".")
+            if group in values and isinstance(values[group], dict):
+                values[group].pop(leaf, None)
         return settings_hash(values, *inputs)
 
 
@@ -57,13 +62,15 @@ FRAME_TIMING = ("features.kaldi.frame_shift", "features.kaldi.frame_length", "fe
 FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
 
 # Stage 0: the corpus and where a download goes; the lang dir's HMM states.
-PREPARE = StageKeys(hashed=("corpus", "hmm.states_per_phone", "paths.downloads"))
+PREPARE = StageKeys(
+    hashed=("corpus", "hmm.states_per_phone", "paths.downloads"), unhashed=("corpus.max_utterance_seconds",)
+)
 # Stage 0, when on: the speed-perturbed copy of the training data dir.
 SPEED_PERTURB = StageKeys(hashed=("train.speed_perturb",))
 # Stage 1: extraction settings; CMVN and deltas act when features are loaded.
 FEATURES = StageKeys(
     hashed=("features.type", "features.kaldi", "features.cmvn", "corpus.sample_rate"),
-    unhashed=("features.name", "nj"),
+    unhashed=("features.name", "nj", "corpus.max_utterance_seconds"),
 )
 # Stages 2 and 3; the dev PER of validation folds and removes phones as scoring does (score.*).
 _TRAINING = (
