@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from phonerec.data.corpora.timit import fold_segments, prepare_timit, read_wrd
+from phonerec.data.corpora.timit import fold_segments, prepare_timit, read_phn, read_wrd
 from phonerec.data.data_dir import read_table
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.pipeline.config import load_config, repo_path
@@ -225,3 +225,55 @@ def test_linked_corpus_folders_are_followed_and_a_link_loop_ends(tmp_path):
     speakers = {split: set(read_table(data / split / "utt2spk").values()) for split in ("train", "dev", "test")}
     assert speakers == {"train": {"fcjf0", "mabc0"}, "dev": {"faks0"}, "test": {"mdab0"}}
     assert len(read_table(data / "train" / "text")) == 4  # each utterance once, the loop walked no further
+
+
+def _rewrite_phn(path, rows):
+    path.write_text("".join(f"{s} {e} {label}\n" for s, e, label in rows))
+
+
+@pytest.mark.parametrize(
+    "case, rows, match",
+    [
+        # ih and tcl swapped: read in file order this trained "sil ih t cl ..." as "sil cl ih t ...".
+        (
+            "order",
+            PHN[:2] + [PHN[3], PHN[2]] + PHN[4:],
+            r"si836\.phn:4: .* before the one of line 3 .* out of time order",
+        ),
+        (
+            "overlap",
+            PHN[:3] + [(3900, 4800, "tcl")] + PHN[4:],
+            r"si836\.phn:4: .* inside the one of line 3 .* overlapping",
+        ),
+    ],
+)
+def test_phn_segments_out_of_order_or_overlapping_are_refused_naming_the_line(tmp_path, case, rows, match):
+    root = make_sample(tmp_path / "sample")
+    _rewrite_phn(root / "timit" / "dr1-fvmh0" / "si836.phn", rows)
+    with pytest.raises(CorpusError, match=match):
+        prepare(tmp_path, root)
+
+
+def test_touching_segments_are_fine_and_the_real_sample_prepares(tmp_path):
+    """Touching phone segments (one ends where the next starts) are every .phn's shape; words may overlap (the
+    sample's sa1 "had your"). The public sample in ../shared (where present) trips none of the checks."""
+    _rewrite_phn(tmp_path / "x.phn", PHN)
+    assert read_phn(tmp_path / "x.phn") == PHN
+    shared = repo_path("..") / "shared" / "corpora" / "timit_sample"
+    if not shared.is_dir():
+        pytest.skip(f"{shared}: not here")
+    data = prepare(tmp_path, shared)
+    assert sum(len(read_table(data / split / "text")) for split in ("train", "dev", "test")) == 112  # 140 less SA
+
+
+def test_audio_without_a_phn_is_refused_naming_it(tmp_path):
+    root = make_sample(tmp_path / "sample")
+    (root / "timit" / "dr1-mcpm0" / "sx116.phn").unlink()  # the utterance was dropped without a word
+    with pytest.raises(CorpusError, match=r"1 recordings have no \.phn .*dr1-mcpm0/sx116\.wav"):
+        prepare(tmp_path, root)
+    # An LDC copy with a RIFF conversion beside each SPHERE file (SA1.WAV.wav) is not short of transcriptions.
+    ldc = make_ldc(tmp_path / "ldc")
+    for wav in list(ldc.rglob("*.WAV")):
+        (wav.parent / (wav.name + ".wav")).write_bytes(wav.read_bytes())
+    data = prepare(tmp_path / "ldc_riff", ldc)
+    assert len(read_table(data / "train" / "text")) == 4

@@ -61,28 +61,50 @@ def _sibling(path: Path, suffix: str) -> Path | None:
     return None
 
 
+def _speaker_folder(path: Path) -> tuple[str, str, str | None] | None:
+    """(layout, speaker, part) of the speaker folder holding `path`; None if it is not in one."""
+    folder = path.parent.name.lower()
+    sample = SAMPLE_SPEAKER_DIR.match(folder)
+    if sample:
+        return "sample", sample.group(1), None
+    if LDC_SPEAKER_DIR.match(folder):
+        part = path.parent.parent.parent.name.lower()
+        if part not in ("train", "test"):
+            raise CorpusError(f"{path}: expected <root>/{{TRAIN,TEST}}/DR<n>/<speaker>/, found part '{part}'")
+        return "ldc", folder, part
+    return None  # not a speaker folder (the sample's top-level lists, say)
+
+
+def _utterance_name(path: Path) -> str:
+    """sa1 for sa1.phn, SA1.WAV and SA1.WAV.wav (some copies add a RIFF conversion beside the SPHERE file)."""
+    return path.name.split(".")[0].lower()
+
+
 def find_recordings(root: Path) -> tuple[str, list[Recording]]:
-    """Every utterance with a .phn transcription under root; the layout is told by the speaker folders."""
-    recordings, layouts = [], set()
-    for phn in walk_files(root):
-        if phn.suffix.lower() != ".phn" or not phn.is_file():
+    """Every utterance with a .phn transcription under root; the layout is told by the speaker folders. Audio
+    without a .phn beside it is an error: it would be left out without a word."""
+    recordings, layouts, audio = [], set(), {}
+    for path in walk_files(root):
+        if path.suffix.lower() not in (".phn", ".wav") or not path.is_file():
             continue
-        folder = phn.parent.name.lower()
-        wav = _sibling(phn, ".wav")
+        speaker_folder = _speaker_folder(path)
+        if speaker_folder is None:
+            continue
+        if path.suffix.lower() == ".wav":
+            audio.setdefault((path.parent, _utterance_name(path)), path)
+            continue
+        wav = _sibling(path, ".wav")
         if wav is None:
-            raise CorpusError(f"{phn}: no audio file beside it (.wav or .WAV)")
-        sample = SAMPLE_SPEAKER_DIR.match(folder)
-        if sample:
-            layouts.add("sample")
-            speaker, part = sample.group(1), None
-        elif LDC_SPEAKER_DIR.match(folder):
-            layouts.add("ldc")
-            speaker, part = folder, phn.parent.parent.parent.name.lower()
-            if part not in ("train", "test"):
-                raise CorpusError(f"{phn}: expected <root>/{{TRAIN,TEST}}/DR<n>/<speaker>/, found part '{part}'")
-        else:
-            continue  # not a speaker folder (the sample's top-level lists, say)
-        recordings.append(Recording(speaker, phn.stem.lower(), part, wav, phn, _sibling(phn, ".wrd")))
+            raise CorpusError(f"{path}: no audio file beside it (.wav or .WAV)")
+        layout, speaker, part = speaker_folder
+        layouts.add(layout)
+        recordings.append(Recording(speaker, path.stem.lower(), part, wav, path, _sibling(path, ".wrd")))
+    untranscribed = sorted(audio.keys() - {(r.phn.parent, _utterance_name(r.phn)) for r in recordings})
+    if untranscribed:
+        names = " ".join(str(audio[key]) for key in untranscribed[:5])
+        raise CorpusError(
+            f"{len(untranscribed)} recordings have no .phn transcription beside them (a partial copy?): {names}"
+        )
     if not recordings:
         raise CorpusError(
             f"{root}: no TIMIT transcriptions found; expected TRAIN/DR1/FCJF0/SA1.PHN (LDC) or timit/dr1-fvmh0/sa1.phn"
@@ -93,9 +115,11 @@ def find_recordings(root: Path) -> tuple[str, list[Recording]]:
     return layouts.pop(), recordings
 
 
-def read_phn(path: Path) -> list[tuple[int, int, str]]:
-    """(start sample, end sample, label) rows of a .PHN (or .WRD) file."""
-    rows = []
+def read_phn(path: Path, overlaps: bool = False) -> list[tuple[int, int, str]]:
+    """(start sample, end sample, label) rows of a .PHN (or .WRD) file, in time order. Segments out of order
+    would be read as a reordered transcript, so they are an error; so are overlapping ones unless `overlaps`
+    (words overlap where they share a phone; phones never do). Touching segments are fine."""
+    rows, previous = [], None
     with open(path, encoding="latin-1") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
@@ -103,7 +127,21 @@ def read_phn(path: Path) -> list[tuple[int, int, str]]:
                 continue
             if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or int(parts[1]) < int(parts[0]):
                 raise CorpusError(f"{path}:{lineno}: expected '<start> <end> <label>' in samples, got {line.strip()!r}")
-            rows.append((int(parts[0]), int(parts[1]), parts[2]))
+            start, end = int(parts[0]), int(parts[1])
+            if previous is not None:
+                before_line, before_start, before_end = previous
+                if start < before_start:
+                    raise CorpusError(
+                        f"{path}:{lineno}: segment starts at {start}, before the one of line {before_line}"
+                        f" ({before_start}): segments out of time order"
+                    )
+                if start < before_end and not overlaps:
+                    raise CorpusError(
+                        f"{path}:{lineno}: segment starts at {start}, inside the one of line {before_line}"
+                        f" ({before_start}-{before_end}): overlapping segments"
+                    )
+            previous = (lineno, start, end)
+            rows.append((start, end, parts[2]))
     if not rows:
         raise CorpusError(f"{path}: no segments")
     return rows
@@ -113,7 +151,10 @@ def read_wrd(path: Path, sample_rate: int) -> list[Segment]:
     """The word segments of a .WRD file (its lines as .PHN's), lower-cased, in seconds. TIMIT's words overlap
     where they share a phone ("had your": the jh); an interval tier cannot, so the boundary of two overlapping
     words goes to the middle of their overlap."""
-    segments = [Segment(start / sample_rate, end / sample_rate, word.lower()) for start, end, word in read_phn(path)]
+    segments = [
+        Segment(start / sample_rate, end / sample_rate, word.lower())
+        for start, end, word in read_phn(path, overlaps=True)
+    ]
     for k in range(1, len(segments)):
         before, seg = segments[k - 1], segments[k]
         if seg.start < before.end:
