@@ -96,7 +96,7 @@ if [ "${ngpu}" -gt 1 ]; then
 fi
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
-mapfile -t settings < <(python steps/get_config.py recipe_name corpus.name paths.data features.name paths.exp \
+mapfile -t settings < <(python steps/get_config.py --preflight recipe_name corpus.name paths.data features.name paths.exp \
   paths.results decode.splits decode.decoders models train.ctc.init train.compare_ctc_inits train.speed_perturb \
   -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then

@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
-"""Print config values, one a line, for run.sh: get_config.py KEY... -- [key=value ...].
-Composing the config here first also rejects bad overrides before any stage runs."""
+"""Print config values, one a line, for run.sh: get_config.py [--preflight] KEY... -- [key=value ...].
+Composing the config here first also rejects bad overrides before any stage runs. With --preflight (run.sh, before
+it takes its locks) paths.data and paths.exp are claimed for the recipe, and the results file checked: a dir or file
+the recipe did not make is refused before anything is written (phonerec.pipeline.ownership)."""
 
 import sys
 
 from omegaconf import OmegaConf
 
-from phonerec.pipeline.config import load_config
+from phonerec.pipeline.config import load_config, repo_path
+from phonerec.pipeline.ownership import check_generated_file, claim_dir
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
+    preflight = "--preflight" in argv
+    argv = [arg for arg in argv if arg != "--preflight"]
     split = argv.index("--") if "--" in argv else len(argv)
     keys, overrides = argv[:split], argv[split + 1 :]
     try:
         cfg = load_config(overrides)
+        if preflight:
+            claim_dir(repo_path(cfg.paths.data), "paths.data")
+            claim_dir(repo_path(cfg.paths.exp), "paths.exp")
+            check_generated_file(repo_path(cfg.paths.results), "paths.results")
         for key in keys:
             value = OmegaConf.select(cfg, key, throw_on_missing=True, default=KeyError)
             if value is KeyError:

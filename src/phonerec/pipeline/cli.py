@@ -2,6 +2,7 @@
 a log file that starts with the command line, the composed config, and clean error exits."""
 
 import argparse
+import errno
 import logging
 import os
 import shlex
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.files import no_space_left
 
 log = logging.getLogger("phonerec")
 
@@ -45,17 +47,28 @@ def step_main(main, doc: str, positional: list[tuple[str, str]], options: dict[s
         log_file = log_file and log_file.with_name(f"{log_file.stem}.rank{rank}{log_file.suffix}")
     setup_logging(log_file, logging.INFO if rank == 0 else logging.WARNING)
     log.info("Running: %s", shlex.join(sys.argv))
-    run_guarded(lambda: main(args, load_config(args.overrides)))
+    # Steps take `<in>... <out>`: the last positional argument is what a step writes.
+    out_path = getattr(args, positional[-1][0]) if positional else None
+    run_guarded(lambda: main(args, load_config(args.overrides)), out_path)
 
 
-def run_guarded(work) -> None:
-    """Run `work()`; exit 1 with the message alone for a RecipeError (bad input), with a traceback for anything
-    else."""
+def run_guarded(work, out_path: Path | None = None) -> None:
+    """Run `work()`; exit 1 with the message alone for a RecipeError (bad input) or a full disk (naming the file, or
+    else `out_path`, what the step writes), with a traceback for anything else; 130 on Ctrl-C, without one."""
     try:
         work()
     except RecipeError as err:
         log.error("%s", err)
         sys.exit(1)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            log.exception("%s failed", Path(sys.argv[0]).name)
+            sys.exit(1)
+        log.error("%s", no_space_left(err.filename or out_path or "a file this step writes"))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log.error("%s: interrupted; rerun the same command to resume", Path(sys.argv[0]).name)
+        sys.exit(130)
     except Exception:
         log.exception("%s failed", Path(sys.argv[0]).name)
         sys.exit(1)

@@ -2,25 +2,36 @@
 it, so a killed run leaves the old file or the new one, never half of one."""
 
 import contextlib
+import errno
 import hashlib
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from phonerec.pipeline.errors import RecipeError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; renamed to `path` when the block ends, removed on error."""
+    """A temporary path beside `path` to write to; renamed to `path` when the block ends, removed on error. A full
+    disk is an error naming `path` (the old file, if any, is still there)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise no_space_left(path) from err
         raise
     tmp.replace(path)
+
+
+def no_space_left(path: str | Path) -> RecipeError:
+    """The one message of a full disk: the path being written, and what to do."""
+    return RecipeError(f"{path}: no space left on the device; free some space and rerun the same command to resume")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_text_atomic
+from phonerec.pipeline.ownership import claim_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,11 @@ def run_stage(out_dir: Path, name: str, digest: str, work) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(out_dir: Path):
+def exclusive(out_dir: Path, what: str = "the step's output dir"):
     """Hold <out_dir>/.lock while a stage writes there: a second run on the same dir stops at once instead of
-    interleaving its files with the first's. The lock goes with the process, a killed one included."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    interleaving its files with the first's. The lock goes with the process, a killed one included. The dir is
+    claimed first (phonerec.pipeline.ownership): one holding files the recipe did not make is refused."""
+    out_dir = claim_dir(out_dir, what)
     with open(out_dir / ".lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -48,8 +48,8 @@ def save_checkpoint(
     alignment_epoch); keep the newest `keep` epoch checkpoints and the best one."""
     epoch = checkpoint["epoch"]
     path = exp_dir / "checkpoints" / f"epoch-{epoch}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(checkpoint, f)  # through a Python file, a full disk is an OSError (a path: torch's RuntimeError)
     if best_epoch == epoch:
         copy_atomic(path, exp_dir / "best.pt")
     if alignment_epoch == epoch:
