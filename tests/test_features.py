@@ -213,3 +213,44 @@ def test_an_edited_transcript_is_copied_and_checked_again_without_extraction(dat
     with pytest.raises(DataDirError, match=rf"{text}:9: 'spkb_3': phone 'zz' is not in"):
         make_features(data_dir, feat_dir, config(), lang_dir=lang)
     assert (feat_dir / "feats.scp").is_file() and ark.stat().st_mtime_ns == mtime
+
+
+def test_nan_in_an_ark_is_refused_naming_the_ark_offset_and_utterance(data_dir, tmp_path):
+    """A NaN in the stored features was trained on; the failure came later, blamed on an intact utterance."""
+    feat_dir = tmp_path / "feats"
+    make_features(data_dir, feat_dir, config("features.cmvn=utterance"))
+    entry = read_table(feat_dir / "feats.scp")["spka_2"]
+    ark, offset = entry.rsplit(":", 1)
+    # A binary float matrix: '\0B', 'FM ', then rows and columns ('\4' and an int32 each), then the floats.
+    with open(ark, "r+b") as f:
+        f.seek(int(offset) + 2 + 3 + 10 + 3 * 13 * 4)  # frame 3
+        f.write(np.float32(np.nan).tobytes())
+    reader = FeatureReader(feat_dir, config("features.cmvn=utterance").features)
+    assert np.isfinite(reader["spka_1"]).all()
+    with pytest.raises(RecipeError, match=rf"{entry} \(utterance 'spka_2'\).*NaN or inf .*stored features.*frame 3"):
+        reader["spka_2"]
+
+
+def test_clipped_ark_is_refused_naming_the_ark_offset_and_utterance(data_dir, tmp_path):
+    feat_dir = tmp_path / "feats"
+    make_features(data_dir, feat_dir, config())
+    entry = read_table(feat_dir / "feats.scp")["spkb_4"]  # the last matrix of the ark (nj=1)
+    ark = Path(entry.rsplit(":", 1)[0])
+    ark.write_bytes(ark.read_bytes()[:-10])
+    reader = FeatureReader(feat_dir, config().features)
+    with pytest.raises(RecipeError, match=rf"{entry} \(utterance 'spkb_4'\): cannot read"):
+        reader["spkb_4"]
+
+
+def test_an_utterance_over_max_utterance_seconds_is_warned_about_once(data_dir, tmp_path, caplog):
+    cfg = config("nj=2", "corpus.max_utterance_seconds=0.42")  # utterances are 0.3-0.5 s
+    with caplog.at_level(logging.WARNING):
+        make_features(data_dir, tmp_path / "feats", cfg)
+    warned = [r.getMessage() for r in caplog.records if "max_utterance_seconds" in r.getMessage()]
+    assert sorted(m.split("'")[1] for m in warned) == ["spka_3", "spka_4", "spkb_3", "spkb_4"]
+    assert any("utterance 'spka_4' is 0.5 s long, over corpus.max_utterance_seconds=0.42" in m for m in warned)
+    assert all("segment long recordings first" in m for m in warned)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        make_features(data_dir, tmp_path / "feats", cfg)  # already done: no second warning
+    assert "max_utterance_seconds" not in caplog.text

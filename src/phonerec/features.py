@@ -62,6 +62,7 @@ class ExtractJob:
     scp: Path
     sample_rate: int
     fcfg: dict
+    max_seconds: float  # corpus.max_utterance_seconds: a longer utterance is warned about
 
 
 _report_progress = None  # set in each worker: counts finished utterances for the parent's progress bar
@@ -78,10 +79,11 @@ def _init_worker(counter) -> None:
     _report_progress = report
 
 
-def _run_job(job: ExtractJob) -> float:
-    """Write one job's ark and scp; return the seconds of audio it held."""
+def _run_job(job: ExtractJob) -> tuple[float, list[tuple[str, float]]]:
+    """Write one job's ark and scp; return the seconds of audio it held and its utterances longer than
+    job.max_seconds (with their lengths), for the parent process to warn about."""
     fcfg = OmegaConf.create(job.fcfg)
-    seconds = 0.0
+    seconds, long = 0.0, []
     with kaldiio.WriteHelper(f"ark,scp:{job.ark},{job.scp}") as writer:
         for utt, path in job.utts:
             try:
@@ -96,13 +98,29 @@ def _run_job(job: ExtractJob) -> float:
                 raise RecipeError(f"utterance '{utt}': {path}: {err}") from None
             writer(utt, feats.numpy())
             seconds += len(samples) / rate
+            if len(samples) / rate > job.max_seconds:
+                long.append((utt, len(samples) / rate))
             _report_progress(1)
-    return seconds
+    return seconds, long
 
 
 def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> float:
     """Run the jobs on nj processes; `on_job_done(job)` runs in this process as each one finishes, so a
     failure or kill loses only the jobs still running. Returns the seconds of audio processed."""
+
+    def finished(job: ExtractJob, result: tuple[float, list[tuple[str, float]]]) -> float:
+        seconds, long = result
+        for utt, length in long:
+            log.warning(
+                "utterance '%s' is %.1f s long, over corpus.max_utterance_seconds=%g: one pass over a long recording "
+                "is slow and its alignment drifts; segment long recordings first",
+                utt,
+                length,
+                job.max_seconds,
+            )
+        on_job_done(job)
+        return seconds
+
     # fork, as torch DataLoader workers on Linux: a spawned worker would spend ~2 s importing torch again.
     ctx = mp.get_context("fork")
     counter = ctx.Value("i", 0)
@@ -111,8 +129,7 @@ def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> 
         if nj == 1:
             _init_worker(counter)
             for job in jobs:
-                seconds += _run_job(job)
-                on_job_done(job)
+                seconds += finished(job, _run_job(job))
                 bar.update(counter.value - bar.n)
             return seconds
         error = None
@@ -126,8 +143,7 @@ def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> 
                     if future.cancelled():
                         continue
                     if future.exception() is None:
-                        seconds += future.result()
-                        on_job_done(futures[future])
+                        seconds += finished(futures[future], future.result())
                     elif error is None:
                         error = future.exception()
                         for other in pending:
@@ -180,6 +196,7 @@ def _extract(data_dir: Path, feat_dir: Path, lang_dir: Path | None, cfg: DictCon
             scp=ark_dir / f"raw_{fcfg.name}.{j + 1}.scp",
             sample_rate=cfg.corpus.sample_rate,
             fcfg=OmegaConf.to_container(fcfg, resolve=True),
+            max_seconds=cfg.corpus.max_utterance_seconds,
         )
         jobs.append(job)
         # A job is finished when its marker holds this digest; anything else of it is redone whole.
@@ -296,20 +313,29 @@ def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray
     return np.concatenate(outputs, axis=1).astype(np.float32)
 
 
-def features_at_load(statics: np.ndarray, stats: np.ndarray | None, fcfg: DictConfig) -> np.ndarray:
-    """Static features as the models see them: CMVN with `stats` (None: none), then deltas."""
+def features_at_load(
+    statics: np.ndarray, stats: np.ndarray | None, fcfg: DictConfig, where: str = "features"
+) -> np.ndarray:
+    """Static features as the models see them: CMVN with `stats` (None: none), then deltas. Every matrix a model
+    sees passes here (training, decoding, inference), so here a NaN or inf is refused, naming `where`: trained
+    on, it surfaced later as a failure blamed on an intact utterance."""
     feats = statics if stats is None else apply_cmvn(statics, stats, fcfg.norm_vars)
+    if not np.isfinite(feats).all():
+        frame = int(np.flatnonzero(~np.isfinite(feats).all(axis=1))[0])
+        cause = "the stored features" if not np.isfinite(statics).all() else "the CMVN statistics"
+        raise RecipeError(f"{where}: NaN or inf values from {cause}, the first in frame {frame}")
     return add_deltas(feats, fcfg.delta_order, fcfg.delta_window)
 
 
 class FeatureReader:
-    """Features of a feature dir as the models see them: stored statics -> CMVN -> deltas."""
+    """Features of a feature dir as the models see them: stored statics -> CMVN -> deltas. An ark that cannot
+    be read (clipped, overwritten) or holds NaN or inf is a RecipeError naming the ark, offset and utterance."""
 
     def __init__(self, feat_dir: Path, fcfg: DictConfig):
-        self.feats = kaldiio.load_scp(str(feat_dir / "feats.scp"))
+        self.feats = read_table(feat_dir / "feats.scp")  # utterance -> ark:offset
         self.utt2spk = read_table(feat_dir / "utt2spk")
         cmvn_scp = feat_dir / "cmvn.scp"
-        self.cmvn = kaldiio.load_scp(str(cmvn_scp)) if cmvn_scp.is_file() else None
+        self.cmvn = read_table(cmvn_scp) if cmvn_scp.is_file() else None
         self.cmvn_per_speaker = fcfg.cmvn == "speaker"
         self.fcfg = fcfg
 
@@ -320,7 +346,18 @@ class FeatureReader:
         return self.feats.keys()
 
     def __getitem__(self, utt: str) -> np.ndarray:
-        stats = None
+        where = f"{self.feats[utt]} (utterance '{utt}')"
+        statics, stats = _load_matrix(self.feats[utt], where), None
         if self.cmvn is not None:
-            stats = self.cmvn[self.utt2spk[utt] if self.cmvn_per_speaker else utt]
-        return features_at_load(self.feats[utt], stats, self.fcfg)
+            key = self.utt2spk[utt] if self.cmvn_per_speaker else utt
+            stats = _load_matrix(self.cmvn[key], f"{self.cmvn[key]} (CMVN statistics of '{key}')")
+            where += f" with CMVN statistics {self.cmvn[key]}"
+        return features_at_load(statics, stats, self.fcfg, where)
+
+
+def _load_matrix(entry: str, where: str) -> np.ndarray:
+    """One matrix of an ark by its scp entry (ark:offset)."""
+    try:
+        return kaldiio.load_mat(entry)
+    except Exception as err:  # kaldiio's errors on a clipped ark: ValueError, EOFError, struct.error ...
+        raise RecipeError(f"{where}: cannot read the matrix (a clipped or overwritten ark?): {err}") from None
