@@ -9,7 +9,6 @@ scaled by 1/f. Nothing is aligned here: each copy is an utterance of its own to 
 re-alignment."""
 
 import logging
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from phonerec.hmm.align_eval import Segment, read_ctm, write_ctm
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import atomic_path, contents_sha256
 from phonerec.pipeline.markers import run_stage
+from phonerec.pipeline.ownership import make_dir, remove_tree
 from phonerec.pipeline.stage_keys import SPEED_PERTURB
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ def _perturb(data_dir: Path, out_dir: Path, factors: list[float]) -> None:
     ctm = read_ctm(data_dir / "phones.ctm") if (data_dir / "phones.ctm").is_file() else None
     utterances = [Utterance(u, utt2spk[u], wav_scp[u], text[u].split(), words.get(u, "").split()) for u in wav_scp]
     out_ctm = dict(ctm) if ctm is not None else None
-    if (out_dir / "wav").exists():
-        shutil.rmtree(out_dir / "wav")  # copies of other factors or inputs
+    remove_tree(out_dir / "wav", made_in=out_dir)  # copies of other factors or inputs
+    make_dir(out_dir / "wav")
     with tqdm(total=len(wav_scp) * len(factors), unit="utt", desc="speed perturbation") as bar:
         for original in list(utterances):
             utt = original.utt_id

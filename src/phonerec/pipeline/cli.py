@@ -2,7 +2,6 @@
 a log file that starts with the command line, the composed config, and clean error exits."""
 
 import argparse
-import errno
 import logging
 import os
 import shlex
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import no_space_left
+from phonerec.pipeline.files import is_no_space, no_space_left
 
 log = logging.getLogger("phonerec")
 
@@ -60,15 +59,15 @@ def run_guarded(work, out_path: Path | None = None) -> None:
     except RecipeError as err:
         log.error("%s", err)
         sys.exit(1)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            log.exception("%s failed", Path(sys.argv[0]).name)
-            sys.exit(1)
-        log.error("%s", no_space_left(err.filename or out_path or "a file this step writes"))
-        sys.exit(1)
     except KeyboardInterrupt:
         log.error("%s: interrupted; rerun the same command to resume", Path(sys.argv[0]).name)
         sys.exit(130)
+    except Exception as err:
+        if not is_no_space(err):
+            log.exception("%s failed", Path(sys.argv[0]).name)
+            sys.exit(1)
+        log.error("%s", no_space_left(getattr(err, "filename", None) or out_path or "a file this step writes"))
+        sys.exit(1)
     except Exception:
         log.exception("%s failed", Path(sys.argv[0]).name)
         sys.exit(1)

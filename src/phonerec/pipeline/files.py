@@ -23,10 +23,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        if is_no_space(err):
             raise no_space_left(path) from err
         raise
     tmp.replace(path)
+
+
+def is_no_space(err: BaseException | None) -> bool:
+    """A full disk, as the error or the one it was raised while handling (torch.save's RuntimeError)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def no_space_left(path: str | Path) -> RecipeError:

@@ -87,8 +87,10 @@ def remove_tree(path: str | Path, made_in: str | Path | None = None) -> None:
     _refuse_link(path, "delete")
     ours = is_ours(path) or (made_in is not None and path.parent == Path(made_in) and is_ours(made_in))
     if not path.is_dir() or not ours:
-        raise RecipeError(f"{path}: not made by the recipe (no {MARKER} in it), so it will not delete it; remove it "
-                          "yourself if it is no longer needed")
+        raise RecipeError(
+            f"{path}: not made by the recipe (no {MARKER} in it), so it will not delete it; remove it "
+            "yourself if it is no longer needed"
+        )
     shutil.rmtree(path)
 
 
@@ -101,18 +103,21 @@ def make_dir(path: str | Path) -> Path:
 
 
 def move_entries(source: Path, target: Path, skip: Iterable[str] = ()) -> None:
-    """Rename every entry of `source` but `skip` into the dir `target`: links are moved as links, and every move
-    is a rename within one filesystem. Checked before anything moves, so a refusal leaves both dirs as they were."""
+    """Rename every entry of `source` but `skip` into the dir `target` (made, with the marker, when it does not
+    exist): links are moved as links, and every move is a rename within one filesystem. Checked before anything
+    moves or is made, so a refusal leaves both as they were."""
     _refuse_link(source, "move runs")
     _refuse_link(target, "move runs")
     entries = [entry for entry in sorted(source.iterdir()) if entry.name not in set(skip)]
-    device = os.stat(target).st_dev
+    device = os.stat(target if target.exists() else target.parent).st_dev
     for entry in entries:
         if os.lstat(entry).st_dev != device:
             raise RecipeError(
                 f"{entry} lies on another filesystem than {target}; the recipe moves runs only by renames within "
                 "one filesystem: move it yourself"
             )
+    if not target.exists():
+        make_dir(target)
     for entry in entries:
         try:
             entry.rename(target / entry.name)

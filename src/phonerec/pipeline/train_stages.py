@@ -18,6 +18,7 @@ from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
+from phonerec.pipeline.ownership import MARKER, move_entries, remove_tree
 from phonerec.pipeline.recipe import (
     dev_per_scorer,
     feature_dir_digest,
@@ -228,30 +229,29 @@ def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_
     return seconds
 
 
+# What stays in a training run's dir when the run is moved aside: this step's log, the locks, the recipe's marker.
+KEPT_IN_PLACE = ("log", ".lock", ".run.lock", MARKER)
+
+
 def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
     """Keep a run with other settings (moved aside to <exp-dir>.<its digest>) rather than resume it with these;
     and where a run of these very settings was moved aside before (settings A, then B, then A again), move it
-    back: it resumes where it stopped instead of training anew (its digest covers the settings and the inputs)."""
+    back: it resumes where it stopped instead of training anew (its digest covers the settings and the inputs).
+    Runs move by renames beside exp_dir (phonerec.pipeline.ownership.move_entries), never through a link."""
     stamp = exp_dir / "run_digest"
     if stamp.is_file() and stamp.read_text().strip() != digest:
         old = stamp.read_text().strip()
         aside = _free_name(exp_dir.with_name(f"{exp_dir.name}.{old}"))
         log.warning("%s holds a run with other settings; moving it to %s", exp_dir, aside)
-        aside.mkdir()
-        for entry in exp_dir.iterdir():
-            if entry.name not in ("log", ".lock", ".run.lock"):  # this step writes its log there; the locks stay
-                entry.rename(aside / entry.name)
+        move_entries(exp_dir, aside, skip=KEPT_IN_PLACE)  # this step writes its log there; locks and marker stay
         if (exp_dir / "log").is_dir():
             shutil.copytree(exp_dir / "log", aside / "log")
         earlier = exp_dir.with_name(f"{exp_dir.name}.{digest}")
         if (earlier / "run_digest").is_file() and (earlier / "run_digest").read_text().strip() == digest:
             log.warning("%s holds a run of these settings, moved aside before: moving it back to resume it", earlier)
-            for entry in earlier.iterdir():
-                target = exp_dir / entry.name
-                if entry.name == "log":  # beside this step's own log, which is being written
-                    target = exp_dir / "log" / f"before.{digest}"
-                if entry.name not in (".lock", ".run.lock"):
-                    entry.rename(target)
-            shutil.rmtree(earlier)
+            if (earlier / "log").is_dir():  # beside this step's own log, which is being written
+                move_entries(earlier / "log", _free_name(exp_dir / "log" / f"before.{digest}"))
+            move_entries(earlier, exp_dir, skip=KEPT_IN_PLACE)
+            remove_tree(earlier, made_in=exp_dir.parent)  # left with its marker and emptied log
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, digest + "\n")

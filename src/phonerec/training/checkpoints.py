@@ -49,7 +49,7 @@ def save_checkpoint(
     epoch = checkpoint["epoch"]
     path = exp_dir / "checkpoints" / f"epoch-{epoch}.pt"
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(checkpoint, f)  # through a Python file, a full disk is an OSError (a path: torch's RuntimeError)
+        torch.save(checkpoint, f)  # a file object: a full disk's OSError stays in the error's context
     if best_epoch == epoch:
         copy_atomic(path, exp_dir / "best.pt")
     if alignment_epoch == epoch:

@@ -7,7 +7,6 @@ Utterance ids are `<speaker>_<digit>_<take:02d>` (isolated) or `<speaker>_<nnnn>
 
 import logging
 import re
-import shutil
 import tarfile
 import zlib
 from collections import defaultdict
@@ -27,6 +26,7 @@ from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
 from phonerec.pipeline.files import atomic_path, file_digest
 from phonerec.pipeline.markers import run_stage
+from phonerec.pipeline.ownership import make_dir, remove_tree
 from phonerec.pipeline.stage_keys import PREPARE
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,8 @@ def _unpack(archive: Path, downloads: Path, folder: str) -> None:
     archive is deleted (a rerun downloads it anew); one with members no release has (absolute paths, '..', links,
     files outside its folder) is kept as <archive>.rejected with the reason beside it, for inspection."""
     scratch = downloads / f".unpack-{folder}"
-    if scratch.exists():
-        shutil.rmtree(scratch)
+    remove_tree(scratch)  # a killed unpack's
+    make_dir(scratch)
     log.info("unpacking %s", archive)
     try:
         with tarfile.open(archive) as tar:
@@ -183,7 +183,7 @@ def _unpack(archive: Path, downloads: Path, folder: str) -> None:
     if not (scratch / folder).is_dir():
         raise CorpusError(f"{archive}: unpacked no {folder}/ folder; is corpus.url the v1.0.10 release?")
     (scratch / folder).replace(downloads / folder)
-    scratch.rmdir()
+    remove_tree(scratch)
 
 
 def split_recordings(recordings: list[Recording], ccfg: DictConfig) -> dict[str, list[Recording]]:
@@ -309,8 +309,9 @@ def _prepare(cfg: DictConfig, downloads: Path, lexicon_path: Path, data_dir: Pat
     lang_dir = data_dir / "lang"
     prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
     lexicon = read_lexicon(lexicon_path)
-    if (data_dir / "wav").exists():
-        shutil.rmtree(data_dir / "wav")  # connected-digit audio of earlier settings
+    remove_tree(data_dir / "wav", made_in=data_dir)  # connected-digit audio of earlier settings
+    if ccfg.connected.enabled:
+        make_dir(data_dir / "wav")
     for split, recs in split_recordings(recordings, ccfg).items():
         if ccfg.connected.enabled:
             utterances = connected_utterances(recs, split, ccfg, data_dir / "wav" / split, lexicon)

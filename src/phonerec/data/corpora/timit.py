@@ -19,7 +19,6 @@ holds the same labels with their hand-labelled times, for alignment accuracy, an
 
 import logging
 import re
-import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
 from phonerec.pipeline.files import file_digest
 from phonerec.pipeline.markers import run_stage
+from phonerec.pipeline.ownership import make_dir, remove_tree
 from phonerec.pipeline.stage_keys import PREPARE
 from phonerec.scoring.error_rate import read_phone_map
 
@@ -248,7 +248,8 @@ def obtain_sample(ccfg: DictConfig, downloads: Path) -> Path:
             "corpus.root=<dir> (an LDC TIMIT copy, or the sample: the folder holding timit/)"
         ) from err
     scratch = downloads / ".unpack-timit_sample"
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_tree(scratch)  # a killed unpack's
+    make_dir(scratch)
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(scratch)
     if not (scratch / "timit").is_dir():
