@@ -68,9 +68,6 @@ def run_guarded(work, out_path: Path | None = None) -> None:
             sys.exit(1)
         log.error("%s", no_space_left(getattr(err, "filename", None) or out_path or "a file this step writes"))
         sys.exit(1)
-    except Exception:
-        log.exception("%s failed", Path(sys.argv[0]).name)
-        sys.exit(1)
 
 
 def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentParser:
