@@ -19,8 +19,15 @@ from phonerec.decoding.decoders import decoder_metric
 from phonerec.hmm.align_eval import ACCURACY_KEYS
 from phonerec.pipeline.config import REPO_ROOT
 from phonerec.pipeline.files import write_png_atomic, write_text_atomic
+from phonerec.pipeline.ownership import check_generated_file
 
 log = logging.getLogger(__name__)
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """A results table (RESULTS*.md): never over a file the recipe did not write, such as a tracked README."""
+    check_generated_file(path, "a results file")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: Path, command: str) -> None:
@@ -152,7 +159,7 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
     ]
     lines += ["", "## Time per stage (work only, without Python start-up)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in stage_times if seconds is not None]
-    write_text_atomic(results_path, "\n".join(lines) + "\n")
+    write_report(results_path, lines)
     log.info("wrote %s", results_path)
 
 
@@ -280,7 +287,7 @@ def _write_spread_table(cfg, run_dirs: dict, out_path: Path, title: str, about: 
             f"{spread([s['best']['epoch'] for s in summaries])} | {spread([s['best']['per'] for s in summaries])} | "
             f"{spread([s['history'][0]['valid_per'] for s in summaries])} |"
         )
-    write_text_atomic(out_path, "\n".join(lines) + "\n")
+    write_report(out_path, lines)
     log.info("wrote %s", out_path)
 
 
@@ -501,7 +508,7 @@ def write_criteria_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comman
     png = out_path.with_suffix(".png")
     write_png_atomic(png, figure, dpi=80)
     lines += ["", f"![dev PER and loss per epoch by criterion]({png.name})"]
-    write_text_atomic(out_path, "\n".join(lines) + "\n")
+    write_report(out_path, lines)
     log.info("wrote %s", out_path)
 
 
