@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by run.sh and tools/run_tests.sh (Kaldi's path.sh): the project's environment.
 # Sets up .venv on first use (tools/setup_env.sh), then puts it and src/ on the paths.
 _root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

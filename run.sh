@@ -60,6 +60,8 @@ done
 for n in "${stage}" "${stop_stage}"; do
   [[ "${n}" =~ ^[0-9]+$ ]] || { echo "$0: stage numbers must be integers, got '${n}'" >&2; exit 2; }
 done
+[ "${stage}" -le "${stop_stage}" ] || {
+  echo "$0: --stop-stage ${stop_stage} is before --stage ${stage}: no stage to run" >&2; exit 2; }
 [[ "${ngpu}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --ngpu must be a number of processes >= 1, got '${ngpu}'" >&2; exit 2; }
 
 cd "$(dirname "$0")"   # relative paths in the config and on the command line are relative to the repo root
@@ -69,14 +71,25 @@ cd "$(dirname "$0")"   # relative paths in the config and on the command line ar
 # of its other training processes, <log>.rank<N>.log). Logs append across reruns, so each run first marks its
 # start in them, and only what follows the mark is shown: never an earlier run's errors.
 run_step() {
-  local logfile=$1; shift
-  local mark="==== $(date '+%Y-%m-%dT%H:%M:%S') run.sh (pid $$): a new run of this step starts here"
+  local logfile=$1 mark status; shift
+  mark="==== $(date '+%Y-%m-%dT%H:%M:%S') run.sh (pid $$): a new run of this step starts here"
   mkdir -p "$(dirname "${logfile}")"
   for f in "${logfile}" "${logfile%.log}".rank*.log; do
     [ "${f}" = "${logfile}" ] || [ -f "${f}" ] || continue
     echo "${mark}" >> "${f}"
   done
-  if ! "$@" --log "${logfile}" ${overrides[@]+"${overrides[@]}"}; then
+  # In the background (its SIGINT back to the default, which bash sets to ignored there), so that a signal to run.sh
+  # runs its trap at once; wait returns early when a trap runs, so it is called again until the step has ended.
+  (trap - INT; exec "$@" --log "${logfile}" ${overrides[@]+"${overrides[@]}"}) &
+  step_pid=$!
+  while :; do
+    status=0
+    wait "${step_pid}" || status=$?
+    kill -0 "${step_pid}" 2> /dev/null || break
+  done
+  step_pid=""
+  [ -z "${stopped_by}" ] || stop
+  if [ "${status}" -ne 0 ]; then
     log "ERROR: step failed: $*"
     for f in "${logfile}" "${logfile%.log}".rank*.log; do
       [ -f "${f}" ] || continue
@@ -105,19 +118,21 @@ if [ "${settings[-1]}" = "__failed__" ]; then
 fi
 recipe=${settings[0]} corpus=${settings[1]} data=${settings[2]} feats=${settings[3]} exp=${settings[4]}
 results=${settings[5]}
-decode_splits=$(echo "${settings[6]}" | tr -d "[],'")
-decoders=$(echo "${settings[7]}" | tr -d "[],'")
-models=$(echo "${settings[8]}" | tr -d "[],'")
+# The lists (printed as ['dev', 'test']: names without spaces) become arrays.
+read -r -a decode_splits <<< "$(tr -d "[],'" <<< "${settings[6]}")"
+read -r -a decoders <<< "$(tr -d "[],'" <<< "${settings[7]}")"
+read -r -a models <<< "$(tr -d "[],'" <<< "${settings[8]}")"
 ctc_init=${settings[9]}
-compare_ctc_inits=$(echo "${settings[10]}" | tr -d "[],'")
-speed_perturb=$(echo "${settings[11]}" | tr -d "[],'")
+read -r -a compare_ctc_inits <<< "$(tr -d "[],'" <<< "${settings[10]}")"
+read -r -a speed_perturb <<< "$(tr -d "[],'" <<< "${settings[11]}")"
 read -r -a names < <(python -c 'from phonerec.data.data_dir import SPLITS, SPEED_PERTURBED_TRAIN as SP; print(SP, *SPLITS)')
-splits="${names[*]:1}"
+splits=("${names[@]:1}")
 train_set=train   # what stages 2 and 3 train on
-if [ -n "${speed_perturb}" ]; then
+if [ "${#speed_perturb[@]}" -gt 0 ]; then
   train_set=${names[0]}
-  splits="${splits} ${train_set}"
+  splits+=("${train_set}")
 fi
+commas() { local IFS=,; echo "$*"; }  # commas a b c: a,b,c (the lists in log lines)
 start_time=${SECONDS}
 log "Recipe ${recipe}: stages ${stage} to ${stop_stage}$([ "${ngpu}" -eq 1 ] || echo ", training in ${ngpu} processes"); overrides: ${overrides[*]:-none}"
 
@@ -139,25 +154,26 @@ want_lock() {  # want_lock x|s <dir> <root>
 }
 in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 if in_range 0; then want_lock x "${data}" "${data}"; fi
-for split in ${splits}; do
+for split in "${splits[@]}"; do
   if in_range 1; then want_lock s "${data}/${split}" "${data}"; want_lock x "${data}/${feats}/${split}" "${data}"; fi
 done
-for split in ${train_set} dev ${decode_splits}; do
+for split in "${train_set}" dev "${decode_splits[@]}"; do
   if in_range 2 || in_range 3 || in_range 4; then want_lock s "${data}/${feats}/${split}" "${data}"; fi
 done
 for n in 1 2 3 4 6; do in_range "${n}" && want_lock s "${data}/lang" "${data}"; done
 if in_range 2; then want_lock x "${exp}/viterbi" "${exp}"; fi
-if in_range 3 && [[ " ${models} " == *" ctc "* ]]; then
+if in_range 3 && [[ " ${models[*]} " == *" ctc "* ]]; then
   want_lock s "${exp}/viterbi" "${exp}"
-  for init in ctc ${compare_ctc_inits}; do
-    [ "${init}" = ctc ] && want_lock x "${exp}/ctc" "${exp}" || want_lock x "${exp}/ctc_${init}" "${exp}"
+  want_lock x "${exp}/ctc" "${exp}"
+  for init in "${compare_ctc_inits[@]}"; do
+    [ "${init}" = ctc ] || want_lock x "${exp}/ctc_${init}" "${exp}"
   done
 fi
 if in_range 4; then want_lock x "${data}/lm" "${data}"; fi
-for model in ${models}; do
+for model in "${models[@]}"; do
   for n in 4 5 6; do in_range "${n}" && want_lock s "${exp}/${model}" "${exp}"; done
-  for split in ${decode_splits}; do
-    for decoder in ${decoders}; do
+  for split in "${decode_splits[@]}"; do
+    for decoder in "${decoders[@]}"; do
       in_range 4 && want_lock x "${exp}/${model}/decode_${split}_${decoder}" "${exp}"
     done
   done
@@ -169,7 +185,12 @@ for model in ${models}; do
 done
 if in_range 5; then want_lock x "${exp}" "${exp}"; fi
 held_locks=()
-for dir in $(printf '%s\n' "${!lock_mode[@]}" | sort); do
+# In sorted order, one NUL-terminated path at a time: a path may hold spaces (or any other byte but NUL).
+lock_dirs=()
+if [ "${#lock_mode[@]}" -gt 0 ]; then  # (printf would print one empty path for none)
+  mapfile -d '' -t lock_dirs < <(printf '%s\0' "${!lock_mode[@]}" | LC_ALL=C sort -z)
+fi
+for dir in "${lock_dirs[@]}"; do
   mode=${lock_mode[${dir}]}
   if [ "${mode}" = x ]; then
     mkdir -p "${dir}"
@@ -190,36 +211,62 @@ if in_range 5; then  # the results file, which runs of other exp dirs may share 
   flock -n -x "${fd}" || { log "ERROR: ${results} is being written by another run; nothing was done"; exit 1; }
 fi
 
+# SIGINT and SIGTERM from here on: passed on to the running step (torchrun passes them on to its ranks), which
+# run.sh waits for, then one line and exit 130 or 143; a rerun resumes. run_step runs each step in the background,
+# as bash runs no trap while a foreground command runs.
+step_pid="" stopped_by="" stage_now=${stage}
+in_terminal_foreground() {  # run.sh is in its terminal's foreground process group (where a Ctrl-C goes)
+  local pgid tpgid
+  read -r pgid tpgid < <(ps -o pgid=,tpgid= -p $$ 2> /dev/null) && [ "${pgid}" = "${tpgid}" ]
+}
+stop() {
+  log "stopped in stage ${stage_now}; rerun the same command to resume"
+  if [ "${stopped_by}" = INT ]; then exit 130; else exit 143; fi
+}
+on_signal() {  # on_signal INT|TERM
+  stopped_by=$1
+  [ -n "${step_pid}" ] || stop
+  # A Ctrl-C in a terminal reached the step itself (run.sh's process group): a second SIGINT would break into its
+  # handling of the first.
+  if [ "$1" = TERM ] || ! in_terminal_foreground; then kill -s "$1" "${step_pid}" 2> /dev/null || true; fi
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
-  log "Stage 0: data preparation: corpus ${corpus} -> ${data}/{${splits// /,},lang}"
+  stage_now=0
+  log "Stage 0: data preparation: corpus ${corpus} -> ${data}/{$(commas "${splits[@]}"),lang}"
   run_step "${data}/log/prepare_data.log" python "local/${corpus}/prepare_data.py" "${data}"
-  if [ -n "${speed_perturb}" ]; then
-    log "Stage 0: speed perturbation (${speed_perturb// /, }): ${data}/train -> ${data}/${train_set}"
+  if [ "${#speed_perturb[@]}" -gt 0 ]; then
+    log "Stage 0: speed perturbation ($(commas "${speed_perturb[@]}")): ${data}/train -> ${data}/${train_set}"
     run_step "${data}/${train_set}/log/perturb_speed.log" python steps/perturb_speed.py "${data}/train" "${data}/${train_set}"
   fi
 fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-  log "Stage 1: features (${feats}): ${data}/{${splits// /,}} -> ${data}/${feats}/{${splits// /,}}"
-  for split in ${splits}; do
+  stage_now=1
+  log "Stage 1: features (${feats}): ${data}/{$(commas "${splits[@]}")} -> ${data}/${feats}/{$(commas "${splits[@]}")}"
+  for split in "${splits[@]}"; do
     run_step "${data}/${feats}/${split}/log/make_features.log" \
       python steps/make_features.py "${data}/${split}" "${data}/${feats}/${split}" --lang "${data}/lang"
   done
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  stage_now=2
   log "Stage 2: Viterbi training: ${data}/${feats}/{${train_set},dev} -> ${exp}/viterbi"
   run_step "${exp}/viterbi/log/train.log" \
     "${train_python[@]}" steps/train_viterbi.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
 fi
 
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${models} " != *" ctc "* ]]; then
-  log "Stage 3: CTC training skipped: models (${models}) holds no ctc"
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${models[*]} " != *" ctc "* ]]; then
+  log "Stage 3: CTC training skipped: models ($(commas "${models[@]}")) holds no ctc"
 elif [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  stage_now=3
   log "Stage 3: CTC training: ${data}/${feats}/{${train_set},dev}, ${exp}/viterbi -> ${exp}/ctc"
   run_step "${exp}/ctc/log/train.log" \
     "${train_python[@]}" steps/train_ctc.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
-  for init in ${compare_ctc_inits}; do   # the same training from other inits, for RESULTS.md's comparison
+  for init in "${compare_ctc_inits[@]}"; do   # the same training from other inits, for RESULTS.md's comparison
     [ "${init}" != "${ctc_init}" ] || continue
     log "Stage 3: CTC training from init ${init} (train.compare_ctc_inits): -> ${exp}/ctc_${init}"
     run_step "${exp}/ctc_${init}/log/train.log" \
@@ -229,12 +276,13 @@ elif [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  log "Stage 4: decoding (${decoders// /, }): ${exp}/{${models// /,}}, ${data}/${feats}/{${decode_splits// /,}} -> ${exp}/<model>/decode_<split>_<decoder>"
+  stage_now=4
+  log "Stage 4: decoding ($(commas "${decoders[@]}")): ${exp}/{$(commas "${models[@]}")}, ${data}/${feats}/{$(commas "${decode_splits[@]}")} -> ${exp}/<model>/decode_<split>_<decoder>"
   run_step "${data}/lm/log/make_lm.log" python steps/make_lm.py "${data}/train" "${data}/lm"
-  tune_split=${decode_splits%% *}   # the first split (dev) tunes the weights of the tuned decoders
-  for model in ${models}; do
-    for split in ${decode_splits}; do
-      for decoder in ${decoders}; do
+  tune_split=${decode_splits[0]}   # the first split (dev) tunes the weights of the tuned decoders
+  for model in "${models[@]}"; do
+    for split in "${decode_splits[@]}"; do
+      for decoder in "${decoders[@]}"; do
         tuned=()
         [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_${decoder}")
         run_step "${exp}/${model}/decode_${split}_${decoder}/log/decode.log" \
@@ -246,22 +294,25 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-  log "Stage 5: scoring: ${exp}/{${models// /,}}/decode_<split>_{${decoders// /,}} -> per.json or wer.json, reports; ${results}"
+  stage_now=5
+  log "Stage 5: scoring: ${exp}/{$(commas "${models[@]}")}/decode_<split>_{$(commas "${decoders[@]}")} -> per.json or wer.json, reports; ${results}"
   run_step "${exp}/log/score.log" python steps/score.py "${data}" "${exp}"
   grep -h "^| " "${results}" | head -n 8 || true
 fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
-  log "Stage 6: model bundles: ${exp}/{${models// /,}} -> ${exp}/<model>/bundle"
-  for model in ${models}; do
+  stage_now=6
+  log "Stage 6: model bundles: ${exp}/{$(commas "${models[@]}")} -> ${exp}/<model>/bundle"
+  for model in "${models[@]}"; do
     run_step "${exp}/${model}/bundle/log/make_bundle.log" python steps/make_bundle.py \
       "${data}/${feats}/${train_set}" "${data}/lang" "${data}/lm" "${exp}/${model}" "${exp}/${model}/bundle"
   done
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
-  log "Stage 7: forced alignment: ${data}/test, ${exp}/{${models// /,}}/bundle -> ${exp}/<model>/align_test"
-  for model in ${models}; do
+  stage_now=7
+  log "Stage 7: forced alignment: ${data}/test, ${exp}/{$(commas "${models[@]}")}/bundle -> ${exp}/<model>/align_test"
+  for model in "${models[@]}"; do
     run_step "${exp}/${model}/align_test/log/align.log" \
       python steps/align_data_dir.py "${exp}/${model}" "${data}/test" "${exp}/${model}/align_test"
   done

@@ -45,7 +45,9 @@ while [ $# -gt 0 ]; do
     *) overrides+=("$1"); shift ;;
   esac
 done
-for s in ${seeds}; do
+read -r -a seeds <<< "${seeds}"
+read -r -a variants <<< "${variants}"
+for s in "${seeds[@]}"; do
   [[ "${s}" =~ ^[0-9]+$ ]] || { echo "$0: seeds must be integers, got '${s}'" >&2; exit 2; }
 done
 
@@ -66,7 +68,7 @@ variant_settings() {
     *) return 1 ;;
   esac
 }
-for v in ${variants}; do
+for v in "${variants[@]}"; do
   variant_settings "${v}" > /dev/null || { echo "$0: no variant '${v}' (see --help)" >&2; exit 2; }
 done
 
@@ -77,9 +79,9 @@ mapfile -t settings < <(python steps/get_config.py paths.exp -- ${overrides[@]+"
 exp=${settings[0]}
 
 ./run.sh --stop-stage 1 ${overrides[@]+"${overrides[@]}"}
-for v in ${variants}; do
+for v in "${variants[@]}"; do
   read -r -a extra <<< "$(variant_settings "${v}")"
-  for s in ${seeds}; do
+  for s in "${seeds[@]}"; do
     dir="${exp}/criteria/${v}/seed${s}"
     echo "$(date '+%Y-%m-%dT%H:%M:%S') variant ${v}, seed ${s}: stages 2-5 -> ${dir}"
     mkdir -p "${dir}"

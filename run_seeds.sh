@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
     *) overrides+=("$1"); shift ;;
   esac
 done
-for s in ${seeds}; do
+read -r -a seeds <<< "${seeds}"
+for s in "${seeds[@]}"; do
   [[ "${s}" =~ ^[0-9]+$ ]] || { echo "$0: seeds must be integers, got '${s}'" >&2; exit 2; }
 done
 
@@ -40,9 +41,9 @@ mapfile -t settings < <(python steps/get_config.py paths.exp -- ${overrides[@]+"
 exp=${settings[0]}
 
 ./run.sh --stop-stage 1 ${overrides[@]+"${overrides[@]}"}
-for s in ${seeds}; do
+for s in "${seeds[@]}"; do
   echo "$(date '+%Y-%m-%dT%H:%M:%S') seed ${s}: stages 2-5 -> ${exp}/seeds/seed${s}"
   ./run.sh --stage 2 ${overrides[@]+"${overrides[@]}"} "train.seed=${s}" "paths.exp=${exp}/seeds/seed${s}" \
     "paths.results=${exp}/seeds/seed${s}/RESULTS.md"
 done
-python steps/seed_table.py --seeds "${seeds}" "${exp}/seeds" ${overrides[@]+"${overrides[@]}"}
+python steps/seed_table.py --seeds "${seeds[*]}" "${exp}/seeds" ${overrides[@]+"${overrides[@]}"}
