@@ -35,6 +35,13 @@ def test_unknown_option_and_bad_stage_are_refused():
     assert result.returncode == 2 and "must be integers" in result.stderr
 
 
+def test_a_stop_stage_before_the_start_stage_is_refused_before_anything_is_written(tmp_path):
+    result = run_sh("--stage", "3", "--stop-stage", "1", f"paths.data={tmp_path}/data", f"paths.exp={tmp_path}/exp")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["./run.sh: --stop-stage 1 is before --stage 3: no stage to run"]
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
 def test_unknown_config_key_fails_before_any_stage(tmp_path):
     result = run_sh(f"paths.data={tmp_path}/data", "corpus.rooot=/x")
     assert result.returncode != 0
