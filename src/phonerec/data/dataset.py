@@ -51,9 +51,13 @@ def load_examples(feat_dir: Path, lang_dir: Path, fcfg: DictConfig, word_boundar
     has_words = word_boundaries and (feat_dir / "text.words").is_file()
     words = read_table(feat_dir / "text.words") if has_words else {}
     utt2spk = read_table(feat_dir / "utt2spk")
+    # A validated table has one line per utterance, in order: the line of each utterance, for messages.
+    word_lines = {utt: lineno for lineno, utt in enumerate(words, 1)}
     examples = []
     for utt, transcript in text.items():
         phones = transcript.split()
+        for word in words.get(utt, "").split():
+            lexicon.pronunciations(word, f"{feat_dir}/text.words:{word_lines[utt]}: '{utt}'")
         ends = word_ends(words[utt].split(), phones, lexicon) if utt in words else None
         if utt in words and ends is None:
             raise RecipeError(f"{feat_dir}/text: '{utt}': phones do not spell text.words by {lang_dir}/lexicon.txt")

@@ -4,27 +4,57 @@ phones.txt  `<phone> <id>`: id 0 is `<blk>`, the CTC blank (output 0 of a CTC mo
             alignment); id 1 is the silence phone; the lexicon's other phones follow in C-locale order
             from id 2. The ids depend on the lexicon alone, never on the data.
 words.txt   `<word> <id>`: id 0 is `<eps>`, then the lexicon's words in C-locale order from 1.
-lexicon.txt `<word> <phone>...`, one pronunciation a line (a word may have several).
+lexicon.txt `<word> <phone>...`, one pronunciation a line (a word may have several), each line once.
 silence_phones.txt  the silence phone, optional at utterance edges and between words in alignment graphs.
 states.txt  `<phone>_<k> <id>`: the HMM states of the Viterbi model, states_per_phone per phone, in phone id
             order without the blank: state id = (phone id - 1) * states_per_phone + k
             (see phonerec.hmm.align.Topology).
 """
 
+import logging
 from pathlib import Path
 
 from phonerec.data.data_dir import read_symbol_table
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import copy_atomic, write_text_atomic
+from phonerec.pipeline.files import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 BLANK = "<blk>"
 LANG_FILES = ("phones.txt", "words.txt", "lexicon.txt", "silence_phones.txt", "states.txt")
 EPSILON = "<eps>"
 
 
-def read_lexicon(path: Path) -> dict[str, list[list[str]]]:
-    """word -> pronunciations, in file order."""
-    lexicon: dict[str, list[list[str]]] = {}
+class Lexicon(dict[str, list[list[str]]]):
+    """word -> pronunciations, in file order, as read_lexicon reads a lexicon.txt; `lines` holds the line of each
+    word's first pronunciation."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+        self.lines: dict[str, int] = {}
+
+    def pronunciations(self, word: str, where: str) -> list[list[str]]:
+        """The word's pronunciations. A word the lexicon lacks is a RecipeError naming `where` (the transcript
+        line or file the word came from) and, where the lexicon has it in another case, its spelling there:
+        words are not case-folded, as Kaldi's are not."""
+        if word in self:
+            return self[word]
+        others = [w for w in self if w.lower() == word.lower()]
+        spelling = f"; it has '{others[0]}' ({self.path}:{self.lines[others[0]]}), in another case" if others else ""
+        raise RecipeError(f"{where}: the word '{word}' is not in the lexicon {self.path}{spelling}")
+
+    def text(self) -> str:
+        """lexicon.txt's lines: `<word> <phone>...`, each pronunciation once."""
+        return "".join(f"{word} {' '.join(pron)}\n" for word, prons in self.items() for pron in prons)
+
+
+def read_lexicon(path: Path) -> Lexicon:
+    """The one reader of lexicon files (the decoders, datasets and corpus preparation all read through it).
+    A line repeated exactly is read once, with a warning naming both lines (a duplicate changed the CTC lexicon
+    search's hypotheses); different pronunciations of one word are variants and are all kept."""
+    lexicon = Lexicon(path)
+    first_line: dict[tuple[str, ...], int] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
@@ -32,13 +62,21 @@ def read_lexicon(path: Path) -> dict[str, list[list[str]]]:
                 continue
             if len(parts) < 2:
                 raise RecipeError(f"{path}:{lineno}: word '{parts[0]}' has no pronunciation")
+            if tuple(parts) in first_line:
+                log.warning(
+                    "%s:%d: '%s' repeats line %d; read once", path, lineno, " ".join(parts), first_line[tuple(parts)]
+                )
+                continue
+            first_line[tuple(parts)] = lineno
+            lexicon.lines.setdefault(parts[0], lineno)
             lexicon.setdefault(parts[0], []).append(parts[1:])
     if not lexicon:
         raise RecipeError(f"{path}: empty lexicon")
     return lexicon
 
 
-def prepare_lang(lexicon_path: Path, lang_dir: Path, states_per_phone: int = 1, silence_phone: str = "sil") -> None:
+def prepare_lang(lexicon_path: Path, lang_dir: Path, states_per_phone: int = 1, silence_phone: str = "sil") -> Lexicon:
+    """The lang dir of a lexicon file; returns the lexicon as read (lang/lexicon.txt holds each line once)."""
     lexicon = read_lexicon(lexicon_path)
     phones = sorted({p for prons in lexicon.values() for pron in prons for p in pron} - {silence_phone})
     for reserved in (BLANK, EPSILON):
@@ -50,7 +88,8 @@ def prepare_lang(lexicon_path: Path, lang_dir: Path, states_per_phone: int = 1, 
     _write_symbols(lang_dir / "states.txt", states)
     _write_symbols(lang_dir / "words.txt", [EPSILON, *sorted(lexicon)])
     write_text_atomic(lang_dir / "silence_phones.txt", silence_phone + "\n")
-    copy_atomic(lexicon_path, lang_dir / "lexicon.txt")
+    write_text_atomic(lang_dir / "lexicon.txt", lexicon.text())
+    return lexicon
 
 
 def _write_symbols(path: Path, symbols: list[str]) -> None:

@@ -16,6 +16,7 @@ conf/decode/, and its name in decode.decoders; the stage and run.sh stay as they
 """
 
 import functools
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,7 +26,7 @@ from torchaudio.models.decoder import ctc_decoder
 
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, make_batches
-from phonerec.data.lang import read_lexicon
+from phonerec.data.lang import Lexicon, read_lexicon
 from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
@@ -164,6 +165,10 @@ class WordDecoder(Decoder):
     def figures(self, refs: Hyps, hyps: Hyps, utt2spk: dict[str, str]) -> dict:
         rates = word_error_rates(refs, hyps)
         return {"wer": rates["wer"], "ser": rates["ser"]}
+
+    @functools.cached_property
+    def lexicon(self) -> Lexicon:
+        return read_lexicon(self.lang_dir / "lexicon.txt")
 
 
 # -- greedy -----------------------------------------------------------------------------------------------------
@@ -330,9 +335,18 @@ class CTCLexiconWords(WordDecoder):
         wcfg = self.cfg.decode.words
         return [{"lm_weight": w, "word_score": b} for w in wcfg.lm_weights for b in wcfg.word_scores]
 
+    @functools.cached_property
+    def lexicon_file(self) -> str:
+        """The lexicon as read_lexicon reads it, written out for flashlight, which reads a file itself: a line
+        repeated in lang/lexicon.txt (an edit after stage 0) would otherwise change its hypotheses."""
+        self._lexicon_dir = tempfile.TemporaryDirectory(prefix="lexicon-")  # removed with the decoder
+        path = Path(self._lexicon_dir.name) / "lexicon.txt"
+        path.write_text(self.lexicon.text(), encoding="utf-8")
+        return str(path)
+
     def decode(self, point, examples, posteriors) -> Hyps:
         decoder = ctc_decoder(
-            lexicon=str(self.lang_dir / "lexicon.txt"),
+            lexicon=self.lexicon_file,
             tokens=self.tokens,
             lm=str(self.lm_dir / "words.2gram.arpa"),
             lm_weight=point["lm_weight"],
@@ -365,10 +379,9 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
         return NgramLM.read_arpa(self.lm_dir / "words.2gram.arpa")
 
     def decode(self, point, examples, posteriors) -> Hyps:
-        lexicon = read_lexicon(self.lang_dir / "lexicon.txt")
         phone2id = {p: i for i, p in self.id2phone.items()}
         graph, words = hybrid.word_loop(
-            lexicon,
+            self.lexicon,
             phone2id,
             self.topo,
             self.lm,

@@ -21,7 +21,7 @@ from phonerec.data.audio import read_audio
 from phonerec.data.corpora import corpus_paths
 from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download
-from phonerec.data.lang import prepare_lang, read_lexicon
+from phonerec.data.lang import Lexicon, prepare_lang
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
 from phonerec.pipeline.files import atomic_path, file_digest
@@ -224,8 +224,9 @@ def _split_speakers(present: list[str], ccfg: DictConfig) -> dict[str, str]:
     return speaker_split
 
 
-def _pronunciation(lexicon: dict[str, list[list[str]]], word: str) -> list[str]:
-    return lexicon[word][0]  # the first of several pronunciations goes into `text`
+def _pronunciation(lexicon: Lexicon, r: Recording) -> list[str]:
+    # The first of several pronunciations goes into `text`; the word comes from the recording's name.
+    return lexicon.pronunciations(DIGIT_WORDS[r.digit], str(r.path))[0]
 
 
 def isolated_utterances(recordings: list[Recording], lexicon) -> list[Utterance]:
@@ -234,7 +235,7 @@ def isolated_utterances(recordings: list[Recording], lexicon) -> list[Utterance]
             utt_id=f"{r.speaker}_{r.digit}_{r.take:02d}",
             speaker=r.speaker,
             wav=str(r.path),
-            phones=_pronunciation(lexicon, DIGIT_WORDS[r.digit]),
+            phones=_pronunciation(lexicon, r),
             words=[DIGIT_WORDS[r.digit]],
         )
         for r in recordings
@@ -279,7 +280,7 @@ def connected_utterances(
             wav = wav_dir / f"{utt_id}.wav"
             _write_wav(wav, np.concatenate(pieces), ccfg.sample_rate)
             words = [DIGIT_WORDS[r.digit] for r in group]
-            phones = [p for w in words for p in _pronunciation(lexicon, w)]
+            phones = [p for r in group for p in _pronunciation(lexicon, r)]
             utterances.append(Utterance(utt_id, speaker, str(wav.resolve()), phones, words))
     return utterances
 
@@ -307,8 +308,7 @@ def _prepare(cfg: DictConfig, downloads: Path, lexicon_path: Path, data_dir: Pat
     ccfg = cfg.corpus
     recordings = obtain_corpus(ccfg, downloads)
     lang_dir = data_dir / "lang"
-    prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
-    lexicon = read_lexicon(lexicon_path)
+    lexicon = prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
     remove_tree(data_dir / "wav", made_in=data_dir)  # connected-digit audio of earlier settings
     if ccfg.connected.enabled:
         make_dir(data_dir / "wav")

@@ -22,7 +22,7 @@ import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
 from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
-from phonerec.data.lang import prepare_lang, read_lexicon
+from phonerec.data.lang import prepare_lang
 from phonerec.pipeline.config import repo_path, save_config
 from phonerec.pipeline.errors import CorpusError
 from phonerec.pipeline.files import file_digest
@@ -251,8 +251,7 @@ def _prepare(cfg: DictConfig, root: Path, lexicon_path: Path, data_dir: Path) ->
     check_sample_rates(recordings, ccfg.sample_rate)
 
     lang_dir = data_dir / "lang"
-    prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
-    lexicon = read_lexicon(lexicon_path)
+    lexicon = prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
     missing = sorted(set(DIGIT_WORDS.values()) - lexicon.keys())
     if missing:
         raise CorpusError(f"{lexicon_path}: no pronunciation for {' '.join(missing)}")
