@@ -170,6 +170,7 @@ def tiny_run(tmp_path, exp):
         "train.num_threads=1",
         "decode.num_threads=1",
         "train.viterbi.epochs=3",
+        "train.viterbi.realign_epochs=[1,2]",  # within the 3 epochs (phonerec.pipeline.schema.check_config)
         "train.speed_perturb=[]",
     ]
 

@@ -279,6 +279,7 @@ def test_a_kaldi_alignment_is_the_first_alignment_of_viterbi_training(run, tmp_p
     source = dict(list(source.items())[:20])  # the other training utterances start flat
     ali, phones = kaldi_files(tmp_path, source, model.id2phone)
     overrides = [*tiny_run(tmp, tmp_path / "exp"), "train.viterbi.epochs=1", "models=[viterbi]"]
+    overrides += ["train.viterbi.realign_epochs=[1]"]
     overrides += [f"train.viterbi.init_alignment={ali}", f"train.viterbi.init_alignment_phones={phones}"]
     result = run_sh("--stage", "2", "--stop-stage", "2", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -127,6 +127,7 @@ def test_a_run_that_would_write_what_another_reads_or_writes_is_refused_before_i
     root = fsdd_subset(tmp_path / "fsdd", takes=range(2))
     exp = tmp_path / "exp"
     overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), "train.viterbi.epochs=1", "models=[viterbi]"]
+    overrides += ["train.viterbi.realign_epochs=[1]"]
     assert run_sh("--stop-stage", "1", *overrides).returncode == 0
     feats = tmp_path / "data" / "mfcc" / "train"
     before = {p.name: p.stat().st_mtime_ns for p in feats.iterdir()}

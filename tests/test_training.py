@@ -207,7 +207,7 @@ def test_a_round_split_over_two_ranks_gathers_what_one_process_aligns(prepared, 
     (here the two shares are aligned in this process and handed to the merge as gather would hand them)."""
     tmp, overrides = prepared
     train_dir, dev_dir, lang_dir = dirs(tmp)
-    cfg = TRAIN_VITERBI.view(load_config([*overrides, "hmm.transitions=estimated"]))
+    cfg = TRAIN_VITERBI.view(load_config([*overrides, "hmm.transitions=learned"]))
     rounds = {}
     for ranks in (1, 2):
         model, _, task, _ = viterbi_setup(cfg, train_dir, dev_dir, lang_dir, tmp_path / f"ranks{ranks}")
@@ -299,11 +299,10 @@ def test_changed_settings_move_the_old_run_aside_and_back(prepared, tmp_path, ca
     tmp, overrides = prepared
     train_dir, dev_dir, lang_dir = dirs(tmp)
     exp = tmp_path / "viterbi"
-    train_viterbi_stage(load_config([*overrides, "train.viterbi.epochs=1"]), train_dir, dev_dir, lang_dir, exp)
+    one = ["train.viterbi.epochs=1", "train.viterbi.realign_epochs=[1]"]
+    train_viterbi_stage(load_config([*overrides, *one]), train_dir, dev_dir, lang_dir, exp)
     old_digest = (exp / "run_digest").read_text().strip()
-    train_viterbi_stage(
-        load_config([*overrides, "train.viterbi.epochs=1", "train.viterbi.lr=0.01"]), train_dir, dev_dir, lang_dir, exp
-    )
+    train_viterbi_stage(load_config([*overrides, *one, "train.viterbi.lr=0.01"]), train_dir, dev_dir, lang_dir, exp)
     assert (tmp_path / f"viterbi.{old_digest}" / "best.pt").is_file()
     new_digest = (exp / "run_digest").read_text().strip()
     assert new_digest != old_digest
@@ -311,8 +310,8 @@ def test_changed_settings_move_the_old_run_aside_and_back(prepared, tmp_path, ca
     # Back to the first settings, then to the second again: each time the other run moves aside and the one of
     # these settings comes back and resumes (nothing is trained again); it used to fail with FileExistsError.
     switches = [
-        (["train.viterbi.epochs=1"], old_digest, new_digest),
-        (["train.viterbi.epochs=1", "train.viterbi.lr=0.01"], new_digest, old_digest),
+        (one, old_digest, new_digest),
+        ([*one, "train.viterbi.lr=0.01"], new_digest, old_digest),
     ]
     for settings, digest, other in switches:
         caplog.clear()
@@ -333,6 +332,7 @@ def test_a_decode_reruns_when_a_setting_or_file_it_reads_changes_and_only_then(p
     overrides = [
         *overrides,
         "train.viterbi.epochs=1",
+        "train.viterbi.realign_epochs=[1]",
         "decode.hybrid.acoustic_scales=[0.5]",
         "decode.hybrid.insertion_bonuses=[0]",
     ]

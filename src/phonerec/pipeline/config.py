@@ -11,18 +11,27 @@ from omegaconf.errors import OmegaConfBaseException
 
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import write_text_atomic
+from phonerec.pipeline.schema import check_config, register_schemas
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = REPO_ROOT / "conf"
+register_schemas()  # each conf/ file's `base_<name>` default
 
 
 def load_config(overrides: list[str]) -> DictConfig:
-    """Compose conf/config.yaml with command-line overrides; unknown keys are rejected (struct mode)."""
+    """Compose conf/config.yaml with command-line overrides, then check it (phonerec.pipeline.schema): an unknown
+    key, a value of the wrong type or out of range is a RecipeError of one line, before any stage runs."""
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+            cfg = compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        raise RecipeError(f"config: {err} (overrides: {' '.join(overrides) or 'none'})") from err
+        message = str(err)
+        if err.__cause__ is not None:  # why an override did not merge: a type error's first line
+            message += f": {str(err.__cause__).splitlines()[0]}"
+        message = " ".join(message.split())  # omegaconf's errors span lines (full_key, object_type)
+        raise RecipeError(f"config: {message} (overrides: {' '.join(overrides) or 'none'})") from err
+    check_config(cfg)
+    return cfg
 
 
 def repo_path(path: str | Path) -> Path:
