@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import write_wav
+from conftest import REPO, make_fsdd_copy, write_wav
 
+from phonerec.data.corpora.fsdd import prepare_fsdd
 from phonerec.data.data_dir import Utterance, write_data_dir
 from phonerec.data.dataset import load_examples
 from phonerec.data.lang import prepare_lang, read_lexicon
@@ -90,3 +91,14 @@ def test_a_text_words_word_only_in_another_case_is_named_by_its_line_when_loadin
     make_features(tmp_path / "data", tmp_path / "feats", cfg, lang_dir=lang)
     with pytest.raises(RecipeError, match=r"text\.words:2: 's_1': the word 'x' is not in .*it has 'X' \(.*:3\)"):
         load_examples(tmp_path / "feats", lang, cfg.features)
+
+
+def test_fsdd_with_a_lexicon_word_in_another_case_names_the_recording_and_the_spelling(tmp_path):
+    """It was `KeyError: 'zero'`."""
+    manifest = make_fsdd_copy(tmp_path / "fsdd", speakers=("george", "theo", "nicolas"), digits=[0, 1], takes=[0])
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text((REPO / "local/digits/lexicon.txt").read_text().replace("zero ", "Zero "))
+    overrides = [f"corpus.root={tmp_path / 'fsdd'}", f"corpus.manifest={manifest}", f"corpus.lexicon={lexicon}"]
+    cfg = load_config([*overrides, f"paths.data={tmp_path}/data", f"paths.downloads={tmp_path}/downloads"])
+    with pytest.raises(RecipeError, match=r"0_\w+_0\.wav: the word 'zero' is not in .*; it has 'Zero' \(.*:11\)"):
+        prepare_fsdd(cfg, tmp_path / "data")
