@@ -351,14 +351,14 @@ def _nonempty(rule=None):
 def _rules() -> dict:
     """The rule of each checked key. The names a few keys allow live with the code that reads them; those modules
     import this package's config, so they are imported here, after composition."""
-    from phonerec.decoding.decoders import _REGISTRY
+    from phonerec.decoding.decoders import decoder_names
     from phonerec.hmm.transitions import MODES as TRANSITION_MODES
     from phonerec.pipeline.train_stages import CTC_INITS, CTC_LOSSES, VITERBI_CRITERIA
     from phonerec.training.device import DEVICES, PRECISIONS
 
-    decoders = sorted({name for _, name in _REGISTRY})
+    decoders = sorted({*decoder_names("viterbi"), *decoder_names("ctc")})
     epochs, patience = _at_least(1), _or_null(_at_least(1))
-    rules = {
+    return {
         "nj": _at_least(1),
         "models": _some_of(MODELS),
         "hmm.states_per_phone": _at_least(1),
@@ -441,7 +441,6 @@ def _rules() -> dict:
         "decode.words.word_scores": _nonempty(),
         "score.sclite": _one_of(SCLITE),
     }
-    return rules
 
 
 _ABSENT = object()
