@@ -5,7 +5,8 @@ training), a CTC model by torchaudio's forced_align. Writes <out-dir>/phones.ctm
 "phones"). Either one recording and its transcript (words, through the lexicon's first pronunciation of each;
 with --phones, phones), or a whole --data-dir (its text as phones; the word tier from its words.ctm where it has
 hand-labelled words, as TIMIT's, else from text.words; where it has hand-labelled phones, phones.ctm, also
-<out-dir>/reference/textgrid/ of those and alignment_accuracy.json: phonerec.pipeline.align_stage).
+<out-dir>/reference/textgrid/ of those and alignment_accuracy.json: phonerec.pipeline.align_stage). An empty
+transcript is refused; a recording longer than the bundle's corpus.max_utterance_seconds is warned about.
 
   steps/align.py exp/fsdd/viterbi my_recording.wav "seven" --out-dir ali_out
   steps/align.py exp/fsdd/viterbi --data-dir data/fsdd/test --out-dir exp/fsdd/viterbi/align_test
@@ -30,6 +31,8 @@ def main(args) -> None:
         return
     if args.wav is None or args.transcript is None:
         raise RecipeError("give a recording and its transcript, or --data-dir")
+    if not args.transcript.split():  # it would align to nothing and write empty files
+        raise RecipeError(f"{args.wav}: the transcript is empty: give its words (or its phones with --phones)")
     model = load_model(args.exp_dir, args.device)
     recordings = read_recordings(model.sample_rate, [args.wav])
     aligned = model.align(recordings, [args.transcript.split()], words=not args.phones)

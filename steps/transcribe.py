@@ -5,7 +5,8 @@ channel count: resampled and downmixed), a --wav-scp, or a --data-dir (its speak
 as in training). Prints each recording's phones and, for models with a word decoder (the digit recipes), words,
 then each word and phone with its start and end in seconds. Decoders: --phone-decoder and --word-decoder (names
 in the bundle's decoders.json: greedy, lm, words); by default those of the lowest dev PER and dev WER.
---out-dir also writes phones.ctm, words.ctm and a Praat TextGrid per recording.
+--out-dir also writes phones.ctm, words.ctm and a Praat TextGrid per recording. A recording longer than the
+bundle's corpus.max_utterance_seconds is warned about: segment it first.
 
   steps/transcribe.py exp/fsdd/ctc my_recording.wav
 """

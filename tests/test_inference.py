@@ -3,6 +3,8 @@ FSDD smoke model: recordings that are in no data dir, at another sample rate and
 TextGrid read back by Praat itself (parselmouth); the errors a user sees for bad recordings and transcripts."""
 
 import json
+import logging
+import shutil
 import subprocess
 
 import numpy as np
@@ -10,12 +12,16 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as taf
-from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run
+from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run, write_wav
 
+from phonerec.data.audio import read_audio
+from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
 from phonerec.features import FeatureReader
 from phonerec.hmm.align_eval import read_ctm
-from phonerec.inference import load_model, read_recordings
-from phonerec.pipeline.errors import RecipeError
+from phonerec.inference import bundle_files, load_model, read_recordings
+from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.pipeline.errors import DataDirError, RecipeError
+from phonerec.pipeline.files import file_digest
 
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 MODELS = ("viterbi", "ctc")
@@ -26,12 +32,15 @@ def run(tmp_path_factory):
     """The FSDD recipe through stage 6 on 3 takes of 3 speakers, tiny models: (tmp dir, exp dir)."""
     tmp = tmp_path_factory.mktemp("inference")
     exp = tmp / "exp"
-    root = fsdd_subset(tmp / "fsdd", takes=range(3))
-    overrides = [f"corpus.root={root}", *tiny_run(tmp, exp), *ONE_POINT_GRIDS]
-    overrides += ["train.ctc.epochs=2", "train.compare_ctc_inits=[]"]
-    result = run_sh(*overrides)
+    fsdd_subset(tmp / "fsdd", takes=range(3))
+    result = run_sh(*run_overrides(tmp, exp))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return tmp, exp
+
+
+def run_overrides(tmp, exp):
+    overrides = [f"corpus.root={tmp / 'fsdd'}", *tiny_run(tmp, exp), *ONE_POINT_GRIDS]
+    return overrides + ["train.ctc.epochs=2", "train.compare_ctc_inits=[]"]
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +114,13 @@ def test_the_bundle_holds_what_applying_the_model_needs(run):
         scored = json.loads((exp / kind / "decode_dev_lm" / "per.json").read_text())["total"]["per"]
         assert decoders["decoders"]["lm"]["per"]["dev"] == scored
         assert load_model(exp / kind).kind == kind == load_model(bundle).kind
+        assert "max_utterance_seconds: 30" in (bundle / "config.yaml").read_text()
+        info = json.loads((bundle / "bundle.json").read_text())
+        assert info["model_args"] == checkpoint["model_args"]
+        assert info["sha256"] == {name: file_digest(bundle / name) for name in bundle_files(bundle)}
+        assert {"model.pt", "config.yaml", "decoders.json", "lang/lexicon.txt", "lm/words.2gram.arpa"} <= set(
+            info["sha256"]
+        )
 
 
 def test_a_data_dir_gets_the_features_training_saw(run):
@@ -322,3 +338,222 @@ def test_kaldi_phone_alignments_are_read_by_kaldis_phone_table(tmp_path):
     (tmp_path / "twice.txt").write_text("u1 1\nu1 2\n")
     with pytest.raises(RecipeError, match="twice.txt:2: utterance 'u1' again"):
         read_kaldi_alignment(tmp_path / "twice.txt", tmp_path / "phones.txt", ours)
+
+
+# -- a bundle is data: checked at load ---------------------------------------------------------------------------
+
+
+def bundle_copy(exp, kind, tmp_path):
+    copy = tmp_path / f"{kind}_bundle"
+    shutil.copytree(exp / kind / "bundle", copy)
+    return copy
+
+
+def edit(bundle, name, old, new, record=True):
+    """Replace `old` by `new` in a bundle file; with `record`, bundle.json's checksum follows, as in a bundle made
+    so (a checksum says the files are as made, not who made them)."""
+    path = bundle / name
+    text = path.read_text()
+    assert old in text, (name, old)
+    path.write_text(text.replace(old, new, 1))
+    if record:
+        record_checksum(bundle, name)
+
+
+def record_checksum(bundle, name):
+    info = json.loads((bundle / "bundle.json").read_text())
+    info["sha256"][name] = file_digest(bundle / name)
+    (bundle / "bundle.json").write_text(json.dumps(info))
+
+
+def load_error(bundle) -> str:
+    with pytest.raises(RecipeError) as found:
+        load_model(bundle)
+    return str(found.value)
+
+
+def test_a_bundle_is_data_its_interpolations_are_refused(run, tmp_path, monkeypatch):
+    """${oc.env:...} read the environment into errors and ${oc.decode:...} changed the sample rate silently."""
+    _, exp = run
+    monkeypatch.setenv("PHONEREC_TEST_SECRET", "s3cret-value")
+    bundle = bundle_copy(exp, "ctc", tmp_path)
+    edit(bundle, "config.yaml", "type: mfcc", "type: ${oc.env:PHONEREC_TEST_SECRET}")
+    message = load_error(bundle)
+    assert f"{bundle}/config.yaml: features.type holds an interpolation" in message and "s3cret" not in message
+
+    bundle = bundle_copy(exp, "viterbi", tmp_path)
+    edit(bundle, "config.yaml", "sample_rate: 8000", "sample_rate: ${oc.decode:'16000'}")
+    assert "config.yaml: corpus.sample_rate holds an interpolation" in load_error(bundle)
+
+    shutil.rmtree(bundle)
+    bundle = bundle_copy(exp, "viterbi", tmp_path)
+    edit(bundle, "decoders.json", '"title": "', '"title": "${oc.env:PHONEREC_TEST_SECRET}')
+    assert "decoders.json: decoders.greedy.title holds an interpolation" in load_error(bundle)
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "message"),
+    [
+        (
+            "config.yaml",
+            "sample_rate: 8000",
+            "sample_rate: '8000'",
+            'corpus.sample_rate is "8000", expected an integer',
+        ),
+        ("config.yaml", "delta_order: 2", "delta_order: two", 'features.delta_order is "two", expected an integer'),
+        ("config.yaml", "  states_per_phone: 1\n", "", "no key hmm.states_per_phone"),
+        ("decoders.json", '"lm_weight": 0.5', '"lm_weight": "0.5"', 'decoders.lm.chosen.lm_weight is "0.5", expected'),
+        ("decoders.json", '"default_phones": "lm"', '"default_phones": 3', "default_phones is 3, expected one of"),
+        ("decoders.json", '"default_phones": "lm"', '"default_phones": "words"', 'default_phones is "words"'),
+        ("decoders.json", '"metric": "per"', '"metric": "wer"', 'decoders.greedy.metric is "wer", expected "per"'),
+    ],
+)
+def test_config_and_decoders_of_wrong_types_are_refused(run, tmp_path, name, old, new, message):
+    _, exp = run
+    bundle = bundle_copy(exp, "ctc", tmp_path)
+    edit(bundle, name, old, new)
+    assert f"{bundle}/{name}: {message}" in load_error(bundle)
+
+
+def test_an_empty_decoder_list_is_one_line(run, tmp_path, new_recording):
+    _, exp = run
+    bundle = bundle_copy(exp, "ctc", tmp_path)
+    decoders = json.loads((bundle / "decoders.json").read_text())
+    for empty, message in (({}, "decoders is empty"), ([], "decoders is [], expected a mapping")):
+        decoders["decoders"] = empty
+        (bundle / "decoders.json").write_text(json.dumps(decoders))
+        record_checksum(bundle, "decoders.json")
+        assert f"{bundle}/decoders.json: {message}" in load_error(bundle)
+    result = step("transcribe.py", bundle, new_recording)
+    assert result.returncode == 1 and "decoders.json: decoders is [], expected" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def save_model(checkpoint, path, **changed):
+    """A model file like `checkpoint` with other model arguments (fresh weights of their shape)."""
+    args = {**checkpoint["model_args"], **changed}
+    torch.save({**checkpoint, "model_args": args, "model": BLSTMAcousticModel(**args).state_dict()}, path)
+
+
+def test_a_model_of_another_shape_is_refused(run, tmp_path):
+    _, exp = run
+    for kind in MODELS:
+        bundle = bundle_copy(exp, kind, tmp_path)
+        checkpoint = torch.load(bundle / "model.pt", weights_only=True)
+        save_model(checkpoint, bundle / "model.pt", hidden_size=16)
+        assert f"{bundle}/model.pt: changed after the bundle was made" in load_error(bundle)
+        record_checksum(bundle, "model.pt")
+        assert f"{bundle}/model.pt: model arguments differ from bundle.json's: hidden_size 16 (bundle.json: 32)" in (
+            load_error(bundle)
+        )
+        # A bundle made before bundle.json recorded arguments and checksums: the lang dir says what fits.
+        info = json.loads((bundle / "bundle.json").read_text())
+        del info["sha256"], info["model_args"]
+        (bundle / "bundle.json").write_text(json.dumps(info))
+        outputs = checkpoint["model_args"]["num_outputs"]
+        save_model(checkpoint, bundle / "model.pt", num_outputs=outputs + 1)
+        assert f"{bundle}/model.pt: {outputs + 1} outputs, {bundle}/lang/" in load_error(bundle)
+        save_model(checkpoint, bundle / "model.pt", input_dim=13)
+        with pytest.raises(RecipeError, match="its features have 39 dimensions, .*model.pt takes 13"):
+            load_model(bundle).transcribe(read_recordings(8000, [SHARED_FSDD / "recordings" / "7_jackson_10.wav"]))
+        (bundle / "model.pt").write_bytes((exp / "ctc" / "bundle" / "model.pt").read_bytes())
+        if kind == "viterbi":
+            assert f"{bundle}/model.pt: a ctc model, bundle.json says viterbi" in load_error(bundle)
+
+
+def test_a_file_changed_after_the_bundle_was_made_is_refused(run, tmp_path):
+    _, exp = run
+    bundle = bundle_copy(exp, "viterbi", tmp_path)
+    edit(bundle, "lm/phones.2gram.arpa", "\\end\\", "\\end\\\n", record=False)
+    message = load_error(bundle)
+    assert f"{bundle}/lm/phones.2gram.arpa: changed after the bundle was made" in message
+    assert "./run.sh --stage 6" in message
+    shutil.copy(exp / "viterbi" / "bundle" / "lm" / "phones.2gram.arpa", bundle / "lm")
+    (bundle / "lang" / "words.txt").unlink()
+    assert f"{bundle}/lang/words.txt: missing" in load_error(bundle)
+    shutil.copy(exp / "viterbi" / "bundle" / "lang" / "words.txt", bundle / "lang")
+    shutil.copy(bundle / "model.pt", bundle / "align_model.pt")
+    assert f"{bundle}/align_model.pt: added after the bundle was made" in load_error(bundle)
+    (bundle / "align_model.pt").unlink()
+    assert load_model(bundle).kind == "viterbi"
+
+
+def test_a_bundle_without_checksums_loads_with_a_warning_and_stage_6_remakes_it(run, tmp_path, caplog):
+    tmp, exp = run
+    bundle = exp / "ctc" / "bundle"
+    info = json.loads((bundle / "bundle.json").read_text())
+    for key in ("sha256", "model_args"):
+        del info[key]
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    config = (bundle / "config.yaml").read_text().splitlines(keepends=True)
+    (bundle / "config.yaml").write_text("".join(line for line in config if "max_utterance_seconds" not in line))
+    with caplog.at_level(logging.WARNING, logger="phonerec.inference"):
+        model = load_model(bundle)
+    assert model.max_utterance_seconds == 30
+    assert f"{bundle}/bundle.json records no checksums" in caplog.text and "./run.sh --stage 6" in caplog.text
+    result = run_sh("--stage", "6", "--stop-stage", "6", *run_overrides(tmp, exp))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert (
+        set(info["sha256"]) == set(bundle_files(bundle))
+        and "max_utterance_seconds" in (bundle / "config.yaml").read_text()
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="phonerec.inference"):
+        load_model(bundle)
+    assert not caplog.text
+
+
+# -- recordings: what transcribe and align are given -------------------------------------------------------------
+
+
+def test_a_directory_is_no_recording(run, tmp_path):
+    _, exp = run
+    folder = tmp_path / "takes.wav"
+    folder.mkdir()
+    result = step("transcribe.py", exp / "ctc", folder)
+    assert result.returncode == 1 and f"{folder}: is a directory" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    (tmp_path / "wav.scp").write_text(f"take_1 {folder}\n")
+    with pytest.raises(RecipeError, match=f"{folder}: is a directory \\(utterance 'take_1'\\)"):
+        read_recordings(8000, wav_scp=tmp_path / "wav.scp")
+
+
+def test_a_data_dirs_wav_scp_naming_a_directory(tmp_path):
+    folder = tmp_path / "spk_1.wav"
+    folder.mkdir()
+    good = write_wav(tmp_path / "spk_2.wav")
+    utterances = [Utterance("spk_1", "spk", str(folder), ["a"]), Utterance("spk_2", "spk", str(good), ["a"])]
+    write_data_dir(tmp_path / "data", utterances)
+    with pytest.raises(DataDirError, match=f"wav.scp:1: 'spk_1': {folder}: is a directory"):
+        validate_data_dir(tmp_path / "data")
+    with pytest.raises(ValueError, match=f"{folder}: is a directory"):
+        read_audio(folder)
+
+
+def test_align_refuses_an_empty_transcript(run, new_recording, tmp_path):
+    _, exp = run
+    result = step("align.py", exp / "viterbi", new_recording, " ", "--out-dir", tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"{new_recording}: the transcript is empty" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "phones.ctm").exists()
+
+
+def test_a_recording_longer_than_max_utterance_seconds_is_warned_about(run, new_recording, tmp_path, caplog):
+    """One long recording is slow and drifts (the Viterbi model made a 10-minute file one word "eight")."""
+    _, exp = run
+    samples, rate = sf.read(str(SHARED_FSDD / "recordings" / "7_jackson_10.wav"), dtype="int16")
+    noise = np.random.default_rng(0).normal(0, 20, 31 * rate).astype(np.int16)
+    noise[rate : rate + len(samples)] += samples
+    long = tmp_path / "long.wav"
+    sf.write(str(long), noise, rate)
+    warning = f"{long}: 31.0 s, longer than corpus.max_utterance_seconds (30 s)"
+    result = step("align.py", exp / "ctc", long, "seven", "--out-dir", tmp_path / "a")
+    assert result.returncode == 0, result.stderr
+    assert warning in result.stderr and "segment it first" in result.stderr
+    model = load_model(exp / "ctc")
+    for recording, warned in ((long, True), (new_recording, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="phonerec.inference"):
+            model.transcribe(read_recordings(model.sample_rate, [recording]))
+        assert ("longer than corpus.max_utterance_seconds" in caplog.text) == warned, caplog.text

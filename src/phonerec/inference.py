@@ -15,6 +15,11 @@ hypothesis (for words: through each word's first pronunciation) to time it; alig
 through the utterance's HMM graph (optional silence at the edges and between words where hmm.optional_silence
 says so, as in training) and the CTC model through torchaudio's forced_align (a CTC token's segment holds the
 blank frames after it).
+
+A bundle is data, never code or environment: its YAML and JSON are read as plain data (yaml.safe_load, never
+OmegaConf's resolver) and a string holding "${" is refused; config.yaml and decoders.json are checked for the keys
+and types the loader reads; the model files' kind and arguments against bundle.json; and every file against the
+sha256 that bundle.json recorded when the bundle was made.
 """
 
 import json
@@ -27,24 +32,28 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as taf
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from phonerec.data.audio import check_audio_file
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, word_ends
 from phonerec.data.lang import read_lexicon
-from phonerec.decoding.decoders import Decoder, decoder_class
+from phonerec.decoding.decoders import Decoder, decoder_class, decoder_names
 from phonerec.decoding.hybrid import scaled_log_likelihoods
 from phonerec.features import cmvn_stats, compute_features, features_at_load
 from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.recipe import read_id2phone
+from phonerec.pipeline.files import file_digest
+from phonerec.pipeline.recipe import read_id2phone, read_topology
 from phonerec.training.checkpoints import load_model as load_trained
 from phonerec.training.ctc import ctc_min_frames
 from phonerec.training.device import resolve_device
 
 log = logging.getLogger(__name__)
+MAX_UTTERANCE_SECONDS = 30  # corpus.max_utterance_seconds of a bundle made before its config.yaml held it
+REMAKE = "remake it with ./run.sh --stage 6 --stop-stage 6 and the settings of the run that made it"
 
 
 @dataclass
@@ -80,8 +89,11 @@ def read_recording(path: str | Path, sample_rate: int, utt: str | None = None, s
     that is not audio, holds no samples or holds non-finite ones is a RecipeError naming it."""
     path = Path(path)
     problem = check_audio_file(path)
+    of = f" (utterance '{utt}')" if utt is not None and utt != path.stem else ""  # named by a wav.scp
+    if problem and (path.is_dir() or not path.exists()):
+        raise RecipeError(f"{path}: {problem}{of}")
     if problem:
-        raise RecipeError(f"{path}: not a usable audio file: {problem}")
+        raise RecipeError(f"{path}: not a usable audio file: {problem}{of}")
     samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     bad = int((~np.isfinite(samples)).sum())
     if bad:
@@ -105,30 +117,251 @@ def load_model(path: str | Path, device: str = "cpu") -> "TrainedModel":
     raise RecipeError(f"{path}: no model bundle (bundle.json) here or in {path / 'bundle'}: run stage 6 of run.sh")
 
 
+# -- a bundle's files: plain data, checked --------------------------------------------------------------------
+
+
+def bundle_files(bundle_dir: Path) -> list[str]:
+    """The files of a bundle that the loader reads besides bundle.json (paths relative to the bundle), which
+    bundle.json's sha256 covers: the models, config.yaml, decoders.json, lang/ and lm/."""
+    names = [
+        name for name in ("model.pt", "align_model.pt", "config.yaml", "decoders.json") if (bundle_dir / name).is_file()
+    ]
+    for folder in ("lang", "lm"):
+        names += sorted(
+            f"{folder}/{path.name}"
+            for path in (bundle_dir / folder).glob("*")
+            if path.is_file() and not path.name.endswith(".tmp")  # a killed atomic write's leftover
+        )
+    return names
+
+
+def check_bundle_files(bundle_dir: Path, info: dict) -> None:
+    """Every file of the bundle as bundle.json's sha256 recorded it when the bundle was made: none changed,
+    missing or added since. A bundle made before the checksums were recorded loads with a warning."""
+    recorded = info.get("sha256")
+    if recorded is None:
+        log.warning(
+            "%s/bundle.json records no checksums (an older bundle): its files are not checked; %s", bundle_dir, REMAKE
+        )
+        return
+    for name in sorted(set(bundle_files(bundle_dir)) | set(recorded)):
+        path = bundle_dir / name
+        if name not in recorded:
+            raise RecipeError(f"{path}: added after the bundle was made (bundle.json records no checksum of it)")
+        if not path.is_file():
+            raise RecipeError(f"{path}: missing (bundle.json records its checksum); {REMAKE}")
+        if file_digest(path) != recorded[name]:
+            raise RecipeError(f"{path}: changed after the bundle was made (its sha256 is not bundle.json's); {REMAKE}")
+
+
+def read_bundle_data(path: Path):
+    """A bundle's JSON or YAML file as plain data: YAML through yaml.safe_load (no tags, no Python objects), and
+    no key or string holding "${", which OmegaConf would resolve (${oc.env:...} reads the environment,
+    ${oc.decode:...} turns a string into another value): a bundle is data, never code or environment."""
+    if not path.is_file():
+        raise RecipeError(f"{path}: missing; {REMAKE}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) if path.suffix == ".yaml" else json.loads(text)
+    except (yaml.YAMLError, ValueError) as err:
+        raise RecipeError(f"{path}: not readable: {' '.join(str(err).split())}") from None
+    _refuse_interpolation(data, path, "")
+    return data
+
+
+def _refuse_interpolation(data, path: Path, key: str) -> None:
+    if isinstance(data, str) and "${" in data:
+        raise RecipeError(
+            f"{path}: {key or 'its content'} holds an interpolation ('${{...}}'): refused, a bundle is data"
+        )
+    if isinstance(data, dict):
+        for name, value in data.items():
+            where = f"{key}.{name}" if key else str(name)
+            if "${" in str(name):
+                raise RecipeError(
+                    f"{path}: the key {where} holds an interpolation ('${{...}}'): refused, a bundle is data"
+                )
+            _refuse_interpolation(value, path, where)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            _refuse_interpolation(value, path, f"{key}[{index}]")
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What each key the loader reads must hold: a description (for the error) and its test.
+_KINDS = {
+    "an integer > 0": lambda v: _integer(v) and v > 0,
+    "an integer >= 0": lambda v: _integer(v) and v >= 0,
+    "an integer > 0 or null": lambda v: v is None or (_integer(v) and v > 0),
+    "a number": _number,
+    "a number > 0": lambda v: _number(v) and v > 0,
+    "true or false": lambda v: isinstance(v, bool),
+    "a mapping": lambda v: isinstance(v, dict),
+    "a mapping or absent": lambda v: v is None or isinstance(v, dict),
+    "a string": lambda v: isinstance(v, str),
+    "viterbi or ctc": lambda v: v in ("viterbi", "ctc"),
+    "mfcc or fbank": lambda v: v in ("mfcc", "fbank"),
+    "speaker, utterance or none": lambda v: v in ("speaker", "utterance", "none"),
+    "a mapping of numbers, strings, true or false": lambda v: (
+        isinstance(v, dict) and all(_number(x) or isinstance(x, str | bool) for x in v.values())
+    ),
+}
+_ABSENT = object()
+# bundle.json: sha256 and model_args are absent from bundles made before they were recorded.
+BUNDLE_SCHEMA = {"kind": "viterbi or ctc", "sha256": "a mapping or absent", "model_args": "a mapping or absent"}
+# config.yaml: what features, decoders and alignment read (decode's tuning grids are decoders.json's `chosen`).
+CONFIG_SCHEMA = {
+    "corpus.sample_rate": "an integer > 0",
+    "corpus.max_utterance_seconds": "a number > 0",
+    "features.type": "mfcc or fbank",
+    "features.kaldi": "a mapping of numbers, strings, true or false",
+    "features.kaldi.frame_shift": "a number > 0",
+    "features.kaldi.frame_length": "a number > 0",
+    "features.kaldi.snip_edges": "true or false",
+    "features.cmvn": "speaker, utterance or none",
+    "features.norm_vars": "true or false",
+    "features.delta_order": "an integer >= 0",
+    "features.delta_window": "an integer > 0",
+    "hmm.states_per_phone": "an integer > 0",
+    "hmm.optional_silence": "true or false",
+    "decode.batch_frames": "an integer > 0",
+    "decode.max_batch_utts": "an integer > 0",
+    "decode.prior_scale": "a number",
+    "decode.lm_order": "an integer > 0",
+    "decode.ctc_beam.beam_size": "an integer > 0",
+    "decode.ctc_beam.beam_size_token": "an integer > 0 or null",
+    "decode.hybrid.beam": "a number > 0",
+    "decode.hybrid.batch_frames": "an integer > 0",
+    "decode.words.beam_size": "an integer > 0",
+}
+_DEFAULTS = {"corpus.max_utterance_seconds": MAX_UTTERANCE_SECONDS}  # absent from bundles made before it existed
+
+
+def _check_schema(data, schema: dict[str, str], path: Path | str):
+    """`data` with each key of `schema` (dotted: a.b) holding what its kind says; where a key of _DEFAULTS is
+    absent, its default is filled in. A RecipeError names the file and the key."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: holds {type(data).__name__}, expected a mapping of keys")
+    for key, kind in schema.items():
+        *groups, leaf = key.split(".")
+        node = data
+        for depth, group in enumerate(groups):
+            node = node.get(group) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise RecipeError(f"{path}: {'.'.join(groups[: depth + 1])} is no mapping of keys (it holds {key})")
+        if leaf not in node and key in _DEFAULTS:
+            node[leaf] = _DEFAULTS[key]
+        value = node.get(leaf, _ABSENT)
+        if value is _ABSENT and not kind.endswith("or absent"):
+            raise RecipeError(f"{path}: no key {key} ({kind})")
+        if value is not _ABSENT and not _KINDS[kind](value):
+            raise RecipeError(f"{path}: {key} is {json.dumps(value, default=str)}, expected {kind}")
+    return data
+
+
+def _check_decoders(decoders, kind: str, bundle_dir: Path) -> dict:
+    """decoders.json: at least one decoder, each a decoder there is for a model of this kind with its title,
+    metric and the values chosen on dev (numbers); the default phone decoder one of them scored by PER, the
+    default word decoder one scored by WER or null."""
+    path = bundle_dir / "decoders.json"
+    _check_schema(decoders, {"decoders": "a mapping"}, path)
+    found = decoders["decoders"]
+    if not found:
+        raise RecipeError(f"{path}: decoders is empty: a bundle has at least its phone decoder; {REMAKE}")
+    for name, entry in found.items():
+        if name not in decoder_names(kind):
+            raise RecipeError(
+                f"{path}: decoders.{name}: no such decoder of a {kind} model ({', '.join(decoder_names(kind))})"
+            )
+        _check_schema(entry, {"title": "a string", "chosen": "a mapping"}, f"{path}: decoders.{name}")
+        metric = decoder_class(kind, name).metric
+        if entry.get("metric") != metric:
+            raise RecipeError(
+                f'{path}: decoders.{name}.metric is {json.dumps(entry.get("metric"), default=str)}, expected "{metric}"'
+            )
+        for key, value in entry["chosen"].items():
+            if not _number(value):
+                raise RecipeError(
+                    f"{path}: decoders.{name}.chosen.{key} is {json.dumps(value, default=str)}, expected a number"
+                )
+    for key, metric in (("default_phones", "per"), ("default_words", "wer")):
+        name = decoders.get(key, _ABSENT)
+        if name is None and metric == "wer":
+            continue
+        if not isinstance(name, str) or name not in found or found[name]["metric"] != metric:
+            names = [n for n, d in found.items() if d["metric"] == metric]
+            what = "one of " + ", ".join(names) if names else "null" if metric == "wer" else "a phone decoder"
+            shown = "absent" if name is _ABSENT else json.dumps(name, default=str)
+            raise RecipeError(f"{path}: {key} is {shown}, expected {what}")
+    return decoders
+
+
 class TrainedModel:
     """A bundle loaded: the model (and a Viterbi model's alignment model), its lang dir, LMs, settings and
     decoders."""
 
     def __init__(self, bundle_dir: Path, device: str = "cpu"):
         self.dir = Path(bundle_dir)
-        self.info = json.loads((self.dir / "bundle.json").read_text())
-        self.decoders = json.loads((self.dir / "decoders.json").read_text())
-        self.cfg: DictConfig = OmegaConf.load(self.dir / "config.yaml")
+        self.info = _check_schema(read_bundle_data(self.dir / "bundle.json"), BUNDLE_SCHEMA, self.dir / "bundle.json")
+        check_bundle_files(self.dir, self.info)
+        self.kind: str = self.info["kind"]
+        config = _check_schema(read_bundle_data(self.dir / "config.yaml"), CONFIG_SCHEMA, self.dir / "config.yaml")
+        if self.info.get("sample_rate", config["corpus"]["sample_rate"]) != config["corpus"]["sample_rate"]:
+            raise RecipeError(f"{self.dir}/config.yaml: corpus.sample_rate is not bundle.json's sample_rate")
+        self.decoders = _check_decoders(read_bundle_data(self.dir / "decoders.json"), self.kind, self.dir)
+        # No string of config holds "${" (read_bundle_data), so OmegaConf has nothing to resolve in it.
+        self.cfg: DictConfig = OmegaConf.create(config)
         OmegaConf.update(self.cfg, "train.device", device, force_add=True)  # where decoders put the model
         self.device = resolve_device(device)
-        self.model, self.checkpoint = load_trained(self.dir / "model.pt")
-        self.model.to(self.device)
-        self.kind: str = self.checkpoint["kind"]
         self.sample_rate: int = self.cfg.corpus.sample_rate
-        align_file = self.dir / "align_model.pt"
-        self.align_model, self.align_checkpoint = (
-            load_trained(align_file) if align_file.is_file() else (self.model, self.checkpoint)
-        )
-        self.align_model.to(self.device)
+        self.max_utterance_seconds: float = self.cfg.corpus.max_utterance_seconds
         self.lang_dir, self.lm_dir = self.dir / "lang", self.dir / "lm"
         self.id2phone = read_id2phone(self.lang_dir)
         self.phone2id = {p: i for i, p in self.id2phone.items()}
         self.lexicon = read_lexicon(self.lang_dir / "lexicon.txt")
+        self.model, self.checkpoint = self._load_model_file(self.dir / "model.pt")
+        self.model.to(self.device)
+        align_file = self.dir / "align_model.pt"
+        self.align_model, self.align_checkpoint = (
+            self._load_model_file(align_file) if align_file.is_file() else (self.model, self.checkpoint)
+        )
+        self.align_model.to(self.device)
+
+    def _load_model_file(self, path: Path):
+        """A model file of the bundle: its kind and arguments those bundle.json records (where it records them,
+        as bundles made since the checksums do), its weights of the shape its arguments say, and its outputs
+        those of the lang dir (HMM states, or CTC's blank and phones)."""
+        try:
+            model, checkpoint = load_trained(path)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RecipeError(f"{path}: not a model this bundle can load: {first}") from None
+        if checkpoint.get("kind") != self.kind:
+            raise RecipeError(f"{path}: a {checkpoint.get('kind')} model, bundle.json says {self.kind}")
+        args, recorded = checkpoint["model_args"], self.info.get("model_args")
+        if recorded is not None and args != recorded:
+            differ = ", ".join(
+                f"{k} {args.get(k)} (bundle.json: {recorded.get(k)})"
+                for k in sorted(args | recorded)
+                if args.get(k) != recorded.get(k)
+            )
+            raise RecipeError(f"{path}: model arguments differ from bundle.json's: {differ}")
+        if self.kind == "ctc":
+            outputs = 1 + (args["num_outputs"] - 1) // args.get("pool_states", 1)  # pooled states: one per phone
+            expected, what = len(self.id2phone), f"{self.lang_dir}/phones.txt has {len(self.id2phone)} (blank first)"
+        else:
+            expected = read_topology(self.lang_dir, self.cfg).num_states
+            outputs, what = args["num_outputs"], f"{self.lang_dir}/states.txt has {expected} HMM states"
+        if outputs != expected:
+            raise RecipeError(f"{path}: {outputs} outputs, {what}: the model is not of this bundle")
+        return model, checkpoint
 
     # -- features and posteriors ----------------------------------------------------------------------------
 
@@ -160,7 +393,21 @@ class TrainedModel:
         return [found[e.utt] for e in examples]
 
     def _examples(self, recordings: list[Recording]) -> list[Example]:
+        for rec in recordings:
+            seconds = len(rec.samples) / self.sample_rate
+            if seconds > self.max_utterance_seconds:
+                log.warning(
+                    "%s: %.1f s, longer than corpus.max_utterance_seconds (%g s): one pass over a long recording "
+                    "is slow and its alignment drifts (a model trained on short utterances may give one word); "
+                    "segment it first",
+                    *(rec.path, seconds, self.max_utterance_seconds),
+                )
         feats = self.features(recordings)
+        if feats and feats[0].shape[1] != self.model.input_dim:
+            raise RecipeError(
+                f"{self.dir}/config.yaml: its features have {feats[0].shape[1]} dimensions, "
+                f"{self.dir}/model.pt takes {self.model.input_dim}: the model is not of this bundle"
+            )
         return [Example(r.utt, r.speaker or r.utt, f, [], None) for r, f in zip(recordings, feats, strict=True)]
 
     def _decoder(self, name: str, checkpoint: dict | None = None) -> Decoder:

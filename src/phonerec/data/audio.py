@@ -12,6 +12,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Mono int16 samples and the sample rate. Kaldi's features expect int16-scaled values. A float file with
     non-finite samples (which the conversion to int16 would turn into silence) and a file of zeros alone are
     errors: either would be trained on as a labelled recording."""
+    if Path(path).is_dir():  # soundfile would say "Format not recognised"
+        raise ValueError(f"{path}: is a directory")
     if sf.info(str(path)).subtype in ("FLOAT", "DOUBLE"):
         floats, _ = sf.read(str(path), dtype="float64", always_2d=True)
         bad = int((~np.isfinite(floats)).sum())
@@ -71,6 +73,8 @@ def _nist_problem(path: Path, size: int) -> str | None:
 def check_audio_file(path: str | Path) -> str | None:
     """None when the file is readable and complete, else what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        return "is a directory"
     if not path.is_file():
         return "no such file"
     size = path.stat().st_size

@@ -9,11 +9,15 @@ align_model.pt  a Viterbi model's alignment checkpoint where it is another epoch
 lang/           the lang dir: phones, HMM states (states.txt, the Viterbi model's output order), lexicon, words
 lm/             the phone and word LMs the decoders read
 config.yaml     the settings that applying it reads: features (extraction as stage 1 made them, CMVN and deltas
-                as training loaded them), corpus.sample_rate, hmm (topology, optional silence), decode (the
-                decoders' settings), score (the scoring fold)
+                as training loaded them), corpus.sample_rate and max_utterance_seconds, hmm (topology, optional
+                silence), decode (the decoders' settings), score (the scoring fold)
 decoders.json   each decoder of decode.decoders for this model: its values chosen on dev and its dev and test
                 figures (PER or WER), and the default phone and word decoders (lowest dev PER / WER)
-bundle.json     what it is: kind, epoch, the checkpoints it came from, sample rate, frame shift, git hash, date
+bundle.json     what it is: kind, model arguments, epoch, the checkpoints it came from, sample rate, frame shift,
+                git hash, date, and the sha256 of every other file (written last, when they are whole)
+
+The loader checks them all (phonerec.inference): a bundle is data, never code or environment. A bundle made before
+bundle.json held the checksums is made again by this stage, whatever its digest.
 """
 
 import datetime
@@ -26,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from phonerec.data.lang import LANG_FILES
 from phonerec.decoding.decoders import decoder_class, decoder_names
+from phonerec.inference import bundle_files
 from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import atomic_path, copy_atomic, file_digest, write_json_atomic
@@ -60,7 +65,7 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
         features,
     )
     stage = StageRun(bundle_dir, "bundle", BUNDLE.digest(cfg, *inputs))
-    if stage.done:
+    if stage.done and _has_checksums(bundle_dir):
         return
     with stage:
         _save_for_use(checkpoint, bundle_dir / "model.pt")
@@ -85,6 +90,7 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
             bundle_dir / "bundle.json",
             {
                 "kind": kind,
+                "model_args": checkpoint["model_args"],
                 "epoch": checkpoint["epoch"],
                 "checkpoint": str(checkpoint_path.resolve()),
                 "align_checkpoint": str(align_path.resolve()),
@@ -93,6 +99,7 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
                 "frame_shift_seconds": frame_shift(cfg, checkpoint["model_args"].get("subsample", 1)),
                 "git": git_hash(),
                 "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "sha256": {name: file_digest(bundle_dir / name) for name in bundle_files(bundle_dir)},
             },
         )
         log.info(
@@ -100,6 +107,14 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
             *(bundle_dir, kind, checkpoint["epoch"], ", ".join(decoders["decoders"])),
             *(decoders["default_phones"], decoders["default_words"]),
         )
+
+
+def _has_checksums(bundle_dir: Path) -> bool:
+    """Whether bundle.json records its files' sha256: a bundle made before it did is made again."""
+    try:
+        return "sha256" in json.loads((bundle_dir / "bundle.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _save_for_use(checkpoint: dict, path: Path) -> None:

@@ -108,7 +108,7 @@ EXPORT = StageKeys(hashed=(), unhashed=("decode.checkpoint",))
 # Stage 6: a model's bundle (phonerec.pipeline.bundle_stage): what applying it needs, the decoders' settings included.
 BUNDLE = StageKeys(
     hashed=("features", "corpus.sample_rate", "hmm", "decode", "score"),
-    unhashed=("train.device",),
+    unhashed=("train.device", "corpus.max_utterance_seconds"),
 )
 # Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.
 SCORE = StageKeys(
