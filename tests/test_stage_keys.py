@@ -64,6 +64,8 @@ def test_the_digest_follows_each_hashed_setting_and_nothing_else(stage):
     base = keys.digest(keys.view(OmegaConf.create(plain)))
     for declared in keys.hashed:
         for leaf, value in _leaves(OmegaConf.select(OmegaConf.create(plain), declared), declared):
+            if leaf in keys.unhashed:  # read but left out of the digest, inside a hashed group
+                continue
             changed = _with(plain, leaf, _changed(value))
             assert keys.digest(keys.view(changed)) != base, f"{stage}: {leaf} changed, the digest did not"
     unread = [*keys.unhashed, "recipe_name" if "recipe_name" not in keys.unhashed else "nj"]
