@@ -32,6 +32,8 @@ def test_a_view_refuses_keys_not_declared():
 
 
 def _leaves(node, prefix):
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node)
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _leaves(value, f"{prefix}.{key}")
