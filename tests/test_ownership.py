@@ -38,6 +38,8 @@ def test_claim_dir_takes_new_empty_and_own_dirs_and_refuses_the_users(tmp_path):
     assert (new / MARKER).is_file()
     (tmp_path / "only_run_files" / "log").mkdir(parents=True)  # what run.sh makes before a step: lock, log
     (tmp_path / "only_run_files" / ".run.lock").write_text("")
+    (tmp_path / "only_run_files" / "decode_test_lm" / "log").mkdir(parents=True)  # run.sh's, before training
+    (tmp_path / "only_run_files" / "decode_test_lm" / ".run.lock").write_text("")
     claim_dir(tmp_path / "only_run_files", "x")
     # Made by an earlier version of the recipe, without the marker: a stage's .done.* (data dirs) or a run's
     # run_digest one level down (paths.exp holds model dirs): still its own, so existing runs resume.

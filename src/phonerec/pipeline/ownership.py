@@ -46,8 +46,14 @@ def is_ours(path: str | Path) -> bool:
 
 
 def foreign_entries(path: Path) -> list[str]:
-    """The names in a dir that neither the recipe's marker, locks nor logs explain."""
-    return sorted(entry.name for entry in path.iterdir() if entry.name not in RUN_ENTRIES)
+    """The names in a dir that neither the recipe's marker, locks nor logs explain; a dir holding nothing else
+    (run.sh makes a model dir's decode and bundle dirs, with their locks, before the model trains) is explained."""
+    return sorted(
+        entry.name
+        for entry in path.iterdir()
+        if entry.name not in RUN_ENTRIES
+        and not (entry.is_dir() and not entry.is_symlink() and not foreign_entries(entry))
+    )
 
 
 def claim_dir(path: str | Path, what: str) -> Path:
