@@ -205,3 +205,20 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, full_disk):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no space left on the device; free some space and rerun the same command" in result.stderr
     assert f"{full_disk}/mfcc" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("tool", ["transcribe.py", "align.py", "compute_loglikes.py"])
+def test_a_model_tools_out_dir_of_the_users_is_refused_before_any_work(tmp_path, tool):
+    users = users_folder(tmp_path / "users")
+    before = snapshot(users)
+    args = {"transcribe.py": ["x.wav"], "align.py": ["x.wav", "seven"], "compute_loglikes.py": ["x.wav"]}[tool]
+    result = subprocess.run(
+        [sys.executable, f"steps/{tool}", str(tmp_path / "no_model"), *args, "--out-dir", str(users)],
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{users} (--out-dir) holds files the recipe did not make" in result.stderr
+    assert snapshot(users) == before

@@ -11,6 +11,7 @@ from pathlib import Path
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import is_no_space, no_space_left
+from phonerec.pipeline.ownership import claim_dir
 
 log = logging.getLogger("phonerec")
 
@@ -87,15 +88,20 @@ def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentPar
 
 
 def model_tool_main(main, parser: argparse.ArgumentParser) -> None:
-    """Run `main(args)` as step_main runs a step: the log starts with the command line, errors exit 1."""
+    """Run `main(args)` as step_main runs a step: the log starts with the command line, errors exit 1. An
+    --out-dir is claimed first (phonerec.pipeline.ownership): one holding files the recipe did not make is refused
+    before any work."""
     args = parser.parse_args()
     setup_logging(args.log)
     log.info("Running: %s", shlex.join(sys.argv))
+    out_dir = getattr(args, "out_dir", None)
 
     def work():
         import torch
 
+        if out_dir is not None:
+            claim_dir(out_dir, "--out-dir")
         torch.set_num_threads(args.num_threads)
         main(args)
 
-    run_guarded(work)
+    run_guarded(work, out_dir)
