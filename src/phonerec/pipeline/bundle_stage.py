@@ -25,7 +25,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from phonerec.data.lang import LANG_FILES
@@ -33,12 +32,12 @@ from phonerec.decoding.decoders import decoder_class, decoder_names
 from phonerec.inference import bundle_files
 from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import atomic_path, copy_atomic, file_digest, write_json_atomic
+from phonerec.pipeline.files import copy_atomic, file_digest, write_json_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import find_alignment_checkpoint, find_checkpoint, frame_shift, lang_dir_digest
 from phonerec.pipeline.results import git_hash
 from phonerec.pipeline.stage_keys import BUNDLE, FEATURES_AT_LOAD
-from phonerec.training.checkpoints import load_checkpoint
+from phonerec.training.checkpoints import load_checkpoint, save_atomic
 
 log = logging.getLogger(__name__)
 # What of a training checkpoint applying the model needs (not the optimizer, scheduler, RNG states, history).
@@ -118,8 +117,7 @@ def _has_checksums(bundle_dir: Path) -> bool:
 
 
 def _save_for_use(checkpoint: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({key: checkpoint[key] for key in KEPT if key in checkpoint}, tmp)
+    save_atomic({key: checkpoint[key] for key in KEPT if key in checkpoint}, path)
 
 
 def _extraction_settings(cfg: DictConfig, feat_dir: Path, checkpoint: dict) -> dict:

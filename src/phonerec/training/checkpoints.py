@@ -41,6 +41,13 @@ def best_alignment_epoch(history: list[dict]) -> int | None:
     return min(scored)[2] if scored else None
 
 
+def save_atomic(data: dict, path: Path) -> None:
+    """torch.save, atomically; through a file object, so that a full disk's OSError stays in the context of torch's
+    error and atomic_path names the path."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(data, f)
+
+
 def save_checkpoint(
     exp_dir: Path, checkpoint: dict, best_epoch: int, keep: int, alignment_epoch: int | None = None
 ) -> Path:
@@ -48,8 +55,7 @@ def save_checkpoint(
     alignment_epoch); keep the newest `keep` epoch checkpoints and the best one."""
     epoch = checkpoint["epoch"]
     path = exp_dir / "checkpoints" / f"epoch-{epoch}.pt"
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(checkpoint, f)  # a file object: a full disk's OSError stays in the error's context
+    save_atomic(checkpoint, path)
     if best_epoch == epoch:
         copy_atomic(path, exp_dir / "best.pt")
     if alignment_epoch == epoch:
