@@ -39,8 +39,9 @@ Any other argument is a hydra override passed to every step, for example
   $0 --stage 2 --ngpu 4 recipe=timit corpus.root=/data/timit train.precision=bf16     4 GPUs, mixed precision"
 
 log() {
-  # A timestamp and the caller's file:line, as ESPnet's recipes print them.
-  echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) $*"
+  # A timestamp and the caller's file:line, as ESPnet's recipes print them (echo without -e: an override's
+  # backslashes print as typed).
+  echo "$(date '+%Y-%m-%dT%H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) $*"
 }
 
 overrides=()

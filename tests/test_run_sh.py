@@ -75,3 +75,11 @@ def test_stage_range_selects_stages(tmp_path):
     assert result.returncode == 1 and "no such data dir" in result.stderr
     result = run_sh("--stage", "8", f"paths.data={tmp_path}/data")
     assert result.returncode == 0 and "Stage" not in result.stdout
+
+
+def test_overrides_with_spaces_and_backslashes_are_logged_as_typed(tmp_path):
+    # No stage runs (--stage 8), but the config is composed and the locks' loop runs over paths with spaces.
+    override = r"corpus.root=/data/a\tb c"
+    result = run_sh("--stage", "8", override, f"paths.data={tmp_path}/da ta", f"paths.exp={tmp_path}/e x p")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"overrides: {override} paths.data={tmp_path}/da ta" in result.stdout
