@@ -202,6 +202,10 @@ def test_bad_recordings_and_transcripts_get_clear_errors(run, new_recording, tmp
             "the word 'eleven'",
         ),
         (("align.py", exp / "viterbi", new_recording, "s eh zz", "--phones", "--out-dir", tmp_path / "a"), "zz"),
+        (
+            ("align.py", exp / "viterbi", new_recording, "Seven", "--out-dir", tmp_path / "a"),
+            "the word 'Seven' is not in the lexicon",  # no case folding; the message gives the lexicon's spelling
+        ),
         (("align.py", exp / "ctc", short, "seven seven seven", "--out-dir", tmp_path / "a"), f"{short}: 8 frames"),
         (("align.py", exp / "viterbi", short, "seven seven seven", "--out-dir", tmp_path / "a"), f"{short}: 8 frames"),
         (("transcribe.py", tmp_path), "no model bundle"),

@@ -381,8 +381,8 @@ class TrainedModel:
         for key, feats in zip(keys, statics, strict=True):
             stats[key] = stats.get(key, 0) + cmvn_stats(feats)
         return [
-            torch.from_numpy(features_at_load(feats, stats[key] if fcfg.cmvn != "none" else None, fcfg))
-            for key, feats in zip(keys, statics, strict=True)
+            torch.from_numpy(features_at_load(feats, stats[key] if fcfg.cmvn != "none" else None, fcfg, str(rec.path)))
+            for rec, key, feats in zip(recordings, keys, statics, strict=True)
         ]
 
     def _posteriors(self, model, examples: list[Example]) -> list[torch.Tensor]:
@@ -534,9 +534,7 @@ class TrainedModel:
             return _phone_ids(transcript, self.phone2id, where), None, None
         phones, ends = [], []
         for word in transcript:
-            if word not in self.lexicon:
-                raise RecipeError(f"{where}: the word '{word}' is not in the lexicon ({self.lang_dir}/lexicon.txt)")
-            phones += _phone_ids(self.lexicon[word][0], self.phone2id, where)
+            phones += _phone_ids(self.lexicon.pronunciations(word, where)[0], self.phone2id, where)
             ends.append(len(phones) - 1)
         return phones, ends, list(transcript)
 

@@ -8,10 +8,21 @@ import shlex
 import sys
 from pathlib import Path
 
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import is_no_space, no_space_left
-from phonerec.pipeline.ownership import claim_dir
+
+def _interrupted_quietly(kind, value, traceback) -> None:
+    """A Ctrl-C while a step still imports (before run_guarded takes over) is one line too, not a traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(f"{Path(sys.argv[0]).name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.__excepthook__(kind, value, traceback)
+
+
+sys.excepthook = _interrupted_quietly  # before the imports below, which load hydra (and, through them, torch)
+
+from phonerec.pipeline.config import load_config  # noqa: E402
+from phonerec.pipeline.errors import RecipeError  # noqa: E402
+from phonerec.pipeline.files import is_no_space, no_space_left  # noqa: E402
+from phonerec.pipeline.ownership import claim_dir  # noqa: E402
 
 log = logging.getLogger("phonerec")
 
