@@ -187,7 +187,7 @@ def test_perturbed_dir_holds_the_originals_and_a_copy_per_factor(train_dir, tmp_
     # Other factors: redone, and no audio of the old ones left behind.
     perturb_speed(load_config(["train.speed_perturb=[1.2]"]), train_dir, out)
     assert validate_data_dir(out) == 4
-    assert sorted(p.name for p in (out / "wav").iterdir()) == ["sp1.2-spk1_a.wav", "sp1.2-spk2_b.wav"]
+    assert sorted(p.name for p in (out / "wav").glob("*.wav")) == ["sp1.2-spk1_a.wav", "sp1.2-spk2_b.wav"]
 
 
 @pytest.mark.parametrize("factors", ["[]", "[1.0]", "[0.9,0.9]", "[3.0]"])
