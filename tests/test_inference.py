@@ -507,6 +507,13 @@ def test_a_bundle_without_checksums_loads_with_a_warning_and_stage_6_remakes_it(
         load_model(bundle)
     assert not caplog.text
 
+    # A file edited since: refused, and the rerun of stage 6 that the message advises remakes it.
+    edit(bundle, "lm/phones.2gram.arpa", "\\end\\", "\\end\\\n", record=False)
+    assert "changed after the bundle was made" in load_error(bundle)
+    result = run_sh("--stage", "6", "--stop-stage", "6", *run_overrides(tmp, exp))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert load_model(bundle).kind == "ctc"
+
 
 # -- recordings: what transcribe and align are given -------------------------------------------------------------
 

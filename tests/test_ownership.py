@@ -51,10 +51,12 @@ def test_claim_dir_takes_new_empty_and_own_dirs_and_refuses_the_users(tmp_path):
     claim_dir(tmp_path / "old_exp", "paths.exp")
 
     users = users_folder(tmp_path / "users")
+    (users / "oldrun").mkdir()  # a run of the recipe's among the user's files does not make them the recipe's
+    (users / "oldrun" / ".done.prepare").write_text("abc\n")
     before = snapshot(users)
     with pytest.raises(RecipeError, match=rf"{users} \(paths.data\) holds files the recipe did not make \(config.yaml"):
         claim_dir(users, "paths.data")
-    assert snapshot(users) == before
+    assert snapshot(users) == before and not is_ours(users)
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(RecipeError, match="is a file, not a directory"):
         claim_dir(tmp_path / "a_file", "--out-dir")
@@ -141,7 +143,9 @@ def test_remove_tree_refuses_links_and_unmarked_dirs(tmp_path):
         remove_tree(target)
     assert (target / "notes.txt").is_file()
     remove_tree(claim_dir(tmp_path / "own", "x"))
-    assert not (tmp_path / "own").exists()
+    (tmp_path / "killed_scratch" / "log").mkdir(parents=True)  # killed between mkdir and its marker: nothing lost
+    remove_tree(tmp_path / "killed_scratch")
+    assert not (tmp_path / "own").exists() and not (tmp_path / "killed_scratch").exists()
 
 
 def test_a_run_is_never_moved_aside_through_a_link(tmp_path):
@@ -158,6 +162,15 @@ def test_a_run_is_never_moved_aside_through_a_link(tmp_path):
         _fresh_exp_dir(exp / "viterbi", "new")
     assert snapshot(elsewhere) == before
     assert sorted(p.name for p in exp.iterdir()) == ["viterbi"]  # no aside dir left behind
+
+    # The run of the new settings, moved aside before, now a link: refused before the current run moves.
+    (exp / "viterbi").unlink()
+    (exp / "viterbi").mkdir()
+    (exp / "viterbi" / "run_digest").write_text("old\n")
+    (exp / "viterbi.new").symlink_to(elsewhere)
+    with pytest.raises(RecipeError, match=rf"{exp}/viterbi.new is a symbolic link"):
+        _fresh_exp_dir(exp / "viterbi", "new")
+    assert (exp / "viterbi" / "run_digest").read_text() == "old\n" and snapshot(elsewhere) == before
 
 
 @pytest.mark.skipif(os.stat("/dev/shm").st_dev == os.stat("/tmp").st_dev, reason="needs a second filesystem")

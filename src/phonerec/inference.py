@@ -154,6 +154,19 @@ def check_bundle_files(bundle_dir: Path, info: dict) -> None:
             raise RecipeError(f"{path}: changed after the bundle was made (its sha256 is not bundle.json's); {REMAKE}")
 
 
+def bundle_intact(bundle_dir: Path) -> bool:
+    """Whether bundle.json records its files' sha256 and every file still has it: stage 6 remakes a bundle that
+    fails this (one made before the checksums, or edited since) even when its settings and inputs are the same."""
+    try:
+        info = read_bundle_data(bundle_dir / "bundle.json")
+        if not isinstance(info, dict) or not isinstance(info.get("sha256"), dict):
+            return False
+        check_bundle_files(bundle_dir, info)
+    except RecipeError:
+        return False
+    return True
+
+
 def read_bundle_data(path: Path):
     """A bundle's JSON or YAML file as plain data: YAML through yaml.safe_load (no tags, no Python objects), and
     no key or string holding "${", which OmegaConf would resolve (${oc.env:...} reads the environment,

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from phonerec.data.lang import LANG_FILES
 from phonerec.decoding.decoders import decoder_class, decoder_names
-from phonerec.inference import bundle_files
+from phonerec.inference import bundle_files, bundle_intact
 from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import copy_atomic, file_digest, write_json_atomic
@@ -64,7 +64,7 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
         features,
     )
     stage = StageRun(bundle_dir, "bundle", BUNDLE.digest(cfg, *inputs))
-    if stage.done and _has_checksums(bundle_dir):
+    if stage.done and bundle_intact(bundle_dir):
         return
     with stage:
         _save_for_use(checkpoint, bundle_dir / "model.pt")
@@ -106,14 +106,6 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
             *(bundle_dir, kind, checkpoint["epoch"], ", ".join(decoders["decoders"])),
             *(decoders["default_phones"], decoders["default_words"]),
         )
-
-
-def _has_checksums(bundle_dir: Path) -> bool:
-    """Whether bundle.json records its files' sha256: a bundle made before it did is made again."""
-    try:
-        return "sha256" in json.loads((bundle_dir / "bundle.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def _save_for_use(checkpoint: dict, path: Path) -> None:

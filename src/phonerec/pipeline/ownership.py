@@ -2,11 +2,12 @@
 
 Each dir a stage writes into is claimed first (`claim_dir`): created with a marker file, `.phonerec`, or accepted
 when it holds the marker already, or a finished stage's `.done.*` marker or a training run's `run_digest` (this
-and earlier versions of the recipe; at the top of paths.exp, one level down), or nothing but what run.sh puts into
-a dir before its step starts (its lock and the step's log). Anything else is refused, naming the dir, before a
-file is written there: so `paths.data` pointed at a folder of the user's never deletes its `wav/`, and
-`paths.data=conf` never overwrites `conf/config.yaml`. Trees are deleted (`remove_tree`) and runs moved
-(`move_entries`) only where the marker is, never through a symbolic link, and only by renames within one
+and earlier versions of the recipe; paths.exp of an earlier version holds them one level down), or nothing but
+what run.sh puts into a dir before its step starts (its lock and the step's log). Anything else is refused, naming
+the dir, before a file is written there: so `paths.data` pointed at a folder of the user's never deletes its
+`wav/`, and `paths.data=conf` never overwrites `conf/config.yaml`. Trees are deleted (`remove_tree`) only where
+the marker is (or, made by an earlier version, in a dir of the recipe's that makes them); runs are moved
+(`move_entries`) within the recipe's dirs, never through a symbolic link, and only by renames within one
 filesystem. A generated text file outside the recipe's dirs (paths.results) is overwritten only when it holds the
 line the recipe writes into every such file (`check_generated_file`)."""
 
@@ -35,25 +36,27 @@ def _holds_stage_files(path: Path) -> bool:
 
 
 def is_ours(path: str | Path) -> bool:
-    """The dir holds the marker, or (made by an earlier version) a stage's `.done.*` or a run's `run_digest`, in it
-    or in a dir right below it (paths.exp holds the model dirs, which hold run_digest)."""
+    """The dir holds the marker, or (made by an earlier version) a stage's `.done.*` or a run's `run_digest`; or it
+    is the paths.exp of an earlier version: model dirs holding run_digest, and nothing but run.sh's locks and logs
+    besides (a folder of the user's that also holds an old run is not the recipe's)."""
     path = Path(path)
     if not path.is_dir():
         return False
     if (path / MARKER).is_file() or _holds_stage_files(path):
         return True
-    return any(child.is_dir() and _holds_stage_files(child) for child in path.iterdir())
+    children = [entry for entry in path.iterdir() if entry.name not in RUN_ENTRIES]
+    runs = [child for child in children if child.is_dir() and not child.is_symlink() and _holds_stage_files(child)]
+    return bool(runs) and all(child in runs or _only_run_entries(child) for child in children)
 
 
 def foreign_entries(path: Path) -> list[str]:
     """The names in a dir that neither the recipe's marker, locks nor logs explain; a dir holding nothing else
     (run.sh makes a model dir's decode and bundle dirs, with their locks, before the model trains) is explained."""
-    return sorted(
-        entry.name
-        for entry in path.iterdir()
-        if entry.name not in RUN_ENTRIES
-        and not (entry.is_dir() and not entry.is_symlink() and not foreign_entries(entry))
-    )
+    return sorted(e.name for e in path.iterdir() if e.name not in RUN_ENTRIES and not _only_run_entries(e))
+
+
+def _only_run_entries(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not foreign_entries(path)
 
 
 def claim_dir(path: str | Path, what: str) -> Path:
@@ -76,7 +79,7 @@ def claim_dir(path: str | Path, what: str) -> Path:
     return path
 
 
-def _refuse_link(path: Path, doing: str) -> None:
+def refuse_link(path: Path, doing: str) -> None:
     if path.is_symlink():
         raise RecipeError(
             f"{path} is a symbolic link (to {os.readlink(path)}); the recipe does not {doing} through links: "
@@ -86,13 +89,14 @@ def _refuse_link(path: Path, doing: str) -> None:
 
 def remove_tree(path: str | Path, made_in: str | Path | None = None) -> None:
     """Delete a dir of the recipe's and everything in it; nothing when it does not exist. `made_in`: the owned dir
-    the recipe makes `path` in, so that one made by an earlier version, without the marker, counts as its own."""
+    the recipe makes `path` in, so that one made by an earlier version, without the marker, counts as its own. A dir
+    holding nothing but run.sh's locks and logs (a scratch dir killed before its marker was written) goes too."""
     path = Path(path)
     if not os.path.lexists(path):
         return
-    _refuse_link(path, "delete")
+    refuse_link(path, "delete")
     ours = is_ours(path) or (made_in is not None and path.parent == Path(made_in) and is_ours(made_in))
-    if not path.is_dir() or not ours:
+    if not path.is_dir() or not (ours or _only_run_entries(path)):
         raise RecipeError(
             f"{path}: not made by the recipe (no {MARKER} in it), so it will not delete it; remove it "
             "yourself if it is no longer needed"
@@ -112,8 +116,8 @@ def move_entries(source: Path, target: Path, skip: Iterable[str] = ()) -> None:
     """Rename every entry of `source` but `skip` into the dir `target` (made, with the marker, when it does not
     exist): links are moved as links, and every move is a rename within one filesystem. Checked before anything
     moves or is made, so a refusal leaves both as they were."""
-    _refuse_link(source, "move runs")
-    _refuse_link(target, "move runs")
+    refuse_link(source, "move runs")
+    refuse_link(target, "move runs")
     entries = [entry for entry in sorted(source.iterdir()) if entry.name not in set(skip)]
     device = os.stat(target if target.exists() else target.parent).st_dev
     for entry in entries:
@@ -139,7 +143,7 @@ def check_generated_file(path: str | Path, what: str) -> None:
     path = Path(path)
     if not os.path.lexists(path):
         return
-    _refuse_link(path, "overwrite files")
+    refuse_link(path, "overwrite files")
     if path.is_file():
         with open(path, encoding="utf-8", errors="replace") as f:
             head = [f.readline() for _ in range(10)]

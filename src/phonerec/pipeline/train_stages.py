@@ -17,7 +17,7 @@ from phonerec.pipeline.config import save_config
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
-from phonerec.pipeline.ownership import MARKER, move_entries, remove_tree
+from phonerec.pipeline.ownership import MARKER, move_entries, refuse_link, remove_tree
 from phonerec.pipeline.recipe import (
     dev_per_scorer,
     feature_dir_digest,
@@ -227,12 +227,14 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
     stamp = exp_dir / "run_digest"
     if stamp.is_file() and stamp.read_text().strip() != digest:
         old = stamp.read_text().strip()
+        earlier = exp_dir.with_name(f"{exp_dir.name}.{digest}")
+        for path in (exp_dir, earlier):  # checked before anything moves
+            refuse_link(path, "move runs")
         aside = _free_name(exp_dir.with_name(f"{exp_dir.name}.{old}"))
         log.warning("%s holds a run with other settings; moving it to %s", exp_dir, aside)
         move_entries(exp_dir, aside, skip=KEPT_IN_PLACE)  # this step writes its log there; locks and marker stay
         if (exp_dir / "log").is_dir():
             shutil.copytree(exp_dir / "log", aside / "log")
-        earlier = exp_dir.with_name(f"{exp_dir.name}.{digest}")
         if (earlier / "run_digest").is_file() and (earlier / "run_digest").read_text().strip() == digest:
             log.warning("%s holds a run of these settings, moved aside before: moving it back to resume it", earlier)
             if (earlier / "log").is_dir():  # beside this step's own log, which is being written
