@@ -1,6 +1,7 @@
 """Feature extraction: equal to a direct torchaudio call, Kaldi's CMVN and deltas, jobs, skip and resume."""
 
 import logging
+import shutil
 from pathlib import Path
 
 import kaldiio
@@ -229,6 +230,14 @@ def test_nan_in_an_ark_is_refused_naming_the_ark_offset_and_utterance(data_dir, 
     assert np.isfinite(reader["spka_1"]).all()
     with pytest.raises(RecipeError, match=rf"{entry} \(utterance 'spka_2'\).*NaN or inf .*stored features.*frame 3"):
         reader["spka_2"]
+    # Stage 1 again over the same jobs: it refuses the NaN where it sums CMVN statistics (they would spoil every
+    # utterance of the speaker); a new feature dir, as the README advises, is whole.
+    (feat_dir / ".done.features").unlink()
+    with pytest.raises(RecipeError, match=r"utterance 'spka_2': its features hold NaN or inf values"):
+        make_features(data_dir, feat_dir, config("features.cmvn=utterance"))
+    shutil.rmtree(feat_dir)
+    make_features(data_dir, feat_dir, config("features.cmvn=utterance"))
+    assert np.isfinite(FeatureReader(feat_dir, config("features.cmvn=utterance").features)["spka_2"]).all()
 
 
 def test_clipped_ark_is_refused_naming_the_ark_offset_and_utterance(data_dir, tmp_path):

@@ -259,6 +259,8 @@ def write_frames_and_cmvn(feat_dir: Path, job_scps: list[Path], level: str) -> N
     stats: dict[str, np.ndarray] = {}
     for scp in job_scps:
         for utt, feats in kaldiio.load_scp_sequential(str(scp)):
+            if not np.isfinite(feats).all():  # it would spoil its speaker's statistics, and every utterance's after
+                raise RecipeError(f"{scp}: utterance '{utt}': its features hold NaN or inf values")
             num_frames[utt] = str(feats.shape[0])
             key = utt2spk[utt] if level == "speaker" else utt
             stats[key] = stats.get(key, 0) + cmvn_stats(feats)
