@@ -123,7 +123,10 @@ def test_values_keep_their_types_and_a_wrong_type_is_refused():
         (["train.compare_ctc_inits=[fresh,fresh]"], r"train.compare_ctc_inits=\[fresh,fresh\]: expected distinct of"),
         (["decode.checkpoint=first"], "decode.checkpoint=first: expected one of best, last"),
         (["decode.align_checkpoint=worst"], "decode.align_checkpoint=worst: expected one of best_alignment, best"),
-        (["decode.splits=[dev,dev]"], r"decode.splits=\[dev,dev\]: expected one or more distinct splits"),
+        (["decode.splits=[dev,dev]"], r"decode.splits=\[dev,dev\]: expected one or more distinct of train, dev, test"),
+        (["decode.splits=[dev,nosuch]"], r"decode.splits=\[dev,nosuch\]: expected one or more distinct of"),
+        (["corpus.split=foo"], "corpus.split=foo: expected one of speakers, takes"),
+        (["corpus=tidigits", "corpus.dev_every=0"], "corpus.dev_every=0: must be >= 1"),
         (
             ["decode.hybrid.acoustic_scales=[0]"],
             r"decode.hybrid.acoustic_scales=\[0.0\]: expected a non-empty list \(each value > 0\)",

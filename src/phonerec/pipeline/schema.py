@@ -351,6 +351,8 @@ def _nonempty(rule=None):
 def _rules() -> dict:
     """The rule of each checked key. The names a few keys allow live with the code that reads them; those modules
     import this package's config, so they are imported here, after composition."""
+    from phonerec.data.corpora.fsdd import SPLIT_BY as FSDD_SPLITS
+    from phonerec.data.data_dir import SPLITS
     from phonerec.decoding.decoders import decoder_names
     from phonerec.hmm.transitions import MODES as TRANSITION_MODES
     from phonerec.pipeline.train_stages import CTC_INITS, CTC_LOSSES, VITERBI_CRITERIA
@@ -367,6 +369,8 @@ def _rules() -> dict:
         "hmm.silence_prob": _probability(),
         "corpus.sample_rate": _above(0),
         "corpus.max_utterance_seconds": _above(0),
+        "corpus.split": _one_of(FSDD_SPLITS),  # FSDD's
+        "corpus.dev_every": _at_least(1),  # TIDIGITS'
         "features.type": _one_of(FEATURE_TYPES),
         "features.kaldi.num_mel_bins": _at_least(4),  # torchaudio's mel banks need more than 3
         "features.kaldi.num_ceps": _at_least(1),  # and at most num_mel_bins: check_config
@@ -420,7 +424,7 @@ def _rules() -> dict:
         "train.ctc.lr_patience": _or_null(_at_least(0)),
         "train.ctc.lr_metric": _one_of(LR_METRICS),
         "decode.decoders": _some_of(decoders),
-        "decode.splits": ((lambda v: len(v) > 0 and len(set(v)) == len(v)), "expected one or more distinct splits"),
+        "decode.splits": _some_of(SPLITS),
         "decode.checkpoint": _one_of(CHECKPOINTS),
         "decode.align_checkpoint": _one_of(ALIGN_CHECKPOINTS),
         "decode.num_threads": _at_least(1),

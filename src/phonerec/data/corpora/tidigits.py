@@ -160,8 +160,6 @@ def split_recordings(recordings: list[Recording], ccfg: DictConfig) -> dict[str,
     if both:
         log.warning("speakers in both the train and the test part of the corpus: %s", " ".join(both))
     if ccfg.dev_speakers is None:
-        if ccfg.dev_every < 1:
-            raise CorpusError(f"corpus.dev_every={ccfg.dev_every}: expected 1 or more")
         by_group = defaultdict(list)
         for speaker in train_speakers:
             by_group[speaker.split("_", 1)[0]].append(speaker)
