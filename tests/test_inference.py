@@ -406,6 +406,9 @@ def test_a_bundle_is_data_its_interpolations_are_refused(run, tmp_path, monkeypa
         ),
         ("config.yaml", "delta_order: 2", "delta_order: two", 'features.delta_order is "two", expected an integer'),
         ("config.yaml", "  states_per_phone: 1\n", "", "no key hmm.states_per_phone"),
+        # The ranges and names of the recipe's own config (phonerec.pipeline.schema.check_values).
+        ("config.yaml", "cmvn: speaker", "cmvn: global", "features.cmvn=global: expected one of"),
+        ("config.yaml", "batch_frames: 6000", "batch_frames: 10", "decode.batch_frames=10: must be >= 100"),
         ("decoders.json", '"lm_weight": 0.5', '"lm_weight": "0.5"', 'decoders.lm.chosen.lm_weight is "0.5", expected'),
         ("decoders.json", '"default_phones": "lm"', '"default_phones": 3', "default_phones is 3, expected one of"),
         ("decoders.json", '"default_phones": "lm"', '"default_phones": "words"', 'default_phones is "words"'),
@@ -558,13 +561,13 @@ def test_a_recording_longer_than_max_utterance_seconds_is_warned_about(run, new_
     noise[rate : rate + len(samples)] += samples
     long = tmp_path / "long.wav"
     sf.write(str(long), noise, rate)
-    warning = f"{long}: 31.0 s, longer than corpus.max_utterance_seconds (30 s)"
+    warning = f"{long} is 31.0 s long, over corpus.max_utterance_seconds=30"
     result = step("align.py", exp / "ctc", long, "seven", "--out-dir", tmp_path / "a")
     assert result.returncode == 0, result.stderr
-    assert warning in result.stderr and "segment it first" in result.stderr
+    assert warning in result.stderr and "segment long recordings first" in result.stderr
     model = load_model(exp / "ctc")
     for recording, warned in ((long, True), (new_recording, False)):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="phonerec.inference"):
+        with caplog.at_level(logging.WARNING, logger="phonerec.features"):
             model.transcribe(read_recordings(model.sample_rate, [recording]))
-        assert ("longer than corpus.max_utterance_seconds" in caplog.text) == warned, caplog.text
+        assert ("over corpus.max_utterance_seconds" in caplog.text) == warned, caplog.text

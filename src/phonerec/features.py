@@ -104,6 +104,16 @@ def _run_job(job: ExtractJob) -> tuple[float, list[tuple[str, float]]]:
     return seconds, long
 
 
+def warn_long_recording(what: str, seconds: float, limit: float) -> None:
+    """The one warning of a recording over corpus.max_utterance_seconds (stage 1 and the model tools)."""
+    log.warning(
+        "%s is %.1f s long, over corpus.max_utterance_seconds=%g: one pass of the model over a long recording is slow "
+        "and its alignment drifts (a model trained on short utterances may give one word); segment long recordings "
+        "first",
+        *(what, seconds, limit),
+    )
+
+
 def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> float:
     """Run the jobs on nj processes; `on_job_done(job)` runs in this process as each one finishes, so a
     failure or kill loses only the jobs still running. Returns the seconds of audio processed."""
@@ -111,13 +121,7 @@ def _run_jobs(jobs: list[ExtractJob], nj: int, total_utts: int, on_job_done) -> 
     def finished(job: ExtractJob, result: tuple[float, list[tuple[str, float]]]) -> float:
         seconds, long = result
         for utt, length in long:
-            log.warning(
-                "utterance '%s' is %.1f s long, over corpus.max_utterance_seconds=%g: one pass over a long recording "
-                "is slow and its alignment drifts; segment long recordings first",
-                utt,
-                length,
-                job.max_seconds,
-            )
+            warn_long_recording(f"utterance '{utt}'", length, job.max_seconds)
         on_job_done(job)
         return seconds
 

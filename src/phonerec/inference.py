@@ -41,12 +41,13 @@ from phonerec.data.dataset import Example, word_ends
 from phonerec.data.lang import read_lexicon
 from phonerec.decoding.decoders import Decoder, decoder_class, decoder_names
 from phonerec.decoding.hybrid import scaled_log_likelihoods
-from phonerec.features import cmvn_stats, compute_features, features_at_load
+from phonerec.features import cmvn_stats, compute_features, features_at_load, warn_long_recording
 from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.model.posteriors import utterance_posteriors
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.files import file_digest
 from phonerec.pipeline.recipe import read_id2phone, read_topology
+from phonerec.pipeline.schema import check_values
 from phonerec.training.checkpoints import load_model as load_trained
 from phonerec.training.ctc import ctc_min_frames
 from phonerec.training.device import resolve_device
@@ -220,8 +221,6 @@ _KINDS = {
     "a mapping or absent": lambda v: v is None or isinstance(v, dict),
     "a string": lambda v: isinstance(v, str),
     "viterbi or ctc": lambda v: v in ("viterbi", "ctc"),
-    "mfcc or fbank": lambda v: v in ("mfcc", "fbank"),
-    "speaker, utterance or none": lambda v: v in ("speaker", "utterance", "none"),
     "a mapping of numbers, strings, true or false": lambda v: (
         isinstance(v, dict) and all(_number(x) or isinstance(x, str | bool) for x in v.values())
     ),
@@ -229,16 +228,17 @@ _KINDS = {
 _ABSENT = object()
 # bundle.json: sha256 and model_args are absent from bundles made before they were recorded.
 BUNDLE_SCHEMA = {"kind": "viterbi or ctc", "sha256": "a mapping or absent", "model_args": "a mapping or absent"}
-# config.yaml: what features, decoders and alignment read (decode's tuning grids are decoders.json's `chosen`).
+# config.yaml: what features, decoders and alignment read (decode's tuning grids are decoders.json's `chosen`): the
+# types here, the ranges and names as the recipe's config has them (phonerec.pipeline.schema.check_values).
 CONFIG_SCHEMA = {
     "corpus.sample_rate": "an integer > 0",
     "corpus.max_utterance_seconds": "a number > 0",
-    "features.type": "mfcc or fbank",
+    "features.type": "a string",
     "features.kaldi": "a mapping of numbers, strings, true or false",
     "features.kaldi.frame_shift": "a number > 0",
     "features.kaldi.frame_length": "a number > 0",
     "features.kaldi.snip_edges": "true or false",
-    "features.cmvn": "speaker, utterance or none",
+    "features.cmvn": "a string",
     "features.norm_vars": "true or false",
     "features.delta_order": "an integer >= 0",
     "features.delta_window": "an integer > 0",
@@ -246,7 +246,7 @@ CONFIG_SCHEMA = {
     "hmm.optional_silence": "true or false",
     "decode.batch_frames": "an integer > 0",
     "decode.max_batch_utts": "an integer > 0",
-    "decode.prior_scale": "a number",
+    "decode.prior_scale": "a number",  # (>= 0: check_values)
     "decode.lm_order": "an integer > 0",
     "decode.ctc_beam.beam_size": "an integer > 0",
     "decode.ctc_beam.beam_size_token": "an integer > 0 or null",
@@ -331,6 +331,7 @@ class TrainedModel:
         self.decoders = _check_decoders(read_bundle_data(self.dir / "decoders.json"), self.kind, self.dir)
         # No string of config holds "${" (read_bundle_data), so OmegaConf has nothing to resolve in it.
         self.cfg: DictConfig = OmegaConf.create(config)
+        check_values(self.cfg, f"{self.dir}/config.yaml")
         OmegaConf.update(self.cfg, "train.device", device, force_add=True)  # where decoders put the model
         self.device = resolve_device(device)
         self.sample_rate: int = self.cfg.corpus.sample_rate
@@ -409,12 +410,7 @@ class TrainedModel:
         for rec in recordings:
             seconds = len(rec.samples) / self.sample_rate
             if seconds > self.max_utterance_seconds:
-                log.warning(
-                    "%s: %.1f s, longer than corpus.max_utterance_seconds (%g s): one pass over a long recording "
-                    "is slow and its alignment drifts (a model trained on short utterances may give one word); "
-                    "segment it first",
-                    *(rec.path, seconds, self.max_utterance_seconds),
-                )
+                warn_long_recording(str(rec.path), seconds, self.max_utterance_seconds)
         feats = self.features(recordings)
         if feats and feats[0].shape[1] != self.model.input_dim:
             raise RecipeError(

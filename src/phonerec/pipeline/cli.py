@@ -9,10 +9,14 @@ import sys
 from pathlib import Path
 
 
+def _interrupted() -> str:
+    return f"{Path(sys.argv[0]).name}: interrupted; rerun the same command to resume"
+
+
 def _interrupted_quietly(kind, value, traceback) -> None:
     """A Ctrl-C while a step still imports (before run_guarded takes over) is one line too, not a traceback."""
     if issubclass(kind, KeyboardInterrupt):
-        print(f"{Path(sys.argv[0]).name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(_interrupted(), file=sys.stderr)
         sys.exit(130)
     sys.__excepthook__(kind, value, traceback)
 
@@ -41,9 +45,8 @@ def setup_logging(log_file: Path | None = None, console_level: int = logging.INF
 
 def step_main(main, doc: str, positional: list[tuple[str, str]], options: dict[str, dict] | None = None) -> None:
     """Run `main(args, cfg)` as a step: `<positional>... [--log FILE] [options] [key=value ...]`; `options`
-    maps a step's own option flags to argparse keyword arguments.
-
-    Exits 1 with the message alone for a RecipeError (bad input), with a traceback for anything else."""
+    maps a step's own option flags to argparse keyword arguments. Errors exit as run_guarded says; a full disk that
+    no atomic write has named is reported against the last positional argument, the dir a step writes."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, help_text in positional:
         parser.add_argument(name, type=Path, help=help_text)
@@ -72,7 +75,7 @@ def run_guarded(work, out_path: Path | None = None) -> None:
         log.error("%s", err)
         sys.exit(1)
     except KeyboardInterrupt:
-        log.error("%s: interrupted; rerun the same command to resume", Path(sys.argv[0]).name)
+        log.error("%s", _interrupted())
         sys.exit(130)
     except Exception as err:
         if not is_no_space(err):

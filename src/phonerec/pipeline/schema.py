@@ -8,7 +8,6 @@ every recipe's). `check_config` then checks ranges, names and keys that depend o
 composition (phonerec.pipeline.config.load_config), before any stage runs.
 """
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,6 @@ FEATURE_TYPES = ("mfcc", "fbank")
 CMVN_LEVELS = ("speaker", "utterance", "none")
 LR_METRICS = ("per", "loss")
 SCLITE = ("auto", True, False)
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # phonerec.training.device.resolve_device
 
 
 @dataclass
@@ -356,7 +354,7 @@ def _rules() -> dict:
     from phonerec.decoding.decoders import decoder_names
     from phonerec.hmm.transitions import MODES as TRANSITION_MODES
     from phonerec.pipeline.train_stages import CTC_INITS, CTC_LOSSES, VITERBI_CRITERIA
-    from phonerec.training.device import DEVICES, PRECISIONS
+    from phonerec.training.device import DEVICE_SPEC, DEVICES, PRECISIONS
 
     decoders = sorted({*decoder_names("viterbi"), *decoder_names("ctc")})
     epochs, patience = _at_least(1), _or_null(_at_least(1))
@@ -388,7 +386,7 @@ def _rules() -> dict:
         "model.splice": _at_least(0),
         "model.subsample": _at_least(1),
         "train.num_threads": _at_least(1),
-        "train.device": ((lambda v: DEVICE.fullmatch(v) is not None), f"expected {DEVICES}"),
+        "train.device": ((lambda v: DEVICE_SPEC.fullmatch(v) is not None), f"expected {DEVICES}"),
         "train.precision": _one_of(PRECISIONS),
         "train.batch_frames": _at_least(MIN_BATCH_FRAMES),
         "train.max_batch_utts": _at_least(1),
@@ -450,13 +448,19 @@ def _rules() -> dict:
 _ABSENT = object()
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Refuse the first value out of its range, a name not allowed, or keys that do not fit together: a
-    RecipeError of one line naming the key, its value and what is allowed."""
+def check_values(cfg: DictConfig, where: str = "config") -> None:
+    """Refuse the first value out of its range or a name not allowed, of the keys `cfg` holds (a composed config,
+    or a model bundle's config.yaml, which holds some): a RecipeError of one line naming `where`, the key, its value
+    and what is allowed."""
     for key, (test, says) in _rules().items():
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not test(value):
-            raise RecipeError(f"config: {key}={_show(value)}: {says}")
+            raise RecipeError(f"{where}: {key}={_show(value)}: {says}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """check_values, then keys that do not fit together: a RecipeError of one line naming the keys."""
+    check_values(cfg)
     kaldi = cfg.features.kaldi
     if "num_ceps" in kaldi and kaldi.num_ceps > kaldi.num_mel_bins:
         bins = f"features.kaldi.num_mel_bins={kaldi.num_mel_bins}"

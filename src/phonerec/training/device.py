@@ -23,6 +23,7 @@ from phonerec.pipeline.errors import RecipeError
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16")
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # train.device's values: DEVICES
 
 
 def resolve_device(spec: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
@@ -32,7 +33,7 @@ def resolve_device(spec: str, local_rank: int = 0, world_size: int = 1) -> torch
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cpu":
         return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    match = DEVICE_SPEC.fullmatch(spec)
     if match is None:
         raise RecipeError(f"train.device={spec}: expected {DEVICES}")
     if not torch.cuda.is_available():
