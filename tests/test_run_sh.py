@@ -43,7 +43,7 @@ def test_a_stop_stage_before_the_start_stage_is_refused_before_anything_is_writt
 
 
 def test_unknown_config_key_fails_before_any_stage(tmp_path):
-    result = run_sh(f"paths.data={tmp_path}/data", "corpus.rooot=/x")
+    result = run_sh(f"paths.data={tmp_path}/data", f"paths.exp={tmp_path}/exp", "corpus.rooot=/x")
     assert result.returncode != 0
     assert "corpus.rooot" in result.stderr
     assert "Stage 0" not in result.stdout
@@ -52,7 +52,12 @@ def test_unknown_config_key_fails_before_any_stage(tmp_path):
 
 def test_overrides_reach_the_step_and_a_failing_step_stops_the_pipeline(tmp_path):
     # corpus.root reaches stage 0, which fails on it; its log's tail is shown and stage 1 never starts.
-    result = run_sh(f"paths.data={tmp_path}/data", f"corpus.root={tmp_path}/no_corpus")
+    result = run_sh(
+        f"paths.data={tmp_path}/data",
+        f"paths.exp={tmp_path}/exp",
+        f"paths.results={tmp_path}/RESULTS.md",
+        f"corpus.root={tmp_path}/no_corpus",
+    )
     assert result.returncode == 1
     assert "Stage 0: data preparation" in result.stdout
     assert "Stage 1" not in result.stdout
@@ -63,17 +68,22 @@ def test_overrides_reach_the_step_and_a_failing_step_stops_the_pipeline(tmp_path
     assert f"corpus.root={tmp_path}/no_corpus: no such directory" in result.stderr
 
     # A rerun that fails otherwise shows its own lines of the log, which holds both runs, and not the first's.
-    result = run_sh(f"paths.data={tmp_path}/data", f"corpus.root={tmp_path}/no_corpus2")
+    result = run_sh(
+        f"paths.data={tmp_path}/data",
+        f"paths.exp={tmp_path}/exp",
+        f"paths.results={tmp_path}/RESULTS.md",
+        f"corpus.root={tmp_path}/no_corpus2",
+    )
     assert result.returncode == 1 and f"corpus.root={tmp_path}/no_corpus2: no such directory" in result.stderr
     assert f"{tmp_path}/no_corpus: " not in result.stderr and f"{tmp_path}/no_corpus: " in log_file.read_text()
 
 
 def test_stage_range_selects_stages(tmp_path):
     # Stage 1 alone, with no data prepared: it runs (and fails validating its input); stage 0 does not.
-    result = run_sh("--stage", "1", "--stop-stage", "1", f"paths.data={tmp_path}/data")
+    result = run_sh("--stage", "1", "--stop-stage", "1", f"paths.data={tmp_path}/data", f"paths.exp={tmp_path}/exp")
     assert "Stage 0" not in result.stdout and "Stage 1: features" in result.stdout
     assert result.returncode == 1 and "no such data dir" in result.stderr
-    result = run_sh("--stage", "8", f"paths.data={tmp_path}/data")
+    result = run_sh("--stage", "8", f"paths.data={tmp_path}/data", f"paths.exp={tmp_path}/exp")
     assert result.returncode == 0 and "Stage" not in result.stdout
 
 
