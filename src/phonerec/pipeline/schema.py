@@ -148,11 +148,20 @@ class SpecAugmentConfig:
 
 
 @dataclass
-class ViterbiTrainConfig:
+class PhaseConfig:
+    """What the two training phases (train.viterbi, train.ctc) share."""
+
     epochs: int = MISSING
     patience: int | None = MISSING
     lr: float = MISSING
     weight_decay: float = MISSING
+    lr_decay: float = MISSING
+    lr_patience: int | None = MISSING
+    lr_metric: str = MISSING
+
+
+@dataclass
+class ViterbiTrainConfig(PhaseConfig):
     realign_epochs: list[int] = MISSING
     init_alignment: str | None = MISSING
     init_alignment_phones: str | None = MISSING
@@ -160,23 +169,13 @@ class ViterbiTrainConfig:
     criterion: str = MISSING
     fullsum_prior_scale: float = MISSING
     prior_scale: float = MISSING
-    lr_decay: float = MISSING
-    lr_patience: int | None = MISSING
-    lr_metric: str = MISSING
 
 
 @dataclass
-class CtcTrainConfig:
-    epochs: int = MISSING
-    patience: int | None = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
+class CtcTrainConfig(PhaseConfig):
     init: str = MISSING
     blank_offset: float = MISSING
     loss: str = MISSING
-    lr_decay: float = MISSING
-    lr_patience: int | None = MISSING
-    lr_metric: str = MISSING
 
 
 @dataclass
@@ -357,8 +356,21 @@ def _rules() -> dict:
     from phonerec.training.device import DEVICE_SPEC, DEVICES, PRECISIONS
 
     decoders = sorted({*decoder_names("viterbi"), *decoder_names("ctc")})
-    epochs, patience = _at_least(1), _or_null(_at_least(1))
+    phases = {
+        f"train.{phase}.{key}": rule
+        for phase in ("viterbi", "ctc")
+        for key, rule in {
+            "epochs": _at_least(1),
+            "patience": _or_null(_at_least(1)),
+            "lr": _above(0),
+            "weight_decay": _at_least(0),
+            "lr_decay": ((lambda v: 0 < v < 1), "must be between 0 and 1"),
+            "lr_patience": _or_null(_at_least(0)),
+            "lr_metric": _one_of(LR_METRICS),
+        }.items()
+    }  # the keys of PhaseConfig
     return {
+        **phases,
         "nj": _at_least(1),
         "models": _some_of(MODELS),
         "hmm.states_per_phone": _at_least(1),
@@ -402,25 +414,11 @@ def _rules() -> dict:
             "expected distinct factors in [0.5, 2], other than 1 ([] = off)",
         ),
         "train.compare_ctc_inits": _some_of(CTC_INITS, empty_ok=True),
-        "train.viterbi.epochs": epochs,
-        "train.viterbi.patience": patience,
-        "train.viterbi.lr": _above(0),
-        "train.viterbi.weight_decay": _at_least(0),
         "train.viterbi.criterion": _one_of(VITERBI_CRITERIA),
         "train.viterbi.fullsum_prior_scale": _at_least(0),
         "train.viterbi.prior_scale": _at_least(0),
-        "train.viterbi.lr_decay": ((lambda v: 0 < v < 1), "must be between 0 and 1"),
-        "train.viterbi.lr_patience": _or_null(_at_least(0)),
-        "train.viterbi.lr_metric": _one_of(LR_METRICS),
-        "train.ctc.epochs": epochs,
-        "train.ctc.patience": patience,
-        "train.ctc.lr": _above(0),
-        "train.ctc.weight_decay": _at_least(0),
         "train.ctc.init": _one_of(CTC_INITS),
         "train.ctc.loss": _one_of(CTC_LOSSES),
-        "train.ctc.lr_decay": ((lambda v: 0 < v < 1), "must be between 0 and 1"),
-        "train.ctc.lr_patience": _or_null(_at_least(0)),
-        "train.ctc.lr_metric": _one_of(LR_METRICS),
         "decode.decoders": _some_of(decoders),
         "decode.splits": _some_of(SPLITS),
         "decode.checkpoint": _one_of(CHECKPOINTS),
