@@ -394,10 +394,11 @@ class TrainedModel:
         stats = {}
         for key, feats in zip(keys, statics, strict=True):
             stats[key] = stats.get(key, 0) + cmvn_stats(feats)
-        return [
-            torch.from_numpy(features_at_load(feats, stats[key] if fcfg.cmvn != "none" else None, fcfg, str(rec.path)))
-            for rec, key, feats in zip(recordings, keys, statics, strict=True)
-        ]
+        loaded = []
+        for rec, key, feats in zip(recordings, keys, statics, strict=True):
+            where = f"{rec.path} (utterance '{rec.utt}')"
+            loaded.append(features_at_load(feats, stats[key] if fcfg.cmvn != "none" else None, fcfg, where))
+        return [torch.from_numpy(feats) for feats in loaded]
 
     def _posteriors(self, model, examples: list[Example]) -> list[torch.Tensor]:
         dcfg = self.cfg.decode
