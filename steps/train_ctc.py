@@ -7,7 +7,8 @@ improving (train.ctc.patience); resumes from the newest checkpoint; <exp-dir>/be
 from omegaconf import OmegaConf
 
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.train_stages import CTC_INITS, STEP_INPUTS, train_ctc_stage
+from phonerec.pipeline.schema import CTC_INITS
+from phonerec.pipeline.train_stages import STEP_INPUTS, train_ctc_stage
 from phonerec.training import distributed
 
 

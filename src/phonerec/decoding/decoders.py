@@ -36,6 +36,7 @@ from phonerec.hmm.align_eval import Segment, ctc_segments, graph_segments
 from phonerec.hmm.transitions import Transitions
 from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.recipe import frame_timing, read_id2phone, read_topology, scoring_fold
+from phonerec.pipeline.schema import DECODERS
 from phonerec.pipeline.stage_keys import FRAME_TIMING, PHONE_SCORING, StageKeys
 from phonerec.scoring.error_rate import score, word_error_rates
 from phonerec.training.ctc import ctc_min_frames
@@ -67,6 +68,8 @@ class Decoder:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
+            if cls.name not in DECODERS:  # the config's check of decode.decoders knows the names from there
+                raise TypeError(f"decoder '{cls.name}': declare its name in phonerec.pipeline.schema.DECODERS")
             _REGISTRY[(cls.kind, cls.name)] = cls
 
     def __init__(self, cfg: DictConfig, lang_dir: Path, lm_dir: Path, checkpoint: dict):

@@ -25,8 +25,6 @@ import torch
 
 from phonerec.hmm.align import ArcWeights, GraphBatch, TransitionLogProbs, graph_weights
 
-MODES = ("none", "fixed", "learned")  # hmm.transitions
-
 
 class Transitions(torch.nn.Module):
     """The transition log-probabilities of `num_states` HMM states and the optional silence."""

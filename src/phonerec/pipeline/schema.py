@@ -8,6 +8,7 @@ every recipe's). `check_config` then checks ranges, names and keys that depend o
 composition (phonerec.pipeline.config.load_config), before any stage runs.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,17 @@ FEATURE_TYPES = ("mfcc", "fbank")
 CMVN_LEVELS = ("speaker", "utterance", "none")
 LR_METRICS = ("per", "loss")
 SCLITE = ("auto", True, False)
+# The names that the code reading these keys knows, declared here so that checking a config needs no torch (run.sh
+# composes one before any stage): each module that reads the key takes its names from here.
+FSDD_SPLITS = ("speakers", "takes")  # corpus.split of FSDD: speaker-independent, or the corpus's own split by takes
+TRANSITION_MODES = ("none", "fixed", "learned")  # hmm.transitions (phonerec.hmm.transitions)
+VITERBI_CRITERIA = ("ce", "fullsum")  # train.viterbi.criterion (phonerec.training.viterbi_ce.ViterbiTask)
+CTC_INITS = ("viterbi", "fresh", "scratch")  # train.ctc.init (phonerec.pipeline.train_stages)
+CTC_LOSSES = ("torch", "own")  # train.ctc.loss: torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
+PRECISIONS = ("fp32", "bf16")  # train.precision (phonerec.training.device)
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # train.device (phonerec.training.device.resolve_device)
+DEVICES = "auto, cpu, cuda or cuda:N"
+DECODERS = ("greedy", "lm", "words")  # decode.decoders: the names phonerec.decoding.decoders registers
 
 
 @dataclass
@@ -346,16 +358,9 @@ def _nonempty(rule=None):
 
 
 def _rules() -> dict:
-    """The rule of each checked key. The names a few keys allow live with the code that reads them; those modules
-    import this package's config, so they are imported here, after composition."""
-    from phonerec.data.corpora.fsdd import SPLIT_BY as FSDD_SPLITS
-    from phonerec.data.data_dir import SPLITS
-    from phonerec.decoding.decoders import decoder_names
-    from phonerec.hmm.transitions import MODES as TRANSITION_MODES
-    from phonerec.pipeline.train_stages import CTC_INITS, CTC_LOSSES, VITERBI_CRITERIA
-    from phonerec.training.device import DEVICE_SPEC, DEVICES, PRECISIONS
+    """The rule of each checked key."""
+    from phonerec.data.data_dir import SPLITS  # (phonerec.data imports phonerec.pipeline: after composition)
 
-    decoders = sorted({*decoder_names("viterbi"), *decoder_names("ctc")})
     phases = {
         f"train.{phase}.{key}": rule
         for phase in ("viterbi", "ctc")
@@ -419,7 +424,7 @@ def _rules() -> dict:
         "train.viterbi.prior_scale": _at_least(0),
         "train.ctc.init": _one_of(CTC_INITS),
         "train.ctc.loss": _one_of(CTC_LOSSES),
-        "decode.decoders": _some_of(decoders),
+        "decode.decoders": _some_of(DECODERS),
         "decode.splits": _some_of(SPLITS),
         "decode.checkpoint": _one_of(CHECKPOINTS),
         "decode.align_checkpoint": _one_of(ALIGN_CHECKPOINTS),

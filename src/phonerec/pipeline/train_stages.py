@@ -36,9 +36,6 @@ from phonerec.training.viterbi_ce import ViterbiTask
 
 log = logging.getLogger(__name__)
 # How CTC training starts: from the Viterbi model keeping its outputs, from it with a fresh output layer, or not.
-CTC_INITS = ("viterbi", "fresh", "scratch")
-VITERBI_CRITERIA = ("ce", "fullsum")  # phonerec.training.viterbi_ce.ViterbiTask
-CTC_LOSSES = ("torch", "own")  # torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
 # (phonerec.pipeline.schema.check_config refuses other values of these keys when the config is loaded)
 # The dirs every training step takes first.
 STEP_INPUTS = [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"), ("lang_dir", "lang dir")]

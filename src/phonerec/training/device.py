@@ -14,16 +14,11 @@ wrapped, so the CPU path and its bitwise determinism are those of a plain model.
 Nothing here initialises CUDA unless the device asks for it.
 """
 
-import re
-
 import torch
 from torch import nn
 
 from phonerec.pipeline.errors import RecipeError
-
-DEVICES = "auto, cpu, cuda or cuda:N"
-PRECISIONS = ("fp32", "bf16")
-DEVICE_SPEC = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # train.device's values: DEVICES
+from phonerec.pipeline.schema import DEVICE_SPEC, DEVICES, PRECISIONS
 
 
 def resolve_device(spec: str, local_rank: int = 0, world_size: int = 1) -> torch.device:

@@ -32,7 +32,6 @@ from phonerec.pipeline.stage_keys import PREPARE
 log = logging.getLogger(__name__)
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLIT_BY = ("speakers", "takes")  # corpus.split: speaker-independent, or the corpus's own split by takes
 RECORDING = re.compile(r"^recordings/(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
@@ -191,7 +190,7 @@ def split_recordings(recordings: list[Recording], ccfg: DictConfig) -> dict[str,
     if ccfg.split == "takes":
         test, dev = set(ccfg.test_takes), set(ccfg.dev_takes)
         split_of = {r: "test" if r.take in test else "dev" if r.take in dev else "train" for r in recordings}
-    else:  # "speakers" (SPLIT_BY, checked with the config)
+    else:  # "speakers" (schema.FSDD_SPLITS, checked with the config)
         speaker_split = _split_speakers(sorted({r.speaker for r in recordings}), ccfg)
         split_of = {r: speaker_split[r.speaker] for r in recordings if r.speaker in speaker_split}
     splits = {name: sorted((r for r in split_of if split_of[r] == name), key=lambda r: r.path.name) for name in SPLITS}
