@@ -121,7 +121,7 @@ def _transitions(hcfg: DictConfig, topo: Topology) -> Transitions | None:
 def train_ctc_stage(
     cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Path, init_dir: Path, exp_dir: Path
 ) -> None:
-    """CTC from the Viterbi model in init_dir or from scratch (train.ctc.init, CTC_INITS)."""
+    """CTC from the Viterbi model in init_dir or from scratch (train.ctc.init, schema.CTC_INITS)."""
     cfg = TRAIN_CTC.view(cfg)
     init = cfg.train.ctc.init
     init_digest = "scratch"
