@@ -180,6 +180,15 @@ def run_sh(*args):
     return subprocess.run(["./run.sh", *args], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=600)
 
 
+def wait_for(path: Path, process: subprocess.Popen) -> None:
+    """Until `path` exists, while `process` runs (5 minutes at most)."""
+    deadline = time.time() + 300
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before {path} was written"
+        assert time.time() < deadline, f"no {path}"
+        time.sleep(0.02)
+
+
 def kill_run_sh_when(path, *args) -> None:
     """./run.sh `args`, killed (SIGKILL, its whole process group) as soon as `path` exists."""
     process = subprocess.Popen(
@@ -190,9 +199,6 @@ def kill_run_sh_when(path, *args) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.time() + 300
-    while not Path(path).exists() and time.time() < deadline:
-        assert process.poll() is None, f"the run ended before {path} was written"
-        time.sleep(0.02)
+    wait_for(Path(path), process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()

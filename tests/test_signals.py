@@ -8,23 +8,14 @@ import signal
 import subprocess
 import termios
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run
+from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run, wait_for
 
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 
 STOPPED = "stopped in stage 2; rerun the same command to resume"
-
-
-def _wait_for(path: Path, process: subprocess.Popen) -> None:
-    deadline = time.time() + 300
-    while not path.exists():
-        assert process.poll() is None, f"the run ended before {path} was written"
-        assert time.time() < deadline, f"no {path}"
-        time.sleep(0.02)
 
 
 def _step_processes(exp: Path) -> list[str]:
@@ -63,7 +54,7 @@ def _stop_run_sh(how: str, args: list[str], exp: Path) -> tuple[int, str]:
 
         reader = threading.Thread(target=read)
         reader.start()
-        _wait_for(exp / "viterbi" / "checkpoints" / "epoch-1.pt", process)
+        wait_for(exp / "viterbi" / "checkpoints" / "epoch-1.pt", process)
         os.write(master, b"\x03")
         returncode = process.wait(timeout=120)
         reader.join(timeout=30)
@@ -79,7 +70,7 @@ def _stop_run_sh(how: str, args: list[str], exp: Path) -> tuple[int, str]:
         start_new_session=True,
     )
     # The output is read after the run ends: a pipe's buffer holds far more than this run prints.
-    _wait_for(exp / "viterbi" / "checkpoints" / "epoch-1.pt", process)
+    wait_for(exp / "viterbi" / "checkpoints" / "epoch-1.pt", process)
     process.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     return process.returncode, output
