@@ -16,7 +16,10 @@ from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.pipeline.config import load_config
 from phonerec.pipeline.export_stage import export_model
 
-pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
+pytestmark = [
+    pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
+    pytest.mark.xdist_group("export"),  # one worker of tools/run_tests.sh makes the module's trained fixtures
+]
 # A Viterbi model that splices and subsamples, and a CTC model made from one (pooled states, blank first).
 MODELS = {
     "viterbi": {"num_outputs": 30, "num_layers": 2, "hidden_size": 24, "splice": 1, "subsample": 3},

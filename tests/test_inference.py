@@ -23,7 +23,10 @@ from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.pipeline.errors import DataDirError, RecipeError
 from phonerec.pipeline.files import file_digest
 
-pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
+pytestmark = [
+    pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
+    pytest.mark.xdist_group("inference"),  # one worker of tools/run_tests.sh makes the module's trained fixtures
+]
 MODELS = ("viterbi", "ctc")
 
 

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run, wait_for
 
-pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
+pytestmark = [
+    pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
+    pytest.mark.xdist_group("signals"),  # one worker of tools/run_tests.sh makes the module's trained fixtures
+]
 
 STOPPED = "stopped in stage 2; rerun the same command to resume"
 

@@ -18,4 +18,8 @@ while IFS= read -r -d '' file; do
   esac
 done < <(git ls-files -z)
 shellcheck -x "${scripts[@]}"
-python -m pytest "$@"
+# One pytest worker per core (pytest-xdist): the pipeline tests run their steps in one thread each, so a second
+# worker uses the second core. Tests sharing a module's trained fixtures are one xdist_group, run by one worker.
+# (nproc: the cores this process may use, unless an OMP_ variable path.sh sets caps its answer; pytest-xdist's own
+# "auto" counts the machine's.) -n 0 runs the suite in this process.
+python -m pytest -n "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" --dist loadgroup "$@"
