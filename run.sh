@@ -126,7 +126,7 @@ read -r -a models <<< "$(tr -d "[],'" <<< "${settings[8]}")"
 ctc_init=${settings[9]}
 read -r -a compare_ctc_inits <<< "$(tr -d "[],'" <<< "${settings[10]}")"
 read -r -a speed_perturb <<< "$(tr -d "[],'" <<< "${settings[11]}")"
-read -r -a names < <(python -c 'from phonerec.data.data_dir import SPLITS, SPEED_PERTURBED_TRAIN as SP; print(SP, *SPLITS)')
+read -r -a names < <(python -c 'from phonerec.base.schema import SPLITS, SPEED_PERTURBED_TRAIN as SP; print(SP, *SPLITS)')
 splits=("${names[@]:1}")
 train_set=train   # what stages 2 and 3 train on
 if [ "${#speed_perturb[@]}" -gt 0 ]; then

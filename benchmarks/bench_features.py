@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
+from phonerec.base.config import load_config
 from phonerec.data.audio import read_audio
 from phonerec.data.data_dir import Utterance, write_data_dir
-from phonerec.features import compute_features, make_features
-from phonerec.pipeline.config import load_config
+from phonerec.data.features import compute_features
+from phonerec.pipeline.features_stage import make_features
 
 
 def main():

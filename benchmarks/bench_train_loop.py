@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from phonerec.base.config import load_config
 from phonerec.data.dataset import collate, make_batches
-from phonerec.pipeline.config import load_config
 from phonerec.pipeline.stage_keys import TRAIN_VITERBI
 from phonerec.pipeline.train_stages import viterbi_setup
 from phonerec.training.augment import SpecAugment

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from phonerec.data.corpora.timit import prepare_timit
-from phonerec.features import make_features
+from phonerec.base.config import load_config
 from phonerec.pipeline.cli import setup_logging
-from phonerec.pipeline.config import load_config
+from phonerec.pipeline.features_stage import make_features
+from phonerec.pipeline.prepare_stage import prepare_stage
 from phonerec.pipeline.train_stages import train_viterbi_stage
 
 # recipe=timit's model on the sample's data and batches; a fixed number of epochs, re-aligning as the sample does.
@@ -54,7 +54,7 @@ def main() -> None:
         f"train.viterbi.epochs={args.epochs}",
     ]
     cfg = load_config(overrides)
-    prepare_timit(cfg, data)
+    prepare_stage(cfg, data, "timit")
     feats = data / cfg.features.name
     for split in ("train", "dev"):
         make_features(data / split, feats / split, cfg, lang_dir=data / "lang")

@@ -15,10 +15,10 @@ transcript is refused; a recording longer than the bundle's corpus.max_utterance
 import logging
 from pathlib import Path
 
+from phonerec.base.errors import RecipeError
 from phonerec.inference import load_model, read_recordings, write_alignments
 from phonerec.pipeline.align_stage import align_stage
 from phonerec.pipeline.cli import model_tool_main, model_tool_parser
-from phonerec.pipeline.errors import RecipeError
 
 log = logging.getLogger("phonerec")
 

@@ -6,9 +6,9 @@ train.device with decode.num_threads threads. steps/align.py does the same for a
 
 import torch
 
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.align_stage import align_stage
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import kaldiio
 
+from phonerec.base.files import copy_atomic
 from phonerec.inference import load_model, read_recordings
 from phonerec.pipeline.cli import model_tool_main, model_tool_parser
-from phonerec.pipeline.files import copy_atomic
 
 log = logging.getLogger("phonerec")
 

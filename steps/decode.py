@@ -10,9 +10,9 @@ aligns with <model-dir>/best_alignment.pt where training kept one: decode.align_
 
 from pathlib import Path
 
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
 from phonerec.pipeline.decode_stages import decode_stage
-from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

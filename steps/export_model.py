@@ -8,9 +8,9 @@ size and length than its example; more than 1e-5 apart is an error."""
 
 from pathlib import Path
 
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
 from phonerec.pipeline.export_stage import export_model
-from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

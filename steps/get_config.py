@@ -2,14 +2,14 @@
 """Print config values, one a line, for run.sh: get_config.py [--preflight] KEY... -- [key=value ...].
 Composing the config here first also rejects bad overrides before any stage runs. With --preflight (run.sh, before
 it takes its locks) paths.data and paths.exp are claimed for the recipe, and the results file checked: a dir or file
-the recipe did not make is refused before anything is written (phonerec.pipeline.ownership)."""
+the recipe did not make is refused before anything is written (phonerec.base.ownership)."""
 
 import sys
 
 from omegaconf import OmegaConf
 
-from phonerec.pipeline.config import load_config, repo_path
-from phonerec.pipeline.ownership import check_generated_file, claim_dir
+from phonerec.base.config import load_config, repo_path
+from phonerec.base.ownership import check_generated_file, claim_dir
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

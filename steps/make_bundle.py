@@ -4,9 +4,9 @@ checkpoint), the lang dir, the LMs, the feature and decoder settings, and each d
 with its dev and test figures, into <bundle-dir>; phonerec.inference.load_model(<model-dir>) reads it, and so do
 steps/transcribe.py and steps/align.py. <feat-dir>: the feature dir the model was trained on."""
 
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.bundle_stage import bundle_stage
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

@@ -6,9 +6,9 @@ logged no-op, and a killed run resumes with the jobs that did not finish."""
 
 from pathlib import Path
 
-from phonerec.features import make_features
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
+from phonerec.pipeline.features_stage import make_features
 
 
 def main(args, cfg):

@@ -3,9 +3,9 @@
 transcripts <train-dir>/text, and with the words decoder a word bigram from <train-dir>/text.words, as ARPA
 files in <lm-dir>."""
 
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
 from phonerec.pipeline.decode_stages import make_lm_stage
-from phonerec.pipeline.markers import exclusive
 
 
 def main(args, cfg):

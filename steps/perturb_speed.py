@@ -3,14 +3,14 @@
 a data dir of its utterances and a copy at each factor (ids prefixed sp<factor>-), the copies' audio under
 <out_dir>/wav. Skipped when done with the same factors and input."""
 
-from phonerec.data.speed_perturb import perturb_speed
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
+from phonerec.pipeline.prepare_stage import speed_perturb_stage
 
 
 def main(args, cfg):
     with exclusive(args.out_dir):
-        perturb_speed(cfg, args.data_dir, args.out_dir)
+        speed_perturb_stage(cfg, args.data_dir, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ every model and decoder's PER or WER on each split of decode.splits and the trai
 import shlex
 from pathlib import Path
 
+from phonerec.base.errors import RecipeError
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.errors import RecipeError
 from phonerec.pipeline.results import loso_table_path, seed_table_path, write_loso_table, write_seed_table
 from phonerec.pipeline.stage_keys import SCORE
 

@@ -6,17 +6,16 @@ improving (train.ctc.patience); resumes from the newest checkpoint; <exp-dir>/be
 
 from omegaconf import OmegaConf
 
+from phonerec.base.schema import CTC_INITS
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.schema import CTC_INITS
-from phonerec.pipeline.train_stages import STEP_INPUTS, train_ctc_stage
-from phonerec.training import distributed
+from phonerec.pipeline.train_stages import STEP_INPUTS, train_ctc_stage, training_processes
 
 
 def main(args, cfg):
     if args.init is not None:  # after the overrides: the comparison runs of run.sh's stage 3 set their own init
         OmegaConf.update(cfg, "train.ctc.init", args.init)
     # Under torchrun (run.sh --ngpu N): one process of N, the run's lock taken by rank 0.
-    with distributed.process_group(cfg.train.device), distributed.exclusive(args.exp_dir):
+    with training_processes(cfg, args.exp_dir):
         train_ctc_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.init_dir, args.exp_dir)
 
 

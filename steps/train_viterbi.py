@@ -4,13 +4,12 @@ alignment, re-alignment after the epochs in train.viterbi.realign_epochs (kept i
 Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
 
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.train_stages import STEP_INPUTS, train_viterbi_stage
-from phonerec.training import distributed
+from phonerec.pipeline.train_stages import STEP_INPUTS, train_viterbi_stage, training_processes
 
 
 def main(args, cfg):
     # Under torchrun (run.sh --ngpu N): one process of N, the run's lock taken by rank 0.
-    with distributed.process_group(cfg.train.device), distributed.exclusive(args.exp_dir):
+    with training_processes(cfg, args.exp_dir):
         train_viterbi_stage(cfg, args.train_dir, args.dev_dir, args.lang_dir, args.exp_dir)
 
 

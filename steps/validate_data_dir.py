@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from phonerec.base.errors import DataDirError
 from phonerec.data.data_dir import validate_data_dir
 from phonerec.pipeline.cli import setup_logging
-from phonerec.pipeline.errors import DataDirError
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -107,6 +107,12 @@ def project_env() -> dict:
     return env
 
 
+def pytest_collection_modifyitems(items):
+    # The slow tests first (stable: in file order otherwise): tools/run_tests.sh's workers then share them from the
+    # start, instead of one worker running the last of them alone while the other has finished.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     # Two cores: the test process and the step processes it starts get one thread each.
@@ -170,7 +176,7 @@ def tiny_run(tmp_path, exp):
         "train.num_threads=1",
         "decode.num_threads=1",
         "train.viterbi.epochs=3",
-        "train.viterbi.realign_epochs=[1,2]",  # within the 3 epochs (phonerec.pipeline.schema.check_config)
+        "train.viterbi.realign_epochs=[1,2]",  # within the 3 epochs (phonerec.base.schema.check_config)
         "train.speed_perturb=[]",
     ]
 

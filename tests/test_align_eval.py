@@ -5,18 +5,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from phonerec.base.errors import RecipeError
 from phonerec.hmm.align_eval import (
     Segment,
     align_labels,
     ctc_segments,
     evaluate_alignment,
-    frame_offset,
     frames_to_segments,
     read_ctm,
     write_ctm,
 )
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.recipe import frame_timing
+from phonerec.hmm.timing import frame_offset, frame_timing
 
 SHIFT = 0.01
 

@@ -12,15 +12,16 @@ import torchaudio.functional as AF
 from conftest import write_wav
 from omegaconf import OmegaConf
 
+from phonerec.base.config import load_config
+from phonerec.base.errors import RecipeError
 from phonerec.data.audio import read_audio
 from phonerec.data.data_dir import Utterance, read_table, validate_data_dir, write_data_dir
 from phonerec.data.dataset import Example, collate
-from phonerec.data.speed_perturb import perturb_samples, perturb_speed
-from phonerec.features import add_deltas
+from phonerec.data.features import add_deltas
+from phonerec.data.speed_perturb import perturb_samples
 from phonerec.hmm.align_eval import Segment, read_ctm, write_ctm
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.prepare_stage import speed_perturb_stage
 from phonerec.training.augment import SpecAugment
 from phonerec.training.loop import train_one_epoch
 
@@ -166,7 +167,7 @@ def train_dir(tmp_path):
 def test_perturbed_dir_holds_the_originals_and_a_copy_per_factor(train_dir, tmp_path, caplog):
     cfg = load_config(["train.speed_perturb=[0.9,1.1]"])
     out = tmp_path / "train_sp"
-    perturb_speed(cfg, train_dir, out)
+    speed_perturb_stage(cfg, train_dir, out)
     assert validate_data_dir(out) == 6
     utt2spk = read_table(out / "utt2spk")
     assert utt2spk["sp0.9-spk1_a"] == "sp0.9-spk1" and utt2spk["spk2_b"] == "spk2"
@@ -181,11 +182,11 @@ def test_perturbed_dir_holds_the_originals_and_a_copy_per_factor(train_dir, tmp_
     assert ctm["spk1_a"] == read_ctm(train_dir / "phones.ctm")["spk1_a"]
 
     with caplog.at_level(logging.INFO):
-        perturb_speed(cfg, train_dir, out)
+        speed_perturb_stage(cfg, train_dir, out)
     assert "speed_perturb already done" in caplog.text
 
     # Other factors: redone, and no audio of the old ones left behind.
-    perturb_speed(load_config(["train.speed_perturb=[1.2]"]), train_dir, out)
+    speed_perturb_stage(load_config(["train.speed_perturb=[1.2]"]), train_dir, out)
     assert validate_data_dir(out) == 4
     assert sorted(p.name for p in (out / "wav").glob("*.wav")) == ["sp1.2-spk1_a.wav", "sp1.2-spk2_b.wav"]
 
@@ -193,4 +194,4 @@ def test_perturbed_dir_holds_the_originals_and_a_copy_per_factor(train_dir, tmp_
 @pytest.mark.parametrize("factors", ["[]", "[1.0]", "[0.9,0.9]", "[3.0]"])
 def test_bad_factors_are_refused(train_dir, tmp_path, factors):
     with pytest.raises(RecipeError, match="train.speed_perturb"):
-        perturb_speed(load_config([f"train.speed_perturb={factors}"]), train_dir, tmp_path / "train_sp")
+        speed_perturb_stage(load_config([f"train.speed_perturb={factors}"]), train_dir, tmp_path / "train_sp")

@@ -1,13 +1,13 @@
-"""The typed config (phonerec.pipeline.schema): a bad setting is refused in one line when the config is composed,
+"""The typed config (phonerec.base.schema): a bad setting is refused in one line when the config is composed,
 before any stage moves or writes anything, and the types keep every recipe's stage digests as they were."""
 
 import pytest
 from conftest import run_sh
 from omegaconf import OmegaConf
 
+from phonerec.base.config import load_config
+from phonerec.base.errors import RecipeError
 from phonerec.pipeline import stage_keys
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import RecipeError
 
 RECIPES = ("fsdd", "fsdd_connected", "tidigits", "timit", "timit_sample")
 STAGES = ("PREPARE", "SPEED_PERTURB", "FEATURES", "TRAIN_VITERBI", "TRAIN_CTC", "LM", "DECODE", "BUNDLE")

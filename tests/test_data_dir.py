@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from conftest import REPO, project_env, write_wav
 
+from phonerec.base.errors import DataDirError
 from phonerec.data.audio import check_audio_file, read_audio
 from phonerec.data.data_dir import Utterance, read_table, validate_data_dir, write_data_dir
-from phonerec.pipeline.errors import DataDirError
 
 PHONES = ["a", "b", "k", "t"]
 # utterance id -> (speaker, phones); ids start with their speaker id. Line numbers below follow this order.

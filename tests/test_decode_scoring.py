@@ -6,10 +6,16 @@ import json
 import pytest
 import torch
 
+from phonerec.base.config import load_config
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.recipe import dev_per_scorer
-from phonerec.scoring.error_rate import ScoringError, fold_phones, read_phone_map, score, write_score_report
+from phonerec.scoring.error_rate import (
+    ScoringError,
+    dev_per_scorer,
+    fold_phones,
+    read_phone_map,
+    score,
+    write_score_report,
+)
 
 
 def peaky(label_rows: list[list[int]], num_outputs: int, pad_label: int = 1) -> torch.Tensor:

@@ -12,14 +12,14 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from phonerec.base.errors import RecipeError
 from phonerec.data.dataset import Example, collate
 from phonerec.hmm.align import Topology
 from phonerec.hmm.transitions import Transitions
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.errors import RecipeError
+from phonerec.model.device import Autocast, in_precision, resolve_device
 from phonerec.training import distributed
 from phonerec.training.ctc import CTCTask
-from phonerec.training.device import Autocast, in_precision, resolve_device
 from phonerec.training.viterbi_ce import ViterbiTask
 
 NUM_PHONES, STATES, DIM = 5, 2, 6  # the blank (or none), silence and 3 phones; 2 HMM states each

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import phonerec.data.download as dl
-from phonerec.pipeline.errors import CorpusError
+from phonerec.base.errors import CorpusError
 
 PAYLOAD = random.Random(20240521).randbytes(300_000)
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
 
-from phonerec.data.corpora.fsdd import prepare_fsdd
-from phonerec.features import make_features
+from phonerec.base.config import load_config
 from phonerec.model import export
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.config import load_config
 from phonerec.pipeline.export_stage import export_model
+from phonerec.pipeline.features_stage import make_features
+from phonerec.pipeline.prepare_stage import prepare_stage
 
 pytestmark = [
     pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
@@ -32,7 +32,7 @@ def feat_dir(tmp_path_factory):
     """MFCC features of one FSDD speaker's real recordings (2 takes of 0-9), as the recipe makes them."""
     tmp = tmp_path_factory.mktemp("export")
     cfg = load_config([f"corpus.root={fsdd_subset(tmp / 'fsdd', takes=range(2))}", f"paths.data={tmp}/data", "nj=1"])
-    prepare_fsdd(cfg, tmp / "data")
+    prepare_stage(cfg, tmp / "data", "fsdd")
     make_features(tmp / "data" / "train", tmp / "data" / "mfcc" / "train", cfg, lang_dir=tmp / "data" / "lang")
     return tmp / "data" / "mfcc" / "train"
 

@@ -13,10 +13,11 @@ import torchaudio
 from conftest import write_wav
 from torchaudio.compliance import kaldi
 
+from phonerec.base.config import load_config
+from phonerec.base.errors import DataDirError, RecipeError
 from phonerec.data.data_dir import Utterance, read_table, write_data_dir
-from phonerec.features import FeatureReader, add_deltas, apply_cmvn, cmvn_stats, make_features
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import DataDirError, RecipeError
+from phonerec.data.features import FeatureReader, add_deltas, apply_cmvn, cmvn_stats
+from phonerec.pipeline.features_stage import make_features
 
 
 @pytest.fixture

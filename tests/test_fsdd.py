@@ -10,11 +10,12 @@ import pytest
 import soundfile as sf
 from conftest import make_fsdd_copy
 
-from phonerec.data.corpora.fsdd import DIGIT_WORDS, prepare_fsdd
+from phonerec.base.config import load_config
+from phonerec.base.errors import CorpusError
+from phonerec.data.corpora.fsdd import DIGIT_WORDS
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.lang import read_lexicon, read_phones
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import CorpusError
+from phonerec.pipeline.prepare_stage import prepare_stage
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def prepare(tmp_path, root, manifest, *overrides):
             *overrides,
         ]
     )
-    prepare_fsdd(cfg, tmp_path / "data")
+    prepare_stage(cfg, tmp_path / "data", "fsdd")
     return tmp_path / "data"
 
 

@@ -14,14 +14,14 @@ import torch
 import torchaudio.functional as taf
 from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run, write_wav
 
+from phonerec.base.errors import DataDirError, RecipeError
+from phonerec.base.files import file_digest
 from phonerec.data.audio import read_audio
 from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
-from phonerec.features import FeatureReader
+from phonerec.data.features import FeatureReader
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.inference import bundle_files, load_model, read_recordings
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.errors import DataDirError, RecipeError
-from phonerec.pipeline.files import file_digest
 
 pytestmark = [
     pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
@@ -409,7 +409,7 @@ def test_a_bundle_is_data_its_interpolations_are_refused(run, tmp_path, monkeypa
         ),
         ("config.yaml", "delta_order: 2", "delta_order: two", 'features.delta_order is "two", expected an integer'),
         ("config.yaml", "  states_per_phone: 1\n", "", "no key hmm.states_per_phone"),
-        # The ranges and names of the recipe's own config (phonerec.pipeline.schema.check_values).
+        # The ranges and names of the recipe's own config (phonerec.base.schema.check_values).
         ("config.yaml", "cmvn: speaker", "cmvn: global", "features.cmvn=global: expected one of"),
         ("config.yaml", "batch_frames: 6000", "batch_frames: 10", "decode.batch_frames=10: must be >= 100"),
         ("decoders.json", '"lm_weight": 0.5', '"lm_weight": "0.5"', 'decoders.lm.chosen.lm_weight is "0.5", expected'),
@@ -571,6 +571,6 @@ def test_a_recording_longer_than_max_utterance_seconds_is_warned_about(run, new_
     model = load_model(exp / "ctc")
     for recording, warned in ((long, True), (new_recording, False)):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="phonerec.features"):
+        with caplog.at_level(logging.WARNING, logger="phonerec.data.features"):
             model.transcribe(read_recordings(model.sample_rate, [recording]))
         assert ("over corpus.max_utterance_seconds" in caplog.text) == warned, caplog.text

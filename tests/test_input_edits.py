@@ -36,6 +36,7 @@ def rerun(tmp, overrides, before):
     return {d for d in after if after[d] != before[d]}, after
 
 
+@pytest.mark.slow
 def test_exactly_the_stages_downstream_of_an_edited_input_run_again(tmp_path):
     root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
     overrides = [f"corpus.root={root}", *tiny_run(tmp_path, tmp_path / "exp"), *ONE_POINT_GRIDS]

@@ -9,15 +9,15 @@ import pytest
 import torch
 from conftest import REPO, make_fsdd_copy, write_wav
 
-from phonerec.data.corpora.fsdd import prepare_fsdd
+from phonerec.base.config import load_config
+from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import Utterance, write_data_dir
 from phonerec.data.dataset import load_examples
 from phonerec.data.lang import prepare_lang, read_lexicon
 from phonerec.decoding.decoders import CTCLexiconWords
 from phonerec.decoding.lm import NgramLM
-from phonerec.features import make_features
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.features_stage import make_features
+from phonerec.pipeline.prepare_stage import prepare_stage
 
 # Five words over the phones a, b, c (tokens: <blk> sil a b c).
 LEXICON = "v b c\nw c a\nx a\ny b\nz a b\n"
@@ -101,4 +101,4 @@ def test_fsdd_with_a_lexicon_word_in_another_case_names_the_recording_and_the_sp
     overrides = [f"corpus.root={tmp_path / 'fsdd'}", f"corpus.manifest={manifest}", f"corpus.lexicon={lexicon}"]
     cfg = load_config([*overrides, f"paths.data={tmp_path}/data", f"paths.downloads={tmp_path}/downloads"])
     with pytest.raises(RecipeError, match=r"0_\w+_0\.wav: the word 'zero' is not in .*; it has 'Zero' \(.*:11\)"):
-        prepare_fsdd(cfg, tmp_path / "data")
+        prepare_stage(cfg, tmp_path / "data", "fsdd")

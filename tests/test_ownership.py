@@ -1,4 +1,4 @@
-"""The recipe deletes, moves and overwrites only what it made (phonerec.pipeline.ownership): a folder of the
+"""The recipe deletes, moves and overwrites only what it made (phonerec.base.ownership): a folder of the
 user's given as paths.data, paths.exp, paths.results or a scratch dir is refused, naming it, before anything is
 written; runs move aside by renames within one filesystem, never through a link; a full disk is one line naming
 the path."""
@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import REPO, make_fsdd_copy, project_env, run_sh
 
-from phonerec.data.corpora.fsdd import _unpack, prepare_fsdd
-from phonerec.data.speed_perturb import perturb_speed
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.ownership import MARKER, check_generated_file, claim_dir, is_ours, move_entries, remove_tree
+from phonerec.base.config import load_config
+from phonerec.base.errors import RecipeError
+from phonerec.base.ownership import MARKER, check_generated_file, claim_dir, is_ours, move_entries, remove_tree
+from phonerec.data.corpora.fsdd import _unpack
+from phonerec.pipeline.prepare_stage import prepare_stage, speed_perturb_stage
 from phonerec.pipeline.train_stages import _fresh_exp_dir
 from phonerec.training.checkpoints import save_checkpoint
 
@@ -99,16 +99,16 @@ def test_stage_0_never_deletes_a_wav_tree_it_did_not_make(tmp_path):
     before = snapshot(data)
     cfg = load_config([f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={data}"])
     with pytest.raises(RecipeError, match=rf"{data}/wav: not made by the recipe"):
-        prepare_fsdd(cfg, data)
+        prepare_stage(cfg, data, "fsdd")
     assert [entry for entry in snapshot(data) if "/lang" not in entry[0]] == before
 
     # Its own wav/ (connected digits) is replaced when the settings change, one of an earlier version included.
     own = claim_dir(tmp_path / "own", "paths.data")  # as local/fsdd/prepare_data.py claims it
     overrides = [f"corpus.root={root}", f"corpus.manifest={manifest}", "corpus.connected.enabled=true"]
-    prepare_fsdd(load_config([*overrides, f"paths.data={own}"]), own)
+    prepare_stage(load_config([*overrides, f"paths.data={own}"]), own, "fsdd")
     assert (own / "wav" / MARKER).is_file()
     (own / "wav" / MARKER).unlink()
-    prepare_fsdd(load_config([*overrides, f"paths.data={own}", "corpus.connected.max_digits=2"]), own)
+    prepare_stage(load_config([*overrides, f"paths.data={own}", "corpus.connected.max_digits=2"]), own, "fsdd")
     assert (own / "wav" / MARKER).is_file()
 
 
@@ -116,11 +116,11 @@ def test_speed_perturbation_never_deletes_a_wav_tree_it_did_not_make(tmp_path):
     root = tmp_path / "fsdd"
     manifest = make_fsdd_copy(root, speakers=("george", "nicolas", "theo"), digits=range(2), takes=range(2))
     cfg = load_config([f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp_path}/data"])
-    prepare_fsdd(cfg, tmp_path / "data")
+    prepare_stage(cfg, tmp_path / "data", "fsdd")
     out = users_folder(tmp_path / "train_sp")
     before = snapshot(out)
     with pytest.raises(RecipeError, match=rf"{out}/wav: not made by the recipe"):
-        perturb_speed(load_config(["train.speed_perturb=[0.9]"]), tmp_path / "data" / "train", out)
+        speed_perturb_stage(load_config(["train.speed_perturb=[0.9]"]), tmp_path / "data" / "train", out)
     assert snapshot(out) == before
 
 
@@ -207,7 +207,7 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, full_disk):
     root = tmp_path / "fsdd"
     manifest = make_fsdd_copy(root, speakers=("george", "nicolas", "theo"), digits=range(10), takes=range(3))
     overrides = [f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp_path}/data", "nj=1"]
-    prepare_fsdd(load_config(overrides), tmp_path / "data")
+    prepare_stage(load_config(overrides), tmp_path / "data", "fsdd")
     result = subprocess.run(
         [sys.executable, "steps/make_features.py", f"{tmp_path}/data/train", f"{full_disk}/mfcc", *overrides],
         cwd=REPO,

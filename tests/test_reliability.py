@@ -13,11 +13,11 @@ import soundfile as sf
 import torch
 from conftest import ONE_POINT_GRIDS, fsdd_subset, kill_run_sh_when, make_fsdd_copy, run_sh, tiny_run
 
-from phonerec.data.corpora.fsdd import prepare_fsdd
+from phonerec.base.config import load_config
+from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import read_table
-from phonerec.features import make_features
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.features_stage import make_features
+from phonerec.pipeline.prepare_stage import prepare_stage
 from phonerec.training.checkpoints import load_checkpoint, load_model
 
 
@@ -56,7 +56,7 @@ def prepared_fsdd(tmp_path):
     root = tmp_path / "fsdd"
     manifest = make_fsdd_copy(root, speakers=("george", "nicolas", "theo"), digits=range(2), takes=range(2))
     cfg = load_config([f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp_path}/data", "nj=1"])
-    prepare_fsdd(cfg, tmp_path / "data")
+    prepare_stage(cfg, tmp_path / "data", "fsdd")
     return cfg, tmp_path / "data"
 
 
@@ -123,6 +123,7 @@ def _hold(lock_dir, mode):
     return handle
 
 
+@pytest.mark.slow
 def test_a_run_that_would_write_what_another_reads_or_writes_is_refused_before_it_writes(tmp_path):
     root = fsdd_subset(tmp_path / "fsdd", takes=range(2))
     exp = tmp_path / "exp"
@@ -171,6 +172,7 @@ def _results(tmp):
     return found
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_every_stage_resumes_to_what_an_uninterrupted_run_gives(tmp_path):
     """SIGKILL during feature extraction (one job of two done), after a Viterbi re-alignment round, during CTC
     training, between decodes, during scoring and between bundles; each time the same command resumes."""

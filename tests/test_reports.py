@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from phonerec.pipeline.config import load_config
+from phonerec.base.config import load_config
 from phonerec.pipeline.results import write_seed_table
 from phonerec.scoring.error_rate import ScoringError, score, score_table
 from phonerec.scoring.reports import (

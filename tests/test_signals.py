@@ -15,7 +15,8 @@ from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_r
 
 pytestmark = [
     pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
-    pytest.mark.xdist_group("signals"),  # one worker of tools/run_tests.sh makes the module's trained fixtures
+    pytest.mark.xdist_group("signals"),
+    pytest.mark.slow,  # one worker of tools/run_tests.sh makes the module's trained fixtures
 ]
 
 STOPPED = "stopped in stage 2; rerun the same command to resume"

@@ -9,10 +9,10 @@ import time
 import pytest
 from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, kill_run_sh_when, project_env, run_sh, tiny_run
 
+from phonerec.base.config import load_config
 from phonerec.data.data_dir import read_table, validate_data_dir
-from phonerec.features import FeatureReader
+from phonerec.data.features import FeatureReader
 from phonerec.hmm.align_eval import read_ctm
-from phonerec.pipeline.config import load_config
 from phonerec.scoring.sclite import find_sclite
 
 SHARED_TIMIT = SHARED_FSDD.parent / "timit_sample"
@@ -76,6 +76,7 @@ def _lock_is_free(path) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_training_in_two_processes_resumes_after_a_kill_and_decodes(tmp_path):
     """./run.sh --ngpu 2 train.device=cpu: stages 2-3 under torchrun (gloo), killed during Viterbi training."""
     exp = tmp_path / "exp"
@@ -114,6 +115,7 @@ def test_training_in_two_processes_resumes_after_a_kill_and_decodes(tmp_path):
     assert (tmp_path / "RESULTS.md").is_file()
 
 
+@pytest.mark.slow
 def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     exp = tmp_path / "exp"
     overrides = [
@@ -182,6 +184,7 @@ def test_all_stages_with_a_kill_during_ctc_training(tmp_path):
     assert not list((exp / "ctc_fresh").glob("decode_*"))
 
 
+@pytest.mark.slow
 def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     exp = tmp_path / "exp"
     overrides = [
@@ -239,6 +242,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     assert "| 0 speed perturbation (train_sp) |" in results and "| 1 features (train, dev, test, train_sp) |" in results
 
 
+@pytest.mark.slow
 def test_run_seeds_writes_the_mean_and_range_of_every_decoder(tmp_path):
     exp = tmp_path / "exp"
     root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
@@ -266,6 +270,7 @@ def test_run_seeds_writes_the_mean_and_range_of_every_decoder(tmp_path):
     assert (exp / "seeds" / "seed1" / "RESULTS.md").is_file()
 
 
+@pytest.mark.slow
 def test_run_loso_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
     exp = tmp_path / "exp"
     root = fsdd_subset(tmp_path / "fsdd", takes=range(3), speakers=("george", "jackson", "nicolas", "theo"))
@@ -304,6 +309,7 @@ def test_run_loso_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
     assert result.returncode == 2 and "has 1 speaker(s); leaving one out needs at least 2" in result.stderr
 
 
+@pytest.mark.slow
 def test_run_criteria_tables_every_variant_and_seed(tmp_path):
     exp = tmp_path / "exp"
     root = fsdd_subset(tmp_path / "fsdd", takes=range(3))

@@ -9,6 +9,7 @@ from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 
 
+@pytest.mark.slow
 def test_a_tiny_run_from_a_clone_under_a_path_with_a_space_and_a_non_ascii_letter(tmp_path):
     # A clone of the committed files, its .venv a link to this checkout's: tools/setup_env.sh finds its stamp (the
     # digest of the requirements) and installs nothing, unless the committed requirements differ from the venv's.

@@ -6,8 +6,9 @@ import sys
 import pytest
 from conftest import project_env
 
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.markers import clear_done, exclusive, is_done, mark_done, read_digest
+from phonerec.base.errors import RecipeError
+from phonerec.base.ownership import exclusive
+from phonerec.pipeline.markers import clear_done, is_done, mark_done, read_digest
 
 
 def test_done_marker_round_trip(tmp_path):
@@ -26,7 +27,7 @@ def test_a_second_run_on_the_same_dir_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from phonerec.pipeline.markers import exclusive\nwith exclusive({str(tmp_path)!r}):\n"
+            f"from phonerec.base.ownership import exclusive\nwith exclusive({str(tmp_path)!r}):\n"
             "    print('held', flush=True)\n    input()",
         ],
         stdin=subprocess.PIPE,

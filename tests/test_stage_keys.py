@@ -5,9 +5,9 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
+from phonerec.base.config import CONF_DIR, load_config
 from phonerec.decoding.decoders import _REGISTRY
 from phonerec.pipeline import stage_keys
-from phonerec.pipeline.config import CONF_DIR, load_config
 
 STAGES = {name: keys for name, keys in vars(stage_keys).items() if isinstance(keys, stage_keys.StageKeys)}
 DECODE_STAGES = {f"DECODE {kind} {name}": stage_keys.DECODE | cls.keys for (kind, name), cls in _REGISTRY.items()}

@@ -11,12 +11,12 @@ import pytest
 import soundfile as sf
 from conftest import REPO, project_env
 
-from phonerec.data.corpora.tidigits import prepare_tidigits
+from phonerec.base.config import load_config
+from phonerec.base.errors import CorpusError, RecipeError
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.lang import read_phones
-from phonerec.features import make_features
-from phonerec.pipeline.config import load_config
-from phonerec.pipeline.errors import CorpusError, RecipeError
+from phonerec.pipeline.features_stage import make_features
+from phonerec.pipeline.prepare_stage import prepare_stage
 
 RATE = 20000
 # part -> group -> speaker -> file stems. Train: 3 men, 2 women, 2 boys; test: a man, a woman, a girl.
@@ -91,7 +91,7 @@ def config(tmp_path, root, *overrides):
 
 
 def prepare(tmp_path, root, *overrides):
-    prepare_tidigits(config(tmp_path, root, *overrides), tmp_path / "data")
+    prepare_stage(config(tmp_path, root, *overrides), tmp_path / "data", "tidigits")
     return tmp_path / "data"
 
 
@@ -222,7 +222,7 @@ def test_bad_roots(tmp_path, root, monkeypatch):
     with pytest.raises(CorpusError, match="looks like the tidigits folder itself"):
         prepare(tmp_path, root / "tidigits")
     with pytest.raises(CorpusError, match="corpus.root is not set"):
-        prepare_tidigits(load_config(["recipe=tidigits", f"paths.data={tmp_path}/data"]), tmp_path / "data")
+        prepare_stage(load_config(["recipe=tidigits", f"paths.data={tmp_path}/data"]), tmp_path / "data", "tidigits")
 
     real_iterdir = pathlib.Path.iterdir
 

@@ -9,11 +9,12 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from phonerec.data.corpora.timit import fold_segments, prepare_timit, read_phn, read_wrd
+from phonerec.base.config import load_config, repo_path
+from phonerec.base.errors import CorpusError
+from phonerec.data.corpora.timit import fold_segments, read_phn, read_wrd
 from phonerec.data.data_dir import read_table
 from phonerec.hmm.align_eval import read_ctm
-from phonerec.pipeline.config import load_config, repo_path
-from phonerec.pipeline.errors import CorpusError
+from phonerec.pipeline.prepare_stage import prepare_stage
 from phonerec.scoring.error_rate import fold_phones, read_phone_map
 
 PHONES = repo_path("local/timit/phones.tsv")
@@ -79,7 +80,7 @@ def prepare(tmp_path, root, *overrides):
             *overrides,
         ]
     )
-    prepare_timit(cfg, tmp_path / "data")
+    prepare_stage(cfg, tmp_path / "data", "timit")
     return tmp_path / "data"
 
 

@@ -12,14 +12,14 @@ from conftest import make_fsdd_copy
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from phonerec.data.corpora.fsdd import prepare_fsdd
+from phonerec.base.config import load_config
+from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example
-from phonerec.features import make_features
 from phonerec.hmm.transitions import TransitionCounts, Transitions
-from phonerec.pipeline.config import load_config
 from phonerec.pipeline.decode_stages import decode_stage, make_lm_stage
-from phonerec.pipeline.errors import RecipeError
+from phonerec.pipeline.features_stage import make_features
+from phonerec.pipeline.prepare_stage import prepare_stage
 from phonerec.pipeline.score_stages import score_phones
 from phonerec.pipeline.stage_keys import TRAIN_VITERBI
 from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage, viterbi_setup
@@ -48,7 +48,7 @@ def prepared(tmp_path_factory):
     manifest = make_fsdd_copy(root, speakers=("george", "nicolas", "theo"), digits=range(4), takes=range(3))
     overrides = [f"corpus.root={root}", f"corpus.manifest={manifest}", f"paths.data={tmp}/data", *TINY]
     cfg = load_config(overrides)
-    prepare_fsdd(cfg, tmp / "data")
+    prepare_stage(cfg, tmp / "data", "fsdd")
     for split in ("train", "dev", "test"):
         make_features(tmp / "data" / split, tmp / "data" / "mfcc" / split, cfg)
     return tmp, overrides

@@ -3,14 +3,14 @@
 against the release's sha256 manifest, and write the Kaldi data dirs <data-dir>/{train,dev,test} and the
 lang dir <data-dir>/lang. Skipped when done with the same corpus settings."""
 
-from phonerec.data.corpora.fsdd import prepare_fsdd
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
+from phonerec.pipeline.prepare_stage import prepare_stage
 
 
 def main(args, cfg):
     with exclusive(args.data_dir):
-        prepare_fsdd(cfg, args.data_dir)
+        prepare_stage(cfg, args.data_dir, "fsdd")
 
 
 if __name__ == "__main__":

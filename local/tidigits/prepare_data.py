@@ -4,14 +4,14 @@ Kaldi data dirs <data-dir>/{train,dev,test} (the speaker groups in corpus.groups
 out, corpus.dev_speakers) and the lang dir <data-dir>/lang from the shared digit lexicon. Skipped when done
 with the same corpus settings."""
 
-from phonerec.data.corpora.tidigits import prepare_tidigits
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
+from phonerec.pipeline.prepare_stage import prepare_stage
 
 
 def main(args, cfg):
     with exclusive(args.data_dir):
-        prepare_tidigits(cfg, args.data_dir)
+        prepare_stage(cfg, args.data_dir, "tidigits")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@
 checked against its published size and MD5) -> Kaldi data dirs <data-dir>/{train,dev,test}, each with the
 hand-labelled phone segments folded like the training labels (phones.ctm), and the lang dir <data-dir>/lang."""
 
-from phonerec.data.corpora.timit import prepare_timit
+from phonerec.base.ownership import exclusive
 from phonerec.pipeline.cli import step_main
-from phonerec.pipeline.markers import exclusive
+from phonerec.pipeline.prepare_stage import prepare_stage
 
 
 def main(args, cfg):
     with exclusive(args.data_dir):
-        prepare_timit(cfg, args.data_dir)
+        prepare_stage(cfg, args.data_dir, "timit")
 
 
 if __name__ == "__main__":

@@ -35,22 +35,21 @@ import torchaudio.functional as taf
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import file_digest
+from phonerec.base.schema import check_values
 from phonerec.data.audio import check_audio_file
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, word_ends
-from phonerec.data.lang import read_lexicon
+from phonerec.data.features import cmvn_stats, compute_features, features_at_load, warn_long_recording
+from phonerec.data.lang import read_id2phone, read_lexicon, read_topology
 from phonerec.decoding.decoders import Decoder, decoder_class, decoder_names
 from phonerec.decoding.hybrid import scaled_log_likelihoods
-from phonerec.features import cmvn_stats, compute_features, features_at_load, warn_long_recording
 from phonerec.hmm.align_eval import Segment, write_ctm
+from phonerec.hmm.fullsum import ctc_min_frames
+from phonerec.model.device import resolve_device
 from phonerec.model.posteriors import utterance_posteriors
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import file_digest
-from phonerec.pipeline.recipe import read_id2phone, read_topology
-from phonerec.pipeline.schema import check_values
 from phonerec.training.checkpoints import load_model as load_trained
-from phonerec.training.ctc import ctc_min_frames
-from phonerec.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 MAX_UTTERANCE_SECONDS = 30  # corpus.max_utterance_seconds of a bundle made before its config.yaml held it
@@ -229,7 +228,7 @@ _ABSENT = object()
 # bundle.json: sha256 and model_args are absent from bundles made before they were recorded.
 BUNDLE_SCHEMA = {"kind": "viterbi or ctc", "sha256": "a mapping or absent", "model_args": "a mapping or absent"}
 # config.yaml: what features, decoders and alignment read (decode's tuning grids are decoders.json's `chosen`): the
-# types here, the ranges and names as the recipe's config has them (phonerec.pipeline.schema.check_values).
+# types here, the ranges and names as the recipe's config has them (phonerec.base.schema.check_values).
 CONFIG_SCHEMA = {
     "corpus.sample_rate": "an integer > 0",
     "corpus.max_utterance_seconds": "a number > 0",

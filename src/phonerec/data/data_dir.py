@@ -18,17 +18,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from phonerec.base.errors import DataDirError
+from phonerec.base.files import write_text_atomic
 from phonerec.data.audio import check_audio_file
-from phonerec.pipeline.errors import DataDirError
-from phonerec.pipeline.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 MAX_REPORTED_PROBLEMS = 20
 
-SPLITS = ("train", "dev", "test")  # the data dirs stage 0 writes, each with its features from stage 1
-SPEED_PERTURBED_TRAIN = "train_sp"  # and with train.speed_perturb, train's speed-perturbed copy (Kaldi's name)
 # The files of a data dir that later stages read: stage 1 carries them into the feature dir.
 DATA_FILES = ("wav.scp", "text", "text.words", "utt2spk", "spk2utt", "phones.ctm")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import read_table, validate_data_dir
+from phonerec.data.features import FeatureReader
 from phonerec.data.lang import read_lexicon, read_phones
-from phonerec.features import FeatureReader
-from phonerec.pipeline.errors import RecipeError
 
 log = logging.getLogger(__name__)
 

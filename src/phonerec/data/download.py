@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import file_digest
+from phonerec.base.errors import CorpusError
+from phonerec.base.files import file_digest
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ Kaldi's `SIL` is our `sil`). Each run of frames of one phone is spread evenly ov
 import re
 from pathlib import Path
 
+from phonerec.base.errors import RecipeError
 from phonerec.hmm.align import Topology
-from phonerec.pipeline.errors import RecipeError
 
 _POSITION = re.compile(r"_[BEIS]$")
 

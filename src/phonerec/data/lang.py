@@ -14,9 +14,12 @@ states.txt  `<phone>_<k> <id>`: the HMM states of the Viterbi model, states_per_
 import logging
 from pathlib import Path
 
-from phonerec.data.data_dir import read_symbol_table
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_text_atomic
+from omegaconf import DictConfig
+
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_text_atomic
+from phonerec.data.data_dir import read_symbol_table, read_table
+from phonerec.hmm.align import Topology
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +101,20 @@ def _write_symbols(path: Path, symbols: list[str]) -> None:
 
 def read_phones(lang_dir: Path) -> dict[str, int]:
     return read_symbol_table(Path(lang_dir) / "phones.txt")
+
+
+def read_id2phone(lang_dir: Path) -> dict[int, str]:
+    return {i: p for p, i in read_phones(lang_dir).items()}
+
+
+def read_topology(lang_dir: Path, cfg: DictConfig) -> Topology:
+    phones = read_phones(lang_dir)
+    topo = Topology(num_phones=len(phones), states_per_phone=cfg.hmm.states_per_phone)
+    states_file = lang_dir / "states.txt"
+    states = read_table(states_file) if states_file.is_file() else {}
+    if len(states) != topo.num_states:
+        raise RecipeError(
+            f"{lang_dir}/states.txt has {len(states)} states, hmm.states_per_phone={cfg.hmm.states_per_phone} "
+            f"needs {topo.num_states}: run stage 0 again with this setting"
+        )
+    return topo

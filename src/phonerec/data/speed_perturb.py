@@ -16,21 +16,18 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-from omegaconf import DictConfig
 from tqdm import tqdm
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import atomic_path
+from phonerec.base.ownership import make_dir, remove_tree
 from phonerec.data.audio import read_audio
 from phonerec.data.data_dir import Utterance, read_table, validate_data_dir, write_data_dir
 from phonerec.hmm.align_eval import Segment, read_ctm, write_ctm
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import atomic_path, contents_sha256
-from phonerec.pipeline.markers import run_stage
-from phonerec.pipeline.ownership import make_dir, remove_tree
-from phonerec.pipeline.stage_keys import SPEED_PERTURB
 
 log = logging.getLogger(__name__)
 # The files of the training dir that the copies are made from.
-_INPUTS = ("wav.scp", "utt2spk", "text", "text.words", "phones.ctm")
+READS = ("wav.scp", "utt2spk", "text", "text.words", "phones.ctm")
 
 
 def prefix(factor: float) -> str:
@@ -48,18 +45,8 @@ def perturb_samples(samples: np.ndarray, rate: int, factor: float) -> np.ndarray
     return np.clip(np.round(out.numpy()), -32768, 32767).astype(np.int16)
 
 
-def perturb_speed(cfg: DictConfig, data_dir: Path, out_dir: Path) -> None:
-    """data_dir (a prepared training dir) -> out_dir: its utterances and a copy at each of train.speed_perturb."""
-    cfg = SPEED_PERTURB.view(cfg)
-    factors = list(cfg.train.speed_perturb)
-    if not factors:  # their range is checked when the config is loaded (phonerec.pipeline.schema)
-        raise RecipeError("train.speed_perturb=[]: speed perturbation is off, no copy to make")
-    validate_data_dir(data_dir)
-    digest = SPEED_PERTURB.digest(cfg, contents_sha256(data_dir, _INPUTS))
-    run_stage(out_dir, "speed_perturb", digest, lambda: _perturb(data_dir, out_dir, factors))
-
-
-def _perturb(data_dir: Path, out_dir: Path, factors: list[float]) -> None:
+def perturb_data_dir(data_dir: Path, out_dir: Path, factors: list[float]) -> None:
+    """data_dir (a prepared training dir) -> out_dir: its utterances and a copy at each factor."""
     wav_scp, utt2spk, text = (read_table(data_dir / name) for name in ("wav.scp", "utt2spk", "text"))
     words = read_table(data_dir / "text.words") if (data_dir / "text.words").is_file() else {}
     ctm = read_ctm(data_dir / "phones.ctm") if (data_dir / "phones.ctm").is_file() else None

@@ -24,22 +24,22 @@ import torch
 from omegaconf import DictConfig
 from torchaudio.models.decoder import ctc_decoder
 
+from phonerec.base.config import StageKeys
+from phonerec.base.errors import RecipeError
+from phonerec.base.schema import DECODERS
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, make_batches
-from phonerec.data.lang import Lexicon, read_lexicon
+from phonerec.data.lang import Lexicon, read_id2phone, read_lexicon, read_topology
 from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align import Topology, align_utterances, build_graph
 from phonerec.hmm.align_eval import Segment, ctc_segments, graph_segments
+from phonerec.hmm.fullsum import ctc_min_frames
+from phonerec.hmm.timing import FRAME_TIMING, frame_timing
 from phonerec.hmm.transitions import Transitions
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.recipe import frame_timing, read_id2phone, read_topology, scoring_fold
-from phonerec.pipeline.schema import DECODERS
-from phonerec.pipeline.stage_keys import FRAME_TIMING, PHONE_SCORING, StageKeys
-from phonerec.scoring.error_rate import score, word_error_rates
-from phonerec.training.ctc import ctc_min_frames
+from phonerec.scoring.error_rate import PHONE_SCORING, score, scoring_fold, word_error_rates
 
 Hyps = dict[str, list[str]]
 _REGISTRY: dict[tuple[str, str], type["Decoder"]] = {}
@@ -69,7 +69,7 @@ class Decoder:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             if cls.name not in DECODERS:  # the config's check of decode.decoders knows the names from there
-                raise TypeError(f"decoder '{cls.name}': declare its name in phonerec.pipeline.schema.DECODERS")
+                raise TypeError(f"decoder '{cls.name}': declare its name in phonerec.base.schema.DECODERS")
             _REGISTRY[(cls.kind, cls.name)] = cls
 
     def __init__(self, cfg: DictConfig, lang_dir: Path, lm_dir: Path, checkpoint: dict):

@@ -35,8 +35,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_text_atomic
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_text_atomic
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 LOG10_ZERO = -99.0  # log10 "probability" of <s>, which is never predicted

@@ -47,9 +47,9 @@ import numpy as np
 import torch
 import torchaudio.functional as taf
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_text_atomic
 from phonerec.hmm.align import Graph, Topology
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_text_atomic
 
 _SLACK = 1e-9  # seconds: float rounding slack for the tolerance test
 
@@ -116,13 +116,6 @@ def read_ctm(path: str | os.PathLike) -> dict[str, list[Segment]]:
 
 
 # --- segments from alignments -------------------------------------------------------------------------------
-
-
-def frame_offset(frame_length: float, frame_shift: float, snip_edges: bool = True) -> float:
-    """Seconds from t * frame_shift to the boundary between frames t - 1 and t: halfway between the middles of
-    their windows, (length - shift) / 2 with Kaldi's snip-edges framing (window t starts at t * shift), 0 without
-    it (window t is centred on t * shift + shift / 2)."""
-    return (frame_length - frame_shift) / 2 if snip_edges else 0.0
 
 
 def frames_to_segments(labels: Sequence[str], frame_shift: float, offset: float = 0.0) -> list[Segment]:

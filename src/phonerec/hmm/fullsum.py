@@ -184,6 +184,11 @@ def occupations(
     return loglik, state_occupations(gamma, batch.states, log_probs.shape[2])
 
 
+def ctc_min_frames(phones: list[int]) -> int:
+    """Frames a CTC path needs: one per label, plus a blank between equal neighbours."""
+    return len(phones) + sum(1 for a, b in zip(phones, phones[1:], strict=False) if a == b)
+
+
 def ctc_graph(labels: list[int], blank: int = 0) -> Graph:
     """CTC's topology for a label sequence, as a graph whose nodes carry output indices."""
     states, optional = [blank], [True]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from phonerec.data.dataset import Example, collate, make_batches
-from phonerec.training.device import model_device
+from phonerec.model.device import model_device
 
 
 def batched_posteriors(

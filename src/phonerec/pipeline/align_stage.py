@@ -10,13 +10,13 @@ words and times, since TIMIT's lexicon holds phones alone), else from text.words
 import logging
 from pathlib import Path
 
+from phonerec.base.config import settings_hash
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import contents_sha256
 from phonerec.data.data_dir import read_table
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.inference import Aligned, load_model, read_recordings, write_alignments
-from phonerec.pipeline.config import settings_hash
 from phonerec.pipeline.decode_stages import write_alignment_accuracy
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import contents_sha256
 from phonerec.pipeline.markers import StageRun
 
 log = logging.getLogger(__name__)

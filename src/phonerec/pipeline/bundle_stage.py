@@ -27,14 +27,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phonerec.base.config import save_config
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import copy_atomic, file_digest, write_json_atomic
 from phonerec.data.lang import LANG_FILES
 from phonerec.decoding.decoders import decoder_class, decoder_names
+from phonerec.hmm.timing import frame_shift
 from phonerec.inference import bundle_files, bundle_intact
-from phonerec.pipeline.config import save_config
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import copy_atomic, file_digest, write_json_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
-from phonerec.pipeline.recipe import find_alignment_checkpoint, find_checkpoint, frame_shift, lang_dir_digest
+from phonerec.pipeline.recipe import find_alignment_checkpoint, find_checkpoint, lang_dir_digest
 from phonerec.pipeline.results import git_hash
 from phonerec.pipeline.stage_keys import BUNDLE, FEATURES_AT_LOAD
 from phonerec.training.checkpoints import load_checkpoint, save_atomic

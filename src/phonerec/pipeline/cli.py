@@ -23,10 +23,10 @@ def _interrupted_quietly(kind, value, traceback) -> None:
 
 sys.excepthook = _interrupted_quietly  # before the imports below, which load hydra (and, through them, torch)
 
-from phonerec.pipeline.config import load_config  # noqa: E402
-from phonerec.pipeline.errors import RecipeError  # noqa: E402
-from phonerec.pipeline.files import is_no_space, no_space_left  # noqa: E402
-from phonerec.pipeline.ownership import claim_dir  # noqa: E402
+from phonerec.base.config import load_config  # noqa: E402
+from phonerec.base.errors import RecipeError  # noqa: E402
+from phonerec.base.files import is_no_space, no_space_left  # noqa: E402
+from phonerec.base.ownership import claim_dir  # noqa: E402
 
 log = logging.getLogger("phonerec")
 
@@ -103,7 +103,7 @@ def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentPar
 
 def model_tool_main(main, parser: argparse.ArgumentParser) -> None:
     """Run `main(args)` as step_main runs a step: the log starts with the command line, errors exit 1. An
-    --out-dir is claimed first (phonerec.pipeline.ownership): one holding files the recipe did not make is refused
+    --out-dir is claimed first (phonerec.base.ownership): one holding files the recipe did not make is refused
     before any work."""
     args = parser.parse_args()
     setup_logging(args.log)

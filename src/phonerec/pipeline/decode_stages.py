@@ -9,25 +9,20 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import load_examples
 from phonerec.decoding.decoders import Decoder, decoder_class
 from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align_eval import evaluate_alignment, format_accuracy, read_ctm, write_ctm
+from phonerec.hmm.timing import frame_shift
+from phonerec.model.device import resolve_device
 from phonerec.model.posteriors import utterance_posteriors
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
-from phonerec.pipeline.recipe import (
-    feature_dir_digest,
-    find_alignment_checkpoint,
-    find_checkpoint,
-    frame_shift,
-    lang_dir_digest,
-)
+from phonerec.pipeline.recipe import feature_dir_digest, find_alignment_checkpoint, find_checkpoint, lang_dir_digest
 from phonerec.pipeline.stage_keys import DECODE, LM
 from phonerec.training.checkpoints import load_model
-from phonerec.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 

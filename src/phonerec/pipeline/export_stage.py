@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from phonerec.features import FeatureReader
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_json_atomic
+from phonerec.data.features import FeatureReader
 from phonerec.model import export
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_json_atomic
 from phonerec.pipeline.recipe import find_checkpoint
 from phonerec.pipeline.stage_keys import EXPORT
 from phonerec.training.checkpoints import load_model

@@ -1,16 +1,12 @@
 """Idempotent stages: a `.done.<name>` marker, written last, holds the digest of the settings and
 inputs a stage read. A stage whose marker matches is skipped; a stale or missing one means redo."""
 
-import contextlib
-import fcntl
 import logging
-import os
 import time
 from pathlib import Path
 
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_text_atomic
-from phonerec.pipeline.ownership import claim_dir
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +83,3 @@ def run_stage(out_dir: Path, name: str, digest: str, work) -> None:
     if not stage.done:
         with stage:
             work()
-
-
-@contextlib.contextmanager
-def exclusive(out_dir: Path, what: str = "the step's output dir"):
-    """Hold <out_dir>/.lock while a stage writes there: a second run on the same dir stops at once instead of
-    interleaving its files with the first's. The lock goes with the process, a killed one included. The dir is
-    claimed first (phonerec.pipeline.ownership): one holding files the recipe did not make is refused."""
-    out_dir = claim_dir(out_dir, what)
-    with open(out_dir / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise RecipeError(f"{out_dir} is in use by another run (pid {handle.read().strip() or '?'})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield

@@ -14,12 +14,12 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
-from phonerec.data.data_dir import SPEED_PERTURBED_TRAIN, SPLITS
+from phonerec.base.config import REPO_ROOT
+from phonerec.base.files import write_png_atomic, write_text_atomic
+from phonerec.base.ownership import GENERATED_LINE, check_generated_file
+from phonerec.base.schema import SPEED_PERTURBED_TRAIN, SPLITS
 from phonerec.decoding.decoders import decoder_metric
 from phonerec.hmm.align_eval import ACCURACY_KEYS
-from phonerec.pipeline.config import REPO_ROOT
-from phonerec.pipeline.files import write_png_atomic, write_text_atomic
-from phonerec.pipeline.ownership import GENERATED_LINE, check_generated_file
 
 log = logging.getLogger(__name__)
 

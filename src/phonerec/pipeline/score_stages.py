@@ -6,15 +6,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_json_atomic, write_text_atomic
 from phonerec.data.data_dir import read_table
 from phonerec.decoding.decoders import decoder_metric
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import read_digest
-from phonerec.pipeline.recipe import scoring_fold
 from phonerec.pipeline.results import write_results
 from phonerec.pipeline.stage_keys import SCORE
-from phonerec.scoring.error_rate import score, score_table, word_rates, write_score_report
+from phonerec.scoring.error_rate import score, score_table, scoring_fold, word_rates, write_score_report
 from phonerec.scoring.reports import refs_hyps, write_reports
 from phonerec.scoring.sclite import find_sclite, run_sclite
 

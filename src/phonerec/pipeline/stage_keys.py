@@ -10,55 +10,10 @@ A stage sees the config only through `StageKeys.view`: its declared keys, resolv
 other key fails at once, naming it, so a stage cannot depend on a setting its digest does not cover.
 """
 
-from dataclasses import dataclass
+from phonerec.base.config import StageKeys
+from phonerec.hmm.timing import FRAME_TIMING
+from phonerec.scoring.error_rate import PHONE_SCORING
 
-from omegaconf import DictConfig, OmegaConf
-
-from phonerec.pipeline.config import settings_hash
-from phonerec.pipeline.errors import RecipeError
-
-
-@dataclass(frozen=True)
-class StageKeys:
-    hashed: tuple[str, ...]
-    unhashed: tuple[str, ...] = ()
-
-    def __or__(self, other: "StageKeys") -> "StageKeys":
-        return StageKeys(self.hashed + other.hashed, self.unhashed + other.unhashed)
-
-    def view(self, cfg: DictConfig) -> DictConfig:
-        """Only the declared keys of cfg, resolved, in struct mode and read-only."""
-        view = OmegaConf.create({})
-        for key in self.hashed + self.unhashed:
-            value = OmegaConf.select(cfg, key, throw_on_missing=True, default=KeyError)
-            if value is KeyError:
-                raise RecipeError(f"config: no key '{key}' (declared in phonerec/pipeline/stage_keys.py)")
-            if OmegaConf.is_config(value):
-                value = OmegaConf.to_container(value, resolve=True)
-            OmegaConf.update(view, key, value, force_add=True)
-        OmegaConf.set_struct(view, True)
-        OmegaConf.set_readonly(view, True)
-        return view
-
-    def digest(self, cfg: DictConfig, *inputs) -> str:
-        """The digest of the hashed keys' values and of `inputs` (the digests and content of what the stage reads).
-        An unhashed key inside a hashed group (corpus.max_utterance_seconds in `corpus`) is left out of it."""
-        values = {}
-        for key in self.hashed:
-            value = OmegaConf.select(cfg, key, throw_on_missing=True)
-            values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        for key in self.unhashed:
-            group, _, leaf = key.rpartition(".")
-            if group in values and isinstance(values[group], dict):
-                values[group].pop(leaf, None)
-        return settings_hash(values, *inputs)
-
-
-# How a PER is scored (the fold to the scoring phones, the phones left out): by stage 5, by the tuned decoders on
-# dev, and by training's validation, which picks best.pt.
-PHONE_SCORING = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
-# Where a frame lies in time (recipe.frame_timing): the times of alignments and their accuracy.
-FRAME_TIMING = ("features.kaldi.frame_shift", "features.kaldi.frame_length", "features.kaldi.snip_edges")
 FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
 
 # Stage 0: the corpus and where a download goes; the lang dir's HMM states.

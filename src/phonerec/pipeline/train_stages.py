@@ -1,5 +1,6 @@
 """Stages 2 and 3: Viterbi training from a flat start with re-alignment, then CTC from the Viterbi model."""
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -7,26 +8,21 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phonerec.base.config import StageKeys, save_config
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import file_digest, write_json_atomic, write_text_atomic
+from phonerec.base.ownership import MARKER, move_entries, refuse_link, remove_tree
 from phonerec.data.dataset import load_examples
-from phonerec.data.lang import read_phones
+from phonerec.data.lang import read_id2phone, read_phones, read_topology
 from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
+from phonerec.hmm.timing import frame_timing
 from phonerec.hmm.transitions import Transitions
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.config import save_config
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.pipeline.markers import StageRun, read_digest
-from phonerec.pipeline.ownership import MARKER, move_entries, refuse_link, remove_tree
-from phonerec.pipeline.recipe import (
-    dev_per_scorer,
-    feature_dir_digest,
-    frame_timing,
-    lang_dir_digest,
-    read_id2phone,
-    read_topology,
-)
-from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI, StageKeys
+from phonerec.pipeline.recipe import feature_dir_digest, lang_dir_digest
+from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
+from phonerec.scoring.error_rate import dev_per_scorer
 from phonerec.training import distributed
 from phonerec.training.augment import SpecAugment
 from phonerec.training.checkpoints import load_model
@@ -35,9 +31,19 @@ from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
 
 log = logging.getLogger(__name__)
+
+
 # How CTC training starts: from the Viterbi model keeping its outputs, from it with a fresh output layer, or not.
-# (phonerec.pipeline.schema.check_config refuses other values of these keys when the config is loaded)
+# (phonerec.base.schema.check_config refuses other values of these keys when the config is loaded)
 # The dirs every training step takes first.
+@contextlib.contextmanager
+def training_processes(cfg: DictConfig, exp_dir: Path):
+    """What a training step runs in: under torchrun (run.sh --ngpu N) this process's group, one of N, and the run's
+    lock on exp_dir, taken by rank 0 (phonerec.training.distributed); one process alone otherwise."""
+    with distributed.process_group(cfg.train.device), distributed.exclusive(exp_dir):
+        yield
+
+
 STEP_INPUTS = [("train_dir", "training feature dir"), ("dev_dir", "dev feature dir"), ("lang_dir", "lang dir")]
 
 
@@ -220,7 +226,7 @@ def _fresh_exp_dir(exp_dir: Path, digest: str) -> None:
     """Keep a run with other settings (moved aside to <exp-dir>.<its digest>) rather than resume it with these;
     and where a run of these very settings was moved aside before (settings A, then B, then A again), move it
     back: it resumes where it stopped instead of training anew (its digest covers the settings and the inputs).
-    Runs move by renames beside exp_dir (phonerec.pipeline.ownership.move_entries), never through a link."""
+    Runs move by renames beside exp_dir (phonerec.base.ownership.move_entries), never through a link."""
     stamp = exp_dir / "run_digest"
     if stamp.is_file() and stamp.read_text().strip() != digest:
         old = stamp.read_text().strip()

@@ -13,15 +13,21 @@ whitespace-separated tokens, so phones are joined with spaces; a phone may not c
 PER = (S + D + I) / N * 100 with N the number of reference phones after preparation; it is None where N = 0.
 """
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import jiwer
+from omegaconf import DictConfig
 
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_text_atomic
+from phonerec.base.config import StageKeys, repo_path
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_text_atomic
 
+# The config keys scoring_fold and score() callers read: how a PER is scored (the fold to the scoring phones, the
+# phones left out), by stage 5, by the tuned decoders on dev, and by training's validation, which picks best.pt.
+PHONE_SCORING = StageKeys(hashed=("score.ignore_phones", "score.phone_map", "score.fold_from", "score.fold_to"))
 COUNTS = ("corr", "sub", "del", "ins", "err", "n")
 
 
@@ -61,6 +67,21 @@ def read_phone_map(path: Path | str, source: str = "timit61", target: str = "sco
     if not mapping:
         raise ScoringError(f"{path}: empty phone map")
     return mapping
+
+
+def scoring_fold(cfg: DictConfig):
+    """The one folding of reference and hypothesis before scoring (score.phone_map), or None."""
+    if not cfg.score.phone_map:
+        return None
+    mapping = read_phone_map(repo_path(cfg.score.phone_map), source=cfg.score.fold_from, target=cfg.score.fold_to)
+    return functools.partial(fold_phones, mapping=mapping)
+
+
+def dev_per_scorer(cfg: DictConfig) -> Callable[[dict, dict], float]:
+    """The PER of training's validation (refs, hyps: utterance -> phones), scored as stage 5 scores: folded by
+    score.phone_map (TIMIT's 39 phones), without score.ignore_phones; best.pt is the epoch of its lowest value."""
+    fold, ignore = scoring_fold(cfg), frozenset(cfg.score.ignore_phones)
+    return lambda refs, hyps: score(refs, hyps, fold=fold, ignore=ignore)["total"]["per"]
 
 
 def fold_phones(phones: Iterable[str], mapping: Mapping[str, str | None]) -> list[str]:

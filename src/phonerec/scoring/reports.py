@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from phonerec.pipeline.files import write_png_atomic, write_text_atomic
+from phonerec.base.files import write_png_atomic, write_text_atomic
 from phonerec.scoring.error_rate import ScoringError, per_line
 
 DEL = "<del>"  # the hypothesis side of a deletion: (ref phone, DEL)

@@ -34,7 +34,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from phonerec.pipeline.files import write_text_atomic
+from phonerec.base.files import write_text_atomic
 from phonerec.scoring.error_rate import ScoringError
 
 SCTK_BIN_DIRS = (Path("/usr/lib/sctk/bin"),)  # where Debian's sctk package puts sclite

@@ -7,7 +7,7 @@ the masks an uninterrupted one would."""
 import torch
 from omegaconf import DictConfig
 
-from phonerec.features import delta_scales
+from phonerec.data.features import delta_scales
 
 
 class SpecAugment:
@@ -59,7 +59,7 @@ def _band(width: int, size: int, max_fraction: float = 1.0) -> tuple[int, int]:
 
 
 def batch_deltas(static: torch.Tensor, lengths: torch.Tensor, order: int, window: int) -> torch.Tensor:
-    """phonerec.features.add_deltas of each utterance of a padded (batch, frames, dim) batch at once, bit for
+    """phonerec.data.features.add_deltas of each utterance of a padded (batch, frames, dim) batch at once, bit for
     bit (the same float64 sums, each utterance's edge frames replicated); frames past an utterance's length 0."""
     batch, frames, dim = static.shape
     valid = torch.arange(frames)[None, :] < lengths[:, None]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import atomic_path, copy_atomic, file_digest
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import atomic_path, copy_atomic, file_digest
 
 log = logging.getLogger(__name__)
 

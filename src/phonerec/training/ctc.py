@@ -9,15 +9,10 @@ import torch.nn.functional as F
 
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import ctc_greedy
-from phonerec.hmm.fullsum import ctc_loss
+from phonerec.hmm.fullsum import ctc_loss, ctc_min_frames
 from phonerec.model.posteriors import batched_posteriors
 
 log = logging.getLogger(__name__)
-
-
-def ctc_min_frames(phones: list[int]) -> int:
-    """Frames a CTC path needs: one per label, plus a blank between equal neighbours."""
-    return len(phones) + sum(1 for a, b in zip(phones, phones[1:], strict=False) if a == b)
 
 
 class CTCTask:

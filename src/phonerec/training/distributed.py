@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.markers import exclusive as exclusive_dir
-from phonerec.training.device import resolve_device
+from phonerec.base.errors import RecipeError
+from phonerec.base.ownership import exclusive as exclusive_dir
+from phonerec.model.device import resolve_device
 
 log = logging.getLogger(__name__)
 # A rank waits this long for another (rank 0 validating and re-aligning a large corpus on the CPU) before failing.
@@ -171,7 +171,7 @@ def shard(batches: list) -> list:
 
 @contextlib.contextmanager
 def exclusive(out_dir: Path):
-    """The run's lock on out_dir (phonerec.pipeline.markers.exclusive), taken once, by rank 0: a second run is
+    """The run's lock on out_dir (phonerec.base.ownership.exclusive), taken once, by rank 0: a second run is
     refused on every rank before any writes."""
     if world_size() == 1:
         with exclusive_dir(out_dir):

@@ -17,9 +17,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import copy_atomic
 from phonerec.data.dataset import Example, collate, make_batches
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import copy_atomic
+from phonerec.model.device import describe, in_precision, model_device, resolve_device
 from phonerec.training import distributed
 from phonerec.training.checkpoints import (
     best_alignment_epoch,
@@ -30,7 +31,6 @@ from phonerec.training.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from phonerec.training.device import describe, in_precision, model_device, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def train(
     loss rises. The learning rate follows scfg.lr_metric (per or loss). Resumes from the newest checkpoint;
     `saved_with` goes into every checkpoint (model_args, to rebuild the model; the config). `augment` maps each
     training utterance's features in every batch (phonerec.training.augment.SpecAugment), never dev's.
-    On train.device in train.precision (phonerec.training.device); under torchrun, one rank of a
+    On train.device in train.precision (phonerec.model.device); under torchrun, one rank of a
     DistributedDataParallel run (phonerec.training.distributed).
     Returns {"best": {"per", "epoch"}, "history": one record per epoch}."""
     if scfg.patience is not None and scfg.patience < 1:

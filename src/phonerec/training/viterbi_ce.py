@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_json_atomic, write_png_atomic
 from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import Example
 from phonerec.data.kaldi_alignment import phones_to_states, read_kaldi_alignment
@@ -46,8 +48,6 @@ from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_ac
 from phonerec.hmm.fullsum import fullsum_loglik
 from phonerec.hmm.transitions import TransitionCounts, Transitions
 from phonerec.model.posteriors import utterance_posteriors
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_json_atomic, write_png_atomic
 from phonerec.training import distributed
 
 log = logging.getLogger(__name__)

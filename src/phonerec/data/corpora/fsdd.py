@@ -17,17 +17,16 @@ import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig
 
+from phonerec.base.config import repo_path
+from phonerec.base.errors import CorpusError
+from phonerec.base.files import atomic_path, file_digest
+from phonerec.base.ownership import make_dir, remove_tree
+from phonerec.base.schema import SPLITS
 from phonerec.data.audio import read_audio
 from phonerec.data.corpora import corpus_paths
-from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
+from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download
 from phonerec.data.lang import Lexicon, prepare_lang
-from phonerec.pipeline.config import repo_path, save_config
-from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import atomic_path, file_digest
-from phonerec.pipeline.markers import run_stage
-from phonerec.pipeline.ownership import make_dir, remove_tree
-from phonerec.pipeline.stage_keys import PREPARE
 
 log = logging.getLogger(__name__)
 
@@ -293,17 +292,18 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
         sf.write(str(tmp), samples, rate, subtype="PCM_16", format="WAV")
 
 
-def prepare_fsdd(cfg: DictConfig, data_dir: Path) -> None:
-    """Stage 0: corpus -> data_dir/{train,dev,test} and data_dir/lang."""
-    cfg = PREPARE.view(cfg)
-    downloads, root = corpus_paths(cfg, cfg.corpus.archive_dir)
-    lexicon_path = repo_path(cfg.corpus.lexicon)
-    digest = PREPARE.digest(cfg, str(root), file_digest(lexicon_path), file_digest(repo_path(cfg.corpus.manifest)))
-    run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, downloads, lexicon_path, data_dir))
+def sources(cfg: DictConfig) -> list:
+    """What the data dirs are made from besides the settings (stage 0's digest): the copy's folder, the lexicon's
+    and the manifest's content."""
+    _, root = corpus_paths(cfg, cfg.corpus.archive_dir)
+    return [str(root), file_digest(repo_path(cfg.corpus.lexicon)), file_digest(repo_path(cfg.corpus.manifest))]
 
 
-def _prepare(cfg: DictConfig, downloads: Path, lexicon_path: Path, data_dir: Path) -> None:
+def prepare(cfg: DictConfig, data_dir: Path) -> None:
+    """The corpus (downloaded, or the copy at corpus.root) -> data_dir/{train,dev,test} and data_dir/lang."""
     ccfg = cfg.corpus
+    downloads, _ = corpus_paths(cfg, ccfg.archive_dir)
+    lexicon_path = repo_path(ccfg.lexicon)
     recordings = obtain_corpus(ccfg, downloads)
     lang_dir = data_dir / "lang"
     lexicon = prepare_lang(lexicon_path, lang_dir, cfg.hmm.states_per_phone)
@@ -318,4 +318,3 @@ def _prepare(cfg: DictConfig, downloads: Path, lexicon_path: Path, data_dir: Pat
         write_data_dir(data_dir / split, utterances)
         count = validate_data_dir(data_dir / split, lang_dir)
         log.info("%s: %d utterances", data_dir / split, count)
-    save_config(cfg, data_dir / "config.yaml")

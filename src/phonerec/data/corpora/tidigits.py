@@ -21,13 +21,12 @@ from pathlib import Path
 import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
-from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
+from phonerec.base.config import repo_path
+from phonerec.base.errors import CorpusError
+from phonerec.base.files import file_digest
+from phonerec.base.schema import SPLITS
+from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
 from phonerec.data.lang import prepare_lang
-from phonerec.pipeline.config import repo_path, save_config
-from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import file_digest
-from phonerec.pipeline.markers import run_stage
-from phonerec.pipeline.stage_keys import PREPARE
 
 log = logging.getLogger(__name__)
 
@@ -218,17 +217,16 @@ def _root(ccfg: DictConfig) -> Path:
     return Path(ccfg.root).resolve()
 
 
-def prepare_tidigits(cfg: DictConfig, data_dir: Path) -> None:
-    """Stage 0: corpus -> data_dir/{train,dev,test} and data_dir/lang."""
-    cfg = PREPARE.view(cfg)
-    root = _root(cfg.corpus)
-    lexicon_path = repo_path(cfg.corpus.lexicon)
-    digest = PREPARE.digest(cfg, str(root), file_digest(lexicon_path))
-    run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, root, lexicon_path, data_dir))
+def sources(cfg: DictConfig) -> list:
+    """What the data dirs are made from besides the settings (stage 0's digest): the copy's folder and the
+    lexicon's content."""
+    return [str(_root(cfg.corpus)), file_digest(repo_path(cfg.corpus.lexicon))]
 
 
-def _prepare(cfg: DictConfig, root: Path, lexicon_path: Path, data_dir: Path) -> None:
+def prepare(cfg: DictConfig, data_dir: Path) -> None:
+    """The copy at corpus.root -> data_dir/{train,dev,test} and data_dir/lang."""
     ccfg = cfg.corpus
+    root, lexicon_path = _root(ccfg), repo_path(ccfg.lexicon)
     groups = [str(g).lower() for g in ccfg.groups]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or not groups:
@@ -267,4 +265,3 @@ def _prepare(cfg: DictConfig, root: Path, lexicon_path: Path, data_dir: Path) ->
         write_data_dir(data_dir / split, utterances)
         count = validate_data_dir(data_dir / split, lang_dir)
         log.info("%s: %d utterances", data_dir / split, count)
-    save_config(cfg, data_dir / "config.yaml")

@@ -25,17 +25,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phonerec.base.config import repo_path
+from phonerec.base.errors import CorpusError
+from phonerec.base.files import file_digest
+from phonerec.base.ownership import make_dir, remove_tree
+from phonerec.base.schema import SPLITS
 from phonerec.data.corpora import corpus_paths, walk_files
-from phonerec.data.data_dir import SPLITS, Utterance, validate_data_dir, write_data_dir
+from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
 from phonerec.data.download import download
 from phonerec.data.lang import prepare_lang
 from phonerec.hmm.align_eval import Segment, write_ctm
-from phonerec.pipeline.config import repo_path, save_config
-from phonerec.pipeline.errors import CorpusError
-from phonerec.pipeline.files import file_digest
-from phonerec.pipeline.markers import run_stage
-from phonerec.pipeline.ownership import make_dir, remove_tree
-from phonerec.pipeline.stage_keys import PREPARE
 from phonerec.scoring.error_rate import read_phone_map
 
 log = logging.getLogger(__name__)
@@ -261,18 +260,20 @@ def obtain_sample(ccfg: DictConfig, downloads: Path) -> Path:
 WRITES = "data dirs with phones.ctm and words.ctm"  # in the digest: a data dir of an older stage 0 lacks words.ctm
 
 
-def prepare_timit(cfg: DictConfig, data_dir: Path) -> None:
-    """Stage 0: corpus -> data_dir/{train,dev,test} (with phones.ctm) and data_dir/lang."""
-    cfg = PREPARE.view(cfg)
-    downloads, root = corpus_paths(cfg, "timit_sample")
-    phone_table = repo_path(cfg.corpus.phone_table)
+def sources(cfg: DictConfig) -> list:
+    """What the data dirs are made from besides the settings (stage 0's digest): the copy's folder, the phone
+    table's and the speaker lists' content, and what this version writes."""
+    _, root = corpus_paths(cfg, "timit_sample")
     lists = file_digest(repo_path(cfg.corpus.speaker_lists))
-    digest = PREPARE.digest(cfg, str(root), file_digest(phone_table), lists, WRITES)
-    run_stage(data_dir, "prepare", digest, lambda: _prepare(cfg, downloads, root, phone_table, data_dir))
+    return [str(root), file_digest(repo_path(cfg.corpus.phone_table)), lists, WRITES]
 
 
-def _prepare(cfg: DictConfig, downloads: Path, root: Path, phone_table: Path, data_dir: Path) -> None:
+def prepare(cfg: DictConfig, data_dir: Path) -> None:
+    """The corpus (the sample downloaded, or the copy at corpus.root) -> data_dir/{train,dev,test} (with phones.ctm
+    and words.ctm) and data_dir/lang."""
     ccfg = cfg.corpus
+    downloads, root = corpus_paths(cfg, "timit_sample")
+    phone_table = repo_path(ccfg.phone_table)
     if ccfg.root is None:
         root = obtain_sample(ccfg, downloads)
     elif not root.is_dir():
@@ -313,4 +314,3 @@ def _prepare(cfg: DictConfig, downloads: Path, root: Path, phone_table: Path, da
         write_ctm(data_dir / split / "words.ctm", words_ctm)
         count = validate_data_dir(data_dir / split, data_dir / "lang")
         log.info("%s: %d utterances", data_dir / split, count)
-    save_config(cfg, data_dir / "config.yaml")

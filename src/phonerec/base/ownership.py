@@ -9,17 +9,20 @@ the dir, before a file is written there: so `paths.data` pointed at a folder of 
 the marker is (or, made by an earlier version, in a dir of the recipe's that makes them); runs are moved
 (`move_entries`) within the recipe's dirs, never through a symbolic link, and only by renames within one
 filesystem. A generated text file outside the recipe's dirs (paths.results) is overwritten only when it holds the
-line the recipe writes into every such file (`check_generated_file`)."""
+line the recipe writes into every such file (`check_generated_file`). A step holds the lock on the dir it writes
+(`exclusive`), so a second run on it stops at once."""
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.files import write_text_atomic
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +156,22 @@ def check_generated_file(path: str | Path, what: str) -> None:
         f"{path} ({what}) was not written by the recipe (no line starting {GENERATED_LINE!r} near its top); "
         "it will not overwrite it: give another path"
     )
+
+
+@contextlib.contextmanager
+def exclusive(out_dir: Path, what: str = "the step's output dir"):
+    """Hold <out_dir>/.lock while a stage writes there: a second run on the same dir stops at once instead of
+    interleaving its files with the first's. The lock goes with the process, a killed one included. The dir is
+    claimed first (phonerec.base.ownership): one holding files the recipe did not make is refused."""
+    out_dir = claim_dir(out_dir, what)
+    with open(out_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RecipeError(f"{out_dir} is in use by another run (pid {handle.read().strip() or '?'})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield

@@ -17,8 +17,8 @@ Nothing here initialises CUDA unless the device asks for it.
 import torch
 from torch import nn
 
-from phonerec.pipeline.errors import RecipeError
-from phonerec.pipeline.schema import DEVICE_SPEC, DEVICES, PRECISIONS
+from phonerec.base.errors import RecipeError
+from phonerec.base.schema import DEVICE_SPEC, DEVICES, PRECISIONS
 
 
 def resolve_device(spec: str, local_rank: int = 0, world_size: int = 1) -> torch.device:

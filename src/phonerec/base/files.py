@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from phonerec.pipeline.errors import RecipeError
+from phonerec.base.errors import RecipeError
 
 
 @contextlib.contextmanager

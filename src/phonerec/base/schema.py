@@ -5,7 +5,7 @@ first in its defaults list: `- base_<name>`), so composition refuses a value of 
 declares. Every field is MISSING: the values live in the YAML files alone, and a field's type must keep the value
 the file gives as it is (an int stays an int), since stage digests hash them (tests/test_config_schema.py pins
 every recipe's). `check_config` then checks ranges, names and keys that depend on each other, right after
-composition (phonerec.pipeline.config.load_config), before any stage runs.
+composition (phonerec.base.config.load_config), before any stage runs.
 """
 
 import re
@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from phonerec.pipeline.errors import RecipeError
+from phonerec.base.errors import RecipeError
 
 # Batches never split an utterance, so below about a second of frames each batch holds one utterance.
 MIN_BATCH_FRAMES = 100
@@ -28,13 +28,15 @@ LR_METRICS = ("per", "loss")
 SCLITE = ("auto", True, False)
 # The names that the code reading these keys knows, declared here so that checking a config needs no torch (run.sh
 # composes one before any stage): each module that reads the key takes its names from here.
+SPLITS = ("train", "dev", "test")  # the data dirs stage 0 writes, each with its features from stage 1
+SPEED_PERTURBED_TRAIN = "train_sp"  # and with train.speed_perturb, train's speed-perturbed copy (Kaldi's name)
 FSDD_SPLITS = ("speakers", "takes")  # corpus.split of FSDD: speaker-independent, or the corpus's own split by takes
 TRANSITION_MODES = ("none", "fixed", "learned")  # hmm.transitions (phonerec.hmm.transitions)
 VITERBI_CRITERIA = ("ce", "fullsum")  # train.viterbi.criterion (phonerec.training.viterbi_ce.ViterbiTask)
 CTC_INITS = ("viterbi", "fresh", "scratch")  # train.ctc.init (phonerec.pipeline.train_stages)
 CTC_LOSSES = ("torch", "own")  # train.ctc.loss: torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
-PRECISIONS = ("fp32", "bf16")  # train.precision (phonerec.training.device)
-DEVICE_SPEC = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # train.device (phonerec.training.device.resolve_device)
+PRECISIONS = ("fp32", "bf16")  # train.precision (phonerec.model.device)
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # train.device (phonerec.model.device.resolve_device)
 DEVICES = "auto, cpu, cuda or cuda:N"
 DECODERS = ("greedy", "lm", "words")  # decode.decoders: the names phonerec.decoding.decoders registers
 
@@ -359,8 +361,6 @@ def _nonempty(rule=None):
 
 def _rules() -> dict:
     """The rule of each checked key."""
-    from phonerec.data.data_dir import SPLITS  # (phonerec.data imports phonerec.pipeline: after composition)
-
     phases = {
         f"train.{phase}.{key}": rule
         for phase in ("viterbi", "ctc")

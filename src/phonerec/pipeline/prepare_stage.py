@@ -1,0 +1,44 @@
+"""Stage 0: a corpus into Kaldi data dirs and the lang dir, and, with train.speed_perturb, the speed-perturbed copy
+of the training dir. Each corpus is a module of phonerec.data.corpora with two functions: `sources(cfg)`, what its
+data dirs are made from besides the settings (the stage's digest covers it), and `prepare(cfg, data_dir)`, which
+writes them; a new corpus is such a module and its line in CORPORA."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from phonerec.base.config import save_config
+from phonerec.base.errors import RecipeError
+from phonerec.base.files import contents_sha256
+from phonerec.data.corpora import fsdd, tidigits, timit
+from phonerec.data.data_dir import validate_data_dir
+from phonerec.data.speed_perturb import READS, perturb_data_dir
+from phonerec.pipeline.markers import run_stage
+from phonerec.pipeline.stage_keys import PREPARE, SPEED_PERTURB
+
+# local/<name>/prepare_data.py -> the corpus module it prepares.
+CORPORA = {"fsdd": fsdd, "timit": timit, "tidigits": tidigits}
+
+
+def prepare_stage(cfg: DictConfig, data_dir: Path, corpus: str) -> None:
+    """The corpus `corpus` (a name in CORPORA) -> data_dir/{train,dev,test} and data_dir/lang, with the config that
+    made them (data_dir/config.yaml); skipped when done with the same settings and sources."""
+    module = CORPORA[corpus]
+    cfg = PREPARE.view(cfg)
+
+    def work() -> None:
+        module.prepare(cfg, data_dir)
+        save_config(cfg, data_dir / "config.yaml")
+
+    run_stage(data_dir, "prepare", PREPARE.digest(cfg, *module.sources(cfg)), work)
+
+
+def speed_perturb_stage(cfg: DictConfig, data_dir: Path, out_dir: Path) -> None:
+    """data_dir (a prepared training dir) -> out_dir: its utterances and a copy at each of train.speed_perturb."""
+    cfg = SPEED_PERTURB.view(cfg)
+    factors = list(cfg.train.speed_perturb)
+    if not factors:  # their range is checked when the config is loaded (phonerec.base.schema)
+        raise RecipeError("train.speed_perturb=[]: speed perturbation is off, no copy to make")
+    validate_data_dir(data_dir)
+    digest = SPEED_PERTURB.digest(cfg, contents_sha256(data_dir, READS))
+    run_stage(out_dir, "speed_perturb", digest, lambda: perturb_data_dir(data_dir, out_dir, factors))
