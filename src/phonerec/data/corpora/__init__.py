@@ -1,4 +1,5 @@
-"""Stage 0 of each corpus: the corpus (downloaded or an existing copy) into Kaldi data dirs and the lang dir."""
+"""The corpora, each (downloaded or an existing copy) into Kaldi data dirs and the lang dir: a module per corpus with
+`sources(cfg)` and `prepare(cfg, data_dir)`, which stage 0 (phonerec.pipeline.prepare_stage) runs."""
 
 import os
 from pathlib import Path
