@@ -9,5 +9,9 @@ class DataDirError(RecipeError):
     """A Kaldi data dir breaks the contract (see phonerec.data.data_dir.validate_data_dir)."""
 
 
+class DictDirError(RecipeError):
+    """A Kaldi dict dir breaks the contract (see phonerec.data.dict_dir.read_dict_dir)."""
+
+
 class CorpusError(RecipeError):
     """A corpus copy or download is missing, incomplete or corrupt."""

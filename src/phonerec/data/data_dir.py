@@ -71,9 +71,12 @@ def write_data_dir(out_dir: Path, utterances: list[Utterance]) -> None:
         write_table(out_dir / "text.words", {u.utt_id: " ".join(u.words) for u in utterances})
 
 
-class _Problems:
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
+class Problems:
+    """Every problem of a set of files found, then reported together, at most MAX_REPORTED_PROBLEMS of them:
+    `invalid <subject> (N problems):` and a `file:line: what` line each, raised as `error`."""
+
+    def __init__(self, subject: str, error: type[Exception] = DataDirError):
+        self.subject, self.error = subject, error
         self.items: list[str] = []
 
     def add(self, where: str, message: str) -> None:
@@ -85,12 +88,10 @@ class _Problems:
         shown = self.items[:MAX_REPORTED_PROBLEMS]
         more = len(self.items) - len(shown)
         tail = f"\n  ... and {more} more" if more else ""
-        raise DataDirError(
-            f"invalid data dir {self.data_dir} ({len(self.items)} problems):\n  " + "\n  ".join(shown) + tail
-        )
+        raise self.error(f"invalid {self.subject} ({len(self.items)} problems):\n  " + "\n  ".join(shown) + tail)
 
 
-def _read_checked(path: Path, problems: _Problems, need_value: bool = True) -> dict[str, tuple[int, str]]:
+def _read_checked(path: Path, problems: Problems, need_value: bool = True) -> dict[str, tuple[int, str]]:
     """id -> (line number, value), reporting unsorted, duplicate, empty and id-only lines."""
     rows: dict[str, tuple[int, str]] = {}
     prev = None
@@ -125,7 +126,7 @@ def validate_data_dir(data_dir: Path, lang_dir: Path | None = None, check_audio:
     lang_dir: every phone in `text` must be in its phones.txt. check_audio: every wav.scp entry must be
     a complete, readable audio file (the header's data size is checked against the file size)."""
     data_dir = Path(data_dir)
-    problems = _Problems(data_dir)
+    problems = Problems(f"data dir {data_dir}")
     if not data_dir.is_dir():
         raise DataDirError(f"{data_dir}: no such data dir")
     missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
@@ -195,7 +196,7 @@ def validate_data_dir(data_dir: Path, lang_dir: Path | None = None, check_audio:
     return len(utt2spk)
 
 
-def _validate_features(data_dir: Path, utt2spk: dict, problems: _Problems) -> None:
+def _validate_features(data_dir: Path, utt2spk: dict, problems: Problems) -> None:
     feats_scp = data_dir / "feats.scp"
     if not feats_scp.is_file():
         return

@@ -30,12 +30,13 @@ EPSILON = "<eps>"
 
 class Lexicon(dict[str, list[list[str]]]):
     """word -> pronunciations, in file order, as read_lexicon reads a lexicon.txt; `lines` holds the line of each
-    word's first pronunciation."""
+    word's first pronunciation, `probabilities` (of a lexiconp.txt) each pronunciation's probability."""
 
     def __init__(self, path: Path):
         super().__init__()
         self.path = Path(path)
         self.lines: dict[str, int] = {}
+        self.probabilities: dict[str, list[float]] = {}
 
     def pronunciations(self, word: str, where: str) -> list[list[str]]:
         """The word's pronunciations. A word the lexicon lacks is a RecipeError naming `where` (the transcript
@@ -52,10 +53,11 @@ class Lexicon(dict[str, list[list[str]]]):
         return "".join(f"{word} {' '.join(pron)}\n" for word, prons in self.items() for pron in prons)
 
 
-def read_lexicon(path: Path) -> Lexicon:
-    """The one reader of lexicon files (the decoders, datasets and corpus preparation all read through it).
-    A line repeated exactly is read once, with a warning naming both lines (a duplicate changed the CTC lexicon
-    search's hypotheses); different pronunciations of one word are variants and are all kept."""
+def read_lexicon(path: Path, probabilities: bool = False) -> Lexicon:
+    """The one reader of lexicon files (the decoders, datasets and corpus preparation all read through it): with
+    `probabilities`, a Kaldi lexiconp.txt, `<word> <probability> <phone>...`. A line repeated exactly is read
+    once, with a warning naming both lines (a duplicate changed the CTC lexicon search's hypotheses); different
+    pronunciations of one word are variants and are all kept."""
     lexicon = Lexicon(path)
     first_line: dict[tuple[str, ...], int] = {}
     with open(path, encoding="utf-8") as f:
@@ -63,16 +65,22 @@ def read_lexicon(path: Path) -> Lexicon:
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) < 2:
-                raise RecipeError(f"{path}:{lineno}: word '{parts[0]}' has no pronunciation")
+            word, pron = parts[0], parts[2:] if probabilities else parts[1:]
+            if not pron:
+                raise RecipeError(f"{path}:{lineno}: word '{word}' has no pronunciation")
             if tuple(parts) in first_line:
                 log.warning(
                     "%s:%d: '%s' repeats line %d; read once", path, lineno, " ".join(parts), first_line[tuple(parts)]
                 )
                 continue
             first_line[tuple(parts)] = lineno
-            lexicon.lines.setdefault(parts[0], lineno)
-            lexicon.setdefault(parts[0], []).append(parts[1:])
+            lexicon.lines.setdefault(word, lineno)
+            lexicon.setdefault(word, []).append(pron)
+            if probabilities:
+                try:
+                    lexicon.probabilities.setdefault(word, []).append(float(parts[1]))
+                except ValueError:
+                    raise RecipeError(f"{path}:{lineno}: '{parts[1]}' is no pronunciation probability") from None
     if not lexicon:
         raise RecipeError(f"{path}: empty lexicon")
     return lexicon
