@@ -22,7 +22,7 @@ class CTCTask:
     kind = "ctc"
 
     def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, dev_per):
-        """dev_per(refs, hyps): the PER of validation (phonerec.pipeline.recipe.dev_per_scorer)."""
+        """dev_per(refs, hyps): the PER of validation (phonerec.scoring.error_rate.dev_per_scorer)."""
         self.tcfg, self.id2phone, self.dev_per = tcfg, id2phone, dev_per
         self.dev = dev
         self._kernel_logged = False

@@ -86,7 +86,7 @@ class ViterbiTask:
     ):
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
         self.sets = {"train": train, "dev": dev}
-        self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): recipe.dev_per_scorer
+        self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): scoring.error_rate.dev_per_scorer
         self.optional_silence = optional_silence
         self.transitions, self.train_transitions = transitions, train_transitions
         self.graphs = {
