@@ -30,6 +30,7 @@ SCLITE = ("auto", True, False)
 # composes one before any stage): each module that reads the key takes its names from here.
 SPLITS = ("train", "dev", "test")  # the data dirs stage 0 writes, each with its features from stage 1
 SPEED_PERTURBED_TRAIN = "train_sp"  # and with train.speed_perturb, train's speed-perturbed copy (Kaldi's name)
+OOV_POLICIES = ("error", "skip", "unk")  # corpus.oov of corpora of the user's own (phonerec.data.oovs)
 FSDD_SPLITS = ("speakers", "takes")  # corpus.split of FSDD: speaker-independent, or the corpus's own split by takes
 TRANSITION_MODES = ("none", "fixed", "learned")  # hmm.transitions (phonerec.hmm.transitions)
 VITERBI_CRITERIA = ("ce", "fullsum")  # train.viterbi.criterion (phonerec.training.viterbi_ce.ViterbiTask)
