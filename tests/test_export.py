@@ -16,10 +16,7 @@ from phonerec.pipeline.export_stage import export_model
 from phonerec.pipeline.features_stage import make_features
 from phonerec.pipeline.prepare_stage import prepare_stage
 
-pytestmark = [
-    pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
-    pytest.mark.xdist_group("export"),  # one worker of tools/run_tests.sh makes the module's trained fixtures
-]
+pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 # A Viterbi model that splices and subsamples, and a CTC model made from one (pooled states, blank first).
 MODELS = {
     "viterbi": {"num_outputs": 30, "num_layers": 2, "hidden_size": 24, "splice": 1, "subsample": 3},

@@ -23,10 +23,7 @@ from phonerec.hmm.align_eval import read_ctm
 from phonerec.inference import bundle_files, load_model, read_recordings
 from phonerec.model.blstm import BLSTMAcousticModel
 
-pytestmark = [
-    pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora"),
-    pytest.mark.xdist_group("inference"),  # one worker of tools/run_tests.sh makes the module's trained fixtures
-]
+pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 MODELS = ("viterbi", "ctc")
 
 

@@ -26,8 +26,6 @@ from phonerec.pipeline.train_stages import train_ctc_stage, train_viterbi_stage,
 from phonerec.training.checkpoints import best_alignment_epoch, save_checkpoint
 from phonerec.training.loop import train
 
-pytestmark = pytest.mark.xdist_group("training")  # one worker of tools/run_tests.sh makes the module's fixtures
-
 TINY = [
     "model.num_layers=1",
     "model.hidden_size=16",
