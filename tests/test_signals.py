@@ -19,13 +19,20 @@ pytestmark = [
 ]
 
 STOPPED = "stopped in stage 2; rerun the same command to resume"
-EPOCHS = 300
+EPOCHS = 100
 
 
 def _step_processes(exp: Path) -> list[str]:
     """The processes whose command line names `exp` (the step's own dir)."""
     found = subprocess.run(["pgrep", "-af", str(exp)], capture_output=True, text=True)
     return found.stdout.splitlines()
+
+
+def _default_sigint() -> None:
+    """SIGINT back to its default in run.sh, as a terminal starts a command: a process started in the background of
+    a shell without job control (`(cmd &)`, nohup, some CI runners) ignores it, and bash cannot trap a signal it
+    was started ignoring, so run.sh would run on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stop_run_sh(how: str, args: list[str], exp: Path) -> tuple[int, str]:
@@ -41,7 +48,7 @@ def _stop_run_sh(how: str, args: list[str], exp: Path) -> tuple[int, str]:
             stdout=terminal,
             stderr=terminal,
             start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # its terminal: Ctrl-C goes to its group
+            preexec_fn=lambda: (_default_sigint(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),  # Ctrl-C goes to its group
         )
         os.close(terminal)
         chunks = []
@@ -72,6 +79,7 @@ def _stop_run_sh(how: str, args: list[str], exp: Path) -> tuple[int, str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     # The output is read after the run ends: a pipe's buffer holds far more than this run prints.
     wait_for(exp / "viterbi" / "checkpoints" / "epoch-1.pt", process)
@@ -96,8 +104,8 @@ def test_a_signal_to_run_sh_stops_the_step_and_a_rerun_resumes(features, tmp_pat
     overrides = [
         f"corpus.root={features}/fsdd",
         *tiny_run(features, exp),
-        # Enough epochs that the signal lands during training, however busy the machine: an epoch of this tiny run
-        # takes 0.04 s, and 20 of them were over before a signal sent at the first checkpoint arrived.
+        # An epoch of this tiny run takes 0.04 s: enough of them that the signal, sent at the first checkpoint, lands
+        # during training however busy the machine is.
         f"train.viterbi.epochs={EPOCHS}",
         "train.viterbi.patience=null",
         "train.viterbi.realign_epochs=[]",

@@ -23,7 +23,8 @@ shellcheck -x "${scripts[@]}"
 # One pytest worker per core (pytest-xdist): the pipeline tests run their steps in one thread each, so a second
 # worker uses the second core. A module's fixtures are made once in each worker that runs its tests (pytest-xdist's
 # xdist_group, which would keep them on one worker, has no effect under pytest 9.2: it renames item._nodeid, which
-# pytest no longer reads); the slow tests go first (tests/conftest.py), so the workers end together.
-# (nproc: the cores this process may use, unless an OMP_ variable path.sh sets caps its answer; pytest-xdist's own
-# "auto" counts the machine's.) -n 0 runs the suite in this process.
-python -m pytest -n "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" "$@"
+# pytest no longer reads). The slow tests go first (tests/conftest.py) and are handed out one at a time
+# (--maxschedchunk 1: by default the first worker would get the first 60 tests, all the slow ones), so the workers
+# share them and end together. (nproc: the cores this process may use, unless an OMP_ variable path.sh sets caps its
+# answer; pytest-xdist's own "auto" counts the machine's.) -n 0 runs the suite in this process.
+python -m pytest -n "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" --maxschedchunk 1 "$@"
