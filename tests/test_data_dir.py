@@ -173,7 +173,7 @@ BAD_CASES = [
     (zero_sample_wav_for_bob_01, "wav.scp:3", ["'bob_01'", "bob_01.wav: no audio samples"]),
     (empty_transcript_for_alice_02, "text:2", ["'alice_02' has no value"]),
     (unknown_phone_for_alice_02, "text:2", ["'alice_02': phone 'zz' is not in", "phones.txt"]),
-    (pipe_for_bob_01, "wav.scp:3", ["'bob_01': pipes are not supported"]),
+    (pipe_for_bob_01, "wav.scp:3", ["'bob_01': a pipe (a command to run)", "corpus.allow_pipes=true"]),
 ]
 
 

@@ -102,7 +102,7 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
         decode_stage(
             cfg, "greedy", tmp / "data" / "mfcc" / "test", lang_dir, model_dir, tmp / "data" / "lm", decode_dir
         )
-        result = score_phones(cfg, decode_dir)
+        result = score_phones(cfg, decode_dir, lang_dir)
         assert result["total"]["n"] > 0 and (decode_dir / "per.txt").is_file()
 
 
@@ -272,7 +272,7 @@ def test_viterbi_stage_with_transition_probabilities(prepared, tmp_path):
         assert stats["transitions"]["silence_prob"] == pytest.approx(log_probs.silence.exp().item(), rel=1e-6)
         decode_dir = exp / "decode_test_lm"
         decode_stage(cfg, "lm", tmp / "data" / "mfcc" / "test", lang_dir, exp, lm_dir, decode_dir)
-        assert score_phones(cfg, decode_dir)["total"]["n"] > 0
+        assert score_phones(cfg, decode_dir, lang_dir)["total"]["n"] > 0
 
     fixed = learned["ce", "fixed"]
     assert torch.allclose(fixed.loop.exp(), torch.tensor(0.6)) and fixed.silence.exp().item() == pytest.approx(0.3)

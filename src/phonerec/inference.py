@@ -39,7 +39,7 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.files import file_digest
 from phonerec.base.schema import check_values
 from phonerec.data.audio import check_audio_file
-from phonerec.data.data_dir import read_table
+from phonerec.data.data_dir import UtteranceAudio, read_table, read_utterance_audio
 from phonerec.data.dataset import Example, word_ends
 from phonerec.data.features import cmvn_stats, compute_features, features_at_load, warn_long_recording
 from phonerec.data.lang import read_id2phone, read_lexicon, read_topology
@@ -62,6 +62,8 @@ class Recording:
     samples: np.ndarray  # mono, int16-scaled float32, at the model's sample rate
     path: str
     speaker: str | None = None  # for per-speaker CMVN; None: the recording's own statistics
+    recording: str | None = None  # a segment of this recording (a data dir's segments), or None: the whole file
+    start: float = 0.0  # where the segment starts in its recording, in seconds
 
 
 @dataclass
@@ -84,9 +86,16 @@ class Aligned:
     duration: float  # seconds of audio
 
 
-def read_recording(path: str | Path, sample_rate: int, utt: str | None = None, speaker: str | None = None):
-    """A Recording of an audio file at `sample_rate`: downmixed and resampled where needed (logged). A file
-    that is not audio, holds no samples or holds non-finite ones is a RecipeError naming it."""
+def read_recording(
+    path: str | Path,
+    sample_rate: int,
+    utt: str | None = None,
+    speaker: str | None = None,
+    segment: UtteranceAudio | None = None,
+):
+    """A Recording of an audio file at `sample_rate`, or of the segment of it that `segment` says: downmixed and
+    resampled where needed (logged). A file that is not audio, holds no samples or holds non-finite ones is a
+    RecipeError naming it."""
     path = Path(path)
     problem = check_audio_file(path)
     of = f" (utterance '{utt}')" if utt is not None and utt != path.stem else ""  # named by a wav.scp
@@ -94,7 +103,16 @@ def read_recording(path: str | Path, sample_rate: int, utt: str | None = None, s
         raise RecipeError(f"{path}: {problem}{of}")
     if problem:
         raise RecipeError(f"{path}: not a usable audio file: {problem}{of}")
-    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    span = {}
+    if segment is not None:
+        rate = sf.info(str(path)).samplerate
+        span = {
+            "start": round(segment.start * rate),
+            "stop": None if segment.end is None else round(segment.end * rate),
+        }
+    samples, rate = sf.read(str(path), dtype="float32", always_2d=True, **span)
+    if not len(samples):
+        raise RecipeError(f"{path}: the segment of utterance '{utt}' holds no samples")
     bad = int((~np.isfinite(samples)).sum())
     if bad:
         raise RecipeError(f"{path}: {bad} samples are not finite numbers (NaN or inf)")
@@ -104,7 +122,8 @@ def read_recording(path: str | Path, sample_rate: int, utt: str | None = None, s
     if rate != sample_rate:
         log.info("%s: %d Hz, resampled to the model's %d Hz", path, rate, sample_rate)
         mono = taf.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
-    return Recording(utt or path.stem, mono * 32768.0, str(path), speaker)  # int16 scale, as Kaldi reads audio
+    where = {"recording": segment.recording, "start": segment.start} if segment is not None else {}
+    return Recording(utt or path.stem, mono * 32768.0, str(path), speaker, **where)  # int16 scale, as Kaldi reads
 
 
 def load_model(path: str | Path, device: str = "cpu") -> "TrainedModel":
@@ -585,13 +604,35 @@ def write_textgrid(path: Path, aligned: Aligned) -> None:
     tmp.replace(path)
 
 
-def write_alignments(out_dir: Path, aligned: dict[str, "Aligned | Transcription"]) -> None:
-    """out_dir/phones.ctm, words.ctm (where there are words) and textgrid/<utt>.TextGrid."""
+def write_alignments(
+    out_dir: Path, aligned: dict[str, "Aligned | Transcription"], recordings: list[Recording] = ()
+) -> None:
+    """out_dir/phones.ctm, words.ctm (where there are words) and textgrid/<utt>.TextGrid, in each utterance's
+    timeline; where `recordings` has segments of longer recordings (a data dir's segments), also
+    phones.recording.ctm and words.recording.ctm in the recordings' timeline (`<recording> 1 <start> <dur> <label>`,
+    as Kaldi's steps/conf/convert_ctm.pl writes them)."""
+    words = {utt: a.words for utt, a in aligned.items() if a.words is not None}
     write_ctm(out_dir / "phones.ctm", {utt: a.phones for utt, a in aligned.items()})
-    if any(a.words is not None for a in aligned.values()):
-        write_ctm(out_dir / "words.ctm", {utt: a.words for utt, a in aligned.items() if a.words is not None})
+    if words:
+        write_ctm(out_dir / "words.ctm", words)
     for utt, a in aligned.items():
         write_textgrid(out_dir / "textgrid" / f"{utt}.TextGrid", a)
+    segments = {rec.utt: rec for rec in recordings if rec.recording is not None and rec.utt in aligned}
+    if segments:
+        for name, by_utt in (("phones", {utt: a.phones for utt, a in aligned.items()}), ("words", words)):
+            if by_utt:
+                write_ctm(out_dir / f"{name}.recording.ctm", _in_recordings(by_utt, segments))
+
+
+def _in_recordings(by_utt: dict[str, list[Segment]], segments: dict[str, Recording]) -> dict[str, list[Segment]]:
+    """Segments of utterances moved into the timeline of the recordings they are segments of."""
+    by_recording = {}
+    for utt, found in by_utt.items():
+        if utt in segments:
+            rec = segments[utt]
+            shifted = [Segment(s.start + rec.start, s.end + rec.start, s.label) for s in found]
+            by_recording.setdefault(rec.recording, []).extend(shifted)
+    return by_recording
 
 
 # -- input: audio files, a wav.scp or a data dir --------------------------------------------------------------
@@ -601,21 +642,36 @@ def read_recordings(
     sample_rate: int, wavs: list[Path] = (), wav_scp: Path | None = None, data_dir: Path | None = None
 ) -> list[Recording]:
     """Recordings of audio files (each named by its file name without the extension), of a wav.scp, or of a data
-    dir's wav.scp (with its speakers, utt2spk, for per-speaker CMVN)."""
-    entries: list[tuple[str, str, str | None]] = []  # (utterance, path, speaker)
+    dir's wav.scp and segments (with its speakers, utt2spk, for per-speaker CMVN). Pipes in a wav.scp are refused,
+    naming the line: they would run commands from a file (run.sh's stage 0 runs them with corpus.allow_pipes)."""
+    entries: list[tuple[str, str, str | None, UtteranceAudio | None]] = []  # (utterance, path, speaker, segment)
     if data_dir is not None:
-        wav_scp = data_dir / "wav.scp"
+        if not (data_dir / "wav.scp").is_file():
+            raise RecipeError(f"{data_dir / 'wav.scp'}: no such file")
+        _refuse_pipes(data_dir / "wav.scp")
         speakers = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else {}
-    else:
-        speakers = {}
+        segmented = (data_dir / "segments").is_file()
+        for utt, audio in read_utterance_audio(data_dir).items():
+            entries.append((utt, audio.path, speakers.get(utt), audio if segmented else None))
     if wav_scp is not None:
         if not wav_scp.is_file():
             raise RecipeError(f"{wav_scp}: no such file")
-        entries += [(utt, path, speakers.get(utt)) for utt, path in read_table(wav_scp).items()]
-    entries += [(Path(w).stem, str(w), None) for w in wavs]
-    repeated = sorted(u for u, n in Counter(utt for utt, _, _ in entries).items() if n > 1)
+        _refuse_pipes(wav_scp)
+        entries += [(utt, path, None, None) for utt, path in read_table(wav_scp).items()]
+    entries += [(Path(w).stem, str(w), None, None) for w in wavs]
+    repeated = sorted(u for u, n in Counter(entry[0] for entry in entries).items() if n > 1)
     if repeated:
         raise RecipeError(f"recordings with the same name: {', '.join(repeated)} (utterance ids must be unique)")
     if not entries:
         raise RecipeError("no recordings: give audio files, --wav-scp or --data-dir")
-    return [read_recording(path, sample_rate, utt, speaker) for utt, path, speaker in entries]
+    return [read_recording(path, sample_rate, utt, speaker, segment) for utt, path, speaker, segment in entries]
+
+
+def _refuse_pipes(wav_scp: Path) -> None:
+    with open(wav_scp, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.rstrip().endswith("|"):
+                raise RecipeError(
+                    f"{wav_scp}:{lineno}: a pipe (a command to run), which the model tools do not run: give audio "
+                    "files (run.sh's stage 0 runs the pipes of a corpus with corpus.allow_pipes=true, into files)"
+                )

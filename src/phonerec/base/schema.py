@@ -251,7 +251,7 @@ class DecodeConfig:
 
 @dataclass
 class ScoreConfig:
-    ignore_phones: list[str] = MISSING
+    ignore_phones: list[str] | None = MISSING  # null: the lang dir's silence phones
     phone_map: str | None = MISSING
     fold_from: str = MISSING
     fold_to: str = MISSING

@@ -8,18 +8,26 @@ import numpy as np
 import soundfile as sf
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Mono int16 samples and the sample rate. Kaldi's features expect int16-scaled values. A float file with
-    non-finite samples (which the conversion to int16 would turn into silence) and a file of zeros alone are
-    errors: either would be trained on as a labelled recording."""
+def read_audio(path: str | Path, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, int]:
+    """Mono int16 samples and the sample rate, of the whole file or of the span start-end seconds (end None: to the
+    file's end; an end past it is cut there), the samples taken as Kaldi's extract-segments takes them (start and
+    end rounded to the nearest sample). Kaldi's features expect int16-scaled values. A float file with non-finite
+    samples (which the conversion to int16 would turn into silence) and a file of zeros alone are errors: either
+    would be trained on as a labelled recording."""
     if Path(path).is_dir():  # soundfile would say "Format not recognised"
         raise ValueError(f"{path}: is a directory")
-    if sf.info(str(path)).subtype in ("FLOAT", "DOUBLE"):
-        floats, _ = sf.read(str(path), dtype="float64", always_2d=True)
+    info = sf.info(str(path))
+    first = round(start * info.samplerate)
+    last = info.frames if end is None else min(round(end * info.samplerate), info.frames)
+    if first >= last:
+        raise ValueError(f"{path}: the span {start:g}-{end if end is not None else 'end'} s holds no samples")
+    span = {"start": first, "stop": last}
+    if info.subtype in ("FLOAT", "DOUBLE"):
+        floats, _ = sf.read(str(path), dtype="float64", always_2d=True, **span)
         bad = int((~np.isfinite(floats)).sum())
         if bad:
             raise ValueError(f"{path}: {bad} of {floats.size} samples are not finite numbers (NaN or inf)")
-    samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    samples, rate = sf.read(str(path), dtype="int16", always_2d=True, **span)
     if samples.shape[1] != 1:
         raise ValueError(f"{path}: {samples.shape[1]} channels, expected mono")
     if not samples.any():

@@ -1,7 +1,11 @@
 """Kaldi data dirs: writing them, reading their tables, and validating the contract.
 
 A data dir holds, one `<id> <value>` line each, sorted and unique under LC_ALL=C:
-  wav.scp     utterance -> audio file (plain paths; no pipes)
+  wav.scp     utterance -> audio file (plain paths; a pipe `cmd ... |` only where the caller allows it), or with
+              segments, recording -> audio file
+  segments    optional: utterance -> `<recording> <start> <end>`, in seconds (end -1: the recording's end), as
+              Kaldi's extract-segments reads it; every reader of audio takes an utterance's samples through
+              read_utterance_audio
   text        utterance -> phone sequence: without silence for the digit corpora (alignment graphs add it,
               optional), with it for TIMIT, whose transcripts hold their pauses
   text.words  utterance -> word transcript (optional)
@@ -18,6 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import soundfile as sf
+
 from phonerec.base.errors import DataDirError
 from phonerec.base.files import write_text_atomic
 from phonerec.data.audio import check_audio_file
@@ -28,7 +34,11 @@ REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 MAX_REPORTED_PROBLEMS = 20
 
 # The files of a data dir that later stages read: stage 1 carries them into the feature dir.
-DATA_FILES = ("wav.scp", "text", "text.words", "utt2spk", "spk2utt", "phones.ctm")
+DATA_FILES = ("wav.scp", "segments", "text", "text.words", "utt2spk", "spk2utt", "spk2gender", "phones.ctm")
+# Kaldi's extract-segments: a segment may end up to this far past its recording's end (cut there); shorter ones are
+# an error here, where it skips them.
+MAX_SEGMENT_OVERSHOOT = 0.5
+MIN_SEGMENT_SECONDS = 0.1  # extract-segments' --min-segment-length
 
 
 @dataclass
@@ -38,6 +48,28 @@ class Utterance:
     wav: str
     phones: list[str]
     words: list[str] = field(default_factory=list)
+    recording: str | None = None  # a segment of the recording `wav` with this id (the data dir's segments), or None
+    start: float = 0.0  # the segment, in seconds of the recording
+    end: float | None = None  # None: the recording's end
+
+
+@dataclass(frozen=True)
+class UtteranceAudio:
+    """Where an utterance's samples are: its recording (a file, or a pipe where allowed) and the span of it."""
+
+    path: str
+    recording: str
+    start: float = 0.0
+    end: float | None = None  # None: the recording's end
+
+    @property
+    def is_pipe(self) -> bool:
+        return self.path.endswith("|")
+
+
+def seconds_text(seconds: float | None) -> str:
+    """A time of segments: at most 6 decimals (a sample at 1 MHz), no trailing zeros; None is Kaldi's -1."""
+    return "-1" if seconds is None else f"{seconds:.6f}".rstrip("0").rstrip(".")
 
 
 def write_table(path: Path, rows: dict[str, str]) -> None:
@@ -63,7 +95,16 @@ def write_data_dir(out_dir: Path, utterances: list[Utterance]) -> None:
     spk2utt = defaultdict(list)
     for u in sorted(utterances, key=lambda u: u.utt_id):
         spk2utt[u.speaker].append(u.utt_id)
-    write_table(out_dir / "wav.scp", {u.utt_id: u.wav for u in utterances})
+    if any(u.recording is not None for u in utterances):  # a segments file: then every utterance has a segment
+        recordings = {u.recording or u.utt_id: u.wav for u in utterances}
+        write_table(out_dir / "wav.scp", recordings)
+        write_table(
+            out_dir / "segments",
+            {u.utt_id: f"{u.recording or u.utt_id} {seconds_text(u.start)} {seconds_text(u.end)}" for u in utterances},
+        )
+    else:
+        (out_dir / "segments").unlink(missing_ok=True)
+        write_table(out_dir / "wav.scp", {u.utt_id: u.wav for u in utterances})
     write_table(out_dir / "text", {u.utt_id: " ".join(u.phones) for u in utterances})
     write_table(out_dir / "utt2spk", {u.utt_id: u.speaker for u in utterances})
     write_table(out_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
@@ -116,34 +157,54 @@ def _read_checked(path: Path, problems: Problems, need_value: bool = True) -> di
     return rows
 
 
+def read_utterance_audio(data_dir: Path) -> dict[str, UtteranceAudio]:
+    """utterance -> its audio, of a data dir's wav.scp and, where it has one, segments (a validated data dir)."""
+    data_dir = Path(data_dir)
+    wav_scp = read_table(data_dir / "wav.scp")
+    if not (data_dir / "segments").is_file():
+        return {utt: UtteranceAudio(path, utt) for utt, path in wav_scp.items()}
+    audio = {}
+    for utt, value in read_table(data_dir / "segments").items():
+        recording, start, end = value.split()
+        audio[utt] = UtteranceAudio(wav_scp[recording], recording, float(start), None if end == "-1" else float(end))
+    return audio
+
+
 def read_symbol_table(path: Path) -> dict[str, int]:
     return {sym: int(i) for sym, i in read_table(path).items()}
 
 
-def validate_data_dir(data_dir: Path, lang_dir: Path | None = None, check_audio: bool = True) -> int:
+def validate_data_dir(
+    data_dir: Path, lang_dir: Path | None = None, check_audio: bool = True, allow_pipes: bool = False
+) -> int:
     """Check a data dir; raise DataDirError naming each bad file:line, else return the utterance count.
 
     lang_dir: every phone in `text` must be in its phones.txt. check_audio: every wav.scp entry must be
-    a complete, readable audio file (the header's data size is checked against the file size)."""
+    a complete, readable audio file (the header's data size is checked against the file size), and every segment
+    inside its recording. allow_pipes: wav.scp may hold pipes (`cmd ... |`), which are then not checked (that would
+    run them); otherwise each is an error naming its line."""
     data_dir = Path(data_dir)
     problems = Problems(f"data dir {data_dir}")
     if not data_dir.is_dir():
         raise DataDirError(f"{data_dir}: no such data dir")
     missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
     if missing:
-        raise DataDirError(f"{data_dir}: missing {', '.join(missing)}")
+        hint = " (utils/utt2spk_to_spk2utt.pl makes spk2utt of utt2spk)" if missing == ["spk2utt"] else ""
+        raise DataDirError(f"{data_dir}: missing {', '.join(missing)}{hint}")
 
     tables = {name: _read_checked(data_dir / name, problems) for name in REQUIRED_FILES}
     wav_scp, text, utt2spk, spk2utt = (tables[n] for n in REQUIRED_FILES)
     if not utt2spk:
         problems.add(str(data_dir / "utt2spk"), "no utterances")
 
-    # The same utterances everywhere.
-    for name in ("wav.scp", "text"):
-        for utt in utt2spk.keys() - tables[name].keys():
+    # The same utterances everywhere: in segments, or else in wav.scp.
+    segments, spans = _check_segments(data_dir, wav_scp, problems) if (data_dir / "segments").is_file() else (None, {})
+    keyed_by_utterance = {"text": text, "segments" if segments is not None else "wav.scp": segments or wav_scp}
+    for name, table in keyed_by_utterance.items():
+        for utt in utt2spk.keys() - table.keys():
             problems.add(f"{data_dir / 'utt2spk'}:{utt2spk[utt][0]}", f"utterance '{utt}' is not in {name}")
-        for utt in tables[name].keys() - utt2spk.keys():
-            problems.add(f"{data_dir / name}:{tables[name][utt][0]}", f"utterance '{utt}' is not in utt2spk")
+        for utt in table.keys() - utt2spk.keys():
+            problems.add(f"{data_dir / name}:{table[utt][0]}", f"utterance '{utt}' is not in utt2spk")
 
     # utt2spk sorted by utterance must also be sorted by speaker (speaker-prefixed ids), and agree with spk2utt.
     expected_spk2utt = defaultdict(list)
@@ -181,19 +242,74 @@ def validate_data_dir(data_dir: Path, lang_dir: Path | None = None, check_audio:
         words = _read_checked(data_dir / "text.words", problems)
         if words.keys() != utt2spk.keys():
             problems.add(str(data_dir / "text.words"), "utterances differ from utt2spk")
+    if (data_dir / "spk2gender").is_file():
+        for spk, (lineno, gender) in _read_checked(data_dir / "spk2gender", problems).items():
+            if gender not in ("m", "f"):
+                problems.add(
+                    f"{data_dir / 'spk2gender'}:{lineno}", f"speaker '{spk}': gender '{gender}', expected m or f"
+                )
 
-    if check_audio:
-        for utt, (lineno, value) in wav_scp.items():
-            if value.endswith("|"):
-                problems.add(f"{data_dir / 'wav.scp'}:{lineno}", f"'{utt}': pipes are not supported, give a file")
-                continue
-            problem = check_audio_file(value)
-            if problem:
-                problems.add(f"{data_dir / 'wav.scp'}:{lineno}", f"'{utt}': {value}: {problem}")
+    for rec, (lineno, value) in wav_scp.items():
+        where = f"{data_dir / 'wav.scp'}:{lineno}"
+        if value.endswith("|"):
+            if not allow_pipes:
+                problems.add(
+                    where,
+                    f"'{rec}': a pipe (a command to run); they run only with corpus.allow_pipes=true, as they "
+                    "execute commands from a file: check them first, or give audio files",
+                )
+            continue
+        if not check_audio:
+            continue
+        problem = check_audio_file(value)
+        if problem:
+            problems.add(where, f"'{rec}': {value}: {problem}")
+        elif rec in spans:
+            _check_spans(data_dir, rec, value, spans[rec], problems)
 
     _validate_features(data_dir, utt2spk, problems)
     problems.raise_if_any()
     return len(utt2spk)
+
+
+def _check_segments(data_dir: Path, wav_scp: dict, problems: Problems) -> tuple[dict, dict]:
+    """segments' lines, each `<recording> <start> <end>` of a recording in wav.scp, start >= 0 and end > start (or
+    -1); and recording -> its segments' (utterance, line, start, end)."""
+    segments = _read_checked(data_dir / "segments", problems)
+    spans = defaultdict(list)
+    for utt, (lineno, value) in segments.items():
+        where, fields = f"{data_dir / 'segments'}:{lineno}", value.split()
+        if len(fields) != 3:
+            problems.add(where, f"'{utt}': expected <recording> <start> <end>, got '{value}'")
+            continue
+        try:
+            start, end = float(fields[1]), float(fields[2])
+        except ValueError:
+            problems.add(where, f"'{utt}': start and end must be seconds, got '{fields[1]} {fields[2]}'")
+            continue
+        if fields[0] not in wav_scp:
+            problems.add(where, f"'{utt}': recording '{fields[0]}' is not in wav.scp")
+        elif start < 0 or (end != -1 and end - start < MIN_SEGMENT_SECONDS):
+            problems.add(
+                where,
+                f"'{utt}': segment {fields[1]}-{fields[2]} s: expected 0 <= start and end - start >= "
+                f"{MIN_SEGMENT_SECONDS} s (or end -1, the recording's end)",
+            )
+        else:
+            spans[fields[0]].append((utt, lineno, start, end))
+    return segments, spans
+
+
+def _check_spans(data_dir: Path, recording: str, path: str, spans: list, problems: Problems) -> None:
+    """The recording's segments start inside it and end at most MAX_SEGMENT_OVERSHOOT past its end."""
+    info = sf.info(path)
+    length = info.frames / info.samplerate
+    for utt, lineno, start, end in spans:
+        if start >= length or end > length + MAX_SEGMENT_OVERSHOOT:
+            problems.add(
+                f"{data_dir / 'segments'}:{lineno}",
+                f"'{utt}': segment {start:g}-{end:g} s is past the end of '{recording}' ({length:.2f} s, {path})",
+            )
 
 
 def _validate_features(data_dir: Path, utt2spk: dict, problems: Problems) -> None:

@@ -1,11 +1,15 @@
 """The lang dir: lexicon and symbol tables with stable ids.
 
 phones.txt  `<phone> <id>`: id 0 is `<blk>`, the CTC blank (output 0 of a CTC model, never in an
-            alignment); id 1 is the silence phone; the lexicon's other phones follow in C-locale order
-            from id 2. The ids depend on the lexicon alone, never on the data.
+            alignment); id 1 is the optional silence; the other phones (the lexicon's, and a dict dir's listed
+            ones) follow in C-locale order from id 2. The ids depend on the lexicon and phone lists alone,
+            never on the data.
 words.txt   `<word> <id>`: id 0 is `<eps>`, then the lexicon's words in C-locale order from 1.
 lexicon.txt `<word> <phone>...`, one pronunciation a line (a word may have several), each line once.
-silence_phones.txt  the silence phone, optional at utterance edges and between words in alignment graphs.
+silence_phones.txt  the silence phones, one a line: first the optional silence (at utterance edges and between
+            words in alignment graphs; `sil` for the built-in corpora), then a dict dir's other silence and
+            garbage phones (spn, nsn, ...), which are trained as ordinary phones. With score.ignore_phones=null,
+            scoring leaves all of them out.
 states.txt  `<phone>_<k> <id>`: the HMM states of the Viterbi model, states_per_phone per phone, in phone id
             order without the blank: state id = (phone id - 1) * states_per_phone + k
             (see phonerec.hmm.align.Topology).
@@ -86,19 +90,30 @@ def read_lexicon(path: Path, probabilities: bool = False) -> Lexicon:
     return lexicon
 
 
-def prepare_lang(lexicon_path: Path, lang_dir: Path, states_per_phone: int = 1, silence_phone: str = "sil") -> Lexicon:
-    """The lang dir of a lexicon file; returns the lexicon as read (lang/lexicon.txt holds each line once)."""
-    lexicon = read_lexicon(lexicon_path)
-    phones = sorted({p for prons in lexicon.values() for pron in prons for p in pron} - {silence_phone})
+def prepare_lang(
+    lexicon: Path | Lexicon,
+    lang_dir: Path,
+    states_per_phone: int = 1,
+    silence_phones: list[str] = ("sil",),
+    phones: list[str] = (),
+) -> Lexicon:
+    """The lang dir of a lexicon (a file, or one read: a dict dir's); returns the lexicon as read (lang/lexicon.txt
+    holds each line once). silence_phones: the optional silence first, then any other silence phones; phones:
+    phones to list besides the lexicon's (a dict dir's phone lists, as Kaldi's prepare_lang.sh lists them)."""
+    if not isinstance(lexicon, Lexicon):
+        lexicon = read_lexicon(lexicon)
+    optional_silence = silence_phones[0]
+    used = {p for prons in lexicon.values() for pron in prons for p in pron}
+    others = sorted((used | set(silence_phones) | set(phones)) - {optional_silence})
     for reserved in (BLANK, EPSILON):
-        if reserved in lexicon or reserved in phones:
-            raise RecipeError(f"{lexicon_path}: '{reserved}' is reserved")
+        if reserved in lexicon or reserved in others or reserved == optional_silence:
+            raise RecipeError(f"{lexicon.path}: '{reserved}' is reserved")
     lang_dir.mkdir(parents=True, exist_ok=True)
-    _write_symbols(lang_dir / "phones.txt", [BLANK, silence_phone, *phones])
-    states = [f"{p}_{k}" for p in [silence_phone, *phones] for k in range(states_per_phone)]
+    _write_symbols(lang_dir / "phones.txt", [BLANK, optional_silence, *others])
+    states = [f"{p}_{k}" for p in [optional_silence, *others] for k in range(states_per_phone)]
     _write_symbols(lang_dir / "states.txt", states)
     _write_symbols(lang_dir / "words.txt", [EPSILON, *sorted(lexicon)])
-    write_text_atomic(lang_dir / "silence_phones.txt", silence_phone + "\n")
+    write_text_atomic(lang_dir / "silence_phones.txt", "".join(f"{p}\n" for p in silence_phones))
     write_text_atomic(lang_dir / "lexicon.txt", lexicon.text())
     return lexicon
 
@@ -109,6 +124,20 @@ def _write_symbols(path: Path, symbols: list[str]) -> None:
 
 def read_phones(lang_dir: Path) -> dict[str, int]:
     return read_symbol_table(Path(lang_dir) / "phones.txt")
+
+
+def read_silence_phones(lang_dir: Path) -> list[str]:
+    """lang/silence_phones.txt: the optional silence first, then the other silence phones."""
+    with open(Path(lang_dir) / "silence_phones.txt", encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def ignored_in_scoring(cfg: DictConfig, lang_dir: Path) -> frozenset[str]:
+    """The phones scoring leaves out of reference and hypothesis: score.ignore_phones, or where that is null the
+    lang dir's silence phones (corpora of the user's own: whatever their dict dir calls them)."""
+    if cfg.score.ignore_phones is None:
+        return frozenset(read_silence_phones(lang_dir))
+    return frozenset(cfg.score.ignore_phones)
 
 
 def read_id2phone(lang_dir: Path) -> dict[int, str]:

@@ -29,7 +29,7 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.schema import DECODERS
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, make_batches
-from phonerec.data.lang import Lexicon, read_id2phone, read_lexicon, read_topology
+from phonerec.data.lang import Lexicon, ignored_in_scoring, read_id2phone, read_lexicon, read_topology
 from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
@@ -150,7 +150,7 @@ class PhoneDecoder(Decoder):
         return scoring_fold(self.cfg)  # read once, not at every grid point
 
     def figures(self, refs: Hyps, hyps: Hyps, utt2spk: dict[str, str]) -> dict:
-        ignore = frozenset(self.cfg.score.ignore_phones)
+        ignore = ignored_in_scoring(self.cfg, self.lang_dir)
         return {"per": score(refs, hyps, utt2spk, fold=self._fold, ignore=ignore)["total"]["per"]}
 
     def _phones(self, ids: list[int]) -> list[str]:

@@ -20,7 +20,7 @@ from phonerec.pipeline.decode_stages import write_alignment_accuracy
 from phonerec.pipeline.markers import StageRun
 
 log = logging.getLogger(__name__)
-DATA_INPUTS = ("wav.scp", "utt2spk", "text", "text.words", "phones.ctm", "words.ctm")
+DATA_INPUTS = ("wav.scp", "segments", "utt2spk", "text", "text.words", "phones.ctm", "words.ctm")
 BUNDLE_INPUTS = ("model.pt", "align_model.pt", "config.yaml", "decoders.json")
 
 
@@ -47,7 +47,7 @@ def align_stage(model_dir: Path, data_dir: Path, out_dir: Path, device: str = "c
         if hand_words is not None:
             for utt, found in aligned.items():
                 found.words = hand_words.get(utt, [])
-        write_alignments(out_dir, aligned)
+        write_alignments(out_dir, aligned, recordings)
         log.info("%s: phones.ctm, words.ctm and textgrid/ of %d utterances (%s)", out_dir, len(aligned), model.dir)
         if hand_phones is None:
             return

@@ -19,7 +19,14 @@ from phonerec.base.config import save_config, settings_hash
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256, copy_atomic
 from phonerec.data.audio import read_audio
-from phonerec.data.data_dir import DATA_FILES, read_table, validate_data_dir, write_table
+from phonerec.data.data_dir import (
+    DATA_FILES,
+    UtteranceAudio,
+    read_table,
+    read_utterance_audio,
+    validate_data_dir,
+    write_table,
+)
 from phonerec.data.features import cmvn_stats, compute_features, warn_long_recording
 from phonerec.data.lang import LANG_FILES
 from phonerec.pipeline.markers import StageRun, is_done, mark_done
@@ -31,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ExtractJob:
     index: int
-    utts: list[tuple[str, str]]  # (utterance id, audio path)
+    utts: list[tuple[str, UtteranceAudio]]  # (utterance id, where its samples are)
     ark: Path
     scp: Path
     sample_rate: int
@@ -59,9 +66,10 @@ def _run_job(job: ExtractJob) -> tuple[float, list[tuple[str, float]]]:
     fcfg = OmegaConf.create(job.fcfg)
     seconds, long = 0.0, []
     with kaldiio.WriteHelper(f"ark,scp:{job.ark},{job.scp}") as writer:
-        for utt, path in job.utts:
+        for utt, audio in job.utts:
+            path = audio.path if audio.recording == utt else f"{audio.path} (segment of '{audio.recording}')"
             try:
-                samples, rate = read_audio(path)
+                samples, rate = read_audio(audio.path, audio.start, audio.end)
             except Exception as err:
                 raise RecipeError(f"utterance '{utt}': cannot read {path}: {err}") from err
             if rate != job.sample_rate:
@@ -128,13 +136,18 @@ def make_features(data_dir: Path, feat_dir: Path, cfg: DictConfig, lang_dir: Pat
     what the features depend on (audio list, speakers, settings), so that copy redoes no extraction."""
     cfg = FEATURES.view(cfg)
     validate_data_dir(data_dir, lang_dir)
-    digest = FEATURES.digest(cfg, contents_sha256(data_dir, ("wav.scp", "utt2spk")))
+    digest = FEATURES.digest(cfg, contents_sha256(data_dir, _audio_files(data_dir)))
     lang = contents_sha256(lang_dir, LANG_FILES) if lang_dir is not None else None
     stage = StageRun(feat_dir, "features", FEATURES.digest(cfg, digest, contents_sha256(data_dir, DATA_FILES), lang))
     if stage.done and _copies_match(data_dir, feat_dir):
         return
     with stage:
         _extract(data_dir, feat_dir, lang_dir, cfg, digest)
+
+
+def _audio_files(data_dir: Path) -> tuple[str, ...]:
+    """The files that say which samples each utterance's features are of, and its speaker (for CMVN)."""
+    return ("wav.scp", "utt2spk", "segments") if (data_dir / "segments").is_file() else ("wav.scp", "utt2spk")
 
 
 def _copies_match(data_dir: Path, feat_dir: Path) -> bool:
@@ -150,8 +163,8 @@ def _copies_match(data_dir: Path, feat_dir: Path) -> bool:
 
 def _extract(data_dir: Path, feat_dir: Path, lang_dir: Path | None, cfg: DictConfig, digest: str) -> None:
     fcfg, nj = cfg.features, cfg.nj
-    wav_scp = read_table(data_dir / "wav.scp")
-    utts = list(wav_scp.items())
+    audio = read_utterance_audio(data_dir)
+    utts = list(audio.items())
     nj = max(1, min(nj, len(utts)))
     ark_dir = (feat_dir / "ark").resolve()
     ark_dir.mkdir(parents=True, exist_ok=True)
@@ -193,8 +206,8 @@ def _extract(data_dir: Path, feat_dir: Path, lang_dir: Path | None, cfg: DictCon
     feats_scp = {}
     for job in jobs:
         feats_scp.update(read_table(job.scp))
-    if feats_scp.keys() != wav_scp.keys():
-        raise RecipeError(f"{ark_dir}: job outputs hold {len(feats_scp)} of {len(wav_scp)} utterances")
+    if feats_scp.keys() != audio.keys():
+        raise RecipeError(f"{ark_dir}: job outputs hold {len(feats_scp)} of {len(audio)} utterances")
     for name in DATA_FILES:
         (feat_dir / name).unlink(missing_ok=True)
         if (data_dir / name).is_file():

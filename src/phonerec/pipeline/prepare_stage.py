@@ -12,7 +12,7 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256
 from phonerec.data.corpora import fsdd, tidigits, timit
 from phonerec.data.data_dir import validate_data_dir
-from phonerec.data.speed_perturb import READS, perturb_data_dir
+from phonerec.data.speed_perturb import perturb_data_dir, reads
 from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE, SPEED_PERTURB
 
@@ -40,5 +40,5 @@ def speed_perturb_stage(cfg: DictConfig, data_dir: Path, out_dir: Path) -> None:
     if not factors:  # their range is checked when the config is loaded (phonerec.base.schema)
         raise RecipeError("train.speed_perturb=[]: speed perturbation is off, no copy to make")
     validate_data_dir(data_dir)
-    digest = SPEED_PERTURB.digest(cfg, contents_sha256(data_dir, READS))
+    digest = SPEED_PERTURB.digest(cfg, contents_sha256(data_dir, reads(data_dir)))
     run_stage(out_dir, "speed_perturb", digest, lambda: perturb_data_dir(data_dir, out_dir, factors))

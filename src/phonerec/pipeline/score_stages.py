@@ -9,6 +9,7 @@ from torch.utils.tensorboard import SummaryWriter
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import write_json_atomic, write_text_atomic
 from phonerec.data.data_dir import read_table
+from phonerec.data.lang import ignored_in_scoring
 from phonerec.decoding.decoders import decoder_metric
 from phonerec.pipeline.markers import read_digest
 from phonerec.pipeline.results import write_results
@@ -33,18 +34,18 @@ def score_stage(cfg: DictConfig, data_dir: Path, exp_dir: Path, command: str) ->
                 if decoder_metric(name) == "wer":
                     score_words(decode_dir)
                 else:
-                    score_phones(cfg, decode_dir)
+                    score_phones(cfg, decode_dir, data_dir / "lang")
     write_results(cfg, data_dir, exp_dir, Path(cfg.paths.results), command)
 
 
-def score_phones(cfg: DictConfig, decode_dir: Path) -> dict:
-    """PER of a decode dir, reference and hypothesis folded by score.phone_map when set and
-    score.ignore_phones removed from both: per.json (machine-readable), per.txt (per speaker), per.pra
+def score_phones(cfg: DictConfig, decode_dir: Path, lang_dir: Path) -> dict:
+    """PER of a decode dir, reference and hypothesis folded by score.phone_map when set and score.ignore_phones
+    (null: lang_dir's silence phones) removed from both: per.json (machine-readable), per.txt (per speaker), per.pra
     (each utterance's alignment with S/D/I marked, as sclite prints it), confusions.txt and confusion.png
     (also in the model's TensorBoard). With score.sclite (auto: when sctk is installed), NIST sclite scores
     the same prepared sequences into decode_dir/sclite/ and its PER is logged beside ours."""
     refs, hyps, utt2spk = _read_decode(decode_dir)
-    result = score(refs, hyps, utt2spk, fold=scoring_fold(cfg), ignore=frozenset(cfg.score.ignore_phones))
+    result = score(refs, hyps, utt2spk, fold=scoring_fold(cfg), ignore=ignored_in_scoring(cfg, lang_dir))
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
     write_score_report(result, decode_dir, title=title)
     writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))

@@ -13,7 +13,7 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.base.ownership import MARKER, move_entries, refuse_link, remove_tree
 from phonerec.data.dataset import load_examples
-from phonerec.data.lang import read_id2phone, read_phones, read_topology
+from phonerec.data.lang import ignored_in_scoring, read_id2phone, read_phones, read_topology
 from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.hmm.timing import frame_timing
@@ -106,7 +106,7 @@ def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Pat
         cfg.train.viterbi,
         cfg.train,
         read_id2phone(lang_dir),
-        dev_per_scorer(cfg),
+        dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir)),
         cfg.hmm.optional_silence,
         reference,
         frame_timing(cfg, model_args["subsample"]),
@@ -154,7 +154,8 @@ def train_ctc_stage(
                 **OmegaConf.to_container(cfg.model),
             }
             model = BLSTMAcousticModel(**model_args)
-        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per_scorer(cfg))
+        dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
+        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
 
 

@@ -77,10 +77,11 @@ def scoring_fold(cfg: DictConfig):
     return functools.partial(fold_phones, mapping=mapping)
 
 
-def dev_per_scorer(cfg: DictConfig) -> Callable[[dict, dict], float]:
+def dev_per_scorer(cfg: DictConfig, ignore: frozenset[str]) -> Callable[[dict, dict], float]:
     """The PER of training's validation (refs, hyps: utterance -> phones), scored as stage 5 scores: folded by
-    score.phone_map (TIMIT's 39 phones), without score.ignore_phones; best.pt is the epoch of its lowest value."""
-    fold, ignore = scoring_fold(cfg), frozenset(cfg.score.ignore_phones)
+    score.phone_map (TIMIT's 39 phones), without the phones `ignore` (phonerec.data.lang.ignored_in_scoring);
+    best.pt is the epoch of its lowest value."""
+    fold = scoring_fold(cfg)
     return lambda refs, hyps: score(refs, hyps, fold=fold, ignore=ignore)["total"]["per"]
 
 
