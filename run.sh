@@ -10,8 +10,8 @@ ngpu=1
 help_message="Usage: $0 [--stage N] [--stop-stage M] [key=value ...]
 
 Stages:
-  0  data preparation: corpus (corpus.root, or a download) -> <paths.data>/{train,dev,test,lang}; with
-     train.speed_perturb, <paths.data>/train_sp: train and its speed-perturbed copies, which stages 1-3 use
+  0  data preparation: corpus (corpus.root, or a download; recipe=kaldi: your data dirs and dict dir) ->
+     <paths.data>/{train,dev,test,lang} (test where the corpus has a test set); with train.speed_perturb, <paths.data>/train_sp: train and its speed-perturbed copies, which stages 1-3 use
   1  features: <paths.data>/{train,dev,test} -> <paths.data>/<features.name>/{train,dev,test}
   2  Viterbi training (flat start, re-alignment): features -> <paths.exp>/viterbi
   3  CTC training (from the Viterbi model): features -> <paths.exp>/ctc; and from each of
@@ -21,8 +21,9 @@ Stages:
   5  scoring (PER, WER) and the recipe's RESULTS.md: decode dirs -> per.json, per.txt, <paths.results>
   6  model bundles, for steps/transcribe.py, steps/align.py and phonerec.inference.load_model:
      <paths.exp>/{viterbi,ctc} -> <paths.exp>/<model>/bundle
-  7  forced alignment of the test set with each bundle: CTM and Praat TextGrids (and, for TIMIT, TextGrids of
-     the hand labels and the alignment accuracy): <paths.data>/test -> <paths.exp>/<model>/align_test
+  7  forced alignment of the test set (or dev, where there is none) with each bundle: CTM and Praat TextGrids
+     (and, for TIMIT, TextGrids of the hand labels and the alignment accuracy): <paths.data>/test ->
+     <paths.exp>/<model>/align_test
 
 Options:
   --stage N        first stage to run (default ${stage})
@@ -35,6 +36,7 @@ Any other argument is a hydra override passed to every step, for example
   $0 corpus.root=/data/fsdd                 use an existing copy instead of downloading
   $0 recipe=fsdd_connected nj=2             connected digits
   $0 recipe=timit_sample corpus.root=../shared/corpora/timit_sample     the TIMIT sample
+  $0 recipe=kaldi corpus.name=mine corpus.train_dir=data/mine_train corpus.dict_dir=data/mine_dict   your own
   $0 --stage 1 features=fbank features.kaldi.num_mel_bins=80
   $0 --stage 2 --ngpu 4 recipe=timit corpus.root=/data/timit train.precision=bf16     4 GPUs, mixed precision"
 
@@ -112,7 +114,7 @@ fi
 # Compose the config once up front: a bad override fails here, before any stage runs.
 mapfile -t settings < <(python steps/get_config.py --preflight recipe_name corpus.name paths.data features.name paths.exp \
   paths.results decode.splits decode.decoders models train.ctc.init train.compare_ctc_inits train.speed_perturb \
-  -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+  corpus_kind corpus_splits -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
@@ -126,11 +128,13 @@ read -r -a models <<< "$(tr -d "[],'" <<< "${settings[8]}")"
 ctc_init=${settings[9]}
 read -r -a compare_ctc_inits <<< "$(tr -d "[],'" <<< "${settings[10]}")"
 read -r -a speed_perturb <<< "$(tr -d "[],'" <<< "${settings[11]}")"
-read -r -a names < <(python -c 'from phonerec.base.schema import SPLITS, SPEED_PERTURBED_TRAIN as SP; print(SP, *SPLITS)')
-splits=("${names[@]:1}")
+corpus_kind=${settings[12]}   # local/<kind>/prepare_data.py prepares the corpus
+read -r -a splits <<< "${settings[13]}"   # the data dirs stage 0 writes: train dev test, or train dev (no test)
+align_split="test"   # stage 7 aligns the test set, or dev where the corpus has no test set
+[[ " ${splits[*]} " == *" test "* ]] || align_split=dev
 train_set=train   # what stages 2 and 3 train on
 if [ "${#speed_perturb[@]}" -gt 0 ]; then
-  train_set=${names[0]}
+  train_set=$(python -c 'from phonerec.base.schema import SPEED_PERTURBED_TRAIN; print(SPEED_PERTURBED_TRAIN)')
   splits+=("${train_set}")
 fi
 commas() { local IFS=,; echo "$*"; }  # commas a b c: a,b,c (the lists in log lines)
@@ -180,8 +184,8 @@ for model in "${models[@]}"; do
   done
   if in_range 6; then want_lock s "${data}/lm" "${data}"; want_lock x "${exp}/${model}/bundle" "${exp}"; fi
   if in_range 7; then
-    want_lock s "${exp}/${model}/bundle" "${exp}"; want_lock s "${data}/test" "${data}"
-    want_lock x "${exp}/${model}/align_test" "${exp}"
+    want_lock s "${exp}/${model}/bundle" "${exp}"; want_lock s "${data}/${align_split}" "${data}"
+    want_lock x "${exp}/${model}/align_${align_split}" "${exp}"
   fi
 done
 if in_range 5; then want_lock x "${exp}" "${exp}"; fi
@@ -237,7 +241,7 @@ trap 'on_signal TERM' TERM
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   stage_now=0
   log "Stage 0: data preparation: corpus ${corpus} -> ${data}/{$(commas "${splits[@]}"),lang}"
-  run_step "${data}/log/prepare_data.log" python "local/${corpus}/prepare_data.py" "${data}"
+  run_step "${data}/log/prepare_data.log" python "local/${corpus_kind}/prepare_data.py" "${data}"
   if [ "${#speed_perturb[@]}" -gt 0 ]; then
     log "Stage 0: speed perturbation ($(commas "${speed_perturb[@]}")): ${data}/train -> ${data}/${train_set}"
     run_step "${data}/${train_set}/log/perturb_speed.log" python steps/perturb_speed.py "${data}/train" "${data}/${train_set}"
@@ -278,6 +282,7 @@ fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   stage_now=4
+  [ "${align_split}" = test ] || log "Stage 4: the corpus has no test set (corpus.test_dir=null): decoding dev alone"
   log "Stage 4: decoding ($(commas "${decoders[@]}")): ${exp}/{$(commas "${models[@]}")}, ${data}/${feats}/{$(commas "${decode_splits[@]}")} -> ${exp}/<model>/decode_<split>_<decoder>"
   run_step "${data}/lm/log/make_lm.log" python steps/make_lm.py "${data}/train" "${data}/lm"
   tune_split=${decode_splits[0]}   # the first split (dev) tunes the weights of the tuned decoders
@@ -312,10 +317,10 @@ fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
   stage_now=7
-  log "Stage 7: forced alignment: ${data}/test, ${exp}/{$(commas "${models[@]}")}/bundle -> ${exp}/<model>/align_test"
+  log "Stage 7: forced alignment: ${data}/${align_split}, ${exp}/{$(commas "${models[@]}")}/bundle -> ${exp}/<model>/align_${align_split}"
   for model in "${models[@]}"; do
-    run_step "${exp}/${model}/align_test/log/align.log" \
-      python steps/align_data_dir.py "${exp}/${model}" "${data}/test" "${exp}/${model}/align_test"
+    run_step "${exp}/${model}/align_${align_split}/log/align.log" \
+      python steps/align_data_dir.py "${exp}/${model}" "${data}/${align_split}" "${exp}/${model}/align_${align_split}"
   done
 fi
 

@@ -93,6 +93,25 @@ class TidigitsConfig:
 
 
 @dataclass
+class KaldiConfig:
+    """A corpus of the user's own as Kaldi data dirs and a dict dir (phonerec.data.corpora.kaldi)."""
+
+    name: str = MISSING
+    train_dir: str = MISSING
+    dev_dir: str | None = MISSING
+    test_dir: str | None = MISSING
+    dict_dir: str = MISSING
+    oov: str = MISSING
+    oov_word: str | None = MISSING
+    allow_pipes: bool = MISSING
+    resample: bool = MISSING
+    sample_rate: int = MISSING
+    max_utterance_seconds: float = MISSING
+    dev_share: float = MISSING
+    dev_seed: int = MISSING
+
+
+@dataclass
 class TimitConfig:
     name: str = MISSING
     root: str | None = MISSING
@@ -290,6 +309,7 @@ SCHEMAS = {
     ("corpus", "fsdd"): FsddConfig,
     ("corpus", "tidigits"): TidigitsConfig,
     ("corpus", "timit"): TimitConfig,
+    ("corpus", "kaldi"): KaldiConfig,
     ("features", "mfcc"): MfccConfig,
     ("features", "fbank"): FbankConfig,
     ("model", "blstm"): BlstmConfig,
@@ -387,6 +407,8 @@ def _rules() -> dict:
         "corpus.max_utterance_seconds": _above(0),
         "corpus.split": _one_of(FSDD_SPLITS),  # FSDD's
         "corpus.dev_every": _at_least(1),  # TIDIGITS'
+        "corpus.oov": _one_of(OOV_POLICIES),  # corpora of the user's own
+        "corpus.dev_share": ((lambda v: 0 < v < 1), "must be between 0 and 1"),
         "features.type": _one_of(FEATURE_TYPES),
         "features.kaldi.num_mel_bins": _at_least(4),  # torchaudio's mel banks need more than 3
         "features.kaldi.num_ceps": _at_least(1),  # and at most num_mel_bins: check_config
@@ -460,6 +482,24 @@ def check_values(cfg: DictConfig, where: str = "config") -> None:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not test(value):
             raise RecipeError(f"{where}: {key}={_show(value)}: {says}")
+
+
+def corpus_kind(cfg: DictConfig) -> str:
+    """The conf/corpus option the config's corpus was composed from (fsdd, timit, tidigits, kaldi), known by its
+    schema: local/<kind>/prepare_data.py prepares it (corpus.name may be the user's, for corpus=kaldi)."""
+    kinds = [option for (group, option), schema in SCHEMAS.items() if group == "corpus"]
+    for option in kinds:
+        if OmegaConf.get_type(cfg.corpus) is SCHEMAS["corpus", option]:
+            return option
+    raise RecipeError(f"config: the corpus group is none of {', '.join(kinds)}")
+
+
+def corpus_splits(cfg: DictConfig) -> tuple[str, ...]:
+    """The data dirs stage 0 writes: SPLITS, less test for a corpus of the user's own without one
+    (corpus.test_dir=null)."""
+    if OmegaConf.select(cfg, "corpus.test_dir", default="") is None:
+        return tuple(s for s in SPLITS if s != "test")
+    return SPLITS
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -10,18 +10,19 @@ from omegaconf import DictConfig
 from phonerec.base.config import save_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256
-from phonerec.data.corpora import fsdd, tidigits, timit
+from phonerec.data.corpora import fsdd, kaldi, tidigits, timit
 from phonerec.data.data_dir import validate_data_dir
 from phonerec.data.speed_perturb import perturb_data_dir, reads
 from phonerec.pipeline.markers import run_stage
 from phonerec.pipeline.stage_keys import PREPARE, SPEED_PERTURB
 
 # local/<name>/prepare_data.py -> the corpus module it prepares.
-CORPORA = {"fsdd": fsdd, "timit": timit, "tidigits": tidigits}
+CORPORA = {"fsdd": fsdd, "timit": timit, "tidigits": tidigits, "kaldi": kaldi}
 
 
 def prepare_stage(cfg: DictConfig, data_dir: Path, corpus: str) -> None:
-    """The corpus `corpus` (a name in CORPORA) -> data_dir/{train,dev,test} and data_dir/lang, with the config that
+    """The corpus `corpus` (a name in CORPORA) -> data_dir/{train,dev,test} (test where the corpus has one) and
+    data_dir/lang, with the config that
     made them (data_dir/config.yaml); skipped when done with the same settings and sources."""
     module = CORPORA[corpus]
     cfg = PREPARE.view(cfg)

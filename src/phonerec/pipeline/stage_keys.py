@@ -16,9 +16,11 @@ from phonerec.scoring.error_rate import PHONE_SCORING
 
 FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order", "features.delta_window")
 
-# Stage 0: the corpus and where a download goes; the lang dir's HMM states.
+# Stage 0: the corpus and where a download goes; the lang dir's HMM states. A corpus of the user's own is checked
+# for utterances too short for their phones, with the frames the features and the model give (a warning alone).
 PREPARE = StageKeys(
-    hashed=("corpus", "hmm.states_per_phone", "paths.downloads"), unhashed=("corpus.max_utterance_seconds",)
+    hashed=("corpus", "hmm.states_per_phone", "paths.downloads"),
+    unhashed=("corpus.max_utterance_seconds", "features.kaldi", "model.subsample", "models"),
 )
 # Stage 0, when on: the speed-perturbed copy of the training data dir.
 SPEED_PERTURB = StageKeys(hashed=("train.speed_perturb",))
