@@ -12,7 +12,7 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO, SHARED_FSDD
+from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, run_sh, tiny_run
 
 from phonerec.base.config import load_config
 from phonerec.base.errors import CorpusError, RecipeError
@@ -264,3 +264,25 @@ def test_the_model_tools_read_segments_and_write_ctms_in_the_recordings_timeline
     (corpus / "dev" / "wav.scp").write_text("theo_dev000 sph2pipe -f wav x.sph |\n")
     with pytest.raises(RecipeError, match=r"dev/wav.scp:1: a pipe \(a command to run\), which the model tools"):
         read_recordings(8000, data_dir=corpus / "dev")
+
+
+@pytest.mark.slow
+def test_run_sh_on_a_segmented_corpus_without_dev_and_test_dirs(tmp_path, example):
+    """Every stage through run.sh: dev held out of train, no test split (decoded and aligned: dev), the alignment's
+    CTMs also in the recordings' timeline."""
+    corpus = small_copy(example, tmp_path / "corpus", "fsdd_segmented", per_speaker=10, splits=("train",))
+    exp = tmp_path / "exp"
+    result = run_sh(
+        *overrides(corpus, splits=("train",)), *tiny_run(tmp_path, exp), "train.ctc.epochs=2", *ONE_POINT_GRIDS
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the corpus has no test set (corpus.test_dir=null): decoding dev alone" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "data").iterdir() if p.name in SPLITS) == ["dev", "train"]
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "| dev |" in results and "| test |" not in results
+    for model in ("viterbi", "ctc"):
+        aligned = exp / model / "align_dev"
+        by_recording = (aligned / "phones.recording.ctm").read_text().splitlines()
+        recordings = {line.split()[0] for line in by_recording}
+        assert recordings and recordings <= set(read_table(corpus / "train" / "wav.scp"))
+        assert len((aligned / "phones.ctm").read_text().splitlines()) == len(by_recording)
