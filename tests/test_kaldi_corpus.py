@@ -286,3 +286,14 @@ def test_run_sh_on_a_segmented_corpus_without_dev_and_test_dirs(tmp_path, exampl
         recordings = {line.split()[0] for line in by_recording}
         assert recordings and recordings <= set(read_table(corpus / "train" / "wav.scp"))
         assert len((aligned / "phones.ctm").read_text().splitlines()) == len(by_recording)
+
+
+def test_the_optional_silence_is_phone_1_whatever_its_name(tmp_path, example):
+    corpus = small_copy(example, tmp_path / "corpus", per_speaker=2)
+    (corpus / "dict" / "silence_phones.txt").write_text("nsn\nSIL\n")
+    (corpus / "dict" / "optional_silence.txt").write_text("SIL\n")
+    cfg, data = prepare(tmp_path, corpus)
+    phones = read_phones(data / "lang")
+    assert phones["<blk>"] == 0 and phones["SIL"] == 1 and "sil" not in phones and "nsn" in phones
+    assert read_silence_phones(data / "lang") == ["SIL", "nsn"]
+    assert ignored_in_scoring(cfg, data / "lang") == {"SIL", "nsn"}
