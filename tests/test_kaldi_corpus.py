@@ -17,6 +17,7 @@ from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, run_sh, tiny_run
 from phonerec.base.config import load_config
 from phonerec.base.errors import CorpusError, RecipeError
 from phonerec.base.schema import corpus_splits
+from phonerec.data.corpora.kaldi import check_corpus
 from phonerec.data.data_dir import read_table, read_utterance_audio
 from phonerec.data.lang import ignored_in_scoring, read_phones, read_silence_phones
 from phonerec.hmm.align_eval import Segment
@@ -297,3 +298,16 @@ def test_the_optional_silence_is_phone_1_whatever_its_name(tmp_path, example):
     assert phones["<blk>"] == 0 and phones["SIL"] == 1 and "sil" not in phones and "nsn" in phones
     assert read_silence_phones(data / "lang") == ["SIL", "nsn"]
     assert ignored_in_scoring(cfg, data / "lang") == {"SIL", "nsn"}
+
+
+def test_long_short_and_lonely_utterances_are_warned_about(tmp_path, example):
+    corpus = small_copy(example, tmp_path / "corpus", per_speaker=2, splits=("train",))
+    cfg = load_config(
+        overrides(corpus, "mine", "corpus.max_utterance_seconds=0.5", "model.subsample=8", splits=("train",))
+    )
+    check = check_corpus(cfg, tmp_path / "report")
+    assert not check.errors and len(check.warnings) == 3
+    long, short, lonely = check.warnings
+    assert "longer than corpus.max_utterance_seconds=0.5" in long
+    assert "too short for their phones, and training skips them" in short  # 8-fold subsampling: 12 frames a second
+    assert "3 speakers have fewer than 3 utterances" in lonely

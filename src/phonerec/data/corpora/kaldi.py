@@ -216,8 +216,9 @@ def _check_recordings(check: CorpusCheck, ccfg: DictConfig, run_pipes: bool) -> 
 
 
 def _check_lengths(check: CorpusCheck, cfg: DictConfig) -> None:
-    """Utterances with fewer frames (after model.subsample) than their phones need: the Viterbi model one frame per
-    HMM state, CTC one per phone and one more between repeats. Training skips them: a warning."""
+    """Utterances with fewer frames (after model.subsample) than their phones need (the Viterbi model one frame per
+    HMM state, CTC one per phone and one more between repeats; training skips them), and utterances longer than
+    corpus.max_utterance_seconds: warnings."""
     lexicon = check.dict_dir.lexicon
     kcfg = cfg.features.kaldi
     short = []
@@ -234,6 +235,15 @@ def _check_lengths(check: CorpusCheck, cfg: DictConfig) -> None:
             need = max(len(phones) * cfg.hmm.states_per_phone, ctc_min_frames(phones) if "ctc" in cfg.models else 0)
             if frames < need:
                 short.append(f"{utt} ({frames} frames, {need} needed)")
+    long = sorted(utt for utt, seconds in check.seconds.items() if seconds > cfg.corpus.max_utterance_seconds)
+    if long:
+        check.warnings.append(
+            f"{len(long)} utterances are longer than corpus.max_utterance_seconds={cfg.corpus.max_utterance_seconds:g} "
+            "(training on long utterances is slow and their alignment drifts): give the recordings segments, e.g. "
+            "with MFA's or Kaldi's segmentation tools: "
+            + ", ".join(long[:SHOWN])
+            + (" ..." if len(long) > SHOWN else "")
+        )
     if short:
         check.warnings.append(
             f"{len(short)} utterances are too short for their phones, and training skips them: "
