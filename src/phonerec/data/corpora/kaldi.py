@@ -110,9 +110,9 @@ class CorpusCheck:
         )
 
 
-def check_corpus(cfg: DictConfig, report_dir: Path, run_pipes: bool | None = None) -> CorpusCheck:
+def check_corpus(cfg: DictConfig, report_dir: Path) -> CorpusCheck:
     """Every check of the corpus, its problems collected (not raised); report files (OOVs) written to report_dir.
-    run_pipes: whether wav.scp pipes are run to read their audio (default corpus.allow_pipes)."""
+    wav.scp pipes are run to read their audio where corpus.allow_pipes allows them (else they are errors)."""
     ccfg = cfg.corpus
     check = CorpusCheck()
     try:
@@ -131,7 +131,7 @@ def check_corpus(cfg: DictConfig, report_dir: Path, run_pipes: bool | None = Non
     _check_ids_across_splits(check)
     if check.dict_dir is not None and check.transcripts:
         _check_oovs(check, ccfg, report_dir)
-    _check_recordings(check, ccfg, ccfg.allow_pipes if run_pipes is None else run_pipes)
+    _check_recordings(check, ccfg)
     if check.dict_dir is not None:
         _check_lengths(check, cfg)
     _check_speakers(check)
@@ -179,7 +179,7 @@ def recording_audio(path: str, allow_pipes: bool) -> tuple[np.ndarray, int]:
     return samples[:, 0], rate
 
 
-def _check_recordings(check: CorpusCheck, ccfg: DictConfig, run_pipes: bool) -> None:
+def _check_recordings(check: CorpusCheck, ccfg: DictConfig) -> None:
     """Each recording read once: its utterances' spans non-empty and not all zero, their lengths noted; pipes and
     recordings at another sample rate marked for a WAV copy (or refused, corpus.resample=false)."""
     for split, audio in check.audio.items():
@@ -187,10 +187,8 @@ def _check_recordings(check: CorpusCheck, ccfg: DictConfig, run_pipes: bool) -> 
         for utt, a in audio.items():
             by_recording[(a.recording, a.path)].append((utt, a))
         for (recording, path), utts in by_recording.items():
-            if path.endswith("|") and not run_pipes:
-                continue  # checked when stage 0 runs them
             try:
-                samples, rate = recording_audio(path, run_pipes)
+                samples, rate = recording_audio(path, ccfg.allow_pipes)
             except (OSError, ValueError, RuntimeError, sf.LibsndfileError) as err:
                 check.errors.append(f"{split} recording '{recording}' ({path}): {err}")
                 continue
