@@ -24,6 +24,9 @@ Stages:
   7  forced alignment of the test set (or dev, where there is none) with each bundle: CTM and Praat TextGrids
      (and, for TIMIT, TextGrids of the hand labels and the alignment accuracy): <paths.data>/test ->
      <paths.exp>/<model>/align_test
+  8  the whole corpus aligned by the Viterbi model's bundle, as an aligner writes it: a TextGrid per recording
+     (laid out as an MFA corpus folder is), CTMs, the utterances that could not be aligned, alignment scores:
+     <paths.data>/{train,dev,test} -> <paths.exp>/viterbi/align_corpus
 
 Options:
   --stage N        first stage to run (default ${stage})
@@ -130,6 +133,7 @@ read -r -a compare_ctc_inits <<< "$(tr -d "[],'" <<< "${settings[10]}")"
 read -r -a speed_perturb <<< "$(tr -d "[],'" <<< "${settings[11]}")"
 corpus_kind=${settings[12]}   # local/<kind>/prepare_data.py prepares the corpus
 read -r -a splits <<< "${settings[13]}"   # the data dirs stage 0 writes: train dev test, or train dev (no test)
+data_splits=("${splits[@]}")   # (splits gets train_sp too, with speed perturbation)
 align_split="test"   # stage 7 aligns the test set, or dev where the corpus has no test set
 [[ " ${splits[*]} " == *" test "* ]] || align_split=dev
 train_set=train   # what stages 2 and 3 train on
@@ -188,6 +192,10 @@ for model in "${models[@]}"; do
     want_lock x "${exp}/${model}/align_${align_split}" "${exp}"
   fi
 done
+if in_range 8; then
+  want_lock s "${exp}/viterbi/bundle" "${exp}"; want_lock x "${exp}/viterbi/align_corpus" "${exp}"
+  for split in "${data_splits[@]}"; do want_lock s "${data}/${split}" "${data}"; done
+fi
 if in_range 5; then want_lock x "${exp}" "${exp}"; fi
 held_locks=()
 # In sorted order, one NUL-terminated path at a time: a path may hold spaces (or any other byte but NUL).
@@ -322,6 +330,13 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     run_step "${exp}/${model}/align_${align_split}/log/align.log" \
       python steps/align_data_dir.py "${exp}/${model}" "${data}/${align_split}" "${exp}/${model}/align_${align_split}"
   done
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+  stage_now=8
+  log "Stage 8: the whole corpus aligned: ${data}/{$(commas "${data_splits[@]}")}, ${exp}/viterbi/bundle -> ${exp}/viterbi/align_corpus"
+  run_step "${exp}/viterbi/align_corpus/log/align_corpus.log" \
+    python steps/align_corpus.py "${exp}/viterbi" "${data}" "${exp}/viterbi/align_corpus"
 fi
 
 log "Done in $((SECONDS - start_time)) s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Example corpora of one's own, made from FSDD: what recipe=kaldi reads (README "Your own corpus").
 
-  local/make_example_corpora.py <out-dir> corpus.root=../shared/corpora/fsdd
+  local/make_example_corpora.py <out-dir> corpus.root=../shared/corpora/fsdd \
+      [--timit-sample ../shared/corpora/timit_sample]
 
 writes, from FSDD as the built-in recipe splits it (its stage 0, run in a scratch dir; FSDD settings as overrides):
   <out-dir>/fsdd/{train,dev,test}            Kaldi data dirs: wav.scp (the FSDD files), text (words), utt2spk,
@@ -13,11 +14,18 @@ writes, from FSDD as the built-in recipe splits it (its stage 0, run in a scratc
                                              other into <out-dir>/fsdd_segmented/wav/<speaker>_<k>.wav with
                                              GAP_SECONDS of silence between them; segments gives each utterance's
                                              span, whose samples are the FSDD file's
+and with --timit-sample, the TIMIT sample (the folder holding timit/) as Montreal Forced Aligner has a corpus:
+  <out-dir>/timit_mfa/<speaker>/<X>.{wav,txt}   copies of the sample's audio and word transcripts, without the SA
+                                             sentences (as the TIMIT recipe); the .txt files keep their sample offsets
+  <out-dir>/timit_mfa.dict                   the sample's timitdic.txt in MFA's format, stress marks dropped and the
+                                             phones folded to the 48 the TIMIT recipe trains on (local/timit/phones.tsv)
 The dict dir gives the lang dir of the built-in recipe, so recipe=kaldi on <out-dir>/fsdd trains on the same data
 as recipe=fsdd. <out-dir> is a dir of the recipe's (phonerec.base.ownership): one it did not make is refused.
 """
 
 import logging
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -100,6 +108,46 @@ def segmented(split_dir: Path, wav_dir: Path, split: str):
     return recordings, segments
 
 
+def timit_phone_map() -> dict[str, str]:
+    """TIMIT's 61 phones -> the 48 the recipe trains on (local/timit/phones.tsv's first two columns)."""
+    rows = [line.split("\t") for line in repo_path("local/timit/phones.tsv").read_text().splitlines()]
+    rows = [row for row in rows if row[0] and not row[0].startswith("#")]
+    return {row[0]: row[1] for row in rows[1:]}
+
+
+def write_timit_mfa(sample_root: Path, folder: Path, dictionary: Path) -> None:
+    """The TIMIT sample as an MFA folder and dictionary (the module's doc)."""
+    timit = sample_root / "timit"
+    fold, entries = timit_phone_map(), []
+    for line in (timit / "timitdic.txt").read_text(encoding="latin-1").splitlines():
+        match = re.match(r"^(\S+)\s+/(.*)/\s*$", line)
+        if line.startswith(";") or not match:
+            continue
+        phones = [fold[re.sub(r"\d", "", p)] for p in match.group(2).split()]
+        entry = f"{match.group(1)}\t{' '.join(p for p in phones if p != '-')}\n"
+        if entry not in entries:
+            entries.append(entry)
+    write_text_atomic(dictionary, "".join(entries))
+    make_dir(folder)
+    count = 0
+    for speaker_dir in sorted(p for p in timit.iterdir() if p.is_dir()):
+        for audio in sorted(speaker_dir.glob("*.wav")):
+            if audio.stem.startswith("sa"):
+                continue
+            for source in (audio, audio.with_suffix(".txt")):
+                (folder / speaker_dir.name).mkdir(exist_ok=True)
+                shutil.copyfile(source, folder / speaker_dir.name / source.name)
+            count += 1
+    log.info(
+        "%s: %d recordings of %d speakers; %s: %d entries",
+        folder,
+        count,
+        sum(p.is_dir() for p in folder.iterdir()),
+        dictionary,
+        len(entries),
+    )
+
+
 def main(args, cfg):
     out = claim_dir(args.out_dir, "<out-dir>")
     with exclusive(out), tempfile.TemporaryDirectory() as scratch:
@@ -117,8 +165,16 @@ def main(args, cfg):
             recordings, segments = segmented(source, cut / "wav", split)
             write_data_dir(cut / split, recordings, text, utt2spk, segments)
             log.info("%s: %d utterances; %s: %d recordings", plain / split, len(text), cut / split, len(recordings))
+        if args.timit_sample is not None:
+            remove_tree(out / "timit_mfa", made_in=out)
+            write_timit_mfa(args.timit_sample, out / "timit_mfa", out / "timit_mfa.dict")
     log.info("dict dir: %s (use it for both)", plain / "dict")
 
 
 if __name__ == "__main__":
-    step_main(main, __doc__, [("out_dir", "output: <out-dir>/fsdd and <out-dir>/fsdd_segmented")])
+    step_main(
+        main,
+        __doc__,
+        [("out_dir", "output: <out-dir>/fsdd, <out-dir>/fsdd_segmented, <out-dir>/timit_mfa")],
+        {"--timit-sample": {"type": Path, "help": "the TIMIT sample (the folder holding timit/): <out-dir>/timit_mfa"}},
+    )

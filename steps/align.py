@@ -10,23 +10,37 @@ transcript is refused; a recording longer than the bundle's corpus.max_utterance
 
   steps/align.py exp/fsdd/viterbi my_recording.wav "seven" --out-dir ali_out
   steps/align.py exp/fsdd/viterbi --data-dir data/fsdd/test --out-dir exp/fsdd/viterbi/align_test
+
+Or a whole corpus in Montreal Forced Aligner's form, without training (MFA's `align` with a pretrained model):
+--corpus <folder> --dictionary <file>, written as stage 8 writes the recipe's corpus (a TextGrid per recording laid
+out as the folder is, phones.ctm and words.ctm, unaligned.txt, alignment_scores.tsv; phonerec.pipeline.align_stage):
+
+  steps/align.py exp/timit_sample/viterbi --corpus examples/timit_mfa --dictionary examples/timit_mfa.dict \
+      --out-dir aligned_timit
 """
 
 import logging
 from pathlib import Path
 
 from phonerec.base.errors import RecipeError
+from phonerec.base.ownership import claim_dir
 from phonerec.inference import load_model, read_recordings, write_alignments
-from phonerec.pipeline.align_stage import align_stage
+from phonerec.pipeline.align_stage import align_mfa_folder, align_stage
 from phonerec.pipeline.cli import model_tool_main, model_tool_parser
 
 log = logging.getLogger("phonerec")
 
 
 def main(args) -> None:
+    if (args.corpus is None) != (args.dictionary is None):
+        raise RecipeError("--corpus and --dictionary go together: an MFA corpus folder and its dictionary")
+    if sum(x is not None for x in (args.wav, args.data_dir, args.corpus)) > 1:
+        raise RecipeError("give one of: a recording and its transcript, --data-dir, or --corpus with --dictionary")
+    if args.corpus is not None:
+        out_dir = claim_dir(args.out_dir, "--out-dir")
+        align_mfa_folder(args.exp_dir, args.corpus, args.dictionary, out_dir, args.speaker_characters, args.device)
+        return
     if args.data_dir is not None:
-        if args.wav is not None:
-            raise RecipeError("give either a recording and its transcript or --data-dir, not both")
         align_stage(args.exp_dir, args.data_dir, args.out_dir, args.device)
         return
     if args.wav is None or args.transcript is None:
@@ -46,6 +60,11 @@ def parser():
     p.add_argument("transcript", nargs="?", help="its transcript: words (or phones with --phones)")
     p.add_argument("--phones", action="store_true", help="the transcript is phones, not words")
     p.add_argument("--data-dir", type=Path, help="align every utterance of a data dir (text, text.words)")
+    p.add_argument("--corpus", type=Path, help="align a corpus in MFA's form: a folder of recordings and transcripts")
+    p.add_argument("--dictionary", type=Path, help="the --corpus's pronunciation dictionary (MFA's format)")
+    p.add_argument(
+        "--speaker-characters", type=int, help="--corpus: the speaker is the first N characters of a file's name"
+    )
     p.add_argument("--out-dir", type=Path, required=True, help="where phones.ctm, words.ctm and textgrid/ go")
     return p
 

@@ -36,13 +36,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from phonerec.base.errors import RecipeError
-from phonerec.base.files import file_digest
+from phonerec.base.files import file_digest, write_text_atomic
 from phonerec.base.schema import check_values
 from phonerec.data.audio import check_audio_file
 from phonerec.data.data_dir import UtteranceAudio, read_table, read_utterance_audio
 from phonerec.data.dataset import Example, word_ends
 from phonerec.data.features import cmvn_stats, compute_features, features_at_load, warn_long_recording
-from phonerec.data.lang import read_id2phone, read_lexicon, read_topology
+from phonerec.data.lang import Lexicon, read_id2phone, read_lexicon, read_topology
 from phonerec.decoding.decoders import Decoder, decoder_class, decoder_names
 from phonerec.decoding.hybrid import scaled_log_likelihoods
 from phonerec.hmm.align_eval import Segment, write_ctm
@@ -84,6 +84,7 @@ class Aligned:
     phones: list[Segment]
     words: list[Segment] | None
     duration: float  # seconds of audio
+    score: float | None = None  # the alignment's log-likelihood per frame (a Viterbi model's), as MFA reports it
 
 
 def read_recording(
@@ -503,12 +504,16 @@ class TrainedModel:
         words: bool = True,
         examples: list[Example] | None = None,
         posteriors: list[torch.Tensor] | None = None,
+        lexicon: Lexicon | None = None,
+        unaligned: dict[str, str] | None = None,
     ) -> dict[str, Aligned]:
-        """Each recording force-aligned with its transcript: words (through the lexicon's first pronunciation of
-        each) or phones. A word the lexicon lacks, a phone the model lacks, or a recording too short for its
-        transcript is a RecipeError naming the recording."""
-        spelled = [self._spell(t, words, r.path) for r, t in zip(recordings, transcripts, strict=True)]
-        return self.align_spelled(recordings, spelled, examples, posteriors)
+        """Each recording force-aligned with its transcript: words (through the first pronunciation of each in
+        `lexicon`, by default the model's) or phones. A word the lexicon lacks, a phone the model lacks, or a
+        recording too short for its transcript is a RecipeError naming the recording, or with `unaligned` entered
+        there with the reason."""
+        lexicon = self.lexicon if lexicon is None else lexicon
+        spelled = [self._spell(t, words, r.path, lexicon) for r, t in zip(recordings, transcripts, strict=True)]
+        return self.align_spelled(recordings, spelled, examples, posteriors, unaligned)
 
     def align_spelled(
         self,
@@ -516,9 +521,11 @@ class TrainedModel:
         spelled: list[tuple[list[int], list[int] | None, list[str] | None]],
         examples: list[Example] | None = None,
         posteriors: list[torch.Tensor] | None = None,
+        unaligned: dict[str, str] | None = None,
     ) -> dict[str, Aligned]:
         """`align` of transcripts already spelled: (phone ids, where words end in them, the words) each; a data
-        dir gives its phones (text) and words (text.words) so."""
+        dir gives its phones (text) and words (text.words) so. A recording that cannot be aligned is a RecipeError,
+        or with `unaligned` left out and entered there with the reason (a whole corpus aligned)."""
         if examples is None:
             examples = self._examples(recordings)
         for example, (phones, ends, _) in zip(examples, spelled, strict=True):
@@ -527,7 +534,7 @@ class TrainedModel:
             posteriors = self._posteriors(self.align_model, examples)
         aligner = self._decoder("greedy", self.align_checkpoint)
         nonempty = [k for k, e in enumerate(examples) if e.phones]
-        found = aligner.aligned_segments([examples[k] for k in nonempty], [posteriors[k] for k in nonempty])
+        found, scores = aligner.scored_alignments([examples[k] for k in nonempty], [posteriors[k] for k in nonempty])
         aligned = {}
         for example, rec, lp, (phones, ends, word_list) in zip(examples, recordings, posteriors, spelled, strict=True):
             duration = len(rec.samples) / self.sample_rate
@@ -536,13 +543,19 @@ class TrainedModel:
                 continue
             if example.utt not in found:
                 need = ctc_min_frames(phones) if self.kind == "ctc" else len(phones) * self.cfg.hmm.states_per_phone
-                raise RecipeError(
-                    f"{rec.path}: {len(lp)} frames ({duration:.2f} s) cannot hold the {len(phones)} phones of "
+                reason = (
+                    f"{len(lp)} frames ({duration:.2f} s) cannot hold the {len(phones)} phones of "
                     f"'{' '.join(word_list or [self.id2phone[p] for p in phones])}' (needs {need} frames)"
                 )
+                if unaligned is None:
+                    raise RecipeError(f"{rec.path}: {reason}")
+                unaligned[example.utt] = reason
+                continue
             segments = found[example.utt]
             word_segments = None if word_list is None else _word_segments(segments, ends, word_list)
-            aligned[example.utt] = Aligned([seg for seg, _ in segments], word_segments, duration)
+            aligned[example.utt] = Aligned(
+                [seg for seg, _ in segments], word_segments, duration, scores.get(example.utt)
+            )
         return aligned
 
     def spell_words(self, phones: list[str], words: list[str] | None, where: str):
@@ -556,13 +569,13 @@ class TrainedModel:
             raise RecipeError(f"{where}: the phones '{' '.join(phones)}' do not spell the words '{' '.join(words)}'")
         return _phone_ids(phones, self.phone2id, where), ends, words
 
-    def _spell(self, transcript: list[str], words: bool, where: str) -> tuple[list[int], list[int] | None, list | None]:
+    def _spell(self, transcript: list[str], words: bool, where: str, lexicon: Lexicon) -> tuple:
         """(phone ids, word ends, the words) of a transcript of words (first pronunciations) or of phones."""
         if not words:
             return _phone_ids(transcript, self.phone2id, where), None, None
         phones, ends = [], []
         for word in transcript:
-            phones += _phone_ids(self.lexicon.pronunciations(word, where)[0], self.phone2id, where)
+            phones += _phone_ids(lexicon.pronunciations(word, where)[0], self.phone2id, where)
             ends.append(len(phones) - 1)
         return phones, ends, list(transcript)
 
@@ -591,12 +604,20 @@ def _word_segments(segments: list[tuple[Segment, int | None]], ends: list[int], 
 def write_textgrid(path: Path, aligned: Aligned) -> None:
     """A Praat TextGrid (praatio, the long text format) with the interval tiers "words" and "phones"; the time
     between segments (silence between words) stays an empty interval."""
+    _write_tiers(path, [("words", aligned.words or []), ("phones", aligned.phones)], aligned.duration)
+
+
+def _write_tiers(path: Path, tiers: list[tuple[str, list[Segment]]], duration: float) -> None:
+    """A TextGrid of interval tiers (name, segments) over [0, duration] (or to the last segment's end)."""
     from praatio import textgrid
 
-    end = max([aligned.duration] + [seg.end for seg in aligned.phones])
+    end = max([duration] + [seg.end for _, segments in tiers for seg in segments])
     grid = textgrid.Textgrid()
-    for name, segments in (("words", aligned.words or []), ("phones", aligned.phones)):
-        entries = [(round(seg.start, 6), round(seg.end, 6), seg.label) for seg in segments]
+    for name, segments in tiers:
+        entries = [
+            (round(seg.start, 6), round(seg.end, 6), seg.label)
+            for seg in sorted(segments, key=lambda seg: (seg.start, seg.end))
+        ]
         grid.addTier(textgrid.IntervalTier(name, entries, 0.0, end))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -625,14 +646,61 @@ def write_alignments(
 
 
 def _in_recordings(by_utt: dict[str, list[Segment]], segments: dict[str, Recording]) -> dict[str, list[Segment]]:
-    """Segments of utterances moved into the timeline of the recordings they are segments of."""
+    """Segments of utterances moved into the timeline of the recordings they are segments of (a recording that is
+    not a segment is a recording of its own, named by its utterance)."""
     by_recording = {}
     for utt, found in by_utt.items():
         if utt in segments:
             rec = segments[utt]
             shifted = [Segment(s.start + rec.start, s.end + rec.start, s.label) for s in found]
-            by_recording.setdefault(rec.recording, []).extend(shifted)
+            by_recording.setdefault(rec.recording or rec.utt, []).extend(shifted)
     return by_recording
+
+
+def write_corpus_alignments(
+    out_dir: Path,
+    aligned: dict[str, Aligned],
+    recordings: list[Recording],
+    layout: dict[str, str],
+    unaligned: dict[str, str],
+) -> None:
+    """A corpus aligned, as MFA writes it: out_dir/textgrids/<path>.TextGrid for each recording (`layout`: recording
+    -> its path under the corpus folder without the extension, else the recording id), with the tiers "words" and
+    "phones", or "<speaker> - words" and "<speaker> - phones" for each speaker where a recording holds several
+    utterances; phones.ctm and words.ctm in the recordings' timeline; unaligned.txt (`<utterance> <reason>`); and
+    alignment_scores.tsv (each aligned utterance's span and log-likelihood per frame)."""
+    by_utt = {rec.utt: rec for rec in recordings}
+    by_recording: dict[str, list[Recording]] = {}
+    for rec in recordings:
+        if rec.utt in aligned:
+            by_recording.setdefault(rec.recording or rec.utt, []).append(rec)
+    for recording, recs in by_recording.items():
+        speakers = sorted({r.speaker or "speaker" for r in recs})
+        several = len(recs) > 1 or recs[0].recording is not None
+        tiers = []
+        for speaker in speakers:
+            mine = [r for r in recs if (r.speaker or "speaker") == speaker]
+            for name in ("words", "phones"):
+                segments = [
+                    Segment(s.start + r.start, s.end + r.start, s.label)
+                    for r in mine
+                    for s in (getattr(aligned[r.utt], name) or [])
+                ]
+                tiers.append((f"{speaker} - {name}" if several else name, segments))
+        duration = sf.info(recs[0].path).duration if several else aligned[recs[0].utt].duration
+        _write_tiers(out_dir / "textgrids" / f"{layout.get(recording, recording)}.TextGrid", tiers, duration)
+    words = {utt: a.words for utt, a in aligned.items() if a.words is not None}
+    write_ctm(out_dir / "phones.ctm", _in_recordings({u: a.phones for u, a in aligned.items()}, by_utt))
+    write_ctm(out_dir / "words.ctm", _in_recordings(words, by_utt))
+    write_text_atomic(out_dir / "unaligned.txt", "".join(f"{utt} {why}\n" for utt, why in sorted(unaligned.items())))
+    rows = ["utterance\trecording\tspeaker\tbegin\tend\tscaled_log_likelihood_per_frame\n"]
+    for utt in sorted(aligned):
+        rec, score = by_utt[utt], aligned[utt].score
+        rows.append(
+            f"{utt}\t{rec.recording or utt}\t{rec.speaker or '-'}\t{rec.start:.4f}\t"
+            f"{rec.start + aligned[utt].duration:.4f}\t{'-' if score is None else f'{score:.4f}'}\n"
+        )
+    write_text_atomic(out_dir / "alignment_scores.tsv", "".join(rows))
 
 
 # -- input: audio files, a wav.scp or a data dir --------------------------------------------------------------

@@ -112,6 +112,24 @@ class KaldiConfig:
 
 
 @dataclass
+class MfaConfig:
+    """A corpus of the user's own as an MFA folder and dictionary (phonerec.data.corpora.mfa)."""
+
+    name: str = MISSING
+    root: str = MISSING
+    dictionary: str = MISSING
+    speaker_characters: int | None = MISSING
+    dev_speakers: list[str] | None = MISSING
+    test_speakers: list[str] = MISSING
+    oov: str = MISSING
+    resample: bool = MISSING
+    sample_rate: int = MISSING
+    max_utterance_seconds: float = MISSING
+    dev_share: float = MISSING
+    dev_seed: int = MISSING
+
+
+@dataclass
 class TimitConfig:
     name: str = MISSING
     root: str | None = MISSING
@@ -310,6 +328,7 @@ SCHEMAS = {
     ("corpus", "tidigits"): TidigitsConfig,
     ("corpus", "timit"): TimitConfig,
     ("corpus", "kaldi"): KaldiConfig,
+    ("corpus", "mfa"): MfaConfig,
     ("features", "mfcc"): MfccConfig,
     ("features", "fbank"): FbankConfig,
     ("model", "blstm"): BlstmConfig,
@@ -409,6 +428,7 @@ def _rules() -> dict:
         "corpus.dev_every": _at_least(1),  # TIDIGITS'
         "corpus.oov": _one_of(OOV_POLICIES),  # corpora of the user's own
         "corpus.dev_share": ((lambda v: 0 < v < 1), "must be between 0 and 1"),
+        "corpus.speaker_characters": _or_null(_at_least(1)),
         "features.type": _one_of(FEATURE_TYPES),
         "features.kaldi.num_mel_bins": _at_least(4),  # torchaudio's mel banks need more than 3
         "features.kaldi.num_ceps": _at_least(1),  # and at most num_mel_bins: check_config
@@ -496,8 +516,9 @@ def corpus_kind(cfg: DictConfig) -> str:
 
 def corpus_splits(cfg: DictConfig) -> tuple[str, ...]:
     """The data dirs stage 0 writes: SPLITS, less test for a corpus of the user's own without one
-    (corpus.test_dir=null)."""
-    if OmegaConf.select(cfg, "corpus.test_dir", default="") is None:
+    (corpus=kaldi: corpus.test_dir=null; corpus=mfa: corpus.test_speakers=[])."""
+    kind = corpus_kind(cfg)
+    if (kind == "kaldi" and cfg.corpus.test_dir is None) or (kind == "mfa" and not cfg.corpus.test_speakers):
         return tuple(s for s in SPLITS if s != "test")
     return SPLITS
 

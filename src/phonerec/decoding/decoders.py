@@ -108,6 +108,11 @@ class Decoder:
         None for an optional silence)], utterances that the alignment cannot fit left out."""
         return None
 
+    def scored_alignments(self, examples: list[Example], posteriors: list[torch.Tensor]) -> tuple[dict | None, dict]:
+        """aligned_segments, and utterance -> the log-likelihood per frame of its alignment where the decoder's model
+        scores one (the Viterbi model: the path's scaled log-likelihoods, as MFA reports them)."""
+        return self.aligned_segments(examples, posteriors), {}
+
     def forced_alignment(self, examples: list[Example], posteriors: list[torch.Tensor]) -> dict | None:
         """The phone segments of `aligned_segments`: what is scored against hand labels where the set has them."""
         aligned = self.aligned_segments(examples, posteriors)
@@ -220,9 +225,12 @@ class FrameArgmax(PhoneDecoder):
     def aligned_segments(self, examples, posteriors) -> dict[str, list[tuple[Segment, int | None]]]:
         """Viterbi through each utterance's graph on scaled likelihoods (the priors of the model's last
         alignment), in the batches of the forward pass (utterances with no path are left out)."""
+        return self.scored_alignments(examples, posteriors)[0]
+
+    def scored_alignments(self, examples, posteriors) -> tuple[dict[str, list[tuple[Segment, int | None]]], dict]:
         shift, offset = frame_timing(self.cfg, self.checkpoint["model_args"]["subsample"])
         priors = self.checkpoint["task"].get("log_priors")
-        segments = {}
+        segments, scores = {}, {}
         lengths = [e.feats.shape[0] for e in examples]
         for batch in make_batches(lengths, self.cfg.decode.batch_frames, self.cfg.decode.max_batch_utts):
             graphs = [
@@ -238,12 +246,13 @@ class FrameArgmax(PhoneDecoder):
                 self.transitions,
                 nodes=True,
             )
-            for i, graph, (nodes, _) in zip(batch, graphs, found, strict=True):
+            for i, graph, (nodes, loglik) in zip(batch, graphs, found, strict=True):
                 if nodes is not None:
                     segments[examples[i].utt] = graph_segments(
                         nodes.tolist(), graph, self.topo, self.id2phone, shift, offset
                     )
-        return segments
+                    scores[examples[i].utt] = float(loglik) / len(posteriors[i])
+        return segments, scores
 
 
 # -- with the phone LM ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from phonerec.base.config import save_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256, write_text_atomic
 from phonerec.base.schema import corpus_kind
-from phonerec.data.corpora import fsdd, kaldi, tidigits, timit
+from phonerec.data.corpora import fsdd, kaldi, mfa, tidigits, timit
 from phonerec.data.data_dir import validate_data_dir
 from phonerec.data.speed_perturb import perturb_data_dir, reads
 from phonerec.pipeline.markers import run_stage
@@ -21,7 +21,7 @@ from phonerec.pipeline.stage_keys import PREPARE, SPEED_PERTURB
 log = logging.getLogger(__name__)
 
 # local/<name>/prepare_data.py -> the corpus module it prepares.
-CORPORA = {"fsdd": fsdd, "timit": timit, "tidigits": tidigits, "kaldi": kaldi}
+CORPORA = {"fsdd": fsdd, "timit": timit, "tidigits": tidigits, "kaldi": kaldi, "mfa": mfa}
 
 
 def prepare_stage(cfg: DictConfig, data_dir: Path, corpus: str) -> None:
@@ -42,10 +42,11 @@ def validate_corpus(cfg: DictConfig, report_dir: Path) -> bool:
     """Every check stage 0 runs on a corpus of the user's own (phonerec.data.corpora.kaldi.check_corpus), without
     writing data dirs: report_dir/validation.txt (the summary, each error and warning), oovs_found.txt and
     utterance_oovs.txt, and the same on the log. True when nothing would stop training."""
-    if corpus_kind(cfg) != "kaldi":
-        raise RecipeError(
-            f"corpus {cfg.corpus.name}: a built-in corpus; validation is for corpora of your own (recipe=kaldi)"
-        )
+    kind = corpus_kind(cfg)
+    if kind not in ("kaldi", "mfa"):
+        raise RecipeError(f"corpus {cfg.corpus.name}: built in; validation is for corpora of your own (kaldi, mfa)")
+    if kind == "mfa":  # its Kaldi form first, in report_dir/local
+        cfg = mfa.write_kaldi_form(cfg, report_dir)
     check = kaldi.check_corpus(cfg, report_dir)
     lines = [f"corpus {cfg.corpus.name}: {check.summary()}"]
     lines += [f"ERROR: {error}" for error in check.errors] + [f"WARNING: {warning}" for warning in check.warnings]
