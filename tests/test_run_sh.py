@@ -83,13 +83,13 @@ def test_stage_range_selects_stages(tmp_path):
     result = run_sh("--stage", "1", "--stop-stage", "1", f"paths.data={tmp_path}/data", f"paths.exp={tmp_path}/exp")
     assert "Stage 0" not in result.stdout and "Stage 1: features" in result.stdout
     assert result.returncode == 1 and "no such data dir" in result.stderr
-    result = run_sh("--stage", "8", f"paths.data={tmp_path}/data", f"paths.exp={tmp_path}/exp")
+    result = run_sh("--stage", "9", f"paths.data={tmp_path}/data", f"paths.exp={tmp_path}/exp")
     assert result.returncode == 0 and "Stage" not in result.stdout
 
 
 def test_overrides_with_spaces_and_backslashes_are_logged_as_typed(tmp_path):
-    # No stage runs (--stage 8), but the config is composed and the locks' loop runs over paths with spaces.
+    # No stage runs (--stage 9), but the config is composed and the locks' loop runs over paths with spaces.
     override = r"corpus.root=/data/a\tb c"
-    result = run_sh("--stage", "8", override, f"paths.data={tmp_path}/da ta", f"paths.exp={tmp_path}/e x p")
+    result = run_sh("--stage", "9", override, f"paths.data={tmp_path}/da ta", f"paths.exp={tmp_path}/e x p")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"overrides: {override} paths.data={tmp_path}/da ta" in result.stdout
