@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import write_text_atomic
-from phonerec.base.schema import check_config, corpus_splits, register_schemas
+from phonerec.base.schema import SPLITS, check_config, corpus_splits, register_schemas
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = REPO_ROOT / "conf"
@@ -40,9 +40,9 @@ def load_config(overrides: list[str]) -> DictConfig:
 def _decode_present_splits(cfg: DictConfig) -> None:
     """decode.splits without a split the corpus has none of: a corpus of the user's own without a test set is
     decoded and scored on dev (stage 0 and run.sh say so)."""
-    present = corpus_splits(cfg)
-    if any(split not in present for split in cfg.decode.splits):
-        cfg.decode.splits = [split for split in cfg.decode.splits if split in present]
+    absent = set(SPLITS) - set(corpus_splits(cfg))  # (a name of no split at all is check_config's to refuse)
+    if absent & set(cfg.decode.splits):
+        cfg.decode.splits = [split for split in cfg.decode.splits if split not in absent]
 
 
 def repo_path(path: str | Path) -> Path:
