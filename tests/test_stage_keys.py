@@ -16,7 +16,10 @@ RECIPES = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
 
 
 # What a recipe needs on the command line besides itself (corpora of the user's own have no default).
-REQUIRED = {"kaldi": ["corpus.name=mine", "corpus.train_dir=/nowhere", "corpus.dict_dir=/nowhere"]}
+REQUIRED = {
+    "kaldi": ["corpus.name=mine", "corpus.train_dir=/nowhere", "corpus.dict_dir=/nowhere"],
+    "mfa": ["corpus.name=mine", "corpus.root=/nowhere", "corpus.dictionary=/nowhere"],
+}
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
