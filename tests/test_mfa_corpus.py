@@ -95,6 +95,9 @@ def test_both_layouts_and_stage_0(tmp_path):
     root = mfa_folder(tmp_path / "corpus", speakers=("george", "jackson"), extension=".txt")
     (root / "jackson" / "9_jackson_1.txt").unlink()  # a recording without a transcript is left out
     (root / "jackson" / "3_jackson_0.txt").write_text("three eleven\n")  # an OOV: <unk> by default
+    flac = root / "george" / "5_george_1.wav"  # FLAC too
+    sf.write(str(flac.with_suffix(".flac")), *sf.read(str(flac), dtype="int16"), format="FLAC")
+    flac.unlink()
     tiers = long_recording(root / "meetings")
     utterances, layout = scan_corpus(root, None, Normaliser(read_dictionary(dictionary(tmp_path / "d.dict")).lexicon))
     assert len(utterances) == 2 * 20 - 1 + 6 and layout["meetings-conversation"] == "meetings/conversation"
@@ -123,6 +126,8 @@ def test_both_layouts_and_stage_0(tmp_path):
     segments = read_table(data / "train" / "segments")  # the corpus has TextGrid intervals: every utterance has one
     assert segments["george-0_george_0"] == "george-0_george_0 0 -1"
     assert read_table(data / "layout.txt")["george-0_george_0"] == "george/0_george_0"
+    recordings = {**read_table(data / "train" / "wav.scp"), **read_table(data / "dev" / "wav.scp")}
+    assert recordings["george-5_george_1"].endswith("george/5_george_1.flac")
 
     (root / "stray.wav").write_bytes((root / "george" / "0_george_0.wav").read_bytes())
     (root / "stray.lab").write_text("zero\n")

@@ -15,6 +15,8 @@ timeline, the utterances that could not be aligned and why, and each alignment's
 import logging
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from phonerec.base.config import settings_hash
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256
@@ -130,11 +132,15 @@ def align_mfa_folder(
     device: str = "cpu",
 ) -> None:
     """A corpus in MFA's form (a folder and a dictionary) aligned by a trained bundle, without training (MFA's
-    `align` with a pretrained model), into out_dir as stage 8 writes a corpus. Before any audio is read: phones of
+    `align` with a pretrained model), into out_dir as stage 8 writes a corpus, with an optional silence between words
+    and at the edges whatever the model was trained with. Before any audio is read: phones of
     the transcripts' words that the model lacks are an error naming them; words the dictionary lacks are reported
     (out_dir/oovs_found.txt, utterance_oovs.txt) and aligned as the model's <unk> where it has one (spn), else
     their utterances go to unaligned.txt."""
     model = load_model(model_dir, device)
+    if not model.cfg.hmm.optional_silence:  # a model trained on transcripts that hold their silences (TIMIT's)
+        log.info("word transcripts hold no silence: aligned with an optional silence between words, as MFA aligns")
+        OmegaConf.update(model.cfg, "hmm.optional_silence", True)
     found = mfa.read_dictionary(dictionary)
     lexicon = found.lexicon
     utterances, layout = mfa.scan_corpus(folder, speaker_characters, mfa.Normaliser(lexicon))
