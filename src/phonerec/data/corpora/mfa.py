@@ -233,7 +233,10 @@ def scan_corpus(root: Path, speaker_characters: int | None, normalise: Normalise
         else:
             speaker = relative.parts[-2]
         speaker = _kaldi_id(speaker, str(audio))
-        words = normalise(transcript.read_text(encoding="utf-8"))
+        try:
+            words = normalise(transcript.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise CorpusError(f"{transcript}: not UTF-8 (byte {err.start}); save it as UTF-8") from None
         if not words:
             raise CorpusError(f"{transcript}: no words (an empty transcript); remove the recording or transcribe it")
         utterances.append(
