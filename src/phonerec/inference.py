@@ -84,7 +84,7 @@ class Aligned:
     phones: list[Segment]
     words: list[Segment] | None
     duration: float  # seconds of audio
-    score: float | None = None  # the alignment's log-likelihood per frame (a Viterbi model's), as MFA reports it
+    score: float | None = None  # a Viterbi alignment's scaled log-likelihood per frame (as MFA reports its score)
 
 
 def read_recording(
