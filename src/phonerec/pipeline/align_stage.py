@@ -107,8 +107,16 @@ def align_corpus_stage(model_dir: Path, data_dir: Path, out_dir: Path, device: s
         aligned, unaligned, recordings = {}, {}, []
         for split in splits:
             found = read_recordings(model.sample_rate, data_dir=data_dir / split)
-            spelled = _spelled(model, data_dir / split, found, with_words=True)
-            aligned.update(model.align_spelled(found, spelled, unaligned=unaligned))
+            # As stage 7: hand-labelled words (TIMIT's words.ctm) where the split has them, the lexicon's else.
+            hand_words = (
+                read_ctm(data_dir / split / "words.ctm") if (data_dir / split / "words.ctm").is_file() else None
+            )
+            spelled = _spelled(model, data_dir / split, found, with_words=hand_words is None)
+            done = model.align_spelled(found, spelled, unaligned=unaligned)
+            for utt, one in done.items():
+                if hand_words is not None:
+                    one.words = hand_words.get(utt, [])
+            aligned.update(done)
             recordings += found
             log.info("%s: %d utterances aligned", data_dir / split, len(found))
         write_corpus_alignments(out_dir, aligned, recordings, layout, unaligned)
