@@ -5,7 +5,7 @@ steps/align.py --corpus) as well as from the hand-labelled phones (the timit_sam
       exp/timit_mfa/viterbi/align_corpus exp/timit_sample/viterbi/align_test --speakers dr6-fapb0 dr6-mbma1
 
 For each aligned dir (its phones.ctm and words.ctm) and each utterance of the speakers whose hand labels are in the
-sample (<speaker>/<sentence>.phn, .wrd; an utterance is found by the ids that end in its sentence and hold its
+sample (<speaker>/<sentence>.phn, .wrd; an utterance is found by the id that ends in its sentence and holds its
 speaker), it prints:
 
 - words: each hand-labelled word paired with an aligned one by an edit-distance alignment of the two word sequences
@@ -59,7 +59,9 @@ def hand_phones(segments: list[Segment], fold61: dict) -> list[Segment]:
 
 
 def find(ids, speaker: str, sentence: str) -> str | None:
-    found = [i for i in ids if speaker in i and i.endswith(sentence)]
+    """The id of the speaker's sentence: it ends in the sentence and holds the speaker (dr6-fapb0 in the MFA form's
+    ids, fapb0 in the TIMIT recipe's)."""
+    found = [i for i in ids if speaker.split("-")[-1] in i and i.endswith(sentence)]
     return found[0] if len(found) == 1 else None
 
 
