@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../share
 MODELS = ("viterbi", "ctc")
 DECODES = {f"exp/{m}/decode_{s}_{d}" for m in MODELS for s in ("dev", "test") for d in ("greedy", "lm")}
 TEST_DECODES = {d for d in DECODES if "_test_" in d}
-APPLIED = {f"exp/{m}/{d}" for m in MODELS for d in ("bundle", "align_test")}  # stages 6 and 7
+APPLIED = {f"exp/{m}/{d}" for m in MODELS for d in ("bundle", "align_test")} | {"exp/viterbi/align_corpus"}  # 6-8
 AFTER_TRAINING = DECODES | APPLIED
 
 
@@ -87,6 +87,7 @@ def test_exactly_the_stages_downstream_of_an_edited_input_run_again(tmp_path):
     assert TEST_DECODES <= ran <= TEST_DECODES | APPLIED
     for model in MODELS:
         assert (f"exp/{model}/bundle" in ran) == (f"exp/{model}/align_test" in ran)
+    assert ("exp/viterbi/bundle" in ran) == ("exp/viterbi/align_corpus" in ran)
 
     # The Viterbi checkpoint replaced by another epoch's: its decodes, bundle and alignments, and CTC, which starts
     # from it, with all that follows CTC; the Viterbi training itself is not redone.
