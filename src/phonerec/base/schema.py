@@ -517,8 +517,8 @@ def corpus_kind(cfg: DictConfig) -> str:
 def corpus_splits(cfg: DictConfig) -> tuple[str, ...]:
     """The data dirs stage 0 writes: SPLITS, less test for a corpus of the user's own without one
     (corpus=kaldi: corpus.test_dir=null; corpus=mfa: corpus.test_speakers=[])."""
-    kind = corpus_kind(cfg)
-    if (kind == "kaldi" and cfg.corpus.test_dir is None) or (kind == "mfa" and not cfg.corpus.test_speakers):
+    ccfg = cfg.corpus  # by its keys: a stage's view of the config (StageKeys.view) has lost the schema's type
+    if ("test_dir" in ccfg and ccfg.test_dir is None) or ("test_speakers" in ccfg and not ccfg.test_speakers):
         return tuple(s for s in SPLITS if s != "test")
     return SPLITS
 
