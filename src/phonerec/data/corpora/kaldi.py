@@ -305,6 +305,7 @@ def prepare(cfg: DictConfig, data_dir: Path) -> None:
         check.audio["dev"], check.speakers["dev"] = check.audio["train"], check.speakers["train"]
     if "test" not in splits:
         log.info("no test data dir (corpus.test_dir=null): decoding and scoring use dev")
+        remove_tree(data_dir / "test", made_in=data_dir)  # of earlier settings: stage 8 would align it
 
     lang_dir = data_dir / "lang"
     silence = [dict_dir.optional_silence, *(p for p in dict_dir.silence_phones if p != dict_dir.optional_silence)]
