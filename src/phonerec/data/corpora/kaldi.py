@@ -65,6 +65,11 @@ FEW_UTTERANCES = 3
 SHOWN = 10  # utterances or speakers named in a warning
 
 
+def _first_few(names: list[str]) -> str:
+    """The first SHOWN names, comma-separated, and ` ...` when there are more."""
+    return ", ".join(names[:SHOWN]) + (" ..." if len(names) > SHOWN else "")
+
+
 def user_dirs(ccfg: DictConfig) -> dict[str, Path]:
     """split -> the user's data dir for it (train always; dev and test where given)."""
     given = {"train": ccfg.train_dir, "dev": ccfg.dev_dir, "test": ccfg.test_dir}
@@ -143,10 +148,7 @@ def _check_ids_across_splits(check: CorpusCheck) -> None:
     for split, transcripts in check.transcripts.items():
         both = [utt for utt in transcripts if utt in seen]
         if both:
-            check.errors.append(
-                f"utterances in both the {seen[both[0]]} and the {split} data dir: {', '.join(both[:SHOWN])}"
-                + (" ..." if len(both) > SHOWN else "")
-            )
+            check.errors.append(f"utterances in both the {seen[both[0]]} and the {split} data dir: {_first_few(both)}")
         seen.update(dict.fromkeys(transcripts, split))
 
 
@@ -238,15 +240,11 @@ def _check_lengths(check: CorpusCheck, cfg: DictConfig) -> None:
         check.warnings.append(
             f"{len(long)} utterances are longer than corpus.max_utterance_seconds={cfg.corpus.max_utterance_seconds:g} "
             "(training on long utterances is slow and their alignment drifts): give the recordings segments, e.g. "
-            "with MFA's or Kaldi's segmentation tools: "
-            + ", ".join(long[:SHOWN])
-            + (" ..." if len(long) > SHOWN else "")
+            "with MFA's or Kaldi's segmentation tools: " + _first_few(long)
         )
     if short:
         check.warnings.append(
-            f"{len(short)} utterances are too short for their phones, and training skips them: "
-            + ", ".join(short[:SHOWN])
-            + (" ..." if len(short) > SHOWN else "")
+            f"{len(short)} utterances are too short for their phones, and training skips them: " + _first_few(short)
         )
 
 
@@ -256,8 +254,7 @@ def _check_speakers(check: CorpusCheck) -> None:
     if few:
         check.warnings.append(
             f"{len(few)} speakers have fewer than {FEW_UTTERANCES} utterances (their CMVN statistics are noisy): "
-            + ", ".join(few[:SHOWN])
-            + (" ..." if len(few) > SHOWN else "")
+            + _first_few(few)
         )
 
 
