@@ -12,7 +12,9 @@ HMM state per label, no optional silence; forced_align gets the same scores plus
 best path never takes it, and the paths must be identical (checked). One thread. Prints ms per utterance,
 fastest of 3 after a warm-up, and each kernel's time as a multiple of forced_align's (below 1 = faster).
 Then, on the CPU, the compiled kernels on scores like a trained model's (the right state of a segmentation
-6-10 nats above the rest, 3 states per phone), where the scaled forward-backward's bound on underflow runs.
+6-10 nats above the rest, 3 states per phone), where the scaled forward-backward's bound on underflow runs; and
+graphs whose words have 2-3 pronunciations (phonerec.hmm.branched_kernels) against the chains of their first
+pronunciations on the same scores.
 Record them in benchmarks/RESULTS.md."""
 
 import argparse
@@ -26,11 +28,14 @@ from phonerec.hmm import kernels
 from phonerec.hmm.align import (
     NEG_INF,
     Graph,
+    Pronunciation,
     Topology,
     best_paths,
     build_graph,
+    build_word_graph,
     graph_weights,
     node_emissions,
+    pad_any,
     pad_graphs,
     viterbi_align,
 )
@@ -82,7 +87,7 @@ def bench_gpu_batch(batch: int, frames: int, labels: int, classes: int, gen: tor
     candidates = [
         ("torchaudio forced_align on CUDA (per utterance)", torchaudio_align),
         ("viterbi_align, torch (graphs, weights, paths)", lambda: viterbi_align(log_probs, lengths, graphs, topo)),
-        ("forward-backward kernel, torch", lambda: forward_backward(*fb_problem, 1)),
+        ("forward-backward kernel, torch", lambda: forward_backward(*fb_problem, batch_graphs)),
         ("full-sum log p + gradient, explicit backward (torch)", explicit),
         ("full-sum log p + gradient, autograd (torch)", autograd),
     ]
@@ -131,15 +136,14 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
         batch, frames, labels, classes, gen, "cpu"
     )
     batch_graphs = pad_graphs(graphs, 1, "cpu")
-    sizes = batch_graphs.valid.sum(1)
     problems = {}
     for fill in (NEG_INF, FLOOR):
         weights = graph_weights(batch_graphs, None, fill)
         problems[fill] = (node_emissions(log_probs, batch_graphs.states, batch_graphs.valid, fill), lengths, weights)
-    nodes, _ = best_paths(*problems[NEG_INF], 1)
+    nodes, _ = best_paths(*problems[NEG_INF], batch_graphs)
 
     def compiled_viterbi():
-        return kernels.best_paths(log_probs, batch_graphs.states, lengths, problems[NEG_INF][2], 1, sizes)
+        return kernels.best_paths(log_probs, batch_graphs, lengths, problems[NEG_INF][2])
 
     assert torch.equal(nodes, compiled_viterbi()[0]), "torch's paths differ"
 
@@ -150,16 +154,16 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
             lambda: viterbi_align(log_probs, lengths, graphs, topo),
         ),
         ("Viterbi kernel, compiled", compiled_viterbi),
-        ("Viterbi kernel, torch", lambda: best_paths(*problems[NEG_INF], 1)),
+        ("Viterbi kernel, torch", lambda: best_paths(*problems[NEG_INF], batch_graphs)),
         (
             "forward-backward kernel, compiled (scaled probabilities; log space where they fall short)",
-            lambda: kernels.forward_backward(*problems[FLOOR], 1, sizes, FLOOR, NO_PATH, False),
+            lambda: kernels.forward_backward(*problems[FLOOR], batch_graphs, FLOOR, NO_PATH, False),
         ),
         (
             "forward-backward kernel, compiled, log space only",
-            lambda: kernels.log_space_forward_backward(*problems[FLOOR], 1, sizes, FLOOR, NO_PATH, False),
+            lambda: kernels.log_space_forward_backward(*problems[FLOOR], batch_graphs, FLOOR, NO_PATH, False),
         ),
-        ("forward-backward kernel, torch", lambda: forward_backward(*problems[FLOOR], 1)),
+        ("forward-backward kernel, torch", lambda: forward_backward(*problems[FLOOR], batch_graphs)),
         (
             "occupations (compiled kernel; graphs, weights, log p + occupations)",
             lambda: occupations(log_probs, lengths, graphs, topo),
@@ -167,7 +171,7 @@ def bench_batch(batch: int, frames: int, labels: int, classes: int, gen: torch.G
         ("full-sum log p + gradient, explicit backward (compiled)", explicit),
         ("full-sum log p + gradient, autograd (torch)", autograd),
     ]
-    *_, exact = kernels.scaled_forward_backward(*problems[FLOOR], 1, sizes, NO_PATH, False)
+    *_, exact = kernels.scaled_forward_backward(*problems[FLOOR], batch_graphs, NO_PATH, False)
     print(f"batch {batch}: the scaled kernel vouches for {int(exact.sum())} of {batch} utterances")
     return timed(candidates)
 
@@ -192,7 +196,7 @@ def bench_trained_like(batch: int, phones: int, classes: int, gen: torch.Generat
     padded = pad_graphs(graphs, 3, "cpu")
     viterbi_weights, weights = graph_weights(padded, None, NEG_INF), graph_weights(padded, None, FLOOR)
     emissions = node_emissions(log_probs, padded.states, padded.valid, FLOOR)
-    *_, exact = kernels.scaled_forward_backward(emissions, lengths, weights, 3, padded.sizes, NO_PATH, False)
+    *_, exact = kernels.scaled_forward_backward(emissions, lengths, weights, padded, NO_PATH, False)
     print(
         f"trained-model-like scores: {batch} utterances of {phones} phones x 3 states, "
         f"{float(lengths.float().mean()):.0f} frames on average; the scaled kernel vouches for {int(exact.sum())}"
@@ -201,20 +205,91 @@ def bench_trained_like(batch: int, phones: int, classes: int, gen: torch.Generat
         [
             (
                 "Viterbi kernel, compiled",
-                lambda: kernels.best_paths(log_probs, padded.states, lengths, viterbi_weights, 3, padded.sizes),
+                lambda: kernels.best_paths(log_probs, padded, lengths, viterbi_weights),
             ),
             (
                 "forward-backward kernel, compiled (scaled; its bound on underflow running)",
-                lambda: kernels.forward_backward(emissions, lengths, weights, 3, padded.sizes, FLOOR, NO_PATH, False),
+                lambda: kernels.forward_backward(emissions, lengths, weights, padded, FLOOR, NO_PATH, False),
             ),
             (
                 "forward-backward kernel, compiled, log space only",
-                lambda: kernels.log_space_forward_backward(
-                    emissions, lengths, weights, 3, padded.sizes, FLOOR, NO_PATH, False
-                ),
+                lambda: kernels.log_space_forward_backward(emissions, lengths, weights, padded, FLOOR, NO_PATH, False),
             ),
         ]
     )
+
+
+def bench_variants(batch: int, words: int, classes: int, gen: torch.Generator) -> list[tuple[str, float, float]]:
+    """Graphs whose words have 2-3 pronunciations (phonerec.hmm.branched_kernels) against the chains of each word's
+    first pronunciation (the chain kernels), on scores like a trained model's along the first pronunciations:
+    (kernel, seconds for the batch, ratio to the same work on the chains)."""
+    topo = Topology(num_phones=classes + 1, states_per_phone=3)
+    branched, chains, rows = [], [], []
+    for _ in range(batch):
+        spec = []
+        for _ in range(words):
+            first = [
+                int(p)
+                for p in torch.randint(2, classes + 1, (int(torch.randint(2, 5, (1,), generator=gen)),), generator=gen)
+            ]
+            prons = [tuple(first)]
+            while len(prons) < int(torch.randint(2, 4, (1,), generator=gen)):  # a phone changed or dropped
+                other = list(first)
+                k = int(torch.randint(len(other), (1,), generator=gen))
+                if torch.rand(1, generator=gen) < 0.5:
+                    other[k] = int(torch.randint(2, classes + 1, (1,), generator=gen))
+                else:
+                    del other[k]
+                if other and tuple(other) not in prons:
+                    prons.append(tuple(other))
+            spec.append([Pronunciation(p, -0.5 * v) for v, p in enumerate(prons)])
+        branched.append(build_word_graph(spec, topo))
+        chain = build_word_graph([[Pronunciation(w[0].phones)] for w in spec], topo)
+        chains.append(chain)
+        durations = 1 + torch.poisson(torch.full((len(chain.states),), 2.0), generator=gen).long()
+        states = torch.repeat_interleave(torch.tensor(chain.states), durations)
+        logits = torch.randn(len(states), topo.num_states, generator=gen)
+        logits[torch.arange(len(states)), states] += 6 + 4 * torch.rand(len(states), generator=gen)
+        rows.append(logits.log_softmax(-1))
+    log_probs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    lengths = torch.tensor([len(r) for r in rows])
+    work = {}
+    for name, graphs in (("chains", chains), ("variants", branched)):
+        padded = pad_any(graphs, 3, "cpu")
+        viterbi_weights, weights = graph_weights(padded, None, NEG_INF), graph_weights(padded, None, FLOOR)
+        emissions = node_emissions(log_probs, padded.states, padded.valid, FLOOR)
+        *_, exact = kernels.scaled_forward_backward(emissions, lengths, weights, padded, NO_PATH, False)
+        print(f"{name}: {padded.states.shape[1]} nodes at most; the scaled kernel vouches for {int(exact.sum())}")
+        work[name] = [
+            ("padding the graphs (pad_graphs / pad_branched)", functools.partial(pad_any, graphs, 3, "cpu")),
+            (
+                "viterbi_align (graphs, weights, compiled kernel)",
+                functools.partial(viterbi_align, log_probs, lengths, graphs, topo),
+            ),
+            (
+                "Viterbi kernel, compiled",
+                functools.partial(kernels.best_paths, log_probs, padded, lengths, viterbi_weights),
+            ),
+            (
+                "forward-backward kernel, compiled (scaled)",
+                functools.partial(kernels.forward_backward, emissions, lengths, weights, padded, FLOOR, NO_PATH, False),
+            ),
+            (
+                "forward-backward kernel, compiled, log space only",
+                functools.partial(
+                    kernels.log_space_forward_backward, emissions, lengths, weights, padded, FLOOR, NO_PATH, False
+                ),
+            ),
+        ]
+    print(
+        f"{batch} utterances of {words} words, 2-3 pronunciations each, "
+        f"{float(lengths.float().mean()):.0f} frames on average"
+    )
+    rows_out = []
+    for (name, on_chains), (_, on_variants) in zip(work["chains"], work["variants"], strict=True):
+        chain_time, variant_time = fastest(on_chains), fastest(on_variants)
+        rows_out.append((name, variant_time, variant_time / chain_time))
+    return rows_out
 
 
 def main() -> None:
@@ -238,6 +313,14 @@ def main() -> None:
     if args.device == "cpu":
         rows = bench_trained_like(32, 30, args.classes, gen)
         print("| batch | kernel | ms / utt | x the Viterbi kernel |")
+        print("|---:|---|---:|---:|")
+        for name, seconds, ratio in rows:
+            print(f"| 32 | {name} | {1000 * seconds / 32:.2f} | {ratio:.2f} |")
+        rows = bench_variants(32, 20, args.classes, gen)
+        print(
+            "| batch | kernel, graphs with 2-3 pronunciations per word | ms / utt "
+            "| x on the first pronunciations' chains |"
+        )
         print("|---:|---|---:|---:|")
         for name, seconds, ratio in rows:
             print(f"| 32 | {name} | {1000 * seconds / 32:.2f} | {ratio:.2f} |")

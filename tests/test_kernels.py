@@ -1,11 +1,26 @@
-"""The compiled CPU kernels (phonerec.hmm.kernels) against the pure-torch recursions they replace on the CPU,
-which stay the path on a GPU: the same best paths and scores, log-likelihoods, occupations and arc counts."""
+"""The compiled CPU kernels (phonerec.hmm.kernels, and phonerec.hmm.branched_kernels for graphs with pronunciation
+variants) against the pure-torch recursions they replace on the CPU, which stay the path on a GPU: the same best
+paths and scores, log-likelihoods, occupations and arc counts. Each on chains padded as chains and as branched
+graphs (the same arcs read from predecessor lists), and on graphs whose words branch."""
+
+from itertools import product
 
 import pytest
 import torch
 
 from phonerec.hmm import kernels
-from phonerec.hmm.align import NEG_INF, Topology, best_paths, build_graph, graph_weights, node_emissions, pad_graphs
+from phonerec.hmm.align import (
+    NEG_INF,
+    Pronunciation,
+    Topology,
+    best_paths,
+    build_graph,
+    build_word_graph,
+    graph_weights,
+    node_emissions,
+    pad_branched,
+    pad_graphs,
+)
 from phonerec.hmm.fullsum import FLOOR, NO_PATH, ctc_graph, forward_backward
 from phonerec.hmm.transitions import Transitions
 
@@ -35,17 +50,58 @@ def problems(dtype, seed):
         yield topo, graphs, torch.tensor(lengths), log_probs, transitions
 
 
+def variant_problems(dtype, seed):
+    """Batches of word graphs whose words have 1-3 pronunciations (some sharing phones, with log-probabilities),
+    with optional silence or none, beside a chain; some utterances too short for their graph."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    for n in (1, 2):
+        topo = Topology(num_phones=7, states_per_phone=n)
+        graphs, lengths = [], []
+        for k in range(7):
+            words = []
+            for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
+                count = int(torch.randint(1, 4, (1,), generator=gen))
+                prons = {
+                    tuple(
+                        int(p)
+                        for p in torch.randint(2, 7, (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen)
+                    )
+                    for _ in range(count)
+                }
+                words.append(
+                    [Pronunciation(p, -float(torch.rand(1, generator=gen)) * v) for v, p in enumerate(sorted(prons))]
+                )
+            graph = build_word_graph(words, topo, optional_silence=k % 2 == 0)
+            graphs.append(graph)
+            shortest = sum(min(len(p.phones) for p in w) for w in words) * n
+            spare = int(torch.randint(-2, 10, (1,), generator=gen))
+            lengths.append(max(1, shortest + spare) if k != 3 else max(1, shortest - 1))  # k = 3: no path
+        transitions = Transitions(topo.num_states)
+        with torch.no_grad():
+            transitions.state_logits.copy_(torch.randn(topo.num_states, 2, generator=gen))
+            transitions.silence_logits.copy_(torch.randn(2, generator=gen))
+        log_probs = torch.randn(len(graphs), max(lengths), topo.num_states, generator=gen, dtype=dtype).log_softmax(-1)
+        yield topo, graphs, torch.tensor(lengths), log_probs, transitions
+
+
+def layouts(dtype, seed):
+    """Every problem with its padding: chains as chains and as branched graphs, and graphs with variants."""
+    for topo, graphs, lengths, log_probs, transitions in problems(dtype, seed):
+        for pad in (pad_graphs, pad_branched):
+            yield pad(graphs, topo.states_per_phone, "cpu"), lengths, log_probs, transitions
+    for topo, graphs, lengths, log_probs, transitions in variant_problems(dtype, seed):
+        yield pad_branched(graphs, topo.states_per_phone, "cpu"), lengths, log_probs, transitions
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_compiled_viterbi_equals_torchs(dtype, seed):
-    for topo, graphs, lengths, log_probs, transitions in problems(dtype, seed):
+    for batch, lengths, log_probs, transitions in layouts(dtype, seed):
         for with_transitions in (False, True):
-            batch = pad_graphs(graphs, topo.states_per_phone, "cpu")
             weights = graph_weights(batch, transitions.log_probs() if with_transitions else None, NEG_INF, dtype)
             emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
-            nodes, scores = best_paths(emissions, lengths, weights, batch.n)
-            sizes = batch.valid.sum(1)
-            fast_nodes, fast_scores = kernels.best_paths(log_probs, batch.states, lengths, weights, batch.n, sizes)
+            nodes, scores = best_paths(emissions, lengths, weights, batch)
+            fast_nodes, fast_scores = kernels.best_paths(log_probs, batch, lengths, weights)
             assert torch.equal(fast_nodes, nodes)
             assert torch.equal(torch.isinf(fast_scores), torch.isinf(scores)) and torch.isinf(scores).any()
             found = torch.isfinite(scores)
@@ -56,12 +112,11 @@ def test_compiled_viterbi_equals_torchs(dtype, seed):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_compiled_forward_backward_equals_torchs(dtype, seed):
     tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
-    for topo, graphs, lengths, log_probs, transitions in problems(dtype, seed):
-        batch = pad_graphs(graphs, topo.states_per_phone, "cpu")
+    for batch, lengths, log_probs, transitions in layouts(dtype, seed):
         weights = graph_weights(batch, transitions.log_probs(), FLOOR, dtype)
         emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
-        loglik, gamma, counts = forward_backward(emissions, lengths, weights, batch.n, arc_counts=True)
-        fast = kernels.forward_backward(emissions, lengths, weights, batch.n, batch.valid.sum(1), FLOOR, NO_PATH, True)
+        loglik, gamma, counts = forward_backward(emissions, lengths, weights, batch, arc_counts=True)
+        fast = kernels.forward_backward(emissions, lengths, weights, batch, FLOOR, NO_PATH, True)
         fast_loglik, fast_gamma, *fast_counts = fast
         assert torch.equal(torch.isinf(fast_loglik), torch.isinf(loglik)) and torch.isinf(loglik).any()
         found = torch.isfinite(loglik)
@@ -81,18 +136,19 @@ def test_nodes_far_below_the_frames_best_keep_their_share():
     log_probs = torch.randn(2, 6, topo.num_states, dtype=torch.float64) - 5
     log_probs[0, 0, 3] = 800.0  # state 3 (phone 4) is the graph's last node: unreachable at frame 0
     log_probs[0, 1:4, 1] = 900.0  # the first phone's state scores best at frames 1-3, while the path must move on
-    batch = pad_graphs(graphs, 1, "cpu")
-    weights = graph_weights(batch, None, FLOOR, torch.float64)
-    emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
-    loglik, gamma, counts = forward_backward(emissions, lengths, weights, 1, arc_counts=True)
-    fast_loglik, fast_gamma, fast_arcs, *_ = kernels.forward_backward(
-        emissions, lengths, weights, 1, batch.valid.sum(1), FLOOR, NO_PATH, True
-    )
-    *_, exact = kernels.scaled_forward_backward(emissions, lengths, weights, 1, batch.valid.sum(1), NO_PATH, True)
-    assert not exact[0]  # scaled probabilities lose this utterance's paths: it is redone in log space
-    assert torch.isfinite(fast_loglik).all()
-    assert torch.allclose(fast_loglik, loglik, rtol=1e-12) and torch.allclose(fast_gamma, gamma, atol=1e-12)
-    assert torch.allclose(fast_arcs, counts.arcs, atol=1e-12)
+    for pad in (pad_graphs, pad_branched):
+        batch = pad(graphs, 1, "cpu")
+        weights = graph_weights(batch, None, FLOOR, torch.float64)
+        emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
+        loglik, gamma, counts = forward_backward(emissions, lengths, weights, batch, arc_counts=True)
+        fast_loglik, fast_gamma, fast_arcs, *_ = kernels.forward_backward(
+            emissions, lengths, weights, batch, FLOOR, NO_PATH, True
+        )
+        *_, exact = kernels.scaled_forward_backward(emissions, lengths, weights, batch, NO_PATH, True)
+        assert not exact[0]  # scaled probabilities lose this utterance's paths: it is redone in log space
+        assert torch.isfinite(fast_loglik).all()
+        assert torch.allclose(fast_loglik, loglik, rtol=1e-12) and torch.allclose(fast_gamma, gamma, atol=1e-12)
+        assert torch.allclose(fast_arcs, counts.arcs, atol=1e-12)
 
 
 def test_the_scaled_kernel_vouches_for_what_a_trained_model_gives():
@@ -113,14 +169,14 @@ def test_the_scaled_kernel_vouches_for_what_a_trained_model_gives():
         rows.append(logits.log_softmax(-1))
     log_probs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
     lengths = torch.tensor(lengths)
-    batch = pad_graphs(graphs, 3, "cpu")
     transitions = Transitions(topo.num_states)
-    for log_transitions in (None, transitions.log_probs()):
+    for batch, log_transitions in product(
+        (pad_graphs(graphs, 3, "cpu"), pad_branched(graphs, 3, "cpu")), (None, transitions.log_probs())
+    ):
         weights = graph_weights(batch, log_transitions, FLOOR, torch.float64)
         emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
-        sizes = batch.valid.sum(1)
-        *scaled, exact = kernels.scaled_forward_backward(emissions, lengths, weights, 3, sizes, NO_PATH, True)
-        log_space = kernels.log_space_forward_backward(emissions, lengths, weights, 3, sizes, FLOOR, NO_PATH, True)
+        *scaled, exact = kernels.scaled_forward_backward(emissions, lengths, weights, batch, NO_PATH, True)
+        log_space = kernels.log_space_forward_backward(emissions, lengths, weights, batch, FLOOR, NO_PATH, True)
         assert exact.all()
         assert torch.allclose(scaled[0], log_space[0], rtol=1e-12)
         for ours, reference in zip(scaled[1:], log_space[1:], strict=True):
@@ -135,12 +191,13 @@ def test_a_peaky_model_on_long_utterances():
     graphs = [build_graph([int(p) for p in torch.randint(2, 20, (12,), generator=gen)], topo) for _ in range(4)]
     lengths = torch.tensor([240, 180, 300, 120])
     logits = 40 * torch.randn(4, 300, topo.num_states, generator=gen, dtype=torch.float64)
-    batch = pad_graphs(graphs, 3, "cpu")
-    weights = graph_weights(batch, None, FLOOR, torch.float64)
-    emissions = node_emissions(logits.log_softmax(-1), batch.states, batch.valid, FLOOR)
-    loglik, gamma, _ = forward_backward(emissions, lengths, weights, 3)
-    fast_loglik, fast_gamma, *_ = kernels.forward_backward(
-        emissions, lengths, weights, 3, batch.valid.sum(1), FLOOR, NO_PATH, False
-    )
-    assert torch.isfinite(loglik).all() and torch.allclose(fast_loglik, loglik, rtol=1e-12)
-    assert torch.allclose(fast_gamma, gamma, atol=1e-9)
+    for pad in (pad_graphs, pad_branched):
+        batch = pad(graphs, 3, "cpu")
+        weights = graph_weights(batch, None, FLOOR, torch.float64)
+        emissions = node_emissions(logits.log_softmax(-1), batch.states, batch.valid, FLOOR)
+        loglik, gamma, _ = forward_backward(emissions, lengths, weights, batch)
+        fast_loglik, fast_gamma, *_ = kernels.forward_backward(
+            emissions, lengths, weights, batch, FLOOR, NO_PATH, False
+        )
+        assert torch.isfinite(loglik).all() and torch.allclose(fast_loglik, loglik, rtol=1e-12)
+        assert torch.allclose(fast_gamma, gamma, atol=1e-9)

@@ -16,7 +16,7 @@ last state, so it pays that state's forward weight too, as an HMM's exit.
 """
 
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
 from typing import NamedTuple
 
 import numpy as np
@@ -82,6 +82,95 @@ def build_graph(
     return Graph(states, optional)
 
 
+# The silence term an arc of a BranchedGraph pays: none, taking an optional silence, or jumping over one (the
+# transitions' P(silence) and P(no silence), as a chain's block entries and jumps pay them).
+NO_TERM, SILENCE_TERM, NO_SILENCE_TERM = 0, 1, 2
+
+
+@dataclass
+class BranchedGraph:
+    """An alignment graph whose words may have several pronunciations: each word occurrence is a choice of
+    parallel chains of HMM states between the same two points, each phone `n` consecutive nodes (as in a chain).
+    Every node has a self-loop; `arcs` are the others, each (from, to, silence term, extra log-weight) with
+    from < to (the nodes are in topological order); `starts` and `ends` are (node, silence term, extra
+    log-weight). An arc pays the forward weight of the state it leaves, its silence term and its extra weight (a
+    pronunciation's or silence's probability from the lexicon); a start pays its term and extra, an end also the
+    forward weight of its node's state. `word[j]` and `variant[j]` name the word occurrence and pronunciation a
+    node belongs to (-1 for a silence node)."""
+
+    states: list[int]
+    optional: list[bool]
+    arcs: list[tuple[int, int, int, float]]
+    starts: list[tuple[int, int, float]]
+    ends: list[tuple[int, int, float]]
+    word: list[int]
+    variant: list[int]
+
+
+@dataclass(frozen=True)
+class Pronunciation:
+    """One pronunciation of a word occurrence, with its log-probability (0: the word's likeliest, as Kaldi's
+    max-normalised lexiconp.txt has it)."""
+
+    phones: tuple[int, ...]
+    log_prob: float = 0.0
+
+
+def build_word_graph(
+    words: list[list[Pronunciation]], topo: Topology, optional_silence: bool = True
+) -> "Graph | BranchedGraph":
+    """The graph of a word sequence, each word a list of its pronunciations: build_graph's chain where every word
+    has one pronunciation of log-probability 0 (so the chain kernels run, unchanged), otherwise a BranchedGraph of
+    the same paths with a branch per pronunciation, each entered with its log-probability; optional silence as
+    build_graph places it (at both edges and between words)."""
+    if not words or any(not w for w in words) or any(not p.phones for w in words for p in w):
+        raise ValueError("a word sequence of at least one word, each with non-empty pronunciations, is needed")
+    if all(len(w) == 1 and w[0].log_prob == 0.0 for w in words):
+        phones = [p for w in words for p in w[0].phones]
+        word_ends = list(accumulate(len(w[0].phones) for w in words))
+        return build_graph(phones, topo, [e - 1 for e in word_ends], optional_silence)
+    silence = topo.states(topo.silence_phone)
+    graph = BranchedGraph([], [], [], [], [], [], [])
+
+    def add_nodes(states: list[int], optional: bool, word: int, variant: int) -> tuple[int, int]:
+        first = len(graph.states)
+        graph.states += states
+        graph.optional += [optional] * len(states)
+        graph.word += [word] * len(states)
+        graph.variant += [variant] * len(states)
+        for j in range(first + 1, len(graph.states)):
+            graph.arcs.append((j - 1, j, NO_TERM, 0.0))
+        return first, len(graph.states) - 1
+
+    # Where a path stands between words: (node, term, extra) of each way out of the previous word (or the graph's
+    # start: node -1), the silence block taken or jumped over.
+    ways: list[tuple[int, int, float]] = []
+    if optional_silence:
+        block = add_nodes(silence, True, -1, -1)
+        graph.starts.append((block[0], SILENCE_TERM, 0.0))
+        ways = [(-1, NO_SILENCE_TERM, 0.0), (block[1], NO_TERM, 0.0)]
+    else:
+        ways = [(-1, NO_TERM, 0.0)]
+    for w, pronunciations in enumerate(words):
+        lasts = []
+        for v, pron in enumerate(pronunciations):
+            first, last = add_nodes([s for p in pron.phones for s in topo.states(p)], False, w, v)
+            for node, term, extra in ways:
+                if node < 0:
+                    graph.starts.append((first, term, extra + pron.log_prob))
+                else:
+                    graph.arcs.append((node, first, term, extra + pron.log_prob))
+            lasts.append(last)
+        if optional_silence:
+            block = add_nodes(silence, True, -1, -1)
+            graph.arcs += [(last, block[0], SILENCE_TERM, 0.0) for last in lasts]
+            ways = [(last, NO_SILENCE_TERM, 0.0) for last in lasts] + [(block[1], NO_TERM, 0.0)]
+        else:
+            ways = [(last, NO_TERM, 0.0) for last in lasts]
+    graph.ends = ways  # after the last word, its final silence taken or jumped over
+    return graph
+
+
 @dataclass
 class GraphBatch:
     """A padded batch of B graphs of at most W nodes, as (B, W) tensors; `n` nodes make an optional block (the
@@ -113,6 +202,113 @@ def pad_graphs(graphs: list[Graph], n: int, device) -> GraphBatch:
     return GraphBatch(*(torch.from_numpy(x).to(device) for x in (*masks, sizes)), n=n)
 
 
+@dataclass
+class BranchedBatch:
+    """A padded batch of B graphs (BranchedGraph, or chains as branched_form makes them) of at most W nodes with at
+    most K arcs into a node besides its self-loop: each node's predecessors (K, B, W), -1 where there are fewer, in
+    increasing order of `preds` (so that the kernels stop at the first -1)."""
+
+    states: torch.Tensor  # (B, W) long, 0 at padding
+    valid: torch.Tensor  # (B, W) a node, not padding
+    preds: torch.Tensor  # (K, B, W) long: the node each arc into a node comes from; -1: no arc
+    arc_term: torch.Tensor  # (K, B, W) long: its silence term (NO_TERM, SILENCE_TERM, NO_SILENCE_TERM)
+    arc_extra: torch.Tensor  # (K, B, W) float64: its extra log-weight
+    start: torch.Tensor  # (B, W) a path may start here
+    start_term: torch.Tensor
+    start_extra: torch.Tensor
+    end: torch.Tensor  # (B, W) a path may end here
+    end_term: torch.Tensor
+    end_extra: torch.Tensor
+    out_arcs: torch.Tensor  # (K_out, B, W) long: each arc out of a node but its self-loop, as (k + 1) * W + j, -1: none
+    arcs_in: torch.Tensor  # (1 + K, B, W): the self-loop (valid) and each predecessor arc exists
+    sizes: torch.Tensor  # (B,) long
+    n: int  # nodes per phone, as in GraphBatch
+
+
+def branched_form(graph: Graph, n: int) -> BranchedGraph:
+    """A chain as the BranchedGraph of the same arcs and weights (the masks of kernels.graph_masks, the one
+    definition of a chain's arcs): for batches that mix chains with branched graphs, and for tests holding the two
+    kernels to each other."""
+    from phonerec.hmm import kernels
+
+    size = len(graph.states)
+    masks = kernels.graph_masks(
+        np.array(graph.states, dtype=np.int64),
+        np.array(graph.optional, dtype=np.bool_),
+        np.array([size], dtype=np.int64),
+        np.array([graph.skip_between_equal]),
+        n,
+    )
+    _, _, _, block_entry, start, end, beside, arcs_in = (m[..., 0, :] if m.ndim == 3 else m[0] for m in masks)
+    arcs = []
+    for j in range(size):
+        if arcs_in[NEXT, j]:
+            arcs.append((j - 1, j, SILENCE_TERM if block_entry[j] else NO_TERM, 0.0))
+        if arcs_in[SKIP, j]:
+            arcs.append((j - n - 1, j, NO_SILENCE_TERM, 0.0))
+    starts = [
+        (j, SILENCE_TERM if block_entry[j] else NO_SILENCE_TERM if beside[j] else NO_TERM, 0.0)
+        for j in np.flatnonzero(start)
+    ]
+    ends = [(j, NO_SILENCE_TERM if beside[j] else NO_TERM, 0.0) for j in np.flatnonzero(end)]
+    word = [-1] * size
+    return BranchedGraph(list(graph.states), list(graph.optional), arcs, starts, ends, word, list(word))
+
+
+def pad_branched(graphs: list["Graph | BranchedGraph"], n: int, device) -> BranchedBatch:
+    """Graphs as one padded BranchedBatch, chains among them in their branched form."""
+    graphs = [g if isinstance(g, BranchedGraph) else branched_form(g, n) for g in graphs]
+    batch, width = len(graphs), max(len(g.states) for g in graphs)
+    preds_of = [[[] for _ in g.states] for g in graphs]
+    outs_of = [[0] * len(g.states) for g in graphs]
+    for b, g in enumerate(graphs):
+        for arc in sorted(g.arcs):
+            if not 0 <= arc[0] < arc[1] < len(g.states):
+                raise ValueError(f"arc {arc[:2]} is not between two nodes in topological order")
+            preds_of[b][arc[1]].append(arc)
+            outs_of[b][arc[0]] += 1
+    fan_in = max(1, max(len(p) for ps in preds_of for p in ps))
+    fan_out = max(1, max(c for cs in outs_of for c in cs))
+    states = np.zeros((batch, width), dtype=np.int64)
+    valid = np.zeros((batch, width), dtype=np.bool_)
+    preds = np.full((fan_in, batch, width), -1, dtype=np.int64)
+    arc_term = np.zeros((fan_in, batch, width), dtype=np.int64)
+    arc_extra = np.zeros((fan_in, batch, width))
+    out_arcs = np.full((fan_out, batch, width), -1, dtype=np.int64)
+    edge = {
+        name: (
+            np.zeros((batch, width), dtype=np.bool_),
+            np.zeros((batch, width), dtype=np.int64),
+            np.zeros((batch, width)),
+        )
+        for name in ("start", "end")
+    }
+    for b, g in enumerate(graphs):
+        size = len(g.states)
+        states[b, :size], valid[b, :size] = g.states, True
+        filled = [0] * size
+        for j, arcs in enumerate(preds_of[b]):
+            for k, (i, _, term, extra) in enumerate(arcs):
+                preds[k, b, j], arc_term[k, b, j], arc_extra[k, b, j] = i, term, extra
+                out_arcs[filled[i], b, i] = (k + 1) * width + j
+                filled[i] += 1
+        for name, items in (("start", g.starts), ("end", g.ends)):
+            mask, term, extra = edge[name]
+            for j, t, x in items:
+                mask[b, j], term[b, j], extra[b, j] = True, t, x
+    arcs_in = np.concatenate([valid[None], preds >= 0])
+    tensors = [states, valid, preds, arc_term, arc_extra, *edge["start"], *edge["end"], out_arcs, arcs_in]
+    sizes = torch.tensor([len(g.states) for g in graphs])
+    return BranchedBatch(*(torch.from_numpy(x).to(device) for x in tensors), sizes=sizes.to(device), n=n)
+
+
+def pad_any(graphs: list["Graph | BranchedGraph"], n: int, device) -> "GraphBatch | BranchedBatch":
+    """pad_graphs for chains alone (their own kernels), pad_branched where any graph branches."""
+    if any(isinstance(g, BranchedGraph) for g in graphs):
+        return pad_branched(graphs, n, device)
+    return pad_graphs(graphs, n, device)
+
+
 class TransitionLogProbs(NamedTuple):
     """The log-probabilities a graph's arcs are weighted with (phonerec.hmm.transitions.Transitions)."""
 
@@ -134,7 +330,11 @@ class ArcWeights:
 def graph_weights(
     batch: GraphBatch, log_probs: TransitionLogProbs | None, fill: float, dtype=torch.float32
 ) -> ArcWeights:
-    """The arc weights of the module docstring, in `dtype`, differentiable in log_probs; None: every arc weighs 0."""
+    """The arc weights of the module docstring, in `dtype`, differentiable in log_probs; None: every arc weighs 0
+    (but a BranchedBatch's extra weights). A BranchedBatch's arcs are (1 + K, B, W): the self-loop, then its
+    predecessor arcs."""
+    if isinstance(batch, BranchedBatch):
+        return _branched_weights(batch, log_probs, fill, dtype)
     n = batch.n
     if log_probs is None:
         zeros = torch.zeros(batch.states.shape, dtype=dtype, device=batch.states.device)
@@ -159,6 +359,28 @@ def graph_weights(
     )
 
 
+def _branched_weights(batch: BranchedBatch, log_probs: TransitionLogProbs | None, fill: float, dtype) -> ArcWeights:
+    """graph_weights of a BranchedBatch: each arc the forward weight of the state it leaves, its silence term and
+    its extra weight (BranchedGraph)."""
+    device = batch.states.device
+    extra = batch.arc_extra.to(dtype)
+    if log_probs is None:
+        loop = torch.zeros(batch.states.shape, dtype=dtype, device=device)
+        arcs = torch.cat([loop[None], extra])
+        start, end = batch.start_extra.to(dtype), batch.end_extra.to(dtype)
+    else:
+        log_probs = TransitionLogProbs(*(p.to(dtype=dtype, device=device) for p in log_probs))
+        loop, forward = log_probs.loop[batch.states], log_probs.forward[batch.states]
+        terms = torch.stack([log_probs.silence.new_zeros(()), log_probs.silence, log_probs.no_silence])
+        leave = torch.stack([forward.gather(1, p.clamp(min=0)) for p in batch.preds])
+        arcs = torch.cat([loop[None], leave + terms[batch.arc_term] + extra])
+        start = terms[batch.start_term] + batch.start_extra.to(dtype)
+        end = forward + terms[batch.end_term] + batch.end_extra.to(dtype)
+    return ArcWeights(
+        arcs.masked_fill(~batch.arcs_in, fill), start.masked_fill(~batch.start, fill), end.masked_fill(~batch.end, fill)
+    )
+
+
 def node_emissions(log_probs: torch.Tensor, states: torch.Tensor, valid: torch.Tensor, fill: float) -> torch.Tensor:
     """(B, T, W) score of each graph node at each frame: its state's column of log_probs; `fill` at padding."""
     batch, frames, _ = log_probs.shape
@@ -166,10 +388,17 @@ def node_emissions(log_probs: torch.Tensor, states: torch.Tensor, valid: torch.T
     return emissions.masked_fill(~valid.unsqueeze(1), fill)
 
 
-def predecessors(score: torch.Tensor, arcs: torch.Tensor, n: int, fill: float) -> torch.Tensor:
+def predecessors(
+    score: torch.Tensor, arcs: torch.Tensor, graphs: "GraphBatch | BranchedBatch", fill: float
+) -> torch.Tensor:
     """(3, B, W) scores of the arcs into each node from the previous frame's (B, W) node scores, in the order of
     the back-pointer codes: stay (j), next (j - 1), skip over an optional block of n nodes (j - n - 1); each plus
-    its arc's weight (arcs: ArcWeights.arcs)."""
+    its arc's weight (arcs: ArcWeights.arcs). For a BranchedBatch (1 + K, B, W): the self-loop, then each
+    predecessor arc."""
+    if isinstance(graphs, BranchedBatch):
+        came = torch.stack([score.gather(1, p.clamp(min=0)) for p in graphs.preds]).masked_fill(graphs.preds < 0, fill)
+        return torch.cat([score[None], came]) + arcs
+    n = graphs.n
     batch, width = score.shape
     pad = score.new_full((batch, n + 1), fill)
     advance = torch.cat([pad[:, :1], score[:, :-1]], dim=1)
@@ -177,10 +406,17 @@ def predecessors(score: torch.Tensor, arcs: torch.Tensor, n: int, fill: float) -
     return torch.stack([score, advance, skip]) + arcs
 
 
-def successors(arriving: torch.Tensor, n: int, fill: float) -> torch.Tensor:
+def successors(arriving: torch.Tensor, graphs: "GraphBatch | BranchedBatch", fill: float) -> torch.Tensor:
     """The same arcs read backwards: arriving[k] (B, W) is the next frame's score of each node plus the weight of
     its arc of kind k; returns (3, B, W), for each node i, that of the node it enters by each kind: itself (stay),
-    i + 1 (next), i + n + 1 (skip)."""
+    i + 1 (next), i + n + 1 (skip). For a BranchedBatch (1 + K_out, B, W): the self-loop, then each arc out."""
+    if isinstance(graphs, BranchedBatch):
+        kinds, batch, width = arriving.shape
+        flat = arriving.permute(1, 0, 2).reshape(batch, kinds * width)
+        out = graphs.out_arcs
+        left = torch.stack([flat.gather(1, o.clamp(min=0)) for o in out]).masked_fill(out < 0, fill)
+        return torch.cat([arriving[:1], left])
+    n = graphs.n
     stay, advance, skip = arriving
     batch, width = stay.shape
     pad = stay.new_full((batch, n + 1), fill)
@@ -190,7 +426,7 @@ def successors(arriving: torch.Tensor, n: int, fill: float) -> torch.Tensor:
 
 
 def best_paths(
-    emissions: torch.Tensor, lengths: torch.Tensor, weights: ArcWeights, n: int
+    emissions: torch.Tensor, lengths: torch.Tensor, weights: ArcWeights, graphs: "GraphBatch | BranchedBatch"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Viterbi over a padded batch: emissions (B, T, W) of each node (node_emissions, -inf at padding), the arc
     weights (-inf where there is no arc). Returns (the node of each frame (B, T), -1 past each length or where no
@@ -200,22 +436,26 @@ def best_paths(
     score = emissions[:, 0] + weights.start
     backptr = torch.zeros(batch, frames, width, dtype=torch.uint8, device=device)
     for t in range(1, frames):
-        best, choice = predecessors(score, weights.arcs, n, NEG_INF).max(dim=0)
+        best, choice = predecessors(score, weights.arcs, graphs, NEG_INF).max(dim=0)
         active = (t < lengths).unsqueeze(1)
         score = torch.where(active, best + emissions[:, t], score)
         backptr[:, t] = choice.to(torch.uint8)
 
     loglik, node = (score + weights.end).max(dim=1)
     # Trace back from each utterance's last frame; frames past a length keep the node fixed.
-    offsets = torch.tensor([0, 1, n + 1], device=device)
     path = torch.full((batch, frames), -1, dtype=torch.long, device=device)
     rows = torch.arange(batch, device=device)
+    offsets = torch.tensor([0, 1, getattr(graphs, "n", 0) + 1], device=device)
     for t in range(frames - 1, -1, -1):
         active = t < lengths
         path[:, t] = torch.where(active, node, path[:, t])
         if t:
-            step = offsets[backptr[rows, t, node].long()]
-            node = torch.where(active, node - step, node)
+            code = backptr[rows, t, node].long()
+            if isinstance(graphs, BranchedBatch):  # the predecessor the code names, or the node itself
+                came = torch.where(code == 0, node, graphs.preds[(code - 1).clamp(min=0), rows, node])
+            else:
+                came = node - offsets[code]
+            node = torch.where(active, came, node)
     return path.masked_fill(~torch.isfinite(loglik).unsqueeze(1), -1), loglik
 
 
@@ -235,7 +475,7 @@ def viterbi_align(
 
 def _align_nodes(log_probs, lengths, graphs, topo, transitions):
     """best_paths, by the compiled kernel on the CPU (phonerec.hmm.kernels) and by torch elsewhere."""
-    batch = pad_graphs(graphs, topo.states_per_phone, log_probs.device)
+    batch = pad_any(graphs, topo.states_per_phone, log_probs.device)
     log_transitions = None if transitions is None else transitions.log_probs()
     lengths = lengths.to(log_probs.device)
     with torch.no_grad():
@@ -243,19 +483,21 @@ def _align_nodes(log_probs, lengths, graphs, topo, transitions):
         if log_probs.device.type == "cpu":
             from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
 
-            nodes, loglik = kernels.best_paths(log_probs, batch.states, lengths, weights, batch.n, batch.sizes)
+            nodes, loglik = kernels.best_paths(log_probs, batch, lengths, weights)
         else:
             emissions = node_emissions(log_probs, batch.states, batch.valid, NEG_INF)
-            nodes, loglik = best_paths(emissions, lengths, weights, batch.n)
+            nodes, loglik = best_paths(emissions, lengths, weights, batch)
     return nodes, loglik, batch
 
 
-def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: GraphBatch) -> ArcWeights:
+def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: "GraphBatch | BranchedBatch") -> ArcWeights:
     """How often each arc of a GraphBatch is taken by the node paths of `best_paths` (0 for an utterance without
     a path), in the shape of its ArcWeights: the hard version of the occupations that forward-backward gives."""
     shape, device = batch.states.shape, nodes.device
     counts = ArcWeights(
-        torch.zeros((3, *shape), device=device), torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+        torch.zeros(batch.arcs_in.shape, device=device),
+        torch.zeros(shape, device=device),
+        torch.zeros(shape, device=device),
     )
     found = nodes[:, 0] >= 0
     nodes, lengths = nodes[found], lengths.to(nodes.device)[found]
@@ -264,8 +506,12 @@ def path_arc_counts(nodes: torch.Tensor, lengths: torch.Tensor, batch: GraphBatc
         return counts
     counts.start[rows, nodes[:, 0]] = 1.0
     counts.end[rows, nodes[torch.arange(len(rows), device=device), lengths - 1]] = 1.0
-    step = nodes[:, 1:] - nodes[:, :-1]
-    kind = torch.where(step == 0, STAY, torch.where(step == 1, NEXT, SKIP))
+    if isinstance(batch, BranchedBatch):  # 0 for the self-loop, k + 1 for the predecessor arc k
+        preds = batch.preds[:, rows[:, None], nodes[:, 1:]]  # (K, found, T - 1)
+        kind = torch.where(nodes[:, 1:] == nodes[:, :-1], 0, (preds == nodes[None, :, :-1]).long().argmax(0) + 1)
+    else:
+        step = nodes[:, 1:] - nodes[:, :-1]
+        kind = torch.where(step == 0, STAY, torch.where(step == 1, NEXT, SKIP))
     active = torch.arange(1, nodes.shape[1], device=nodes.device)[None, :] < lengths[:, None]
     utt = rows[:, None].expand_as(kind)
     counts.arcs.index_put_(

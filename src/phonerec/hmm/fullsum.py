@@ -35,7 +35,7 @@ from phonerec.hmm.align import (
     Topology,
     graph_weights,
     node_emissions,
-    pad_graphs,
+    pad_any,
     predecessors,
     successors,
 )
@@ -44,12 +44,12 @@ FLOOR = -1.0e30  # log(0); sums of FLOOR with any frame score stay below NO_PATH
 NO_PATH = -1.0e29  # a log-likelihood below this means the graph cannot be traversed in the utterance's frames
 
 
-def _alphas(emissions: torch.Tensor, lengths: torch.Tensor, weights: ArcWeights, n: int) -> torch.Tensor:
+def _alphas(emissions: torch.Tensor, lengths: torch.Tensor, weights: ArcWeights, graphs) -> torch.Tensor:
     """The forward recursion: alpha_t for every frame (B, T, W); frames past a length repeat the last one."""
     alpha = (emissions[:, 0] + weights.start).clamp(min=FLOOR)
     alphas = [alpha]
     for t in range(1, emissions.shape[1]):
-        arrived = torch.logsumexp(predecessors(alpha, weights.arcs, n, FLOOR), dim=0) + emissions[:, t]
+        arrived = torch.logsumexp(predecessors(alpha, weights.arcs, graphs, FLOOR), dim=0) + emissions[:, t]
         alpha = torch.where((t < lengths).unsqueeze(1), arrived.clamp(min=FLOOR), alpha)
         alphas.append(alpha)
     return torch.stack(alphas, dim=1)
@@ -62,7 +62,7 @@ def _final_loglik(last_alpha: torch.Tensor, weights: ArcWeights) -> torch.Tensor
 
 def _problem(log_probs, lengths, graphs, topo, transitions):
     """The padded graphs, their arc weights (differentiable in the transitions) and node emissions."""
-    batch = pad_graphs(graphs, topo.states_per_phone, log_probs.device)
+    batch = pad_any(graphs, topo.states_per_phone, log_probs.device)
     log_transitions = None if transitions is None else transitions.log_probs()
     weights = graph_weights(batch, log_transitions, FLOOR, log_probs.dtype)
     emissions = node_emissions(log_probs, batch.states, batch.valid, FLOOR)
@@ -76,20 +76,21 @@ def forward_loglik(
     parameters); -inf (with a zero gradient) where the utterance has fewer frames than its graph needs.
     log_probs: (B, T, num_states); transitions: a phonerec.hmm.transitions.Transitions, or None (arcs weigh 0)."""
     batch, weights, emissions, lengths = _problem(log_probs, lengths, graphs, topo, transitions)
-    alphas = _alphas(emissions, lengths, weights, batch.n)
+    alphas = _alphas(emissions, lengths, weights, batch)
     return _final_loglik(alphas[:, -1], weights)
 
 
 def forward_backward(
-    emissions: torch.Tensor, lengths: torch.Tensor, weights: ArcWeights, n: int, arc_counts: bool = False
+    emissions: torch.Tensor, lengths: torch.Tensor, weights: ArcWeights, graphs, arc_counts: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, ArcWeights | None]:
-    """The forward-backward over a padded batch of graphs: emissions (B, T, W) of each node (FLOOR at padding),
+    """The forward-backward over a padded batch of graphs (GraphBatch or BranchedBatch): emissions (B, T, W) of
+    each node (FLOOR at padding),
     the arc weights (FLOOR where there is no arc). Returns log p(X | graph) (B,), -inf where there is no path; the
     node occupations gamma (B, T, W), 0 past each length and for an utterance without a path; and with
     arc_counts, each arc's expected count (summed over frames), in the shape of the weights."""
     with torch.no_grad():
         batch, frames, width = emissions.shape
-        alphas = _alphas(emissions, lengths, weights, n)
+        alphas = _alphas(emissions, lengths, weights, graphs)
         loglik = _final_loglik(alphas[:, -1], weights)
         found = torch.isfinite(loglik)
         log_z = torch.where(found, loglik, 0.0)
@@ -101,9 +102,9 @@ def forward_backward(
         for t in range(frames - 2, -1, -1):
             arriving = beta + emissions[:, t + 1]  # node j at frame t + 1, and all that follows it
             if arc_counts:  # the posterior of each arc into j between frames t and t + 1
-                into = predecessors(alphas[:, t], weights.arcs, n, FLOOR) + arriving - log_z[:, None]
+                into = predecessors(alphas[:, t], weights.arcs, graphs, FLOOR) + arriving - log_z[:, None]
                 counts += into.exp() * ((t < last) & found[:, None])
-            ahead = successors(arriving + weights.arcs, n, FLOOR)
+            ahead = successors(arriving + weights.arcs, graphs, FLOOR)
             beta = torch.where(t >= last, init, torch.logsumexp(ahead, dim=0).clamp(min=FLOOR))
             betas.append(beta)
         betas = torch.stack(betas[::-1], dim=1)
@@ -119,15 +120,15 @@ def forward_backward(
     return loglik, gamma, ArcWeights(counts, start_counts, end_counts)
 
 
-def _forward_backward(emissions, lengths, weights: ArcWeights, sizes, n: int, arc_counts: bool):
+def _forward_backward(emissions, lengths, weights: ArcWeights, graphs, arc_counts: bool):
     """forward_backward, by the compiled kernel on the CPU (phonerec.hmm.kernels: on probabilities scaled per frame,
     in log space where those could have lost what matters) and by torch elsewhere."""
     if emissions.device.type != "cpu":
-        return forward_backward(emissions, lengths, weights, n, arc_counts)
+        return forward_backward(emissions, lengths, weights, graphs, arc_counts)
     from phonerec.hmm import kernels  # numba compiles on first use: only where it runs
 
     loglik, gamma, arcs, start, end = kernels.forward_backward(
-        emissions, lengths, weights, n, sizes, FLOOR, NO_PATH, arc_counts
+        emissions, lengths, weights, graphs, FLOOR, NO_PATH, arc_counts
     )
     return loglik, gamma, ArcWeights(arcs, start, end) if arc_counts else None
 
@@ -144,10 +145,10 @@ class _FullSum(torch.autograd.Function):
     the gradient is the node occupations (for the emissions) and the arcs' expected counts (for their weights)."""
 
     @staticmethod
-    def forward(ctx, emissions, arcs, start, end, lengths, sizes, n):
+    def forward(ctx, emissions, arcs, start, end, lengths, graphs):
         weights = ArcWeights(arcs, start, end)
         need_counts = any(ctx.needs_input_grad[1:4])
-        loglik, gamma, counts = _forward_backward(emissions, lengths, weights, sizes, n, need_counts)
+        loglik, gamma, counts = _forward_backward(emissions, lengths, weights, graphs, need_counts)
         ctx.save_for_backward(gamma, *((counts.arcs, counts.start, counts.end) if need_counts else ()))
         return loglik
 
@@ -159,7 +160,7 @@ class _FullSum(torch.autograd.Function):
             arcs, start, end = counts
             per_utt = grad_loglik[:, None]
             arc_grads = (per_utt.unsqueeze(0) * arcs, per_utt * start, per_utt * end)
-        return grad_loglik[:, None, None] * gamma, *arc_grads, None, None, None
+        return grad_loglik[:, None, None] * gamma, *arc_grads, None, None
 
 
 def fullsum_loglik(
@@ -169,7 +170,7 @@ def fullsum_loglik(
     respect to log_probs is the state occupations, and with respect to the transitions' log-probabilities their
     arcs' expected counts."""
     batch, weights, emissions, lengths = _problem(log_probs, lengths, graphs, topo, transitions)
-    return _FullSum.apply(emissions, weights.arcs, weights.start, weights.end, lengths, batch.sizes, batch.n)
+    return _FullSum.apply(emissions, weights.arcs, weights.start, weights.end, lengths, batch)
 
 
 def occupations(
@@ -180,7 +181,7 @@ def occupations(
     utterance without a path (whose log-likelihood is -inf)."""
     with torch.no_grad():
         batch, weights, emissions, lengths = _problem(log_probs, lengths, graphs, topo, transitions)
-        loglik, gamma, _ = _forward_backward(emissions, lengths, weights, batch.sizes, batch.n, False)
+        loglik, gamma, _ = _forward_backward(emissions, lengths, weights, batch, False)
     return loglik, state_occupations(gamma, batch.states, log_probs.shape[2])
 
 

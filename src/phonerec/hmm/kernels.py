@@ -28,6 +28,8 @@ import numba
 import numpy as np
 import torch
 
+from phonerec.hmm.align import BranchedBatch
+
 STAY, NEXT, SKIP = 0, 1, 2
 # numba's own thread pool, not OpenMP's: an OpenMP worker spins between parallel regions, and on 2 cores shared
 # with torch that made a training epoch 10 times slower (FSDD connected digits: 237 s against 23 s).
@@ -416,13 +418,13 @@ def _probabilities(emissions: np.ndarray, lengths, sizes, no_path: float) -> tup
     return probs, shift
 
 
-def _scaled_outputs(probs, occupation_dtype):
+def _scaled_outputs(probs, occupation_dtype, arc_kinds: int = 3):
     """The kernel's results, zero (log-likelihoods -inf); the occupations, the largest, in the emissions' dtype."""
     batch, frames, width = probs.shape
     return (
         np.full(batch, -np.inf),
         np.zeros((batch, frames, width), dtype=occupation_dtype),
-        np.zeros((3, batch, width)),
+        np.zeros((arc_kinds, batch, width)),
         np.zeros((batch, width)),
         np.zeros((batch, width)),
     )
@@ -495,9 +497,14 @@ def _threaded(batch: int) -> bool:
     return threads > 1 and batch > 1
 
 
-def best_paths(log_probs, states, lengths, weights, n: int, sizes: torch.Tensor):
-    """phonerec.hmm.align.best_paths on the CPU, from the (B, T, S) frame scores and each node's state (B, W)
-    instead of the node emissions; `sizes` (B,) the node count of each graph."""
+def best_paths(log_probs, graphs, lengths, weights):
+    """phonerec.hmm.align.best_paths on the CPU, from the (B, T, S) frame scores and each node's state (the
+    graphs' GraphBatch, or BranchedBatch: phonerec.hmm.branched_kernels) instead of the node emissions."""
+    if isinstance(graphs, BranchedBatch):
+        from phonerec.hmm import branched_kernels
+
+        return branched_kernels.best_paths(log_probs, graphs, lengths, weights)
+    states, n, sizes = graphs.states, graphs.n, graphs.sizes
     scores_in = _numpy(log_probs)
     batch, frames, _ = scores_in.shape
     nodes = np.full((batch, frames), -1, dtype=np.int64)
@@ -516,13 +523,12 @@ def best_paths(log_probs, states, lengths, weights, n: int, sizes: torch.Tensor)
     return torch.from_numpy(nodes), torch.from_numpy(scores)
 
 
-def forward_backward(
-    emissions, lengths, weights, n: int, sizes: torch.Tensor, floor: float, no_path: float, counts: bool
-):
+def forward_backward(emissions, lengths, weights, graphs, floor: float, no_path: float, counts: bool):
     """phonerec.hmm.fullsum.forward_backward on the CPU: (log-likelihoods, -inf where there is no path; node
     occupations; the arcs', starts' and ends' expected counts, zero unless `counts`), in emissions' dtype. By the
-    scaled kernel; the utterances it cannot vouch for by the log-space one."""
-    *results, exact = scaled_forward_backward(emissions, lengths, weights, n, sizes, no_path, counts)
+    scaled kernel; the utterances it cannot vouch for by the log-space one. `graphs`: the GraphBatch, or a
+    BranchedBatch (phonerec.hmm.branched_kernels)."""
+    *results, exact = scaled_forward_backward(emissions, lengths, weights, graphs, no_path, counts)
     results = [r.to(emissions.dtype) for r in results]
     redo = torch.nonzero(~exact).flatten()
     if len(redo):
@@ -530,8 +536,7 @@ def forward_backward(
             emissions[redo],
             lengths[redo],
             type(weights)(weights.arcs[:, redo], weights.start[redo], weights.end[redo]),
-            n,
-            sizes[redo],
+            _select(graphs, redo),
             floor,
             no_path,
             counts,
@@ -544,9 +549,26 @@ def forward_backward(
     return tuple(results)
 
 
-def scaled_forward_backward(emissions, lengths, weights, n: int, sizes: torch.Tensor, no_path: float, counts: bool):
+def _select(graphs, rows: torch.Tensor):
+    """The utterances `rows` of a padded batch of graphs (GraphBatch or BranchedBatch), for the kernels (which read
+    states, sizes and a branched batch's predecessors)."""
+    fields = {name: getattr(graphs, name) for name in graphs.__dataclass_fields__}
+    for name, value in fields.items():
+        if isinstance(value, torch.Tensor) and value.dim() == 3:
+            fields[name] = value[:, rows]
+        elif isinstance(value, torch.Tensor):
+            fields[name] = value[rows]
+    return type(graphs)(**fields)
+
+
+def scaled_forward_backward(emissions, lengths, weights, graphs, no_path: float, counts: bool):
     """The scaled kernel alone, computing in float64: forward_backward's results (the occupations in the
     emissions' dtype, the rest in float64) and `exact` (B,) (False: redo in log space)."""
+    if isinstance(graphs, BranchedBatch):
+        from phonerec.hmm import branched_kernels
+
+        return branched_kernels.scaled_forward_backward(emissions, lengths, weights, graphs, no_path, counts)
+    n, sizes = graphs.n, graphs.sizes
     threaded = _threaded(len(emissions))
     lengths, sizes, scores = _numpy(lengths.long()), _numpy(sizes.long()), _numpy(emissions)
     probs, shift = _probabilities(scores, lengths, sizes, no_path)
@@ -568,10 +590,13 @@ def scaled_forward_backward(emissions, lengths, weights, n: int, sizes: torch.Te
     return (*(torch.from_numpy(a) for a in out), torch.from_numpy(exact))
 
 
-def log_space_forward_backward(
-    emissions, lengths, weights, n: int, sizes: torch.Tensor, floor: float, no_path: float, counts: bool
-):
+def log_space_forward_backward(emissions, lengths, weights, graphs, floor: float, no_path: float, counts: bool):
     """The log-space kernel alone: exact at any range, and slower."""
+    if isinstance(graphs, BranchedBatch):
+        from phonerec.hmm import branched_kernels
+
+        return branched_kernels.log_space_forward_backward(emissions, lengths, weights, graphs, floor, no_path, counts)
+    n, sizes = graphs.n, graphs.sizes
     _threaded(len(emissions))
     found = _forward_backward(
         *(_numpy(t) for t in (emissions, weights.arcs, weights.start, weights.end)),
