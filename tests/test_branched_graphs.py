@@ -7,8 +7,10 @@ from itertools import product
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_fullsum import TransitionLogits, random_transitions
 
+from phonerec.data.dataset import Example
 from phonerec.hmm.align import (
     NO_SILENCE_TERM,
     SILENCE_TERM,
@@ -24,6 +26,7 @@ from phonerec.hmm.align import (
 )
 from phonerec.hmm.fullsum import forward_loglik, fullsum_loglik, occupations
 from phonerec.hmm.transitions import TransitionCounts
+from phonerec.training.viterbi_ce import ViterbiTask
 
 # Word sequences, each word a list of (phones, log-probability) pronunciations.
 WORDS = [
@@ -224,3 +227,26 @@ def test_arc_counts_of_the_best_paths_count_the_transitions_they_take():
     assert by_chain.loop.sum() > 0
     for ours, reference in zip(by_branched._totals(), by_chain._totals(), strict=True):
         assert torch.equal(ours, reference)
+
+
+def test_a_realignment_keeps_the_pronunciation_the_scores_favour(tmp_path):
+    """ViterbiTask's re-alignment on graphs with variants: the scores favour the second pronunciation of the
+    first word, and the round keeps that choice and the phones it spells (prons/phones.<set>.txt)."""
+    topo = Topology(num_phones=5)
+    id2phone = {0: "<blk>", 1: "sil", 2: "a", 3: "b", 4: "c"}
+    prons = [[Pronunciation((2,)), Pronunciation((3,), -0.5)], [Pronunciation((4,))]]
+    example = Example("u1", "s1", torch.zeros(8, 3), [2, 4], [0, 1], prons)
+    vcfg = OmegaConf.create({"prior_scale": 1.0, "use_priors": False})
+    tcfg = OmegaConf.create({"max_batch_utts": 4})
+    task = ViterbiTask(tmp_path, topo, [example], [example], vcfg, tcfg, id2phone, dev_per=None)
+    frames = [0, 0, 2, 2, 2, 3, 3, 0]  # states: sil sil b b b c c sil
+    log_probs = torch.full((8, topo.num_states), -8.0)
+    log_probs[torch.arange(8), torch.tensor(frames)] = 0.0
+    alignments, _, _, skipped, choices = task._realign_scored([(example, log_probs)], "train")
+    assert not skipped and choices == {"u1": [1, 0]}
+    assert alignments["u1"].tolist() == frames
+    task.alignments = {"train": alignments, "dev": alignments}
+    task.choices = {"train": choices, "dev": choices}
+    task._save_round(1, {})
+    assert (tmp_path / "ali" / "iter1" / "prons.train.txt").read_text() == "u1 1 0\n"
+    assert (tmp_path / "ali" / "iter1" / "phones.train.txt").read_text() == "u1 b c\n"

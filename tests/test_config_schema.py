@@ -66,6 +66,15 @@ def test_every_recipes_default_digests_are_unchanged():
     assert found == DEFAULT_DIGESTS
 
 
+def test_a_key_added_later_changes_a_digest_only_off_its_default():
+    """hmm.pronunciations came after runs existed: at its default the digests are those of before."""
+    default = load_config(["recipe=timit_sample"])
+    first = load_config(["recipe=timit_sample", "hmm.pronunciations=first"])
+    variants = load_config(["recipe=timit_sample", "hmm.pronunciations=variants"])
+    for stage in (stage_keys.TRAIN_VITERBI, stage_keys.BUNDLE):
+        assert stage.digest(first) == stage.digest(default) != stage.digest(variants)
+
+
 def test_values_keep_their_types_and_a_wrong_type_is_refused():
     cfg = load_config(["recipe=timit_sample"])
     assert type(cfg.nj) is int and type(cfg.train.batch_frames) is int and type(cfg.corpus.sample_size) is int

@@ -311,3 +311,36 @@ def test_long_short_and_lonely_utterances_are_warned_about(tmp_path, example):
     assert "longer than corpus.max_utterance_seconds=0.5" in long
     assert "too short for their phones, and training skips them" in short  # 8-fold subsampling: 12 frames a second
     assert "3 speakers have fewer than 3 utterances" in lonely
+
+
+def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example):
+    """hmm.pronunciations=variants with a dict dir whose lexiconp.txt gives some digits a second pronunciation:
+    lang/lexiconp.txt keeps the max-normalised probabilities, and each round keeps the pronunciation its best path
+    chose for every word occurrence (prons.<set>.txt) and the phones they spell (phones.<set>.txt)."""
+    corpus = small_copy(example, tmp_path / "corpus", per_speaker=6)
+    lines = (corpus / "dict" / "lexicon.txt").read_text().splitlines()
+    variants = {"zero": "z iy r ow", "eight": "ey", "six": "s ih k"}
+    with_probs = [f"{line.split()[0]} 0.8 {' '.join(line.split()[1:])}" for line in lines]
+    with_probs += [f"{word} 0.4 {pron}" for word, pron in variants.items()]
+    (corpus / "dict" / "lexicon.txt").unlink()
+    (corpus / "dict" / "lexiconp.txt").write_text("\n".join(with_probs) + "\n")  # each word's first line first
+    exp = tmp_path / "exp"
+    result = run_sh("--stop-stage", "2", *overrides(corpus), *tiny_run(tmp_path, exp), "hmm.pronunciations=variants")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lexiconp = (tmp_path / "data" / "lang" / "lexiconp.txt").read_text()
+    assert "six 1 s ih k s\n" in lexiconp and "six 0.5 s ih k\n" in lexiconp
+    lexicon = {}
+    for line in (tmp_path / "data" / "lang" / "lexicon.txt").read_text().splitlines():
+        word, *pron = line.split()
+        lexicon.setdefault(word, []).append(pron)
+    words = read_table(tmp_path / "data" / "train" / "text.words")
+    for round_ in (0, 1, 2):
+        ali_dir = exp / "viterbi" / "ali" / f"iter{round_}"
+        prons, phones = read_table(ali_dir / "prons.train.txt"), read_table(ali_dir / "phones.train.txt")
+        assert set(prons) == set(read_table(ali_dir / "ali.train.txt"))
+        if round_ == 0:  # the flat start: the first pronunciations
+            assert {k for choice in prons.values() for k in choice.split()} == {"0"}
+        for utt, choice in prons.items():
+            spelled = [p for w, k in zip(words[utt].split(), choice.split(), strict=True) for p in lexicon[w][int(k)]]
+            assert phones[utt].split() == spelled
+        assert "train_other_pronunciation_percent" in (ali_dir / "stats.json").read_text() or round_ == 0

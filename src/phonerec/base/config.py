@@ -70,9 +70,12 @@ class StageKeys:
 
     hashed: tuple[str, ...]
     unhashed: tuple[str, ...] = ()
+    # (key, default) of keys added to a hashed group after runs existed: left out of the digest at their default,
+    # so that those runs keep their digests (and are not trained again)
+    added: tuple[tuple[str, object], ...] = ()
 
     def __or__(self, other: "StageKeys") -> "StageKeys":
-        return StageKeys(self.hashed + other.hashed, self.unhashed + other.unhashed)
+        return StageKeys(self.hashed + other.hashed, self.unhashed + other.unhashed, self.added + other.added)
 
     def view(self, cfg: DictConfig) -> DictConfig:
         """Only the declared keys of cfg, resolved, in struct mode and read-only."""
@@ -95,7 +98,8 @@ class StageKeys:
         for key in self.hashed:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)
             values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        for key in self.unhashed:
+        left_out = [*self.unhashed, *(key for key, default in self.added if OmegaConf.select(cfg, key) == default)]
+        for key in left_out:
             group, _, leaf = key.rpartition(".")
             if group in values and isinstance(values[group], dict):
                 values[group].pop(leaf, None)

@@ -33,6 +33,7 @@ SPEED_PERTURBED_TRAIN = "train_sp"  # and with train.speed_perturb, train's spee
 OOV_POLICIES = ("error", "skip", "unk")  # corpus.oov of corpora of the user's own (phonerec.data.oovs)
 FSDD_SPLITS = ("speakers", "takes")  # corpus.split of FSDD: speaker-independent, or the corpus's own split by takes
 TRANSITION_MODES = ("none", "fixed", "learned")  # hmm.transitions (phonerec.hmm.transitions)
+PRONUNCIATION_MODES = ("first", "variants")  # hmm.pronunciations (phonerec.hmm.align.build_word_graph)
 VITERBI_CRITERIA = ("ce", "fullsum")  # train.viterbi.criterion (phonerec.training.viterbi_ce.ViterbiTask)
 CTC_INITS = ("viterbi", "fresh", "scratch")  # train.ctc.init (phonerec.pipeline.train_stages)
 CTC_LOSSES = ("torch", "own")  # train.ctc.loss: torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
@@ -302,6 +303,7 @@ class HmmConfig:
     transitions: str = MISSING
     self_loop_prob: float = MISSING
     silence_prob: float = MISSING
+    pronunciations: str = MISSING
 
 
 @dataclass
@@ -422,6 +424,7 @@ def _rules() -> dict:
         "hmm.transitions": _one_of(TRANSITION_MODES),
         "hmm.self_loop_prob": _probability(),
         "hmm.silence_prob": _probability(),
+        "hmm.pronunciations": _one_of(PRONUNCIATION_MODES),
         "corpus.sample_rate": _above(0),
         "corpus.max_utterance_seconds": _above(0),
         "corpus.split": _one_of(FSDD_SPLITS),  # FSDD's

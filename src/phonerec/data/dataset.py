@@ -1,7 +1,8 @@
-"""Utterances as the models see them (features after CMVN and deltas, phone ids, word ends) and
-length-bucketed batches."""
+"""Utterances as the models see them (features after CMVN and deltas, phone ids, word ends, and with
+hmm.pronunciations=variants every pronunciation of each word) and length-bucketed batches."""
 
 import logging
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from omegaconf import DictConfig
 from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.features import FeatureReader
-from phonerec.data.lang import read_lexicon, read_phones
+from phonerec.data.lang import read_lexicon, read_phones, read_pronunciation_probabilities
+from phonerec.hmm.align import Pronunciation
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,9 @@ class Example:
     feats: torch.Tensor  # (frames, dim), float32
     phones: list[int]  # ids of lang/phones.txt, as `text` has them (with silence for TIMIT, without for digits)
     word_ends: list[int] | None  # indices into `phones` where a word ends; None: unknown
+    # every pronunciation of each word, the first as `phones` spells it (hmm.pronunciations=variants); None: the
+    # alignment graph is `phones`' chain
+    pronunciations: list[list[Pronunciation]] | None = None
 
 
 def word_ends(words: list[str], phones: list[str], lexicon: dict[str, list[list[str]]]) -> list[int] | None:
@@ -40,12 +45,21 @@ def word_ends(words: list[str], phones: list[str], lexicon: dict[str, list[list[
     return ends if pos == len(phones) else None
 
 
-def load_examples(feat_dir: Path, lang_dir: Path, fcfg: DictConfig, word_boundaries: bool = True) -> list[Example]:
+def load_examples(
+    feat_dir: Path, lang_dir: Path, fcfg: DictConfig, word_boundaries: bool = True, variants: bool = False
+) -> list[Example]:
     """Every utterance of a feature dir, in memory (FSDD and TIMIT fit easily). word_boundaries: find where
-    words end (from text.words and the lexicon), for optional silence between words."""
+    words end (from text.words and the lexicon), for optional silence between words. variants: each word's
+    every pronunciation (lang/lexicon.txt), with its log-probability (lang/lexiconp.txt's, or 0), the one that
+    `text` spells first; it needs word_boundaries and text.words."""
     validate_data_dir(feat_dir, lang_dir, check_audio=False)
     phone_ids = read_phones(lang_dir)
     lexicon = read_lexicon(lang_dir / "lexicon.txt")
+    if variants and not (word_boundaries and (feat_dir / "text.words").is_file()):
+        raise RecipeError(
+            f"{feat_dir}: hmm.pronunciations=variants needs word transcripts (text.words) and hmm.optional_silence"
+        )
+    probabilities = read_pronunciation_probabilities(lang_dir) if variants else None
     reader = FeatureReader(feat_dir, fcfg)
     text = read_table(feat_dir / "text")
     has_words = word_boundaries and (feat_dir / "text.words").is_file()
@@ -62,8 +76,26 @@ def load_examples(feat_dir: Path, lang_dir: Path, fcfg: DictConfig, word_boundar
         if utt in words and ends is None:
             raise RecipeError(f"{feat_dir}/text: '{utt}': phones do not spell text.words by {lang_dir}/lexicon.txt")
         feats = torch.from_numpy(reader[utt])
-        examples.append(Example(utt, utt2spk[utt], feats, [phone_ids[p] for p in phones], ends))
+        ids = [phone_ids[p] for p in phones]
+        variant_lists = (
+            _variants(words[utt].split(), phones, ends, lexicon, probabilities, phone_ids) if variants else None
+        )
+        examples.append(Example(utt, utt2spk[utt], feats, ids, ends, variant_lists))
     return examples
+
+
+def _variants(words, phones, ends, lexicon, probabilities, phone_ids) -> list[list[Pronunciation]]:
+    """Each word's pronunciations as phone ids with their log-probabilities, the one `phones` spells (between
+    the word ends) first, the others in the lexicon's order."""
+    out, begin = [], 0
+    for word, end in zip(words, ends, strict=True):
+        spelled = phones[begin : end + 1]
+        begin = end + 1
+        probs = probabilities.get(word) if probabilities else None
+        entries = [(pron, math.log(probs[k]) if probs else 0.0) for k, pron in enumerate(lexicon[word])]
+        entries.sort(key=lambda entry: entry[0] != spelled)  # stable: the spelled one first, then lexicon order
+        out.append([Pronunciation(tuple(phone_ids[p] for p in pron), lp) for pron, lp in entries])
+    return out
 
 
 def make_batches(lengths: list[int], batch_frames: int, max_utts: int, rng: random.Random | None = None):

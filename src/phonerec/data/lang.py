@@ -6,6 +6,9 @@ phones.txt  `<phone> <id>`: id 0 is `<blk>`, the CTC blank (output 0 of a CTC mo
             never on the data.
 words.txt   `<word> <id>`: id 0 is `<eps>`, then the lexicon's words in C-locale order from 1.
 lexicon.txt `<word> <phone>...`, one pronunciation a line (a word may have several), each line once.
+lexiconp.txt `<word> <probability> <phone>...`: the same lines with their pronunciation probabilities,
+            max-normalised per word (Kaldi's); only where the dict dir or dictionary gave probabilities
+            (without it every pronunciation weighs 1).
 silence_phones.txt  the silence phones, one a line: first the optional silence (at utterance edges and between
             words in alignment graphs; `sil` for the built-in corpora), then a dict dir's other silence and
             garbage phones (spn, nsn, ...), which are trained as ordinary phones. With score.ignore_phones=null,
@@ -96,10 +99,12 @@ def prepare_lang(
     states_per_phone: int = 1,
     silence_phones: list[str] = ("sil",),
     phones: list[str] = (),
+    probabilities: dict[str, list[float]] | None = None,
 ) -> Lexicon:
     """The lang dir of a lexicon (a file, or one read: a dict dir's); returns the lexicon as read (lang/lexicon.txt
     holds each line once). silence_phones: the optional silence first, then any other silence phones; phones:
-    phones to list besides the lexicon's (a dict dir's phone lists, as Kaldi's prepare_lang.sh lists them)."""
+    phones to list besides the lexicon's (a dict dir's phone lists, as Kaldi's prepare_lang.sh lists them);
+    probabilities: each word's pronunciations' probabilities, max-normalised (lang/lexiconp.txt), or None."""
     if not isinstance(lexicon, Lexicon):
         lexicon = read_lexicon(lexicon)
     optional_silence = silence_phones[0]
@@ -115,7 +120,24 @@ def prepare_lang(
     _write_symbols(lang_dir / "words.txt", [EPSILON, *sorted(lexicon)])
     write_text_atomic(lang_dir / "silence_phones.txt", "".join(f"{p}\n" for p in silence_phones))
     write_text_atomic(lang_dir / "lexicon.txt", lexicon.text())
+    if probabilities is None:
+        (lang_dir / "lexiconp.txt").unlink(missing_ok=True)  # of an earlier dict dir's
+    else:
+        lines = (
+            f"{word} {p:g} {' '.join(pron)}\n"
+            for word, prons in lexicon.items()
+            for pron, p in zip(prons, probabilities[word], strict=True)
+        )
+        write_text_atomic(lang_dir / "lexiconp.txt", "".join(lines))
     return lexicon
+
+
+def read_pronunciation_probabilities(lang_dir: Path) -> dict[str, list[float]] | None:
+    """lang/lexiconp.txt's probabilities, word -> one per pronunciation in lexicon.txt's order; None without one."""
+    path = lang_dir / "lexiconp.txt"
+    if not path.is_file():
+        return None
+    return read_lexicon(path, probabilities=True).probabilities
 
 
 def _write_symbols(path: Path, symbols: list[str]) -> None:

@@ -84,8 +84,11 @@ def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Pat
     """What Viterbi training trains, as the stage builds it (benchmarks/bench_train_loop.py times the same):
     (the new model, its model_args, the ViterbiTask, the training examples)."""
     topo = read_topology(lang_dir, cfg)
-    train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
-    dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence)
+    variants = cfg.hmm.pronunciations == "variants"
+    train_set, dev_set = (
+        load_examples(d, lang_dir, cfg.features, word_boundaries=cfg.hmm.optional_silence, variants=variants)
+        for d in (train_dir, dev_dir)
+    )
     torch.manual_seed(cfg.train.seed)
     model_args = {
         "input_dim": train_set[0].feats.shape[1],

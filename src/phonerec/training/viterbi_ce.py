@@ -37,9 +37,11 @@ from phonerec.data.kaldi_alignment import phones_to_states, read_kaldi_alignment
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import (
+    BranchedGraph,
     Topology,
     align_utterances,
     build_graph,
+    build_word_graph,
     log_state_priors,
     soft_log_priors,
     uniform_alignment,
@@ -89,15 +91,22 @@ class ViterbiTask:
         self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): scoring.error_rate.dev_per_scorer
         self.optional_silence = optional_silence
         self.transitions, self.train_transitions = transitions, train_transitions
-        self.graphs = {
-            name: {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
-            for name, examples in self.sets.items()
-        }
+        self.graphs = {name: {e.utt: self._graph(e) for e in examples} for name, examples in self.sets.items()}
+        # hmm.pronunciations=variants: the pronunciation each word occurrence's best path took (index into
+        # Example.pronunciations, lexicon order), per set and utterance, as of the current round
+        self.choices: dict[str, dict[str, list[int]]] = {name: {} for name in self.sets}
         self.reference = reference or {}
         self.frame_shift, self.frame_offset = frame_timing  # align_eval's segment timing
         self.alignments: dict[str, dict[str, torch.Tensor]] = {}
         self.round = 0
         self.log_priors: torch.Tensor | None = None
+
+    def _graph(self, e: Example):
+        """The utterance's alignment graph: a branch per pronunciation of each word where the example has them
+        (hmm.pronunciations=variants), otherwise the chain of its phones."""
+        if e.pronunciations is not None:
+            return build_word_graph(e.pronunciations, self.topo, self.optional_silence)
+        return build_graph(e.phones, self.topo, e.word_ends, self.optional_silence)
 
     # -- alignments on disk ------------------------------------------------------------------------
     def _ali_dir(self, round_: int) -> Path:
@@ -107,7 +116,26 @@ class ViterbiTask:
         ali_dir = self._ali_dir(round_)
         for name, alis in self.alignments.items():
             write_table(ali_dir / f"ali.{name}.txt", {u: " ".join(map(str, a.tolist())) for u, a in alis.items()})
+            if self._has_variants(name):  # the chosen pronunciations, and their phones (Kaldi's ali-to-phones)
+                choices = self.choices[name]
+                write_table(ali_dir / f"prons.{name}.txt", {u: " ".join(map(str, c)) for u, c in choices.items()})
+                write_table(ali_dir / f"phones.{name}.txt", self.chosen_phones(name))
         write_json_atomic(ali_dir / "stats.json", stats)
+
+    def _has_variants(self, name: str) -> bool:
+        return any(e.pronunciations is not None for e in self.sets[name])
+
+    def chosen_phones(self, name: str) -> dict[str, str]:
+        """Each aligned utterance's phones as its words' chosen pronunciations spell them (the first pronunciation
+        for an utterance whose round chose none)."""
+        out = {}
+        for e in self.sets[name]:
+            if e.utt not in self.alignments[name]:
+                continue
+            choice = self.choices[name].get(e.utt, [0] * len(e.pronunciations))
+            phones = [p for prons, k in zip(e.pronunciations, choice, strict=True) for p in prons[k].phones]
+            out[e.utt] = " ".join(self.id2phone[p] for p in phones)
+        return out
 
     def _load_round(self, round_: int) -> None:
         ali_dir = self._ali_dir(round_)
@@ -115,6 +143,10 @@ class ViterbiTask:
         for name in self.sets:
             table = read_table(ali_dir / f"ali.{name}.txt")
             self.alignments[name] = {u: torch.tensor([int(s) for s in v.split()]) for u, v in table.items()}
+            prons = ali_dir / f"prons.{name}.txt"
+            self.choices[name] = (
+                {u: [int(k) for k in v.split()] for u, v in read_table(prons).items()} if prons.is_file() else {}
+            )
         self.round = round_
         self._update_priors()
 
@@ -143,6 +175,14 @@ class ViterbiTask:
                     self.alignments[name][e.utt] = torch.tensor(flat)
                 except ValueError as err:
                     log.warning("flat start: %s utterance %s skipped: %s", name, e.utt, err)
+        self.choices = {  # the first pronunciations, as the flat start segments them
+            name: {
+                e.utt: [0] * len(e.pronunciations)
+                for e in examples
+                if e.pronunciations and e.utt in self.alignments[name]
+            }
+            for name, examples in self.sets.items()
+        }
         self._update_priors()
         kind = "flat start" if not kaldi else f"Kaldi alignment {self.vcfg.init_alignment}, flat start for the rest"
         stats = {"round": 0, "kind": kind, **self._coverage(), "alignment_accuracy": self.alignment_accuracy()}
@@ -304,10 +344,12 @@ class ViterbiTask:
         for name, examples in self.sets.items():
             shares = [found[name] for found, _ in gathered]
             merged = {u: a for alignments, *_ in shares for u, a in alignments.items()}
-            dropped = {u for *_, skips in shares for u in skips}
+            dropped = {u for *_, skips, _ in shares for u in skips}
+            chosen = {u: c for *_, choices in shares for u, c in choices.items()}
             self.alignments[name] = {e.utt: merged[e.utt] for e in examples if e.utt in merged}  # in corpus order
-            logliks[name] = sum(loglik for _, loglik, _, _ in shares)
-            frames[name] = sum(count for _, _, count, _ in shares)
+            self.choices[name] = {e.utt: chosen[e.utt] for e in examples if e.utt in chosen}
+            logliks[name] = sum(share[1] for share in shares)
+            frames[name] = sum(share[2] for share in shares)
             skipped[name] = [e.utt for e in examples if e.utt in dropped]
         counts = gathered[0][1]
         for _, more in gathered[1:]:
@@ -329,6 +371,7 @@ class ViterbiTask:
             "dev_per": valid["per"],
             "skipped": skipped,
             "transitions": None if self.transitions is None else self.transitions.summary(),
+            **self._variant_shares(),
             **self._coverage(),
             "alignment_accuracy": self.alignment_accuracy(),
         }
@@ -364,8 +407,8 @@ class ViterbiTask:
 
     def _realign_scored(self, scored, name, counts=None):
         """The best paths of the (example, log-posteriors) pairs of set `name`: (alignments, total log-likelihood,
-        frames, the utterances without a path)."""
-        alignments, total_loglik, total_frames, skipped = {}, 0.0, 0, []
+        frames, the utterances without a path, the pronunciations chosen where words have several)."""
+        alignments, total_loglik, total_frames, skipped, choices = {}, 0.0, 0, [], {}
         for start in range(0, len(scored), self.tcfg.max_batch_utts):
             chunk = scored[start : start + self.tcfg.max_batch_utts]
             graphs = [self.graphs[name][e.utt] for e, _ in chunk]
@@ -377,14 +420,17 @@ class ViterbiTask:
                 self.vcfg.prior_scale,
                 self.transitions,
                 counts,
+                nodes=True,
             )
-            for (e, _), (ali, loglik) in zip(chunk, found, strict=True):  # on the CPU
-                if ali is not None:
-                    alignments[e.utt] = ali
-                    total_loglik += loglik
-                    total_frames += len(ali)
-                else:
+            for (e, _), graph, (nodes, loglik) in zip(chunk, graphs, found, strict=True):  # on the CPU
+                if nodes is None:
                     skipped.append(e.utt)
+                    continue
+                alignments[e.utt] = torch.tensor(graph.states)[nodes]
+                total_loglik += loglik
+                total_frames += len(nodes)
+                if e.pronunciations is not None:
+                    choices[e.utt] = chosen_pronunciations(graph, nodes.tolist(), len(e.pronunciations))
         if skipped:
             log.warning(
                 "%s: %d utterances have fewer frames than their graph needs, skipped: %s",
@@ -392,7 +438,7 @@ class ViterbiTask:
                 len(skipped),
                 " ".join(skipped[:10]),
             )
-        return alignments, total_loglik, total_frames, skipped
+        return alignments, total_loglik, total_frames, skipped, choices
 
     def alignment_accuracy(self) -> dict:
         """The current alignments against the hand-labelled segments, where a set has them (TIMIT)."""
@@ -404,6 +450,16 @@ class ViterbiTask:
             for utt, ali in alignments.items()
         }
         return evaluate_alignment(self.reference[name], hyp, self.frame_shift)
+
+    def _variant_shares(self) -> dict:
+        """The share of word occurrences whose best path took another pronunciation than the first, per set
+        with variants (the round statistics)."""
+        shares = {}
+        for name in self.sets:
+            if self._has_variants(name):
+                taken = [k for choice in self.choices[name].values() for k in choice]
+                shares[f"{name}_other_pronunciation_percent"] = 100 * sum(k > 0 for k in taken) / max(len(taken), 1)
+        return shares
 
     def _coverage(self) -> dict:
         return {f"{name}_aligned": len(self.alignments[name]) for name in self.sets} | {
@@ -429,3 +485,15 @@ class ViterbiTask:
         ax.set_title(f"{example.utt}: posteriors and alignment, round {self.round}")
         fig.tight_layout()
         return fig
+
+
+def chosen_pronunciations(graph, nodes: list[int], words: int) -> list[int]:
+    """The pronunciation (index among the word's) each word occurrence's path took through a graph of
+    build_word_graph; all 0 for a chain (every word had one)."""
+    if not isinstance(graph, BranchedGraph):
+        return [0] * words
+    choice = [0] * words
+    for node in set(nodes):
+        if graph.word[node] >= 0:
+            choice[graph.word[node]] = graph.variant[node]
+    return choice

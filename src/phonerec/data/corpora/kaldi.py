@@ -312,6 +312,7 @@ def prepare(cfg: DictConfig, data_dir: Path) -> None:
         cfg.hmm.states_per_phone,
         silence_phones=silence,
         phones=dict_dir.silence_phones + dict_dir.nonsilence_phones,
+        probabilities=dict_dir.probabilities,
     )
     paths = _write_audio_copies(check, data_dir / "wav", ccfg.sample_rate)
     for split in corpus_splits(cfg):
