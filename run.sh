@@ -117,7 +117,7 @@ fi
 # Compose the config once up front: a bad override fails here, before any stage runs.
 mapfile -t settings < <(python steps/get_config.py --preflight recipe_name corpus.name paths.data features.name paths.exp \
   paths.results decode.splits decode.decoders models train.ctc.init train.compare_ctc_inits train.speed_perturb \
-  corpus_kind corpus_splits -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+  corpus_kind corpus_splits hmm.pronunciations -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
@@ -133,6 +133,11 @@ read -r -a compare_ctc_inits <<< "$(tr -d "[],'" <<< "${settings[10]}")"
 read -r -a speed_perturb <<< "$(tr -d "[],'" <<< "${settings[11]}")"
 corpus_kind=${settings[12]}   # local/<kind>/prepare_data.py prepares the corpus
 read -r -a splits <<< "${settings[13]}"   # the data dirs stage 0 writes: train dev test, or train dev (no test)
+lm_dir=${data}/lm lm_transcripts=()   # the phone LMs, from the training transcripts
+if [ "${settings[14]}" = variants ] && [[ " ${models[*]} " == *" viterbi "* ]]; then
+  # from the pronunciations the Viterbi run's alignments chose: this experiment's own
+  lm_dir=${exp}/lm lm_transcripts=(--transcripts "${exp}/viterbi/phones.train.txt")
+fi
 data_splits=("${splits[@]}")   # (splits gets train_sp too, with speed perturbation)
 align_split="test"   # stage 7 aligns the test set, or dev where the corpus has no test set
 [[ " ${splits[*]} " == *" test "* ]] || align_split=dev
@@ -178,7 +183,7 @@ if in_range 3 && [[ " ${models[*]} " == *" ctc "* ]]; then
     [ "${init}" = ctc ] || want_lock x "${exp}/ctc_${init}" "${exp}"
   done
 fi
-if in_range 4; then want_lock x "${data}/lm" "${data}"; fi
+if in_range 4; then want_lock x "${lm_dir}" "$(dirname "${lm_dir}")"; fi
 for model in "${models[@]}"; do
   for n in 4 5 6; do in_range "${n}" && want_lock s "${exp}/${model}" "${exp}"; done
   for split in "${decode_splits[@]}"; do
@@ -186,7 +191,7 @@ for model in "${models[@]}"; do
       in_range 4 && want_lock x "${exp}/${model}/decode_${split}_${decoder}" "${exp}"
     done
   done
-  if in_range 6; then want_lock s "${data}/lm" "${data}"; want_lock x "${exp}/${model}/bundle" "${exp}"; fi
+  if in_range 6; then want_lock s "${lm_dir}" "$(dirname "${lm_dir}")"; want_lock x "${exp}/${model}/bundle" "${exp}"; fi
   if in_range 7; then
     want_lock s "${exp}/${model}/bundle" "${exp}"; want_lock s "${data}/${align_split}" "${data}"
     want_lock x "${exp}/${model}/align_${align_split}" "${exp}"
@@ -292,7 +297,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   stage_now=4
   [ "${align_split}" = test ] || log "Stage 4: the corpus has no test set (corpus.test_dir=null): decoding dev alone"
   log "Stage 4: decoding ($(commas "${decoders[@]}")): ${exp}/{$(commas "${models[@]}")}, ${data}/${feats}/{$(commas "${decode_splits[@]}")} -> ${exp}/<model>/decode_<split>_<decoder>"
-  run_step "${data}/lm/log/make_lm.log" python steps/make_lm.py "${data}/train" "${data}/lm"
+  run_step "${lm_dir}/log/make_lm.log" python steps/make_lm.py "${data}/train" "${lm_dir}" ${lm_transcripts[@]+"${lm_transcripts[@]}"}
   tune_split=${decode_splits[0]}   # the first split (dev) tunes the weights of the tuned decoders
   for model in "${models[@]}"; do
     for split in "${decode_splits[@]}"; do
@@ -301,7 +306,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         [ "${split}" = "${tune_split}" ] || tuned=(--tuned-dir "${exp}/${model}/decode_${tune_split}_${decoder}")
         run_step "${exp}/${model}/decode_${split}_${decoder}/log/decode.log" \
           python steps/decode.py --decoder "${decoder}" "${data}/${feats}/${split}" "${data}/lang" "${exp}/${model}" \
-          "${data}/lm" "${exp}/${model}/decode_${split}_${decoder}" ${tuned[@]+"${tuned[@]}"}
+          "${lm_dir}" "${exp}/${model}/decode_${split}_${decoder}" ${tuned[@]+"${tuned[@]}"}
       done
     done
   done
@@ -319,7 +324,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   log "Stage 6: model bundles: ${exp}/{$(commas "${models[@]}")} -> ${exp}/<model>/bundle"
   for model in "${models[@]}"; do
     run_step "${exp}/${model}/bundle/log/make_bundle.log" python steps/make_bundle.py \
-      "${data}/${feats}/${train_set}" "${data}/lang" "${data}/lm" "${exp}/${model}" "${exp}/${model}/bundle"
+      "${data}/${feats}/${train_set}" "${data}/lang" "${lm_dir}" "${exp}/${model}" "${exp}/${model}/bundle"
   done
 fi
 

@@ -313,6 +313,7 @@ def test_long_short_and_lonely_utterances_are_warned_about(tmp_path, example):
     assert "3 speakers have fewer than 3 utterances" in lonely
 
 
+@pytest.mark.slow
 def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example):
     """hmm.pronunciations=variants with a dict dir whose lexiconp.txt gives some digits a second pronunciation:
     lang/lexiconp.txt keeps the max-normalised probabilities, and each round keeps the pronunciation its best path
@@ -325,7 +326,16 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
     (corpus / "dict" / "lexicon.txt").unlink()
     (corpus / "dict" / "lexiconp.txt").write_text("\n".join(with_probs) + "\n")  # each word's first line first
     exp = tmp_path / "exp"
-    result = run_sh("--stop-stage", "2", *overrides(corpus), *tiny_run(tmp_path, exp), "hmm.pronunciations=variants")
+    result = run_sh(
+        "--stop-stage",
+        "4",
+        *overrides(corpus),
+        *tiny_run(tmp_path, exp),
+        "hmm.pronunciations=variants",
+        "train.ctc.epochs=2",
+        "decode.decoders=[greedy,lm]",
+        *ONE_POINT_GRIDS,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lexiconp = (tmp_path / "data" / "lang" / "lexiconp.txt").read_text()
     assert "six 1 s ih k s\n" in lexiconp and "six 0.5 s ih k\n" in lexiconp
@@ -344,3 +354,9 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
             spelled = [p for w, k in zip(words[utt].split(), choice.split(), strict=True) for p in lexicon[w][int(k)]]
             assert phones[utt].split() == spelled
         assert "train_other_pronunciation_percent" in (ali_dir / "stats.json").read_text() or round_ == 0
+    # CTC and the phone LMs (this experiment's own, in exp/lm) learn the chosen pronunciations of best.pt's round
+    chosen = (exp / "viterbi" / "phones.train.txt").read_text()
+    assert chosen in [(exp / "viterbi" / "ali" / f"iter{r}" / "phones.train.txt").read_text() for r in (0, 1, 2)]
+    assert "CTC targets: the chosen pronunciations of" in (exp / "ctc" / "log" / "train.log").read_text()
+    assert (exp / "lm" / "phones.2gram.arpa").is_file() and not (tmp_path / "data" / "lm").exists()
+    assert "phones.train.txt" in (exp / "lm" / "log" / "make_lm.log").read_text()

@@ -27,29 +27,37 @@ from phonerec.training.checkpoints import load_model
 log = logging.getLogger(__name__)
 
 
-def make_lm_stage(cfg: DictConfig, train_dir: Path, lm_dir: Path) -> None:
-    """Phone n-gram LMs from the training transcripts: phones.<order>gram.arpa for CTC beam search and, for the
-    hybrid decoder's phone loop, phones.2gram.arpa (the same file when the order is 2); with the words decoder,
-    the word bigram words.2gram.arpa from text.words."""
+def make_lm_stage(cfg: DictConfig, train_dir: Path, lm_dir: Path, transcripts: Path | None = None) -> None:
+    """Phone n-gram LMs from the training transcripts (<train_dir>/text, or `transcripts`: the pronunciations the
+    Viterbi model's alignments chose, hmm.pronunciations=variants): phones.<order>gram.arpa for CTC beam search
+    and, for the hybrid decoder's phone loop, phones.2gram.arpa (the same file when the order is 2); with the
+    words decoder, the word bigram words.2gram.arpa from text.words."""
     cfg = LM.view(cfg)
     words = "words" in cfg.decode.decoders
     words_file = train_dir / "text.words"
     if words and not words_file.is_file():
         raise RecipeError(f"decode.decoders has words, but {words_file} is missing")
-    stage = StageRun(
-        lm_dir, "lm", LM.digest(cfg, file_digest(train_dir / "text"), file_digest(words_file) if words else None)
-    )
+    if transcripts is not None and not transcripts.is_file():
+        raise RecipeError(f"{transcripts}: no such file (the chosen pronunciations' transcripts)")
+    inputs = [file_digest(train_dir / "text"), *([file_digest(transcripts)] if transcripts else [])]
+    stage = StageRun(lm_dir, "lm", LM.digest(cfg, *inputs, file_digest(words_file) if words else None))
     if stage.done:
         return
     with stage:
-        sentences = [v.split() for v in read_table(train_dir / "text").values()]
+        # Each training utterance once (the chosen transcripts also hold speed-perturbed copies), as chosen
+        # where the alignment chose (those it skipped keep their text).
+        text = read_table(train_dir / "text")
+        chosen = read_table(transcripts) if transcripts else {}
+        sentences = [chosen.get(utt, phones).split() for utt, phones in text.items()]
+        phones_file = transcripts or train_dir / "text"
         for order in sorted({cfg.decode.lm_order, 2}):
             NgramLM.estimate(sentences, order=order).write_arpa(lm_dir / f"phones.{order}gram.arpa")
             log.info(
-                "%s: %d-gram phone LM from %d training transcripts",
+                "%s: %d-gram phone LM from %d training transcripts (%s)",
                 lm_dir / f"phones.{order}gram.arpa",
                 order,
                 len(sentences),
+                phones_file,
             )
         if words:
             word_sentences = [v.split() for v in read_table(words_file).values()]

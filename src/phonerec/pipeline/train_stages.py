@@ -12,6 +12,7 @@ from phonerec.base.config import StageKeys, save_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.base.ownership import MARKER, move_entries, refuse_link, remove_tree
+from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import load_examples
 from phonerec.data.lang import ignored_in_scoring, read_id2phone, read_phones, read_topology
 from phonerec.hmm.align import Topology
@@ -25,7 +26,7 @@ from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
 from phonerec.scoring.error_rate import dev_per_scorer
 from phonerec.training import distributed
 from phonerec.training.augment import SpecAugment
-from phonerec.training.checkpoints import load_model
+from phonerec.training.checkpoints import load_checkpoint, load_model
 from phonerec.training.ctc import CTCTask
 from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
@@ -55,6 +56,20 @@ def train_viterbi_stage(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_di
     with stage:
         model, model_args, task, train_set = viterbi_setup(cfg, train_dir, dev_dir, lang_dir, exp_dir)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.viterbi)
+        if cfg.hmm.pronunciations == "variants" and distributed.is_main():
+            _keep_chosen_phones(exp_dir)
+
+
+CHOSEN_PHONES = "phones.train.txt"  # in the Viterbi run's dir: what CTC training and the phone LMs learn from
+
+
+def _keep_chosen_phones(exp_dir: Path) -> None:
+    """The training transcripts as the pronunciations chosen by best.pt's alignment round spell them (Kaldi's
+    ali-to-phones of the final alignment), into <exp_dir>/phones.train.txt."""
+    round_ = load_checkpoint(exp_dir / "best.pt")["task"]["round"]
+    source = exp_dir / "ali" / f"iter{round_}" / CHOSEN_PHONES
+    write_text_atomic(exp_dir / CHOSEN_PHONES, source.read_text())
+    log.info("%s: the training transcripts by the pronunciations of %s", exp_dir / CHOSEN_PHONES, source)
 
 
 def _kaldi_inputs(vcfg: DictConfig) -> list[str]:
@@ -138,6 +153,8 @@ def train_ctc_stage(
         if not (init_dir / "best.pt").is_file():
             raise RecipeError(f"{init_dir}/best.pt: no such checkpoint; train the Viterbi model first (stage 2)")
         init_digest = {"train": read_digest(init_dir, "train"), "best.pt": file_digest(init_dir / "best.pt")}
+        if (init_dir / CHOSEN_PHONES).is_file():  # hmm.pronunciations=variants
+            init_digest[CHOSEN_PHONES] = file_digest(init_dir / CHOSEN_PHONES)
     stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
     if stage is None:
         return
@@ -145,6 +162,8 @@ def train_ctc_stage(
         num_phones = len(read_phones(lang_dir))
         train_set = load_examples(train_dir, lang_dir, cfg.features, word_boundaries=False)
         dev_set = load_examples(dev_dir, lang_dir, cfg.features, word_boundaries=False)
+        if init != "scratch" and (init_dir / CHOSEN_PHONES).is_file():
+            _use_chosen_phones(train_set, init_dir / CHOSEN_PHONES, read_phones(lang_dir))
         torch.manual_seed(cfg.train.seed)
         if init != "scratch":
             model, checkpoint = load_model(init_dir / "best.pt")
@@ -160,6 +179,24 @@ def train_ctc_stage(
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
+
+
+def _use_chosen_phones(examples, path: Path, phone_ids: dict[str, int]) -> None:
+    """CTC's targets as the Viterbi model's alignments chose the pronunciations (hmm.pronunciations=variants):
+    the phones of `path` for the utterances it holds (those the alignment skipped keep their text's)."""
+    chosen = read_table(path)
+    changed = 0
+    for e in examples:
+        if e.utt in chosen:
+            phones = [phone_ids[p] for p in chosen[e.utt].split()]
+            changed += phones != e.phones
+            e.phones = phones
+    log.info(
+        "CTC targets: the chosen pronunciations of %s (%d of %d utterances differ from text)",
+        path,
+        changed,
+        len(examples),
+    )
 
 
 def _ctc_from_viterbi(model, viterbi_args: dict, init: str, num_phones: int, ccfg: DictConfig) -> dict:
