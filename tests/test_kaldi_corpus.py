@@ -327,8 +327,6 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
     (corpus / "dict" / "lexiconp.txt").write_text("\n".join(with_probs) + "\n")  # each word's first line first
     exp = tmp_path / "exp"
     result = run_sh(
-        "--stop-stage",
-        "4",
         *overrides(corpus),
         *tiny_run(tmp_path, exp),
         "hmm.pronunciations=variants",
@@ -360,3 +358,10 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
     assert "CTC targets: the chosen pronunciations of" in (exp / "ctc" / "log" / "train.log").read_text()
     assert (exp / "lm" / "phones.2gram.arpa").is_file() and not (tmp_path / "data" / "lm").exists()
     assert "phones.train.txt" in (exp / "lm" / "log" / "make_lm.log").read_text()
+    # The bundle aligns through every pronunciation too: every word of the corpus in stage 8's words.ctm
+    assert (exp / "viterbi" / "bundle" / "lang" / "lexiconp.txt").read_text() == lexiconp
+    words_ctm = (exp / "viterbi" / "align_corpus" / "words.ctm").read_text().split("\n")
+    all_words = [
+        w for split in SPLITS for t in read_table(tmp_path / "data" / split / "text.words").values() for w in t.split()
+    ]
+    assert sorted(line.split()[4] for line in words_ctm if line) == sorted(all_words)

@@ -26,6 +26,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,16 @@ from phonerec.data.audio import check_audio_file
 from phonerec.data.data_dir import UtteranceAudio, read_table, read_utterance_audio
 from phonerec.data.dataset import Example, word_ends
 from phonerec.data.features import cmvn_stats, compute_features, features_at_load, warn_long_recording
-from phonerec.data.lang import Lexicon, read_id2phone, read_lexicon, read_topology
+from phonerec.data.lang import (
+    Lexicon,
+    read_id2phone,
+    read_lexicon,
+    read_pronunciation_probabilities,
+    read_topology,
+)
 from phonerec.decoding.decoders import Decoder, decoder_class, decoder_names
 from phonerec.decoding.hybrid import scaled_log_likelihoods
+from phonerec.hmm.align import word_variants
 from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.hmm.fullsum import ctc_min_frames
 from phonerec.model.device import resolve_device
@@ -359,6 +367,10 @@ class TrainedModel:
         self.id2phone = read_id2phone(self.lang_dir)
         self.phone2id = {p: i for i, p in self.id2phone.items()}
         self.lexicon = read_lexicon(self.lang_dir / "lexicon.txt")
+        # hmm.pronunciations=variants (bundles made before it have no such key): words aligned through every
+        # pronunciation, weighted by lang/lexiconp.txt's probabilities where the bundle has them
+        self.variants = self.cfg.hmm.get("pronunciations", "first") == "variants"
+        self.probabilities = read_pronunciation_probabilities(self.lang_dir)
         self.model, self.checkpoint = self._load_model_file(self.dir / "model.pt")
         self.model.to(self.device)
         align_file = self.dir / "align_model.pt"
@@ -528,15 +540,19 @@ class TrainedModel:
         or with `unaligned` left out and entered there with the reason (a whole corpus aligned)."""
         if examples is None:
             examples = self._examples(recordings)
-        for example, (phones, ends, _) in zip(examples, spelled, strict=True):
-            example.phones, example.word_ends = phones, ends
+        for example, (phones, ends, _, pronunciations) in zip(examples, spelled, strict=True):
+            example.phones, example.word_ends, example.pronunciations = phones, ends, pronunciations
         if self.align_model is not self.model or posteriors is None:
             posteriors = self._posteriors(self.align_model, examples)
         aligner = self._decoder("greedy", self.align_checkpoint)
         nonempty = [k for k, e in enumerate(examples) if e.phones]
-        found, scores = aligner.scored_alignments([examples[k] for k in nonempty], [posteriors[k] for k in nonempty])
+        found, scores, choices = aligner.scored_alignments(
+            [examples[k] for k in nonempty], [posteriors[k] for k in nonempty]
+        )
         aligned = {}
-        for example, rec, lp, (phones, ends, word_list) in zip(examples, recordings, posteriors, spelled, strict=True):
+        for example, rec, lp, (phones, ends, word_list, _) in zip(
+            examples, recordings, posteriors, spelled, strict=True
+        ):
             duration = len(rec.samples) / self.sample_rate
             if not phones:
                 aligned[example.utt] = Aligned([], [] if word_list is not None else None, duration)
@@ -552,6 +568,11 @@ class TrainedModel:
                 unaligned[example.utt] = reason
                 continue
             segments = found[example.utt]
+            if example.utt in choices:  # the word ends of the pronunciations the path chose
+                lengths = [
+                    len(prons[k].phones) for prons, k in zip(example.pronunciations, choices[example.utt], strict=True)
+                ]
+                ends = [end - 1 for end in accumulate(lengths)]
             word_segments = None if word_list is None else _word_segments(segments, ends, word_list)
             aligned[example.utt] = Aligned(
                 [seg for seg, _ in segments], word_segments, duration, scores.get(example.utt)
@@ -560,24 +581,42 @@ class TrainedModel:
 
     def spell_words(self, phones: list[str], words: list[str] | None, where: str):
         """A transcript given as phones and as words (a data dir's text and text.words): (phone ids, word ends,
-        words), the word ends found through any of the lexicon's pronunciations; without words (None), the
-        phones alone."""
+        words, every pronunciation of each word or None), the word ends found through any of the lexicon's
+        pronunciations; without words (None), the phones alone."""
         if words is None:
-            return _phone_ids(phones, self.phone2id, where), None, None
+            return _phone_ids(phones, self.phone2id, where), None, None, None
         ends = word_ends(words, phones, self.lexicon)
         if ends is None:
             raise RecipeError(f"{where}: the phones '{' '.join(phones)}' do not spell the words '{' '.join(words)}'")
-        return _phone_ids(phones, self.phone2id, where), ends, words
+        spelled = [phones[a + 1 : b + 1] for a, b in zip([-1, *ends[:-1]], ends, strict=True)]
+        variants = self._variants(words, self.lexicon, where, spelled)
+        return _phone_ids(phones, self.phone2id, where), ends, words, variants
 
     def _spell(self, transcript: list[str], words: bool, where: str, lexicon: Lexicon) -> tuple:
-        """(phone ids, word ends, the words) of a transcript of words (first pronunciations) or of phones."""
+        """(phone ids, word ends, the words, every pronunciation of each word or None) of a transcript of words
+        (first pronunciations) or of phones."""
         if not words:
-            return _phone_ids(transcript, self.phone2id, where), None, None
+            return _phone_ids(transcript, self.phone2id, where), None, None, None
         phones, ends = [], []
         for word in transcript:
             phones += _phone_ids(lexicon.pronunciations(word, where)[0], self.phone2id, where)
             ends.append(len(phones) - 1)
-        return phones, ends, list(transcript)
+        return phones, ends, list(transcript), self._variants(transcript, lexicon, where)
+
+    def _variants(self, words: list[str], lexicon: Lexicon, where: str, spelled=None):
+        """With hmm.pronunciations=variants, every pronunciation of each word in `lexicon` (the bundle's weighted
+        by its lexiconp.txt, another's by its own probabilities, max-normalised, where it has them), the spelled
+        one first; None otherwise."""
+        if not self.variants:
+            return None
+        if lexicon is self.lexicon:
+            probabilities = self.probabilities
+        else:
+            probabilities = {w: [p / max(ps) for p in ps] for w, ps in lexicon.probabilities.items()} or None
+        for word in words:
+            for pron in lexicon[word]:
+                _phone_ids(pron, self.phone2id, where)  # a phone the model lacks, named
+        return word_variants(words, lexicon, self.phone2id, probabilities, spelled)
 
 
 def _phone_ids(phones: list[str], phone2id: dict[str, int], where: str) -> list[int]:

@@ -2,7 +2,6 @@
 hmm.pronunciations=variants every pronunciation of each word) and length-bucketed batches."""
 
 import logging
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.features import FeatureReader
 from phonerec.data.lang import read_lexicon, read_phones, read_pronunciation_probabilities
-from phonerec.hmm.align import Pronunciation
+from phonerec.hmm.align import Pronunciation, word_variants
 
 log = logging.getLogger(__name__)
 
@@ -77,25 +76,12 @@ def load_examples(
             raise RecipeError(f"{feat_dir}/text: '{utt}': phones do not spell text.words by {lang_dir}/lexicon.txt")
         feats = torch.from_numpy(reader[utt])
         ids = [phone_ids[p] for p in phones]
-        variant_lists = (
-            _variants(words[utt].split(), phones, ends, lexicon, probabilities, phone_ids) if variants else None
-        )
+        variant_lists = None
+        if variants:  # the pronunciation text spells first
+            spelled = [phones[a + 1 : b + 1] for a, b in zip([-1, *ends[:-1]], ends, strict=True)]
+            variant_lists = word_variants(words[utt].split(), lexicon, phone_ids, probabilities, spelled)
         examples.append(Example(utt, utt2spk[utt], feats, ids, ends, variant_lists))
     return examples
-
-
-def _variants(words, phones, ends, lexicon, probabilities, phone_ids) -> list[list[Pronunciation]]:
-    """Each word's pronunciations as phone ids with their log-probabilities, the one `phones` spells (between
-    the word ends) first, the others in the lexicon's order."""
-    out, begin = [], 0
-    for word, end in zip(words, ends, strict=True):
-        spelled = phones[begin : end + 1]
-        begin = end + 1
-        probs = probabilities.get(word) if probabilities else None
-        entries = [(pron, math.log(probs[k]) if probs else 0.0) for k, pron in enumerate(lexicon[word])]
-        entries.sort(key=lambda entry: entry[0] != spelled)  # stable: the spelled one first, then lexicon order
-        out.append([Pronunciation(tuple(phone_ids[p] for p in pron), lp) for pron, lp in entries])
-    return out
 
 
 def make_batches(lengths: list[int], batch_frames: int, max_utts: int, rng: random.Random | None = None):

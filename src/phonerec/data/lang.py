@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 BLANK = "<blk>"
 LANG_FILES = ("phones.txt", "words.txt", "lexicon.txt", "silence_phones.txt", "states.txt")
+PROBABILITIES_FILE = "lexiconp.txt"  # in a lang dir only where the dictionary gave probabilities
 EPSILON = "<eps>"
 
 
@@ -121,20 +122,20 @@ def prepare_lang(
     write_text_atomic(lang_dir / "silence_phones.txt", "".join(f"{p}\n" for p in silence_phones))
     write_text_atomic(lang_dir / "lexicon.txt", lexicon.text())
     if probabilities is None:
-        (lang_dir / "lexiconp.txt").unlink(missing_ok=True)  # of an earlier dict dir's
+        (lang_dir / PROBABILITIES_FILE).unlink(missing_ok=True)  # of an earlier dict dir's
     else:
         lines = (
             f"{word} {p:g} {' '.join(pron)}\n"
             for word, prons in lexicon.items()
             for pron, p in zip(prons, probabilities[word], strict=True)
         )
-        write_text_atomic(lang_dir / "lexiconp.txt", "".join(lines))
+        write_text_atomic(lang_dir / PROBABILITIES_FILE, "".join(lines))
     return lexicon
 
 
 def read_pronunciation_probabilities(lang_dir: Path) -> dict[str, list[float]] | None:
     """lang/lexiconp.txt's probabilities, word -> one per pronunciation in lexicon.txt's order; None without one."""
-    path = lang_dir / "lexiconp.txt"
+    path = lang_dir / PROBABILITIES_FILE
     if not path.is_file():
         return None
     return read_lexicon(path, probabilities=True).probabilities

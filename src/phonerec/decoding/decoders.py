@@ -34,7 +34,7 @@ from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
-from phonerec.hmm.align import Topology, align_utterances, build_graph
+from phonerec.hmm.align import Topology, align_utterances, build_graph, build_word_graph, chosen_pronunciations
 from phonerec.hmm.align_eval import Segment, ctc_segments, graph_segments
 from phonerec.hmm.fullsum import ctc_min_frames
 from phonerec.hmm.timing import FRAME_TIMING, frame_timing
@@ -108,10 +108,14 @@ class Decoder:
         None for an optional silence)], utterances that the alignment cannot fit left out."""
         return None
 
-    def scored_alignments(self, examples: list[Example], posteriors: list[torch.Tensor]) -> tuple[dict | None, dict]:
-        """aligned_segments, and utterance -> the log-likelihood per frame of its alignment where the decoder's model
-        scores one (the Viterbi model: the path's scaled log-likelihoods, as MFA reports them)."""
-        return self.aligned_segments(examples, posteriors), {}
+    def scored_alignments(
+        self, examples: list[Example], posteriors: list[torch.Tensor]
+    ) -> tuple[dict | None, dict, dict]:
+        """aligned_segments, utterance -> the log-likelihood per frame of its alignment where the decoder's model
+        scores one (the Viterbi model: the path's scaled log-likelihoods, as MFA reports them), and utterance -> the
+        pronunciation its path chose for each word, where the example has several (Example.pronunciations; the
+        segments' phone indices are into the phones of those)."""
+        return self.aligned_segments(examples, posteriors), {}, {}
 
     def forced_alignment(self, examples: list[Example], posteriors: list[torch.Tensor]) -> dict | None:
         """The phone segments of `aligned_segments`: what is scored against hand labels where the set has them."""
@@ -227,16 +231,13 @@ class FrameArgmax(PhoneDecoder):
         alignment), in the batches of the forward pass (utterances with no path are left out)."""
         return self.scored_alignments(examples, posteriors)[0]
 
-    def scored_alignments(self, examples, posteriors) -> tuple[dict[str, list[tuple[Segment, int | None]]], dict]:
+    def scored_alignments(self, examples, posteriors) -> tuple[dict[str, list[tuple[Segment, int | None]]], dict, dict]:
         shift, offset = frame_timing(self.cfg, self.checkpoint["model_args"]["subsample"])
         priors = self.checkpoint["task"].get("log_priors")
-        segments, scores = {}, {}
+        segments, scores, choices = {}, {}, {}
         lengths = [e.feats.shape[0] for e in examples]
         for batch in make_batches(lengths, self.cfg.decode.batch_frames, self.cfg.decode.max_batch_utts):
-            graphs = [
-                build_graph(examples[i].phones, self.topo, examples[i].word_ends, self.cfg.hmm.optional_silence)
-                for i in batch
-            ]
+            graphs = [self._graph(examples[i]) for i in batch]
             found = align_utterances(
                 [posteriors[i] for i in batch],
                 graphs,
@@ -248,11 +249,19 @@ class FrameArgmax(PhoneDecoder):
             )
             for i, graph, (nodes, loglik) in zip(batch, graphs, found, strict=True):
                 if nodes is not None:
-                    segments[examples[i].utt] = graph_segments(
-                        nodes.tolist(), graph, self.topo, self.id2phone, shift, offset
-                    )
-                    scores[examples[i].utt] = float(loglik) / len(posteriors[i])
-        return segments, scores
+                    e = examples[i]
+                    segments[e.utt] = graph_segments(nodes.tolist(), graph, self.topo, self.id2phone, shift, offset)
+                    scores[e.utt] = float(loglik) / len(posteriors[i])
+                    if e.pronunciations is not None:
+                        choices[e.utt] = chosen_pronunciations(graph, nodes.tolist(), len(e.pronunciations))
+        return segments, scores, choices
+
+    def _graph(self, e: Example):
+        """The utterance's alignment graph: a branch per pronunciation where the example has several (the bundle's
+        hmm.pronunciations=variants), otherwise the chain of its phones."""
+        if e.pronunciations is not None:
+            return build_word_graph(e.pronunciations, self.topo, self.cfg.hmm.optional_silence)
+        return build_graph(e.phones, self.topo, e.word_ends, self.cfg.hmm.optional_silence)
 
 
 # -- with the phone LM ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ every weight is 0 and the network's scores alone decide, as in hybrid NN trainin
 last state, so it pays that state's forward weight too, as an HMM's exit.
 """
 
+import math
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from typing import NamedTuple
@@ -169,6 +170,37 @@ def build_word_graph(
             ways = [(last, NO_TERM, 0.0) for last in lasts]
     graph.ends = ways  # after the last word, its final silence taken or jumped over
     return graph
+
+
+def chosen_pronunciations(graph: "Graph | BranchedGraph", nodes: list[int], words: int) -> list[int]:
+    """The pronunciation (index among the word's) each word occurrence's node path took through a graph of
+    build_word_graph; all 0 for a chain (every word had one)."""
+    choice = [0] * words
+    if isinstance(graph, BranchedGraph):
+        for node in set(nodes):
+            if graph.word[node] >= 0:
+                choice[graph.word[node]] = graph.variant[node]
+    return choice
+
+
+def word_variants(
+    words: list[str],
+    lexicon,
+    phone_ids,
+    probabilities: dict[str, list[float]] | None,
+    first: list[list[str]] | None = None,
+) -> list[list[Pronunciation]]:
+    """Each word's pronunciations (lexicon: word -> phone lists) as phone ids with their log-probabilities
+    (`probabilities`: word -> one per pronunciation, max-normalised; None: 0); where `first` gives the
+    pronunciation a transcript spells for each word, that one first, the others in the lexicon's order."""
+    out = []
+    for k, word in enumerate(words):
+        probs = probabilities.get(word) if probabilities else None
+        entries = [(pron, math.log(probs[i]) if probs else 0.0) for i, pron in enumerate(lexicon[word])]
+        if first is not None:
+            entries.sort(key=lambda entry: entry[0] != first[k])  # stable: the spelled one first
+        out.append([Pronunciation(tuple(phone_ids[p] for p in pron), lp) for pron, lp in entries])
+    return out
 
 
 @dataclass

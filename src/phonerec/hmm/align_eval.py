@@ -49,7 +49,7 @@ import torchaudio.functional as taf
 
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import write_text_atomic
-from phonerec.hmm.align import Graph, Topology
+from phonerec.hmm.align import BranchedGraph, Graph, Topology
 
 _SLACK = 1e-9  # seconds: float rounding slack for the tolerance test
 
@@ -145,26 +145,24 @@ def state_segments(
 
 def graph_segments(
     nodes: Sequence[int],
-    graph: Graph,
+    graph: Graph | BranchedGraph,
     topo: Topology,
     id2phone: Mapping[int, str],
     frame_shift: float,
     offset: float = 0.0,
 ) -> list[tuple[Segment, int | None]]:
     """The phone segments of a path of graph nodes (align_utterances(..., nodes=True)) through a graph of
-    build_graph, one per phone of the graph the path passes through, so that two equal phones in a row stay
-    apart; each with the index of its phone in the transcript, or None for an optional silence the path took.
-    Timed as frames_to_segments."""
+    build_graph or build_word_graph, one per phone of the graph the path passes through, so that two equal phones
+    in a row stay apart; each with the index of its phone in the transcript the path spells (with pronunciation
+    variants, the chosen ones), or None for an optional silence the path took. Timed as frames_to_segments."""
     n = topo.states_per_phone
-    slots, k = [], 0
-    for block in range(len(graph.states) // n):
-        slots.append(None if graph.optional[block * n] else k)
-        k += not graph.optional[block * n]
     state_to_phone = topo.state_to_phone()
-    found = []
+    found, spelled = [], 0
     for run in frames_to_segments([int(node) // n for node in nodes], frame_shift, offset):  # label: the block
         phone = id2phone[state_to_phone[graph.states[run.label * n]]]
-        found.append((Segment(run.start, run.end, phone), slots[run.label]))
+        optional = graph.optional[run.label * n]
+        found.append((Segment(run.start, run.end, phone), None if optional else spelled))
+        spelled += not optional  # a path passes every phone it spells, in order, each once
     return found
 
 

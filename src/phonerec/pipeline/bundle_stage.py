@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from phonerec.base.config import save_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import copy_atomic, file_digest, write_json_atomic
-from phonerec.data.lang import LANG_FILES
+from phonerec.data.lang import LANG_FILES, PROBABILITIES_FILE
 from phonerec.decoding.decoders import decoder_class, decoder_names
 from phonerec.hmm.timing import frame_shift
 from phonerec.inference import bundle_files, bundle_intact
@@ -76,7 +76,7 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
             align_epoch = align_checkpoint["epoch"]
         else:
             align_epoch = checkpoint["epoch"]
-        for name in LANG_FILES:
+        for name in (*LANG_FILES, PROBABILITIES_FILE):
             if (lang_dir / name).is_file():
                 copy_atomic(lang_dir / name, bundle_dir / "lang" / name)
         for arpa in sorted(lm_dir.glob("*.arpa")):

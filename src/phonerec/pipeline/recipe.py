@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256
 from phonerec.data.data_dir import DATA_FILES
-from phonerec.data.lang import LANG_FILES
+from phonerec.data.lang import LANG_FILES, PROBABILITIES_FILE
 from phonerec.pipeline.markers import read_digest
 
 # The feature dir's own tables, which point into its arks: an edited feats.scp is a new input as well.
@@ -26,7 +26,10 @@ def feature_dir_digest(feat_dir: Path) -> dict:
 
 
 def lang_dir_digest(lang_dir: Path) -> dict:
-    return contents_sha256(lang_dir, LANG_FILES)
+    """The content of the lang dir's files; lexiconp.txt's only where there is one (so the lang dirs of before,
+    which have none, keep their digests)."""
+    optional = [PROBABILITIES_FILE] if (lang_dir / PROBABILITIES_FILE).is_file() else []
+    return contents_sha256(lang_dir, [*LANG_FILES, *optional])
 
 
 def find_checkpoint(cfg: DictConfig, model_dir: Path) -> Path:

@@ -37,11 +37,11 @@ from phonerec.data.kaldi_alignment import phones_to_states, read_kaldi_alignment
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import (
-    BranchedGraph,
     Topology,
     align_utterances,
     build_graph,
     build_word_graph,
+    chosen_pronunciations,
     log_state_priors,
     soft_log_priors,
     uniform_alignment,
@@ -485,15 +485,3 @@ class ViterbiTask:
         ax.set_title(f"{example.utt}: posteriors and alignment, round {self.round}")
         fig.tight_layout()
         return fig
-
-
-def chosen_pronunciations(graph, nodes: list[int], words: int) -> list[int]:
-    """The pronunciation (index among the word's) each word occurrence's path took through a graph of
-    build_word_graph; all 0 for a chain (every word had one)."""
-    if not isinstance(graph, BranchedGraph):
-        return [0] * words
-    choice = [0] * words
-    for node in set(nodes):
-        if graph.word[node] >= 0:
-            choice[graph.word[node]] = graph.variant[node]
-    return choice
