@@ -1,7 +1,10 @@
-"""Greedy decoders on constructed posteriors, and PER scoring against hand-counted alignments."""
+"""Greedy decoders on constructed posteriors, and PER scoring against hand-counted alignments and against the
+closest pronunciations."""
 
 import functools
 import json
+import random
+from itertools import product
 
 import pytest
 import torch
@@ -10,6 +13,8 @@ from phonerec.base.config import load_config
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.scoring.error_rate import (
     ScoringError,
+    _counts,
+    closest_reference,
     dev_per_scorer,
     fold_phones,
     read_phone_map,
@@ -318,3 +323,20 @@ def test_validation_scores_dev_as_stage_5_does():
         dev_per_scorer(load_config([]), frozenset({"sil"}))({"u": ["w", "ah", "n"]}, {"u": ["sil", "w", "ah", "n"]})
         == 0.0
     )
+
+
+def test_the_closest_reference_is_the_choice_of_pronunciations_at_the_least_edit_distance():
+    """closest_reference against trying every choice of one pronunciation per word (Levenshtein by jiwer's
+    counts): the least distance, reached by one of the choices."""
+    rng = random.Random(0)
+    phones = "a b c d"
+    for _ in range(200):
+        words = [
+            [[rng.choice(phones.split()) for _ in range(rng.randint(1, 3))] for _ in range(rng.randint(1, 3))]
+            for _ in range(rng.randint(1, 3))
+        ]
+        hyp = [rng.choice(phones.split()) for _ in range(rng.randint(0, 6))]
+        choices = [[p for pron in choice for p in pron] for choice in product(*words)]
+        best = min(_counts(ref, hyp)["err"] for ref in choices)
+        found = closest_reference(hyp, words)
+        assert found in choices and _counts(found, hyp)["err"] == best

@@ -358,6 +358,9 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
     assert "CTC targets: the chosen pronunciations of" in (exp / "ctc" / "log" / "train.log").read_text()
     assert (exp / "lm" / "phones.2gram.arpa").is_file() and not (tmp_path / "data" / "lm").exists()
     assert "phones.train.txt" in (exp / "lm" / "log" / "make_lm.log").read_text()
+    # PER also against the closest pronunciations, in a table of its own
+    assert (exp / "viterbi" / "decode_test_greedy" / "per_closest.json").is_file()
+    assert "## Phone error rate against the closest pronunciation of each word" in (tmp_path / "RESULTS.md").read_text()
     # The bundle aligns through every pronunciation too: every word of the corpus in stage 8's words.ctm
     assert (exp / "viterbi" / "bundle" / "lang" / "lexiconp.txt").read_text() == lexiconp
     words_ctm = (exp / "viterbi" / "align_corpus" / "words.ctm").read_text().split("\n")

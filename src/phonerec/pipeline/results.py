@@ -53,7 +53,7 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         "| model | decode | split | utts | PER % | Corr | Sub | Del | Ins | N |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    word_rows = []
+    word_rows, closest_rows = [], []
     for model in cfg.models:
         for name in cfg.decode.decoders:
             for split in cfg.decode.splits:
@@ -66,12 +66,31 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
                     total = json.loads((decode_dir / "per.json").read_text())["total"]
                     counts = " | ".join(str(total[k]) for k in ("corr", "sub", "del", "ins", "n"))
                     lines.append(f"| {model} | {decoder} | {split} | {total['utts']} | {total['per']:.2f} | {counts} |")
+                    if (decode_dir / "per_closest.json").is_file():
+                        total = json.loads((decode_dir / "per_closest.json").read_text())["total"]
+                        counts = " | ".join(str(total[k]) for k in ("corr", "sub", "del", "ins", "n"))
+                        closest_rows.append(
+                            f"| {model} | {decoder} | {split} | {total['utts']} | {total['per']:.2f} | {counts} |"
+                        )
                 else:
                     r = json.loads((decode_dir / "wer.json").read_text())
                     counts = " | ".join(str(r[k]) for k in ("sub", "del", "ins", "n"))
                     word_rows.append(
                         f"| {model} | {decoder} | {split} | {r['utts']} | {r['wer']:.2f} | {r['ser']:.2f} | {counts} |"
                     )
+    if closest_rows:
+        lines += [
+            "",
+            "## Phone error rate against the closest pronunciation of each word",
+            "",
+            "The table above scores against each word's first pronunciation in the lexicon (the data dir's text);",
+            "this one against the pronunciation of each word that is closest to the hypothesis",
+            "(hmm.pronunciations=variants).",
+            "",
+            "| model | decode | split | utts | PER % | Corr | Sub | Del | Ins | N |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            *closest_rows,
+        ]
     if word_rows:
         lines += [
             "",

@@ -9,12 +9,19 @@ from torch.utils.tensorboard import SummaryWriter
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import write_json_atomic, write_text_atomic
 from phonerec.data.data_dir import read_table
-from phonerec.data.lang import ignored_in_scoring
+from phonerec.data.lang import ignored_in_scoring, read_lexicon
 from phonerec.decoding.decoders import decoder_metric
 from phonerec.pipeline.markers import read_digest
 from phonerec.pipeline.results import write_results
 from phonerec.pipeline.stage_keys import SCORE
-from phonerec.scoring.error_rate import score, score_table, scoring_fold, word_rates, write_score_report
+from phonerec.scoring.error_rate import (
+    closest_reference,
+    score,
+    score_table,
+    scoring_fold,
+    word_rates,
+    write_score_report,
+)
 from phonerec.scoring.reports import refs_hyps, write_reports
 from phonerec.scoring.sclite import find_sclite, run_sclite
 
@@ -25,6 +32,7 @@ def score_stage(cfg: DictConfig, data_dir: Path, exp_dir: Path, command: str) ->
     """Score the decode dirs of every model and decoder of the config that exist (decode_<split>_<decoder>;
     not the runs moved aside to <model>.<digest>), by their decoder's metric; then write RESULTS.md."""
     cfg = SCORE.view(cfg)
+    variants = cfg.hmm.pronunciations == "variants"
     for model in cfg.models:
         for name in cfg.decode.decoders:
             for split in cfg.decode.splits:
@@ -34,18 +42,35 @@ def score_stage(cfg: DictConfig, data_dir: Path, exp_dir: Path, command: str) ->
                 if decoder_metric(name) == "wer":
                     score_words(decode_dir)
                 else:
-                    score_phones(cfg, decode_dir, data_dir / "lang")
+                    words = word_pronunciations(data_dir, split) if variants else None
+                    score_phones(cfg, decode_dir, data_dir / "lang", words)
     write_results(cfg, data_dir, exp_dir, Path(cfg.paths.results), command)
 
 
-def score_phones(cfg: DictConfig, decode_dir: Path, lang_dir: Path) -> dict:
+def word_pronunciations(data_dir: Path, split: str) -> dict[str, list[list[list[str]]]]:
+    """Each utterance of the split's transcript (text.words) as every pronunciation of each word (the lang dir's
+    lexicon), for PER against the closest pronunciations."""
+    lexicon = read_lexicon(data_dir / "lang" / "lexicon.txt")
+    where = f"{data_dir / split}/text.words"
+    return {u: [lexicon.pronunciations(w, where) for w in t.split()] for u, t in read_table(where).items()}
+
+
+def score_phones(cfg: DictConfig, decode_dir: Path, lang_dir: Path, words: dict | None = None) -> dict:
     """PER of a decode dir, reference and hypothesis folded by score.phone_map when set and score.ignore_phones
     (null: lang_dir's silence phones) removed from both: per.json (machine-readable), per.txt (per speaker), per.pra
     (each utterance's alignment with S/D/I marked, as sclite prints it), confusions.txt and confusion.png
     (also in the model's TensorBoard). With score.sclite (auto: when sctk is installed), NIST sclite scores
-    the same prepared sequences into decode_dir/sclite/ and its PER is logged beside ours."""
+    the same prepared sequences into decode_dir/sclite/ and its PER is logged beside ours. With `words` (each
+    utterance's words as their pronunciations: hmm.pronunciations=variants), also the PER against the closest
+    pronunciation of each word (the reference of per.json keeps each word's first): per_closest.json."""
     refs, hyps, utt2spk = _read_decode(decode_dir)
-    result = score(refs, hyps, utt2spk, fold=scoring_fold(cfg), ignore=ignored_in_scoring(cfg, lang_dir))
+    fold, ignore = scoring_fold(cfg), ignored_in_scoring(cfg, lang_dir)
+    if words is not None:
+        closest = {utt: closest_reference(hyps[utt], words[utt]) if utt in words else ref for utt, ref in refs.items()}
+        total = score(closest, hyps, utt2spk, fold=fold, ignore=ignore)["total"]
+        write_json_atomic(decode_dir / "per_closest.json", {"total": total})
+        log.info("%s: PER %.2f%% against the closest pronunciation of each word", decode_dir, total["per"])
+    result = score(refs, hyps, utt2spk, fold=fold, ignore=ignore)
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
     write_score_report(result, decode_dir, title=title)
     writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))

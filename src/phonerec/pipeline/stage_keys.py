@@ -87,5 +87,6 @@ SCORE = StageKeys(
         "train.compare_ctc_inits",
         "train.speed_perturb",
         "paths.results",
+        "hmm.pronunciations",
     ),
 )

@@ -15,7 +15,7 @@ PER = (S + D + I) / N * 100 with N the number of reference phones after preparat
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import jiwer
@@ -271,3 +271,39 @@ def word_rates(total: dict) -> dict:
         "ser": _per(total["utts_err"], total["utts"]),
         **{k: total[k] for k in ("corr", "sub", "del", "ins", "err", "n", "utts", "utts_err")},
     }
+
+
+def closest_reference(hyp: Sequence[str], words: Sequence[Sequence[Sequence[str]]]) -> list[str]:
+    """The reference phones that take one pronunciation of each word (`words`: each word's pronunciations) and
+    are at the least edit distance from `hyp` (ties: the earlier pronunciation): the reference of PER against the
+    closest variant. A Levenshtein DP through the words one after another, each row the least cost of the words
+    so far against each prefix of hyp; the choice is read back from the last word to the first."""
+    m = len(hyp)
+    row = list(range(m + 1))  # before any word: hyp[:j] is j insertions
+    tables = []  # per word, per pronunciation: its DP matrix, rows 0 (the row it starts from) .. len(pron)
+    for prons in words:
+        matrices = []
+        for pron in prons:
+            matrix = [row]
+            for phone in pron:
+                prev, cur = matrix[-1], [matrix[-1][0] + 1]
+                for j in range(1, m + 1):
+                    cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (phone != hyp[j - 1])))
+                matrix.append(cur)
+            matrices.append(matrix)
+        tables.append(matrices)
+        row = [min(matrix[-1][j] for matrix in matrices) for j in range(m + 1)]
+    chosen, j = [], m
+    for prons, matrices in zip(reversed(words), reversed(tables), strict=True):
+        best = min(range(len(prons)), key=lambda v: (matrices[v][-1][j], v))
+        matrix, pron = matrices[best], prons[best]
+        i = len(pron)
+        while i:  # back through the pronunciation to the row it started from
+            if j and matrix[i][j] == matrix[i - 1][j - 1] + (pron[i - 1] != hyp[j - 1]):
+                i, j = i - 1, j - 1  # a match or substitution
+            elif matrix[i][j] == matrix[i - 1][j] + 1:
+                i -= 1  # a deletion
+            else:
+                j -= 1  # an insertion
+        chosen.append(list(pron))
+    return [p for pron in reversed(chosen) for p in pron]
