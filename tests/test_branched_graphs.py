@@ -3,6 +3,7 @@ forward-backward, Viterbi and arc counts against brute force over every path, an
 each choice of pronunciations (the sum over a branched graph is the sum over its choices, each weighted by its
 pronunciations' probabilities); gradients against finite differences and autograd."""
 
+import math
 from itertools import product
 
 import pytest
@@ -250,3 +251,23 @@ def test_a_realignment_keeps_the_pronunciation_the_scores_favour(tmp_path):
     task._save_round(1, {})
     assert (tmp_path / "ali" / "iter1" / "prons.train.txt").read_text() == "u1 1 0\n"
     assert (tmp_path / "ali" / "iter1" / "phones.train.txt").read_text() == "u1 b c\n"
+
+
+def test_estimated_pronunciation_probabilities_weigh_the_branches(tmp_path):
+    """hmm.pronunciation_probs=estimated: count + 1 of each pronunciation the training set's paths chose,
+    max-normalised per word; the graphs are rebuilt with them, and they travel in the task's state."""
+    topo = Topology(num_phones=5)
+    id2phone = {0: "<blk>", 1: "sil", 2: "a", 3: "b", 4: "c"}
+    prons = [[Pronunciation((2,)), Pronunciation((3,))], [Pronunciation((4,))]]
+    examples = [Example(u, "s1", torch.zeros(8, 3), [2, 4], [0, 1], prons, ["w", "x"]) for u in ("u1", "u2", "u3")]
+    vcfg = OmegaConf.create({"prior_scale": 1.0, "use_priors": False})
+    tcfg = OmegaConf.create({"max_batch_utts": 4})
+    task = ViterbiTask(tmp_path, topo, examples, examples[:1], vcfg, tcfg, id2phone, None, estimate_pronunciations=True)
+    task.choices["train"] = {"u1": [1, 0], "u2": [1, 0], "u3": [0, 0]}
+    estimated = task._estimate_pronunciations()
+    assert estimated == {"w": {"a": pytest.approx(2 / 3), "b": 1.0}, "x": {"c": 1.0}}
+    task._weigh_pronunciations(estimated)
+    graph = task.graphs["train"]["u1"]
+    first_of_a = graph.variant.index(0)
+    assert {round(extra, 12) for _, to, _, extra in graph.arcs if to == first_of_a} == {round(math.log(2 / 3), 12)}
+    assert task.state()["pronunciation_probs"] == estimated

@@ -12,6 +12,7 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, run_sh, tiny_run
 
 from phonerec.base.config import load_config
@@ -316,7 +317,8 @@ def test_long_short_and_lonely_utterances_are_warned_about(tmp_path, example):
 @pytest.mark.slow
 def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example):
     """hmm.pronunciations=variants with a dict dir whose lexiconp.txt gives some digits a second pronunciation:
-    lang/lexiconp.txt keeps the max-normalised probabilities, and each round keeps the pronunciation its best path
+    lang/lexiconp.txt keeps the max-normalised probabilities (estimated anew each round, hmm.pronunciation_probs=
+    estimated, and kept with the model), and each round keeps the pronunciation its best path
     chose for every word occurrence (prons.<set>.txt) and the phones they spell (phones.<set>.txt)."""
     corpus = small_copy(example, tmp_path / "corpus", per_speaker=6)
     lines = (corpus / "dict" / "lexicon.txt").read_text().splitlines()
@@ -330,6 +332,7 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
         *overrides(corpus),
         *tiny_run(tmp_path, exp),
         "hmm.pronunciations=variants",
+        "hmm.pronunciation_probs=estimated",
         "train.ctc.epochs=2",
         "decode.decoders=[greedy,lm]",
         *ONE_POINT_GRIDS,
@@ -352,6 +355,11 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
             spelled = [p for w, k in zip(words[utt].split(), choice.split(), strict=True) for p in lexicon[w][int(k)]]
             assert phones[utt].split() == spelled
         assert "train_other_pronunciation_percent" in (ali_dir / "stats.json").read_text() or round_ == 0
+    # hmm.pronunciation_probs=estimated: each round's own, in the checkpoints (the bundle's alignment model's too)
+    estimated = read_table(exp / "viterbi" / "ali" / "iter2" / "lexiconp.txt")
+    assert set(estimated) == {w for t in words.values() for w in t.split()}
+    bundle = torch.load(exp / "viterbi" / "bundle" / "model.pt", weights_only=True)
+    assert set(bundle["task"]["pronunciation_probs"]) >= set(estimated)
     # CTC and the phone LMs (this experiment's own, in exp/lm) learn the chosen pronunciations of best.pt's round
     chosen = (exp / "viterbi" / "phones.train.txt").read_text()
     assert chosen in [(exp / "viterbi" / "ali" / f"iter{r}" / "phones.train.txt").read_text() for r in (0, 1, 2)]

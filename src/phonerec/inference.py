@@ -378,6 +378,17 @@ class TrainedModel:
             self._load_model_file(align_file) if align_file.is_file() else (self.model, self.checkpoint)
         )
         self.align_model.to(self.device)
+        # hmm.pronunciation_probs=estimated: the alignment model's own, in place of the lexicon's where it has them
+        estimated = self.align_checkpoint.get("task", {}).get("pronunciation_probs")
+        if estimated:
+            merged = dict(self.probabilities or {})
+            for word, probs in estimated.items():
+                if word in self.lexicon:
+                    before = merged.get(word, [1.0] * len(self.lexicon[word]))
+                    merged[word] = [
+                        probs.get(" ".join(pr), p) for pr, p in zip(self.lexicon[word], before, strict=True)
+                    ]
+            self.probabilities = merged
 
     def _load_model_file(self, path: Path):
         """A model file of the bundle: its kind and arguments those bundle.json records (where it records them,

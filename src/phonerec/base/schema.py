@@ -34,6 +34,7 @@ OOV_POLICIES = ("error", "skip", "unk")  # corpus.oov of corpora of the user's o
 FSDD_SPLITS = ("speakers", "takes")  # corpus.split of FSDD: speaker-independent, or the corpus's own split by takes
 TRANSITION_MODES = ("none", "fixed", "learned")  # hmm.transitions (phonerec.hmm.transitions)
 PRONUNCIATION_MODES = ("first", "variants")  # hmm.pronunciations (phonerec.hmm.align.build_word_graph)
+PRONUNCIATION_PROBS = ("lexicon", "estimated")  # hmm.pronunciation_probs (phonerec.training.viterbi_ce)
 VITERBI_CRITERIA = ("ce", "fullsum")  # train.viterbi.criterion (phonerec.training.viterbi_ce.ViterbiTask)
 CTC_INITS = ("viterbi", "fresh", "scratch")  # train.ctc.init (phonerec.pipeline.train_stages)
 CTC_LOSSES = ("torch", "own")  # train.ctc.loss: torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
@@ -304,6 +305,7 @@ class HmmConfig:
     self_loop_prob: float = MISSING
     silence_prob: float = MISSING
     pronunciations: str = MISSING
+    pronunciation_probs: str = MISSING
 
 
 @dataclass
@@ -425,6 +427,7 @@ def _rules() -> dict:
         "hmm.self_loop_prob": _probability(),
         "hmm.silence_prob": _probability(),
         "hmm.pronunciations": _one_of(PRONUNCIATION_MODES),
+        "hmm.pronunciation_probs": _one_of(PRONUNCIATION_PROBS),
         "corpus.sample_rate": _above(0),
         "corpus.max_utterance_seconds": _above(0),
         "corpus.split": _one_of(FSDD_SPLITS),  # FSDD's

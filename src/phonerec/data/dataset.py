@@ -28,6 +28,7 @@ class Example:
     # every pronunciation of each word, the first as `phones` spells it (hmm.pronunciations=variants); None: the
     # alignment graph is `phones`' chain
     pronunciations: list[list[Pronunciation]] | None = None
+    words: list[str] | None = None  # the words of `pronunciations` (text.words), where it is set
 
 
 def word_ends(words: list[str], phones: list[str], lexicon: dict[str, list[list[str]]]) -> list[int] | None:
@@ -80,7 +81,9 @@ def load_examples(
         if variants:  # the pronunciation text spells first
             spelled = [phones[a + 1 : b + 1] for a, b in zip([-1, *ends[:-1]], ends, strict=True)]
             variant_lists = word_variants(words[utt].split(), lexicon, phone_ids, probabilities, spelled)
-        examples.append(Example(utt, utt2spk[utt], feats, ids, ends, variant_lists))
+        examples.append(
+            Example(utt, utt2spk[utt], feats, ids, ends, variant_lists, words[utt].split() if variants else None)
+        )
     return examples
 
 

@@ -47,7 +47,8 @@ _TRAINING = (
     | PHONE_SCORING
 )
 TRAIN_VITERBI = _TRAINING | StageKeys(
-    hashed=("train.viterbi", "hmm", *FRAME_TIMING), added=(("hmm.pronunciations", "first"),)
+    hashed=("train.viterbi", "hmm", *FRAME_TIMING),
+    added=(("hmm.pronunciations", "first"), ("hmm.pronunciation_probs", "lexicon")),
 )
 TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
 # Stage 4: the phone (and word) LMs, then each decoder (whose own keys are added to DECODE).
@@ -68,7 +69,7 @@ EXPORT = StageKeys(hashed=(), unhashed=("decode.checkpoint",))
 BUNDLE = StageKeys(
     hashed=("features", "corpus.sample_rate", "hmm", "decode", "score"),
     unhashed=("train.device", "corpus.max_utterance_seconds"),
-    added=(("hmm.pronunciations", "first"),),
+    added=(("hmm.pronunciations", "first"), ("hmm.pronunciation_probs", "lexicon")),
 )
 # Stage 5: scoring and RESULTS.md; it always runs (it is quick), so nothing is hashed.
 SCORE = StageKeys(

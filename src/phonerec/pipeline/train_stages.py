@@ -130,6 +130,7 @@ def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Pat
         frame_timing(cfg, model_args["subsample"]),
         _transitions(cfg.hmm, topo),
         train_transitions=cfg.hmm.transitions == "learned",
+        estimate_pronunciations=variants and cfg.hmm.pronunciation_probs == "estimated",
     )
     return model, model_args, task, train_set
 

@@ -23,6 +23,7 @@ the soft priors makes a frame worth more to a rarely used state and stops it.
 """
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -30,13 +31,14 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from phonerec.base.errors import RecipeError
-from phonerec.base.files import write_json_atomic, write_png_atomic
+from phonerec.base.files import write_json_atomic, write_png_atomic, write_text_atomic
 from phonerec.data.data_dir import read_table, write_table
 from phonerec.data.dataset import Example
 from phonerec.data.kaldi_alignment import phones_to_states, read_kaldi_alignment
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import (
+    Pronunciation,
     Topology,
     align_utterances,
     build_graph,
@@ -85,6 +87,7 @@ class ViterbiTask:
         frame_timing: tuple[float, float] = (0.01, 0.0),
         transitions: Transitions | None = None,
         train_transitions: bool = False,
+        estimate_pronunciations: bool = False,
     ):
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
         self.sets = {"train": train, "dev": dev}
@@ -95,6 +98,10 @@ class ViterbiTask:
         # hmm.pronunciations=variants: the pronunciation each word occurrence's best path took (index into
         # Example.pronunciations, lexicon order), per set and utterance, as of the current round
         self.choices: dict[str, dict[str, list[int]]] = {name: {} for name in self.sets}
+        # hmm.pronunciation_probs=estimated: word -> {phones: probability}, re-estimated each round from the training
+        # set's choices (None until the first round); they weigh the graphs' branches in place of the lexicon's
+        self.estimate_pronunciations = estimate_pronunciations
+        self.pronunciation_probs: dict[str, dict[str, float]] | None = None
         self.reference = reference or {}
         self.frame_shift, self.frame_offset = frame_timing  # align_eval's segment timing
         self.alignments: dict[str, dict[str, torch.Tensor]] = {}
@@ -120,6 +127,11 @@ class ViterbiTask:
                 choices = self.choices[name]
                 write_table(ali_dir / f"prons.{name}.txt", {u: " ".join(map(str, c)) for u, c in choices.items()})
                 write_table(ali_dir / f"phones.{name}.txt", self.chosen_phones(name))
+        if self.pronunciation_probs is not None:  # as Kaldi's lexiconp.txt: `<word> <probability> <phones>`
+            lines = (
+                f"{w} {p:.6g} {pron}\n" for w, probs in self.pronunciation_probs.items() for pron, p in probs.items()
+            )
+            write_text_atomic(ali_dir / "lexiconp.txt", "".join(lines))
         write_json_atomic(ali_dir / "stats.json", stats)
 
     def _has_variants(self, name: str) -> bool:
@@ -214,14 +226,59 @@ class ViterbiTask:
         return phones_to_states(frame_phones, self.topo)
 
     def state(self) -> dict:
-        # The priors and transitions travel with the model: hybrid decoding and forced alignment with it need them.
+        # The priors, transitions and estimated pronunciation probabilities travel with the model: hybrid decoding
+        # and forced alignment with it need them.
         transitions = None if self.transitions is None else self.transitions.state_dict()
-        return {"round": self.round, "log_priors": self.log_priors, "transitions": transitions}
+        state = {"round": self.round, "log_priors": self.log_priors, "transitions": transitions}
+        if self.pronunciation_probs is not None:
+            state["pronunciation_probs"] = self.pronunciation_probs
+        return state
 
     def load_state(self, state: dict) -> None:
         self._load_round(state["round"])
         if self.transitions is not None:
             self.transitions.load_state_dict(state["transitions"])
+        if state.get("pronunciation_probs") is not None:
+            self._weigh_pronunciations(state["pronunciation_probs"])
+
+    # -- pronunciation probabilities (hmm.pronunciation_probs=estimated) ------------------------------------------
+    def _estimate_pronunciations(self) -> dict[str, dict[str, float]]:
+        """Each word's pronunciation probabilities from how often the training set's best paths chose each:
+        count + 1, max-normalised per word (Kaldi's steps/get_prons.sh and utils/dict_dir_add_pronprobs.sh)."""
+        counts: dict[str, dict[str, int]] = {}
+        for e in self.sets["train"]:
+            if e.pronunciations is None:
+                continue
+            choice = self.choices["train"].get(e.utt)
+            for k, (word, prons) in enumerate(zip(e.words, e.pronunciations, strict=True)):
+                seen = counts.setdefault(word, {})
+                for pron in prons:
+                    seen.setdefault(self._spelling(pron), 0)
+                if choice is not None:
+                    seen[self._spelling(prons[choice[k]])] += 1
+        return {w: {p: (c + 1) / (max(seen.values()) + 1) for p, c in seen.items()} for w, seen in counts.items()}
+
+    def _spelling(self, pron) -> str:
+        return " ".join(self.id2phone[p] for p in pron.phones)
+
+    def _weigh_pronunciations(self, probs: dict[str, dict[str, float]]) -> None:
+        """Weigh every example's branches by `probs` (words or pronunciations it lacks keep their weights) and
+        rebuild the graphs."""
+        self.pronunciation_probs = probs
+        for name, examples in self.sets.items():
+            for e in examples:
+                if e.pronunciations is None:
+                    continue
+                e.pronunciations = [
+                    [
+                        Pronunciation(p.phones, math.log(probs[w][self._spelling(p)]))
+                        if self._spelling(p) in probs.get(w, {})
+                        else p
+                        for p in prons
+                    ]
+                    for w, prons in zip(e.words, e.pronunciations, strict=True)
+                ]
+                self.graphs[name][e.utt] = self._graph(e)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The learned transitions under the full-sum criterion: trained with the network."""
@@ -356,6 +413,8 @@ class ViterbiTask:
             counts.merge(more)
         if self.train_transitions and self.vcfg.criterion == "ce":  # the M-step of Viterbi training
             self.transitions.estimate(counts)
+        if self.estimate_pronunciations:
+            self._weigh_pronunciations(self._estimate_pronunciations())
         before = previous["train"]
         changed = sum((before[u] != a).sum().item() for u, a in self.alignments["train"].items() if u in before)
         self.round = epoch
