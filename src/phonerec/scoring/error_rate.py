@@ -118,6 +118,11 @@ def _counts(ref: list[str], hyp: list[str]) -> dict:
     return {"corr": corr, "sub": sub, "del": dele, "ins": ins, "err": err, "n": len(ref), "per": _per(err, len(ref))}
 
 
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """The substitutions, deletions and insertions that turn ref into hyp, fewest (as PER counts them)."""
+    return _counts(list(ref), list(hyp))["err"]
+
+
 def _sum(rows: Iterable[dict]) -> dict:
     total = dict.fromkeys(COUNTS, 0)
     total["utts"] = total["utts_err"] = 0
