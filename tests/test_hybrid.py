@@ -326,3 +326,20 @@ def test_with_transitions_a_decoded_path_scores_as_its_forced_alignment():
             graph = build_graph(path_labels(path, phone_ids), topo, optional_silence=False)
             _, aligned = viterbi_align(ll.unsqueeze(0), torch.tensor([len(ll)]), [graph], topo, transitions)
             assert path.score == pytest.approx(aligned.item(), abs=1e-4)
+
+
+def test_pronunciation_probabilities_weigh_entering_each_pronunciation():
+    """word_loop's `probabilities`: entering a pronunciation adds its log-probability, from the start and from
+    every unit, its twin ending in silence too; probability 1 everywhere is the loop without them."""
+    topo, lm = word_setup(1)
+    phone2id = {p: i for p, i in WORD_PHONES.items() if i > 0}
+    plain, words = word_loop(LEXICON, phone2id, topo, lm)
+    probabilities = {w: [0.5**k for k in range(len(prons))] for w, prons in LEXICON.items()}
+    weighted, _ = word_loop(LEXICON, phone2id, topo, lm, probabilities=probabilities)
+    log_probs = [math.log(p) for w, probs in probabilities.items() for p in probs]
+    entering = torch.tensor(log_probs * 2 + [0.0], dtype=torch.float64)  # the words, their twins, the silence
+    assert torch.allclose(weighted.start, plain.start + entering)
+    finite = torch.isfinite(plain.trans)
+    assert torch.allclose(weighted.trans[finite], (plain.trans + entering)[finite])
+    ones = {w: [1.0] * len(prons) for w, prons in LEXICON.items()}
+    assert torch.equal(word_loop(LEXICON, phone2id, topo, lm, probabilities=ones)[0].trans, plain.trans)

@@ -370,7 +370,6 @@ class TrainedModel:
         # hmm.pronunciations=variants (bundles made before it have no such key): words aligned through every
         # pronunciation, weighted by lang/lexiconp.txt's probabilities where the bundle has them
         self.variants = self.cfg.hmm.get("pronunciations", "first") == "variants"
-        self.probabilities = read_pronunciation_probabilities(self.lang_dir)
         self.model, self.checkpoint = self._load_model_file(self.dir / "model.pt")
         self.model.to(self.device)
         align_file = self.dir / "align_model.pt"
@@ -380,15 +379,7 @@ class TrainedModel:
         self.align_model.to(self.device)
         # hmm.pronunciation_probs=estimated: the alignment model's own, in place of the lexicon's where it has them
         estimated = self.align_checkpoint.get("task", {}).get("pronunciation_probs")
-        if estimated:
-            merged = dict(self.probabilities or {})
-            for word, probs in estimated.items():
-                if word in self.lexicon:
-                    before = merged.get(word, [1.0] * len(self.lexicon[word]))
-                    merged[word] = [
-                        probs.get(" ".join(pr), p) for pr, p in zip(self.lexicon[word], before, strict=True)
-                    ]
-            self.probabilities = merged
+        self.probabilities = read_pronunciation_probabilities(self.lang_dir, self.lexicon, estimated)
 
     def _load_model_file(self, path: Path):
         """A model file of the bundle: its kind and arguments those bundle.json records (where it records them,

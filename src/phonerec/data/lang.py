@@ -133,12 +133,22 @@ def prepare_lang(
     return lexicon
 
 
-def read_pronunciation_probabilities(lang_dir: Path) -> dict[str, list[float]] | None:
-    """lang/lexiconp.txt's probabilities, word -> one per pronunciation in lexicon.txt's order; None without one."""
+def read_pronunciation_probabilities(
+    lang_dir: Path, lexicon: Lexicon | None = None, estimated: dict[str, dict[str, float]] | None = None
+) -> dict[str, list[float]] | None:
+    """lang/lexiconp.txt's probabilities, word -> one per pronunciation in lexicon.txt's order; None without one.
+    `estimated` (a Viterbi model's, hmm.pronunciation_probs=estimated: word -> {phones: probability}) take the
+    place of the file's for the pronunciations of `lexicon` (the lang dir's) they give."""
     path = lang_dir / PROBABILITIES_FILE
-    if not path.is_file():
-        return None
-    return read_lexicon(path, probabilities=True).probabilities
+    probabilities = read_lexicon(path, probabilities=True).probabilities if path.is_file() else None
+    if not estimated:
+        return probabilities
+    merged = dict(probabilities or {})
+    for word, probs in estimated.items():
+        if word in lexicon:
+            before = merged.get(word, [1.0] * len(lexicon[word]))
+            merged[word] = [probs.get(" ".join(pron), p) for pron, p in zip(lexicon[word], before, strict=True)]
+    return merged
 
 
 def _write_symbols(path: Path, symbols: list[str]) -> None:

@@ -29,7 +29,14 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.schema import DECODERS
 from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import Example, make_batches
-from phonerec.data.lang import Lexicon, ignored_in_scoring, read_id2phone, read_lexicon, read_topology
+from phonerec.data.lang import (
+    Lexicon,
+    ignored_in_scoring,
+    read_id2phone,
+    read_lexicon,
+    read_pronunciation_probabilities,
+    read_topology,
+)
 from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
@@ -410,6 +417,9 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
             word_score=point["word_score"],
             optional_silence=self.cfg.hmm.optional_silence,
             transitions=self.transitions,
+            probabilities=read_pronunciation_probabilities(
+                self.lang_dir, self.lexicon, self.checkpoint["task"].get("pronunciation_probs")
+            ),
         )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
         return {e.utt: hybrid.path_labels(path, words) for e, path in zip(examples, paths, strict=True)}

@@ -25,7 +25,8 @@ so a path's score is its acoustic score + lm_weight * the LM log-probability of 
 insertion_bonus * its number of phones (with lm_weight = insertion_bonus = 0 the LM has no say at all).
 
 Word loop (`word_loop`): a unit per pronunciation of lang/lexicon.txt, its chain the states of its phones, with
-the word LM and a word score in place of the phone LM and the insertion bonus. With optional silence (as the
+the word LM and a word score in place of the phone LM and the insertion bonus, and entering a pronunciation adds
+its log-probability (lang/lexiconp.txt's, where there is one). With optional silence (as the
 training graphs of phonerec.hmm.align have it), each pronunciation also has a twin that ends in a silence, and a
 leading silence unit may open the path; silence adds nothing to the LM's history. With transition
 probabilities, entering a word's twin adds log P(silence) and entering the word itself log P(no silence), the
@@ -142,18 +143,24 @@ def word_loop(
     word_score: float = 0.0,
     optional_silence: bool = True,
     transitions=None,
+    probabilities: Mapping[str, list[float]] | None = None,
 ) -> tuple[LoopGraph, list[str | None]]:
-    """The word loop of the module docstring, and the word of each unit (None for the leading silence)."""
-    chains, words = [], []
+    """The word loop of the module docstring, and the word of each unit (None for the leading silence);
+    `probabilities` (word -> one per pronunciation, max-normalised: lang/lexiconp.txt's) weigh entering each
+    pronunciation by its log-probability, as the alignment graphs' branches."""
+    chains, words, pron_weights = [], [], []
     for word, prons in lexicon.items():
-        for pron in prons:
+        probs = (probabilities or {}).get(word, [1.0] * len(prons))
+        for pron, prob in zip(prons, probs, strict=True):
             unknown = [p for p in pron if p not in phone2id]
             if unknown:
                 raise ValueError(f"lexicon word '{word}': phones {unknown} are not in the phone table")
             chains.append([s for p in pron for s in topo.states(phone2id[p])])
             words.append(word)
+            pron_weights.append(math.log(prob))
     start, trans, end = _lm_weights(lm, words, lm_weight)
-    start, trans = start + word_score, trans + word_score
+    entering = torch.tensor(pron_weights, dtype=torch.float64) + word_score
+    start, trans = start + entering, trans + entering
     if optional_silence:  # units: the words, the words followed by silence, the leading silence
         k, silence = len(words), topo.states(topo.silence_phone)
         chains = chains + [c + silence for c in chains] + [silence]
