@@ -271,3 +271,38 @@ def test_estimated_pronunciation_probabilities_weigh_the_branches(tmp_path):
     first_of_a = graph.variant.index(0)
     assert {round(extra, 12) for _, to, _, extra in graph.arcs if to == first_of_a} == {round(math.log(2 / 3), 12)}
     assert task.state()["pronunciation_probs"] == estimated
+
+
+def test_silence_probabilities_weigh_the_silence_after_each_pronunciation_as_kaldis_lexicon():
+    """Pronunciations with silence probabilities: log p(X | words) is the sum, over every choice of pronunciations
+    and of a silence at the start and after each word, of the chain of those phones (silences written out, no
+    optional silence) weighted as Kaldi's lexicon FST with silence probabilities: pron-prob x P(silence after) or
+    1 - that x the next word's correction for a silence before it or for none (the start's silence weighs 1: no
+    transitions)."""
+    topo = Topology(num_phones=6, states_per_phone=2)
+    spec = [
+        [Pronunciation((2, 3), 0.0, 0.3, 1.2, 0.9), Pronunciation((2,), math.log(0.5), 0.8, 0.7, 1.1)],
+        [Pronunciation((4,), 0.0, 0.6, 1.3, 0.8)],
+        [Pronunciation((5, 3), 0.0), Pronunciation((3,), math.log(0.4), 0.2, 1.0, 1.5)],
+    ]
+    graph = build_word_graph(spec, topo)
+    gen = torch.Generator().manual_seed(21)
+    frames = 16
+    log_probs = torch.randn(1, frames, topo.num_states, generator=gen, dtype=torch.float64).log_softmax(-1)
+    loglik = forward_loglik(log_probs, torch.tensor([frames]), [graph], topo)
+    chains, weights = [], []
+    for prons in product(*spec):
+        for silences in product([False, True], repeat=len(spec) + 1):  # at the start, after each word
+            phones, weight = [1] if silences[0] else [], 0.0
+            for k, pron in enumerate(prons):
+                before = pron.silence_before if silences[k] else pron.no_silence_before
+                weight += pron.log_prob + math.log(before)
+                phones += list(pron.phones) + ([1] if silences[k + 1] else [])
+                p = 0.5 if pron.silence_after is None else pron.silence_after  # None: the transitions' (0 here)
+                weight += 0.0 if pron.silence_after is None else math.log(p if silences[k + 1] else 1 - p)
+            chains.append(build_graph(phones, topo, optional_silence=False))
+            weights.append(weight)
+    rows = log_probs.expand(len(chains), -1, -1)
+    chain_loglik = forward_loglik(rows, torch.tensor([frames] * len(chains)), chains, topo)
+    expected = torch.logsumexp(chain_loglik + torch.tensor(weights, dtype=torch.float64), 0)
+    assert loglik.item() == pytest.approx(expected.item(), rel=1e-12)

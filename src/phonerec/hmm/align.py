@@ -111,22 +111,36 @@ class BranchedGraph:
 @dataclass(frozen=True)
 class Pronunciation:
     """One pronunciation of a word occurrence, with its log-probability (0: the word's likeliest, as Kaldi's
-    max-normalised lexiconp.txt has it)."""
+    max-normalised lexiconp.txt has it) and, as Kaldi's lexiconp_silprob.txt and MFA's dictionary columns give
+    them, the probability of a silence after it (None: the transitions' one P(silence), hmm.silence_prob) and the
+    factors that correct its probability after a silence and after none."""
 
     phones: tuple[int, ...]
     log_prob: float = 0.0
+    silence_after: float | None = None
+    silence_before: float = 1.0
+    no_silence_before: float = 1.0
+
+    def plain(self) -> bool:
+        """Probability 1 and no silence probabilities of its own: a chain can carry it."""
+        return (
+            self.log_prob == 0.0 and self.silence_after is None and self.silence_before == self.no_silence_before == 1
+        )
 
 
 def build_word_graph(
     words: list[list[Pronunciation]], topo: Topology, optional_silence: bool = True
 ) -> "Graph | BranchedGraph":
     """The graph of a word sequence, each word a list of its pronunciations: build_graph's chain where every word
-    has one pronunciation of log-probability 0 (so the chain kernels run, unchanged), otherwise a BranchedGraph of
-    the same paths with a branch per pronunciation, each entered with its log-probability; optional silence as
-    build_graph places it (at both edges and between words)."""
+    has one pronunciation, plain (so the chain kernels run, unchanged), otherwise a BranchedGraph of the same paths
+    with a branch per pronunciation, each entered with its log-probability; optional silence as build_graph places
+    it (at both edges and between words). A pronunciation's silence probabilities weigh the silence after it as
+    Kaldi's lexicon FST with silence probabilities does (utils/lang/make_lexicon_fst_silprob.py): the block after
+    it taken with P(silence after), jumped over with 1 - that, and the next word entered with its correction for a
+    silence before it or for none; the utterance's edges keep the transitions' P(silence)."""
     if not words or any(not w for w in words) or any(not p.phones for w in words for p in w):
         raise ValueError("a word sequence of at least one word, each with non-empty pronunciations, is needed")
-    if all(len(w) == 1 and w[0].log_prob == 0.0 for w in words):
+    if all(len(w) == 1 and w[0].plain() for w in words):
         phones = [p for w in words for p in w[0].phones]
         word_ends = list(accumulate(len(w[0].phones) for w in words))
         return build_graph(phones, topo, [e - 1 for e in word_ends], optional_silence)
@@ -143,32 +157,43 @@ def build_word_graph(
             graph.arcs.append((j - 1, j, NO_TERM, 0.0))
         return first, len(graph.states) - 1
 
-    # Where a path stands between words: (node, term, extra) of each way out of the previous word (or the graph's
-    # start: node -1), the silence block taken or jumped over.
-    ways: list[tuple[int, int, float]] = []
+    # Where a path stands between words: (node, term, extra, silence) of each way out of the previous word (or the
+    # graph's start: node -1), the silence block taken (silence True) or jumped over (False; None: no silence).
     if optional_silence:
         block = add_nodes(silence, True, -1, -1)
         graph.starts.append((block[0], SILENCE_TERM, 0.0))
-        ways = [(-1, NO_SILENCE_TERM, 0.0), (block[1], NO_TERM, 0.0)]
+        ways = [(-1, NO_SILENCE_TERM, 0.0, False), (block[1], NO_TERM, 0.0, True)]
     else:
-        ways = [(-1, NO_TERM, 0.0)]
+        ways = [(-1, NO_TERM, 0.0, None)]
     for w, pronunciations in enumerate(words):
         lasts = []
         for v, pron in enumerate(pronunciations):
             first, last = add_nodes([s for p in pron.phones for s in topo.states(p)], False, w, v)
-            for node, term, extra in ways:
+            for node, term, extra, after_silence in ways:
+                factor = {True: pron.silence_before, False: pron.no_silence_before, None: 1.0}[after_silence]
+                if factor <= 0:
+                    continue
+                weight = extra + pron.log_prob + math.log(factor)
                 if node < 0:
-                    graph.starts.append((first, term, extra + pron.log_prob))
+                    graph.starts.append((first, term, weight))
                 else:
-                    graph.arcs.append((node, first, term, extra + pron.log_prob))
-            lasts.append(last)
+                    graph.arcs.append((node, first, term, weight))
+            lasts.append((last, pron.silence_after))
         if optional_silence:
             block = add_nodes(silence, True, -1, -1)
-            graph.arcs += [(last, block[0], SILENCE_TERM, 0.0) for last in lasts]
-            ways = [(last, NO_SILENCE_TERM, 0.0) for last in lasts] + [(block[1], NO_TERM, 0.0)]
+            ways = [(block[1], NO_TERM, 0.0, True)]
+            for last, p in lasts:  # the transitions' one P(silence), or the pronunciation's own
+                if p is None:
+                    graph.arcs.append((last, block[0], SILENCE_TERM, 0.0))
+                    ways.insert(-1, (last, NO_SILENCE_TERM, 0.0, False))
+                    continue
+                if p > 0:
+                    graph.arcs.append((last, block[0], NO_TERM, math.log(p)))
+                if p < 1:
+                    ways.insert(-1, (last, NO_TERM, math.log1p(-p), False))
         else:
-            ways = [(last, NO_TERM, 0.0) for last in lasts]
-    graph.ends = ways  # after the last word, its final silence taken or jumped over
+            ways = [(last, NO_TERM, 0.0, None) for last, _ in lasts]
+    graph.ends = [way[:3] for way in ways]  # after the last word, its final silence taken or jumped over
     return graph
 
 
