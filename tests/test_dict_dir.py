@@ -6,6 +6,8 @@ import pytest
 
 from phonerec.base.errors import DictDirError
 from phonerec.data.dict_dir import read_dict_dir
+from phonerec.data.lang import prepare_lang, read_silence_probabilities
+from phonerec.hmm.align import word_variants
 
 GOOD = {
     "silence_phones.txt": "sil\nspn nsn\n",
@@ -49,9 +51,35 @@ def test_lexiconp_probabilities_are_kept_max_normalised_per_word(tmp_path):
     assert read.probabilities == {"<unk>": [1.0], "bat": [1.0], "cat": [1.0, pytest.approx(1 / 3)]}
 
 
+def test_silence_probabilities_are_read_into_the_lang_dir_and_the_pronunciations(tmp_path):
+    """lexiconp_silprob.txt (Kaldi's, MFA's columns): read by (word, pronunciation), written into the lang dir,
+    and given to the pronunciations of a word sequence (hmm.align.word_variants); a pronunciation without a
+    line has none of its own."""
+    silprob = "bat 1.0 0.3 1.2 0.9 b ah t\ncat 1.0 0.25 0.8 1.1 k ah\n"
+    read = read_dict_dir(make_dict_dir(tmp_path / "dict", lexiconp_silprob_txt=silprob))
+    assert read.silence_probabilities == {
+        ("bat", ("b", "ah", "t")): (0.3, 1.2, 0.9),
+        ("cat", ("k", "ah")): (0.25, 0.8, 1.1),
+    }
+    lang = tmp_path / "lang"
+    prepare_lang(
+        read.lexicon, lang, silence_phones=["sil", "spn", "nsn"], silence_probabilities=read.silence_probabilities
+    )
+    silence = read_silence_probabilities(lang)
+    assert silence == read.silence_probabilities
+    ids = {p: i for i, p in enumerate(["<blk>", "sil", "ah", "b", "k", "nsn", "spn", "t"])}
+    cat = word_variants(["cat"], read.lexicon, ids, None, silence=silence)[0]
+    assert cat[0].silence_after is None and cat[1].silence_after == 0.25 and cat[1].no_silence_before == 1.1
+    prepare_lang(read.lexicon, lang, silence_phones=["sil", "spn", "nsn"])  # another dict dir without: gone
+    assert read_silence_probabilities(lang) == {}
+
+
 @pytest.mark.parametrize(
     ("files", "where", "says"),
     [
+        ({"lexiconp_silprob_txt": "cat 1.0 1.5 1 1 k ah\n"}, "lexiconp_silprob.txt:1", "must be in [0, 1]"),
+        ({"lexiconp_silprob_txt": "cat 1.0 0.5 k ah\n"}, "lexiconp_silprob.txt:1", "expected <word>"),
+        ({"lexiconp_silprob_txt": "cat 1.0 0.5 1 1 k t\n"}, "lexiconp_silprob.txt:1", "not a pronunciation"),
         ({"silence_phones_txt": "sil\r\nspn nsn\r\n"}, "silence_phones.txt:1", "carriage return"),
         ({"nonsilence_phones_txt": "ah\nb\nk t"}, "nonsilence_phones.txt:3", "does not end in a newline"),
         ({"nonsilence_phones_txt": "ah\n\nb\nk t\n"}, "nonsilence_phones.txt:2", "empty line"),

@@ -48,6 +48,7 @@ from phonerec.data.lang import (
     read_id2phone,
     read_lexicon,
     read_pronunciation_probabilities,
+    read_silence_probabilities,
     read_topology,
 )
 from phonerec.decoding.decoders import Decoder, decoder_class, decoder_names
@@ -380,6 +381,7 @@ class TrainedModel:
         # hmm.pronunciation_probs=estimated: the alignment model's own, in place of the lexicon's where it has them
         estimated = self.align_checkpoint.get("task", {}).get("pronunciation_probs")
         self.probabilities = read_pronunciation_probabilities(self.lang_dir, self.lexicon, estimated)
+        self.silence_probabilities = read_silence_probabilities(self.lang_dir)
 
     def _load_model_file(self, path: Path):
         """A model file of the bundle: its kind and arguments those bundle.json records (where it records them,
@@ -612,13 +614,14 @@ class TrainedModel:
         if not self.variants:
             return None
         if lexicon is self.lexicon:
-            probabilities = self.probabilities
-        else:
+            probabilities, silence = self.probabilities, self.silence_probabilities
+        else:  # (its silence probabilities are not read: the transitions' P(silence))
             probabilities = {w: [p / max(ps) for p in ps] for w, ps in lexicon.probabilities.items()} or None
+            silence = None
         for word in words:
             for pron in lexicon[word]:
                 _phone_ids(pron, self.phone2id, where)  # a phone the model lacks, named
-        return word_variants(words, lexicon, self.phone2id, probabilities, spelled)
+        return word_variants(words, lexicon, self.phone2id, probabilities, spelled, silence)
 
 
 def _phone_ids(phones: list[str], phone2id: dict[str, int], where: str) -> list[int]:

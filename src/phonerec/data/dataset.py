@@ -12,7 +12,12 @@ from omegaconf import DictConfig
 from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.features import FeatureReader
-from phonerec.data.lang import read_lexicon, read_phones, read_pronunciation_probabilities
+from phonerec.data.lang import (
+    read_lexicon,
+    read_phones,
+    read_pronunciation_probabilities,
+    read_silence_probabilities,
+)
 from phonerec.hmm.align import Pronunciation, word_variants
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ def load_examples(
             f"{feat_dir}: hmm.pronunciations=variants needs word transcripts (text.words) and hmm.optional_silence"
         )
     probabilities = read_pronunciation_probabilities(lang_dir) if variants else None
+    silence = read_silence_probabilities(lang_dir) if variants else None
     reader = FeatureReader(feat_dir, fcfg)
     text = read_table(feat_dir / "text")
     has_words = word_boundaries and (feat_dir / "text.words").is_file()
@@ -80,7 +86,7 @@ def load_examples(
         variant_lists = None
         if variants:  # the pronunciation text spells first
             spelled = [phones[a + 1 : b + 1] for a, b in zip([-1, *ends[:-1]], ends, strict=True)]
-            variant_lists = word_variants(words[utt].split(), lexicon, phone_ids, probabilities, spelled)
+            variant_lists = word_variants(words[utt].split(), lexicon, phone_ids, probabilities, spelled, silence)
         examples.append(
             Example(utt, utt2spk[utt], feats, ids, ends, variant_lists, words[utt].split() if variants else None)
         )

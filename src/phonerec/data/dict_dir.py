@@ -6,6 +6,10 @@ optional_silence.txt   one of them: the optional silence between words and at ut
 nonsilence_phones.txt  the other phones, one or more a line (Kaldi's tree roots; here each phone is its own)
 lexicon.txt            `<word> <phone>...`, or lexiconp.txt: `<word> <probability> <phone>...` (with both, they must
                        agree line by line, and lexiconp.txt is read, as prepare_lang.sh reads it)
+lexiconp_silprob.txt   optional: `<word> <probability> <P(silence after)> <correction after silence> <correction after
+                       no silence> <phone>...` (Kaldi's utils/dict_dir_add_pronprobs.sh, MFA's dictionary columns):
+                       the silence probabilities of the pronunciations it lists, each of which the lexicon must hold
+silprob.txt            not read (the utterance edges' silence probabilities: the edges keep hmm.silence_prob)
 extra_questions.txt    not read: it shapes Kaldi's decision trees, which this recipe does not build (the log says so)
 
 The checks: each file UTF-8, no carriage return, its last line ending in a newline; no empty line and no phone twice
@@ -38,6 +42,8 @@ class DictDir:
     nonsilence_phones: list[str]
     lexicon: Lexicon  # lexiconp.txt's or lexicon.txt's
     probabilities: dict[str, list[float]] | None  # word -> its pronunciations' probabilities (lexiconp.txt's), or None
+    # (word, pronunciation) -> (P(silence after), correction after silence, after none): lexiconp_silprob.txt's
+    silence_probabilities: dict[tuple[str, tuple[str, ...]], tuple[float, float, float]] | None = None
 
 
 def _lines(path: Path, problems: Problems) -> list[str]:
@@ -158,6 +164,10 @@ def read_dict_dir(path: Path) -> DictDir:
         else:
             if len(plain) != len(with_probs):
                 problems.add(str(path / "lexiconp.txt"), f"{len(with_probs)} lines, lexicon.txt {len(plain)}")
+    silence_probabilities = None
+    if (path / SILPROB_FILE).is_file():
+        known = {entry for lines in entries.values() for entry in lines}
+        silence_probabilities = _check_silprob(path / SILPROB_FILE, known, problems)
     problems.raise_if_any()
 
     if (path / "extra_questions.txt").is_file():
@@ -173,7 +183,31 @@ def read_dict_dir(path: Path) -> DictDir:
         nonsilence_phones=list(nonsilence),
         lexicon=lexicon,
         probabilities=_max_normalised(lexicon.probabilities) if use_probs else None,
+        silence_probabilities=silence_probabilities,
     )
+
+
+SILPROB_FILE = "lexiconp_silprob.txt"
+
+
+def _check_silprob(path: Path, known: set, problems: Problems) -> dict:
+    """lexiconp_silprob.txt's silence probabilities by (word, pronunciation); each line's numbers checked (a
+    probability in (0, 1], P(silence after) in [0, 1], corrections > 0) and its pronunciation one of the lexicon's."""
+    found = {}
+    for lineno, line in enumerate(_lines(path, problems), 1):
+        where, parts = f"{path}:{lineno}", line.split()
+        numbers = [_probability(x) for x in parts[1:5]]
+        if len(parts) < 6 or None in numbers:
+            problems.add(where, "expected <word> <probability> <P(silence after)> <two corrections> <phone>...")
+            continue
+        _, after, with_silence, without = numbers
+        if not 0.0 <= after <= 1.0 or with_silence <= 0 or without <= 0:
+            problems.add(where, "P(silence after) must be in [0, 1] and the corrections above 0")
+        entry = (parts[0], tuple(parts[5:]))
+        if entry not in known:
+            problems.add(where, f"'{parts[0]} {' '.join(parts[5:])}' is not a pronunciation of the lexicon")
+        found[entry] = (after, with_silence, without)
+    return found
 
 
 def _max_normalised(probabilities: dict[str, list[float]]) -> dict[str, list[float]]:

@@ -9,6 +9,8 @@ lexicon.txt `<word> <phone>...`, one pronunciation a line (a word may have sever
 lexiconp.txt `<word> <probability> <phone>...`: the same lines with their pronunciation probabilities,
             max-normalised per word (Kaldi's); only where the dict dir or dictionary gave probabilities
             (without it every pronunciation weighs 1).
+lexiconp_silprob.txt  `<word> <probability> <P(silence after)> <correction after silence> <after none> <phone>...`
+            of the pronunciations the dict dir gave silence probabilities (hmm.align.Pronunciation); only then.
 silence_phones.txt  the silence phones, one a line: first the optional silence (at utterance edges and between
             words in alignment graphs; `sil` for the built-in corpora), then a dict dir's other silence and
             garbage phones (spn, nsn, ...), which are trained as ordinary phones. With score.ignore_phones=null,
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 BLANK = "<blk>"
 LANG_FILES = ("phones.txt", "words.txt", "lexicon.txt", "silence_phones.txt", "states.txt")
 PROBABILITIES_FILE = "lexiconp.txt"  # in a lang dir only where the dictionary gave probabilities
+SILENCE_PROBABILITIES_FILE = "lexiconp_silprob.txt"  # only where it gave silence probabilities
+OPTIONAL_LANG_FILES = (PROBABILITIES_FILE, SILENCE_PROBABILITIES_FILE)
 EPSILON = "<eps>"
 
 
@@ -101,11 +105,13 @@ def prepare_lang(
     silence_phones: list[str] = ("sil",),
     phones: list[str] = (),
     probabilities: dict[str, list[float]] | None = None,
+    silence_probabilities: dict | None = None,
 ) -> Lexicon:
     """The lang dir of a lexicon (a file, or one read: a dict dir's); returns the lexicon as read (lang/lexicon.txt
     holds each line once). silence_phones: the optional silence first, then any other silence phones; phones:
     phones to list besides the lexicon's (a dict dir's phone lists, as Kaldi's prepare_lang.sh lists them);
-    probabilities: each word's pronunciations' probabilities, max-normalised (lang/lexiconp.txt), or None."""
+    probabilities: each word's pronunciations' probabilities, max-normalised (lang/lexiconp.txt), or None;
+    silence_probabilities: (word, pronunciation) -> (P(silence after), the two corrections), or None."""
     if not isinstance(lexicon, Lexicon):
         lexicon = read_lexicon(lexicon)
     optional_silence = silence_phones[0]
@@ -130,7 +136,30 @@ def prepare_lang(
             for pron, p in zip(prons, probabilities[word], strict=True)
         )
         write_text_atomic(lang_dir / PROBABILITIES_FILE, "".join(lines))
+    if silence_probabilities is None:
+        (lang_dir / SILENCE_PROBABILITIES_FILE).unlink(missing_ok=True)
+    else:
+        lines = []
+        for word, prons in lexicon.items():
+            for k, pron in enumerate(prons):
+                found = silence_probabilities.get((word, tuple(pron)))
+                if found is not None:
+                    p = probabilities[word][k] if probabilities else 1.0
+                    lines.append(f"{word} {p:g} {' '.join(f'{x:g}' for x in found)} {' '.join(pron)}\n")
+        write_text_atomic(lang_dir / SILENCE_PROBABILITIES_FILE, "".join(lines))
     return lexicon
+
+
+def read_silence_probabilities(lang_dir: Path) -> dict[tuple[str, tuple[str, ...]], tuple[float, float, float]]:
+    """lang/lexiconp_silprob.txt's silence probabilities by (word, pronunciation); {} without one."""
+    path = lang_dir / SILENCE_PROBABILITIES_FILE
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        found[parts[0], tuple(parts[5:])] = tuple(float(x) for x in parts[2:5])
+    return found
 
 
 def read_pronunciation_probabilities(

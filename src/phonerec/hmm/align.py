@@ -214,17 +214,24 @@ def word_variants(
     phone_ids,
     probabilities: dict[str, list[float]] | None,
     first: list[list[str]] | None = None,
+    silence: dict | None = None,
 ) -> list[list[Pronunciation]]:
     """Each word's pronunciations (lexicon: word -> phone lists) as phone ids with their log-probabilities
-    (`probabilities`: word -> one per pronunciation, max-normalised; None: 0); where `first` gives the
-    pronunciation a transcript spells for each word, that one first, the others in the lexicon's order."""
+    (`probabilities`: word -> one per pronunciation, max-normalised; None: 0) and silence probabilities (`silence`:
+    (word, pronunciation) -> (P(silence after), correction after silence, after none); those it lacks have none);
+    where `first` gives the pronunciation a transcript spells for each word, that one first, the others in the
+    lexicon's order."""
     out = []
     for k, word in enumerate(words):
         probs = probabilities.get(word) if probabilities else None
         entries = [(pron, math.log(probs[i]) if probs else 0.0) for i, pron in enumerate(lexicon[word])]
         if first is not None:
             entries.sort(key=lambda entry: entry[0] != first[k])  # stable: the spelled one first
-        out.append([Pronunciation(tuple(phone_ids[p] for p in pron), lp) for pron, lp in entries])
+        prons = []
+        for pron, log_prob in entries:
+            found = (silence or {}).get((word, tuple(pron)))
+            prons.append(Pronunciation(tuple(phone_ids[p] for p in pron), log_prob, *(found or ())))
+        out.append(prons)
     return out
 
 

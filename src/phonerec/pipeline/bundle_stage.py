@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from phonerec.base.config import save_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import copy_atomic, file_digest, write_json_atomic
-from phonerec.data.lang import LANG_FILES, PROBABILITIES_FILE
+from phonerec.data.lang import LANG_FILES, OPTIONAL_LANG_FILES
 from phonerec.decoding.decoders import decoder_class, decoder_names
 from phonerec.hmm.timing import frame_shift
 from phonerec.inference import bundle_files, bundle_intact
@@ -76,9 +76,11 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
             align_epoch = align_checkpoint["epoch"]
         else:
             align_epoch = checkpoint["epoch"]
-        for name in (*LANG_FILES, PROBABILITIES_FILE):
+        for name in (*LANG_FILES, *OPTIONAL_LANG_FILES):
             if (lang_dir / name).is_file():
                 copy_atomic(lang_dir / name, bundle_dir / "lang" / name)
+            else:  # an optional file of an earlier bundle's lang dir would weigh this one's alignments
+                (bundle_dir / "lang" / name).unlink(missing_ok=True)
         for arpa in sorted(lm_dir.glob("*.arpa")):
             copy_atomic(arpa, bundle_dir / "lm" / arpa.name)
         settings = OmegaConf.to_container(cfg, resolve=True)

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256
 from phonerec.data.data_dir import DATA_FILES
-from phonerec.data.lang import LANG_FILES, PROBABILITIES_FILE
+from phonerec.data.lang import LANG_FILES, OPTIONAL_LANG_FILES
 from phonerec.pipeline.markers import read_digest
 
 # The feature dir's own tables, which point into its arks: an edited feats.scp is a new input as well.
@@ -26,9 +26,9 @@ def feature_dir_digest(feat_dir: Path) -> dict:
 
 
 def lang_dir_digest(lang_dir: Path) -> dict:
-    """The content of the lang dir's files; lexiconp.txt's only where there is one (so the lang dirs of before,
-    which have none, keep their digests)."""
-    optional = [PROBABILITIES_FILE] if (lang_dir / PROBABILITIES_FILE).is_file() else []
+    """The content of the lang dir's files; lexiconp.txt's and lexiconp_silprob.txt's only where there is one (so
+    the lang dirs of before, which have neither, keep their digests)."""
+    optional = [name for name in OPTIONAL_LANG_FILES if (lang_dir / name).is_file()]
     return contents_sha256(lang_dir, [*LANG_FILES, *optional])
 
 

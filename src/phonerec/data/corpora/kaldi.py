@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from phonerec.base.config import repo_path
 from phonerec.base.errors import CorpusError, DataDirError, DictDirError, RecipeError
-from phonerec.base.files import atomic_path, contents_sha256
+from phonerec.base.files import atomic_path, contents_sha256, file_digest
 from phonerec.base.ownership import make_dir, remove_tree
 from phonerec.base.schema import corpus_splits
 from phonerec.data.audio import read_audio
@@ -51,7 +51,7 @@ from phonerec.data.data_dir import (
     write_data_dir,
     write_table,
 )
-from phonerec.data.dict_dir import DictDir, read_dict_dir
+from phonerec.data.dict_dir import SILPROB_FILE, DictDir, read_dict_dir
 from phonerec.data.lang import prepare_lang
 from phonerec.data.oovs import handle_oovs
 from phonerec.hmm.fullsum import ctc_min_frames
@@ -86,6 +86,8 @@ def sources(cfg: DictConfig) -> list:
         {split: contents_sha256(path, DATA_DIR_FILES) for split, path in user_dirs(cfg.corpus).items()},
         str(dict_dir),
         contents_sha256(dict_dir, DICT_DIR_FILES),
+        # only where there is one (the digests of corpora without it stay those of before)
+        *([file_digest(dict_dir / SILPROB_FILE)] if (dict_dir / SILPROB_FILE).is_file() else []),
     ]
 
 
@@ -313,6 +315,7 @@ def prepare(cfg: DictConfig, data_dir: Path) -> None:
         silence_phones=silence,
         phones=dict_dir.silence_phones + dict_dir.nonsilence_phones,
         probabilities=dict_dir.probabilities,
+        silence_probabilities=dict_dir.silence_probabilities,
     )
     paths = _write_audio_copies(check, data_dir / "wav", ccfg.sample_rate)
     for split in corpus_splits(cfg):
