@@ -243,7 +243,7 @@ def test_a_realignment_keeps_the_pronunciation_the_scores_favour(tmp_path):
     frames = [0, 0, 2, 2, 2, 3, 3, 0]  # states: sil sil b b b c c sil
     log_probs = torch.full((8, topo.num_states), -8.0)
     log_probs[torch.arange(8), torch.tensor(frames)] = 0.0
-    alignments, _, _, skipped, choices = task._realign_scored([(example, log_probs)], "train")
+    alignments, _, _, skipped, choices, _ = task._realign_scored([(example, log_probs)], "train")
     assert not skipped and choices == {"u1": [1, 0]}
     assert alignments["u1"].tolist() == frames
     task.alignments = {"train": alignments, "dev": alignments}
@@ -306,3 +306,24 @@ def test_silence_probabilities_weigh_the_silence_after_each_pronunciation_as_kal
     chain_loglik = forward_loglik(rows, torch.tensor([frames] * len(chains)), chains, topo)
     expected = torch.logsumexp(chain_loglik + torch.tensor(weights, dtype=torch.float64), 0)
     assert loglik.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_estimated_silence_probabilities_follow_kaldis_formulas(tmp_path):
+    """_estimate_silences on counted silences: P(silence after p) = (silences after p + 2 P) / (occurrences + 2),
+    the corrections (seen + 2) / (expected + 2), as utils/dict_dir_add_pronprobs.sh computes them."""
+    topo = Topology(num_phones=5)
+    id2phone = {0: "<blk>", 1: "sil", 2: "a", 3: "b", 4: "c"}
+    prons = [[Pronunciation((2,))], [Pronunciation((3,))]]
+    examples = [Example(u, "s1", torch.zeros(8, 3), [2, 3], [0, 1], prons, ["w", "x"]) for u in ("u1", "u2")]
+    vcfg = OmegaConf.create({"prior_scale": 1.0, "use_priors": False})
+    tcfg = OmegaConf.create({"max_batch_utts": 4})
+    task = ViterbiTask(tmp_path, topo, examples, examples[:1], vcfg, tcfg, id2phone, None, estimate_pronunciations=True)
+    assert isinstance(task.graphs["train"]["u1"], BranchedGraph)  # the silences taken are counted on branched graphs
+    task.choices["train"] = {"u1": [0, 0], "u2": [0, 0]}
+    task.silences["train"] = {"u1": [True, True, False], "u2": [False, False, True]}  # start, after w, after x
+    found = task._estimate_silences()
+    overall = 2 / 4  # w followed by silence once, x once, of 4 words
+    after_w, after_x = (1 + 2 * overall) / (2 + 2), (1 + 2 * overall) / (2 + 2)
+    at_start = 1 / 2
+    assert found["w"]["a"] == pytest.approx([after_w, (1 + 2) / (2 * at_start + 2), (1 + 2) / (2 * (1 - at_start) + 2)])
+    assert found["x"]["b"] == pytest.approx([after_x, (1 + 2) / (2 * after_w + 2), (1 + 2) / (2 * (1 - after_w) + 2)])

@@ -358,8 +358,10 @@ def test_pronunciation_variants_are_chosen_at_each_realignment(tmp_path, example
     # hmm.pronunciation_probs=estimated: each round's own, in the checkpoints (the bundle's alignment model's too)
     estimated = read_table(exp / "viterbi" / "ali" / "iter2" / "lexiconp.txt")
     assert set(estimated) == {w for t in words.values() for w in t.split()}
+    silprob = read_table(exp / "viterbi" / "ali" / "iter2" / "lexiconp_silprob.txt")  # and silence probabilities
+    assert set(silprob) == set(estimated)
     bundle = torch.load(exp / "viterbi" / "bundle" / "model.pt", weights_only=True)
-    assert set(bundle["task"]["pronunciation_probs"]) >= set(estimated)
+    assert set(bundle["task"]["pronunciation_probs"]) >= set(estimated) and bundle["task"]["silence_probs"]
     # CTC and the phone LMs (this experiment's own, in exp/lm) learn the chosen pronunciations of best.pt's round
     chosen = (exp / "viterbi" / "phones.train.txt").read_text()
     assert chosen in [(exp / "viterbi" / "ali" / f"iter{r}" / "phones.train.txt").read_text() for r in (0, 1, 2)]

@@ -382,6 +382,9 @@ class TrainedModel:
         estimated = self.align_checkpoint.get("task", {}).get("pronunciation_probs")
         self.probabilities = read_pronunciation_probabilities(self.lang_dir, self.lexicon, estimated)
         self.silence_probabilities = read_silence_probabilities(self.lang_dir)
+        for word, probs in (self.align_checkpoint.get("task", {}).get("silence_probs") or {}).items():
+            for pron, values in probs.items():  # estimated with the model: in place of the lexicon's
+                self.silence_probabilities[word, tuple(pron.split())] = tuple(values)
 
     def _load_model_file(self, path: Path):
         """A model file of the bundle: its kind and arguments those bundle.json records (where it records them,

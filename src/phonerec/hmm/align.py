@@ -97,7 +97,7 @@ class BranchedGraph:
     log-weight). An arc pays the forward weight of the state it leaves, its silence term and its extra weight (a
     pronunciation's or silence's probability from the lexicon); a start pays its term and extra, an end also the
     forward weight of its node's state. `word[j]` and `variant[j]` name the word occurrence and pronunciation a
-    node belongs to (-1 for a silence node)."""
+    node belongs to; a silence node has variant -1 and the word it follows (-1: the leading silence)."""
 
     states: list[int]
     optional: list[bool]
@@ -129,7 +129,7 @@ class Pronunciation:
 
 
 def build_word_graph(
-    words: list[list[Pronunciation]], topo: Topology, optional_silence: bool = True
+    words: list[list[Pronunciation]], topo: Topology, optional_silence: bool = True, branched: bool = False
 ) -> "Graph | BranchedGraph":
     """The graph of a word sequence, each word a list of its pronunciations: build_graph's chain where every word
     has one pronunciation, plain (so the chain kernels run, unchanged), otherwise a BranchedGraph of the same paths
@@ -137,10 +137,11 @@ def build_word_graph(
     it (at both edges and between words). A pronunciation's silence probabilities weigh the silence after it as
     Kaldi's lexicon FST with silence probabilities does (utils/lang/make_lexicon_fst_silprob.py): the block after
     it taken with P(silence after), jumped over with 1 - that, and the next word entered with its correction for a
-    silence before it or for none; the utterance's edges keep the transitions' P(silence)."""
+    silence before it or for none; the utterance's edges keep the transitions' P(silence). `branched`: a
+    BranchedGraph even where a chain would do (its nodes tell which silences a path took: silences_taken)."""
     if not words or any(not w for w in words) or any(not p.phones for w in words for p in w):
         raise ValueError("a word sequence of at least one word, each with non-empty pronunciations, is needed")
-    if all(len(w) == 1 and w[0].plain() for w in words):
+    if not branched and all(len(w) == 1 and w[0].plain() for w in words):
         phones = [p for w in words for p in w[0].phones]
         word_ends = list(accumulate(len(w[0].phones) for w in words))
         return build_graph(phones, topo, [e - 1 for e in word_ends], optional_silence)
@@ -180,7 +181,7 @@ def build_word_graph(
                     graph.arcs.append((node, first, term, weight))
             lasts.append((last, pron.silence_after))
         if optional_silence:
-            block = add_nodes(silence, True, -1, -1)
+            block = add_nodes(silence, True, w, -1)  # the silence after word w
             ways = [(block[1], NO_TERM, 0.0, True)]
             for last, p in lasts:  # the transitions' one P(silence), or the pronunciation's own
                 if p is None:
@@ -203,9 +204,19 @@ def chosen_pronunciations(graph: "Graph | BranchedGraph", nodes: list[int], word
     choice = [0] * words
     if isinstance(graph, BranchedGraph):
         for node in set(nodes):
-            if graph.word[node] >= 0:
+            if graph.variant[node] >= 0:
                 choice[graph.word[node]] = graph.variant[node]
     return choice
+
+
+def silences_taken(graph: "BranchedGraph", nodes: list[int], words: int) -> list[bool]:
+    """Whether a node path through a graph of build_word_graph took the optional silence at the start and after
+    each word: words + 1 flags."""
+    taken = [False] * (words + 1)
+    for node in set(nodes):
+        if graph.variant[node] < 0:
+            taken[graph.word[node] + 1] = True
+    return taken
 
 
 def word_variants(

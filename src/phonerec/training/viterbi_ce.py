@@ -38,6 +38,7 @@ from phonerec.data.kaldi_alignment import phones_to_states, read_kaldi_alignment
 from phonerec.decoding.greedy import frame_argmax
 from phonerec.decoding.hybrid import loop_search_batch, path_labels, phone_loop, scaled_log_likelihoods
 from phonerec.hmm.align import (
+    BranchedGraph,
     Pronunciation,
     Topology,
     align_utterances,
@@ -45,6 +46,7 @@ from phonerec.hmm.align import (
     build_word_graph,
     chosen_pronunciations,
     log_state_priors,
+    silences_taken,
     soft_log_priors,
     uniform_alignment,
 )
@@ -94,7 +96,6 @@ class ViterbiTask:
         self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): scoring.error_rate.dev_per_scorer
         self.optional_silence = optional_silence
         self.transitions, self.train_transitions = transitions, train_transitions
-        self.graphs = {name: {e.utt: self._graph(e) for e in examples} for name, examples in self.sets.items()}
         # hmm.pronunciations=variants: the pronunciation each word occurrence's best path took (index into
         # Example.pronunciations, lexicon order), per set and utterance, as of the current round
         self.choices: dict[str, dict[str, list[int]]] = {name: {} for name in self.sets}
@@ -102,6 +103,11 @@ class ViterbiTask:
         # set's choices (None until the first round); they weigh the graphs' branches in place of the lexicon's
         self.estimate_pronunciations = estimate_pronunciations
         self.pronunciation_probs: dict[str, dict[str, float]] | None = None
+        # and with optional silence, word -> {phones: [P(silence after), correction after silence, after none]};
+        # the silences each path took (at the start and after each word) are what they are counted from
+        self.silence_probs: dict[str, dict[str, list[float]]] | None = None
+        self.silences: dict[str, dict[str, list[bool]]] = {name: {} for name in self.sets}
+        self.graphs = {name: {e.utt: self._graph(e) for e in examples} for name, examples in self.sets.items()}
         self.reference = reference or {}
         self.frame_shift, self.frame_offset = frame_timing  # align_eval's segment timing
         self.alignments: dict[str, dict[str, torch.Tensor]] = {}
@@ -111,8 +117,9 @@ class ViterbiTask:
     def _graph(self, e: Example):
         """The utterance's alignment graph: a branch per pronunciation of each word where the example has them
         (hmm.pronunciations=variants), otherwise the chain of its phones."""
-        if e.pronunciations is not None:
-            return build_word_graph(e.pronunciations, self.topo, self.optional_silence)
+        if e.pronunciations is not None:  # branched when the silences taken are counted (silences_taken)
+            counted = self.estimate_pronunciations and self.optional_silence
+            return build_word_graph(e.pronunciations, self.topo, self.optional_silence, branched=counted)
         return build_graph(e.phones, self.topo, e.word_ends, self.optional_silence)
 
     # -- alignments on disk ------------------------------------------------------------------------
@@ -127,6 +134,13 @@ class ViterbiTask:
                 choices = self.choices[name]
                 write_table(ali_dir / f"prons.{name}.txt", {u: " ".join(map(str, c)) for u, c in choices.items()})
                 write_table(ali_dir / f"phones.{name}.txt", self.chosen_phones(name))
+        if self.silence_probs is not None:  # as Kaldi's lexiconp_silprob.txt (its probability column: the above)
+            lines = (
+                f"{w} {self.pronunciation_probs[w][pron]:.6g} {' '.join(f'{x:.6g}' for x in values)} {pron}\n"
+                for w, probs in self.silence_probs.items()
+                for pron, values in probs.items()
+            )
+            write_text_atomic(ali_dir / "lexiconp_silprob.txt", "".join(lines))
         if self.pronunciation_probs is not None:  # as Kaldi's lexiconp.txt: `<word> <probability> <phones>`
             lines = (
                 f"{w} {p:.6g} {pron}\n" for w, probs in self.pronunciation_probs.items() for pron, p in probs.items()
@@ -232,6 +246,8 @@ class ViterbiTask:
         state = {"round": self.round, "log_priors": self.log_priors, "transitions": transitions}
         if self.pronunciation_probs is not None:
             state["pronunciation_probs"] = self.pronunciation_probs
+        if self.silence_probs is not None:
+            state["silence_probs"] = self.silence_probs
         return state
 
     def load_state(self, state: dict) -> None:
@@ -239,7 +255,7 @@ class ViterbiTask:
         if self.transitions is not None:
             self.transitions.load_state_dict(state["transitions"])
         if state.get("pronunciation_probs") is not None:
-            self._weigh_pronunciations(state["pronunciation_probs"])
+            self._weigh_pronunciations(state["pronunciation_probs"], state.get("silence_probs"))
 
     # -- pronunciation probabilities (hmm.pronunciation_probs=estimated) ------------------------------------------
     def _estimate_pronunciations(self) -> dict[str, dict[str, float]]:
@@ -258,27 +274,75 @@ class ViterbiTask:
                     seen[self._spelling(prons[choice[k]])] += 1
         return {w: {p: (c + 1) / (max(seen.values()) + 1) for p, c in seen.items()} for w, seen in counts.items()}
 
+    def _estimate_silences(self, lambda2: float = 2.0, lambda3: float = 2.0) -> dict[str, dict[str, list[float]]]:
+        """Each pronunciation's silence probabilities from the silences the training set's best paths took, as
+        Kaldi's utils/dict_dir_add_pronprobs.sh computes them (Chen et al. 2015): P(silence after p) =
+        (silences after p + lambda2 P) / (occurrences of p + lambda2), P the share of words followed by silence; and
+        the corrections of entering p after a silence or none, (how often it was + lambda3) / (how often the
+        P(silence after) of what preceded it expects it + lambda3), the start's expectation the share of paths
+        that start with a silence."""
+        occurrences = []  # (word, pronunciation, silence before, silence after, the previous pronunciation or None)
+        for e in self.sets["train"]:
+            choice, taken = self.choices["train"].get(e.utt), self.silences["train"].get(e.utt)
+            if e.pronunciations is None or choice is None or taken is None:
+                continue
+            previous = None
+            for k, (word, prons) in enumerate(zip(e.words, e.pronunciations, strict=True)):
+                pron = (word, self._spelling(prons[choice[k]]))
+                occurrences.append((*pron, taken[k], taken[k + 1], previous))
+                previous = pron
+        if not occurrences:
+            return {}
+        overall = sum(o[3] for o in occurrences) / len(occurrences)
+        starts = [o for o in occurrences if o[4] is None]
+        at_start = sum(o[2] for o in starts) / max(len(starts), 1)
+        counts: dict[tuple[str, str], list[float]] = {}  # occurrences, silences after
+        for word, pron, _, after, _ in occurrences:
+            seen = counts.setdefault((word, pron), [0, 0])
+            seen[0] += 1
+            seen[1] += after
+        after_p = {key: (s + lambda2 * overall) / (c + lambda2) for key, (c, s) in counts.items()}
+        before: dict[tuple[str, str], list[float]] = {}  # silence before: seen, expected; none: seen, expected
+        for word, pron, silence, _, previous in occurrences:
+            expected = at_start if previous is None else after_p[previous]
+            row = before.setdefault((word, pron), [0.0, 0.0, 0.0, 0.0])
+            row[0] += silence
+            row[1] += expected
+            row[2] += not silence
+            row[3] += 1 - expected
+        out: dict[str, dict[str, list[float]]] = {}
+        for (word, pron), (s_seen, s_expected, n_seen, n_expected) in before.items():
+            out.setdefault(word, {})[pron] = [
+                after_p[word, pron],
+                (s_seen + lambda3) / (s_expected + lambda3),
+                (n_seen + lambda3) / (n_expected + lambda3),
+            ]
+        return out
+
     def _spelling(self, pron) -> str:
         return " ".join(self.id2phone[p] for p in pron.phones)
 
-    def _weigh_pronunciations(self, probs: dict[str, dict[str, float]]) -> None:
-        """Weigh every example's branches by `probs` (words or pronunciations it lacks keep their weights) and
-        rebuild the graphs."""
-        self.pronunciation_probs = probs
+    def _weigh_pronunciations(self, probs: dict[str, dict[str, float]], silence: dict | None = None) -> None:
+        """Weigh every example's branches by `probs` and their silences by `silence` (words or pronunciations they
+        lack keep their weights) and rebuild the graphs."""
+        self.pronunciation_probs, self.silence_probs = probs, silence
         for name, examples in self.sets.items():
             for e in examples:
                 if e.pronunciations is None:
                     continue
                 e.pronunciations = [
-                    [
-                        Pronunciation(p.phones, math.log(probs[w][self._spelling(p)]))
-                        if self._spelling(p) in probs.get(w, {})
-                        else p
-                        for p in prons
-                    ]
+                    [self._weighed(w, p, probs, silence or {}) for p in prons]
                     for w, prons in zip(e.words, e.pronunciations, strict=True)
                 ]
                 self.graphs[name][e.utt] = self._graph(e)
+
+    def _weighed(self, word: str, pron: Pronunciation, probs: dict, silence: dict) -> Pronunciation:
+        spelling = self._spelling(pron)
+        log_prob = math.log(probs[word][spelling]) if spelling in probs.get(word, {}) else pron.log_prob
+        found = silence.get(word, {}).get(spelling)
+        if found is None:
+            return Pronunciation(pron.phones, log_prob, pron.silence_after, pron.silence_before, pron.no_silence_before)
+        return Pronunciation(pron.phones, log_prob, *found)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The learned transitions under the full-sum criterion: trained with the network."""
@@ -401,10 +465,12 @@ class ViterbiTask:
         for name, examples in self.sets.items():
             shares = [found[name] for found, _ in gathered]
             merged = {u: a for alignments, *_ in shares for u, a in alignments.items()}
-            dropped = {u for *_, skips, _ in shares for u in skips}
-            chosen = {u: c for *_, choices in shares for u, c in choices.items()}
+            dropped = {u for share in shares for u in share[3]}
+            chosen = {u: c for share in shares for u, c in share[4].items()}
+            taken = {u: t for share in shares for u, t in share[5].items()}
             self.alignments[name] = {e.utt: merged[e.utt] for e in examples if e.utt in merged}  # in corpus order
             self.choices[name] = {e.utt: chosen[e.utt] for e in examples if e.utt in chosen}
+            self.silences[name] = {e.utt: taken[e.utt] for e in examples if e.utt in taken}
             logliks[name] = sum(share[1] for share in shares)
             frames[name] = sum(share[2] for share in shares)
             skipped[name] = [e.utt for e in examples if e.utt in dropped]
@@ -414,7 +480,8 @@ class ViterbiTask:
         if self.train_transitions and self.vcfg.criterion == "ce":  # the M-step of Viterbi training
             self.transitions.estimate(counts)
         if self.estimate_pronunciations:
-            self._weigh_pronunciations(self._estimate_pronunciations())
+            silence = self._estimate_silences() if self.optional_silence else None
+            self._weigh_pronunciations(self._estimate_pronunciations(), silence)
         before = previous["train"]
         changed = sum((before[u] != a).sum().item() for u, a in self.alignments["train"].items() if u in before)
         self.round = epoch
@@ -466,8 +533,9 @@ class ViterbiTask:
 
     def _realign_scored(self, scored, name, counts=None):
         """The best paths of the (example, log-posteriors) pairs of set `name`: (alignments, total log-likelihood,
-        frames, the utterances without a path, the pronunciations chosen where words have several)."""
-        alignments, total_loglik, total_frames, skipped, choices = {}, 0.0, 0, [], {}
+        frames, the utterances without a path, the pronunciations chosen where words have several, the silences
+        taken where the graphs tell: silences_taken)."""
+        alignments, total_loglik, total_frames, skipped, choices, silences = {}, 0.0, 0, [], {}, {}
         for start in range(0, len(scored), self.tcfg.max_batch_utts):
             chunk = scored[start : start + self.tcfg.max_batch_utts]
             graphs = [self.graphs[name][e.utt] for e, _ in chunk]
@@ -490,6 +558,8 @@ class ViterbiTask:
                 total_frames += len(nodes)
                 if e.pronunciations is not None:
                     choices[e.utt] = chosen_pronunciations(graph, nodes.tolist(), len(e.pronunciations))
+                    if isinstance(graph, BranchedGraph) and self.optional_silence:
+                        silences[e.utt] = silences_taken(graph, nodes.tolist(), len(e.pronunciations))
         if skipped:
             log.warning(
                 "%s: %d utterances have fewer frames than their graph needs, skipped: %s",
@@ -497,7 +567,7 @@ class ViterbiTask:
                 len(skipped),
                 " ".join(skipped[:10]),
             )
-        return alignments, total_loglik, total_frames, skipped, choices
+        return alignments, total_loglik, total_frames, skipped, choices, silences
 
     def alignment_accuracy(self) -> dict:
         """The current alignments against the hand-labelled segments, where a set has them (TIMIT)."""
