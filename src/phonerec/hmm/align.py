@@ -5,8 +5,10 @@ ids are those of lang/phones.txt, where id 0 is the CTC blank, so HMM state s be
 phone p owns states (p - 1) * N ... (p - 1) * N + N - 1.
 
 An utterance's graph is the chain of its phones' states with an optional silence block at both edges and
-between words: a path may pass through the block or jump over it. Viterbi runs over a padded batch of graphs
-at once (`GraphBatch`), vectorised over utterances and graph nodes, looping over frames only.
+between words: a path may pass through the block or jump over it. Where words have several pronunciations
+(`build_word_graph`), each word occurrence is a choice of parallel chains, a `BranchedGraph` whose arcs are lists
+of predecessors (phonerec.hmm.branched_kernels runs them; chains keep their own kernels). Viterbi runs over a
+padded batch of graphs at once (`GraphBatch`), vectorised over utterances and graph nodes, looping over frames only.
 
 Arc weights (`ArcWeights`, from `graph_weights`): with transition probabilities (phonerec.hmm.transitions), a
 path through node j of state s pays log P(loop | s) per self-loop, log P(forward | s) to leave s, log P(silence)
@@ -344,6 +346,8 @@ def pad_branched(graphs: list["Graph | BranchedGraph"], n: int, device) -> Branc
             outs_of[b][arc[0]] += 1
     fan_in = max(1, max(len(p) for ps in preds_of for p in ps))
     fan_out = max(1, max(c for cs in outs_of for c in cs))
+    if fan_in > 254:  # the kernels' back-pointers are one byte: the self-loop and up to 254 predecessors
+        raise ValueError(f"a node with {fan_in} arcs into it: at most 254 (pronunciations of a word, with silence)")
     states = np.zeros((batch, width), dtype=np.int64)
     valid = np.zeros((batch, width), dtype=np.bool_)
     preds = np.full((fan_in, batch, width), -1, dtype=np.int64)
