@@ -24,6 +24,7 @@ the soft priors makes a frame worth more to a rarely used state and stops it.
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -340,9 +341,10 @@ class ViterbiTask:
         spelling = self._spelling(pron)
         log_prob = math.log(probs[word][spelling]) if spelling in probs.get(word, {}) else pron.log_prob
         found = silence.get(word, {}).get(spelling)
-        if found is None:
-            return Pronunciation(pron.phones, log_prob, pron.silence_after, pron.silence_before, pron.no_silence_before)
-        return Pronunciation(pron.phones, log_prob, *found)
+        fields = (
+            dict(zip(("silence_after", "silence_before", "no_silence_before"), found, strict=True)) if found else {}
+        )
+        return replace(pron, log_prob=log_prob, **fields)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The learned transitions under the full-sum criterion: trained with the network."""
