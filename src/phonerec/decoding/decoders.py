@@ -41,7 +41,7 @@ from phonerec.decoding import hybrid
 from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
-from phonerec.hmm.align import Topology, align_utterances, build_graph, build_word_graph, chosen_pronunciations
+from phonerec.hmm.align import Topology, align_utterances, chosen_pronunciations, utterance_graph
 from phonerec.hmm.align_eval import Segment, ctc_segments, graph_segments
 from phonerec.hmm.fullsum import ctc_min_frames
 from phonerec.hmm.timing import FRAME_TIMING, frame_timing
@@ -244,7 +244,10 @@ class FrameArgmax(PhoneDecoder):
         segments, scores, choices = {}, {}, {}
         lengths = [e.feats.shape[0] for e in examples]
         for batch in make_batches(lengths, self.cfg.decode.batch_frames, self.cfg.decode.max_batch_utts):
-            graphs = [self._graph(examples[i]) for i in batch]
+            graphs = [
+                utterance_graph(e.phones, e.word_ends, e.pronunciations, self.topo, self.cfg.hmm.optional_silence)
+                for e in (examples[i] for i in batch)
+            ]
             found = align_utterances(
                 [posteriors[i] for i in batch],
                 graphs,
@@ -262,13 +265,6 @@ class FrameArgmax(PhoneDecoder):
                     if e.pronunciations is not None:
                         choices[e.utt] = chosen_pronunciations(graph, nodes.tolist(), len(e.pronunciations))
         return segments, scores, choices
-
-    def _graph(self, e: Example):
-        """The utterance's alignment graph: a branch per pronunciation where the example has several (the bundle's
-        hmm.pronunciations=variants), otherwise the chain of its phones."""
-        if e.pronunciations is not None:
-            return build_word_graph(e.pronunciations, self.topo, self.cfg.hmm.optional_silence)
-        return build_graph(e.phones, self.topo, e.word_ends, self.cfg.hmm.optional_silence)
 
 
 # -- with the phone LM ------------------------------------------------------------------------------------------

@@ -200,6 +200,21 @@ def build_word_graph(
     return graph
 
 
+def utterance_graph(
+    phones: list[int],
+    word_ends: list[int] | None,
+    pronunciations: list[list[Pronunciation]] | None,
+    topo: Topology,
+    optional_silence: bool = True,
+    branched: bool = False,
+) -> "Graph | BranchedGraph":
+    """An utterance's alignment graph: build_word_graph's of its words' pronunciations where it has them
+    (hmm.pronunciations=variants), otherwise build_graph's chain of its phones."""
+    if pronunciations is not None:
+        return build_word_graph(pronunciations, topo, optional_silence, branched)
+    return build_graph(phones, topo, word_ends, optional_silence)
+
+
 def chosen_pronunciations(graph: "Graph | BranchedGraph", nodes: list[int], words: int) -> list[int]:
     """The pronunciation (index among the word's) each word occurrence's node path took through a graph of
     build_word_graph; all 0 for a chain (every word had one)."""

@@ -43,13 +43,12 @@ from phonerec.hmm.align import (
     Pronunciation,
     Topology,
     align_utterances,
-    build_graph,
-    build_word_graph,
     chosen_pronunciations,
     log_state_priors,
     silences_taken,
     soft_log_priors,
     uniform_alignment,
+    utterance_graph,
 )
 from phonerec.hmm.align_eval import ACCURACY_KEYS, evaluate_alignment, format_accuracy, state_segments
 from phonerec.hmm.fullsum import fullsum_loglik
@@ -116,12 +115,10 @@ class ViterbiTask:
         self.log_priors: torch.Tensor | None = None
 
     def _graph(self, e: Example):
-        """The utterance's alignment graph: a branch per pronunciation of each word where the example has them
-        (hmm.pronunciations=variants), otherwise the chain of its phones."""
-        if e.pronunciations is not None:  # branched when the silences taken are counted (silences_taken)
-            counted = self.estimate_pronunciations and self.optional_silence
-            return build_word_graph(e.pronunciations, self.topo, self.optional_silence, branched=counted)
-        return build_graph(e.phones, self.topo, e.word_ends, self.optional_silence)
+        """The utterance's alignment graph; branched where the silences its paths take are counted
+        (silences_taken, for the estimated silence probabilities)."""
+        counted = self.estimate_pronunciations and self.optional_silence
+        return utterance_graph(e.phones, e.word_ends, e.pronunciations, self.topo, self.optional_silence, counted)
 
     # -- alignments on disk ------------------------------------------------------------------------
     def _ali_dir(self, round_: int) -> Path:
