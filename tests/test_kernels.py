@@ -42,12 +42,17 @@ def problems(dtype, seed):
             graphs.append(graph)
             spare = int(torch.randint(-2, 12, (1,), generator=gen))
             lengths.append(2 if k == 4 else max(1, len(graph.states) // 2 + spare))  # k = 4: no path
-        transitions = Transitions(topo.num_states)
-        with torch.no_grad():
-            transitions.state_logits.copy_(torch.randn(topo.num_states, 2, generator=gen))
-            transitions.silence_logits.copy_(torch.randn(2, generator=gen))
-        log_probs = torch.randn(len(graphs), max(lengths), topo.num_states, generator=gen, dtype=dtype).log_softmax(-1)
-        yield topo, graphs, torch.tensor(lengths), log_probs, transitions
+        yield problem(topo, graphs, lengths, dtype, gen)
+
+
+def problem(topo, graphs, lengths, dtype, gen):
+    """(topo, graphs, lengths, random log-posteriors, random transition probabilities) of a batch."""
+    transitions = Transitions(topo.num_states)
+    with torch.no_grad():
+        transitions.state_logits.copy_(torch.randn(topo.num_states, 2, generator=gen))
+        transitions.silence_logits.copy_(torch.randn(2, generator=gen))
+    log_probs = torch.randn(len(graphs), max(lengths), topo.num_states, generator=gen, dtype=dtype).log_softmax(-1)
+    return topo, graphs, torch.tensor(lengths), log_probs, transitions
 
 
 def variant_problems(dtype, seed):
@@ -76,12 +81,7 @@ def variant_problems(dtype, seed):
             shortest = sum(min(len(p.phones) for p in w) for w in words) * n
             spare = int(torch.randint(-2, 10, (1,), generator=gen))
             lengths.append(max(1, shortest + spare) if k != 3 else max(1, shortest - 1))  # k = 3: no path
-        transitions = Transitions(topo.num_states)
-        with torch.no_grad():
-            transitions.state_logits.copy_(torch.randn(topo.num_states, 2, generator=gen))
-            transitions.silence_logits.copy_(torch.randn(2, generator=gen))
-        log_probs = torch.randn(len(graphs), max(lengths), topo.num_states, generator=gen, dtype=dtype).log_softmax(-1)
-        yield topo, graphs, torch.tensor(lengths), log_probs, transitions
+        yield problem(topo, graphs, lengths, dtype, gen)
 
 
 def layouts(dtype, seed):
