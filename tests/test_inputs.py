@@ -3,6 +3,7 @@ and words in another case. TIMIT's segments and the feature arks are tested in t
 """
 
 import logging
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,7 @@ from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import Utterance, write_data_dir
 from phonerec.data.dataset import load_examples
 from phonerec.data.lang import prepare_lang, read_lexicon
+from phonerec.decoding.ctc_beam import PronunciationLMScorer
 from phonerec.decoding.decoders import CTCLexiconWords
 from phonerec.decoding.lm import NgramLM
 from phonerec.pipeline.features_stage import make_features
@@ -102,3 +104,27 @@ def test_fsdd_with_a_lexicon_word_in_another_case_names_the_recording_and_the_sp
     cfg = load_config([*overrides, f"paths.data={tmp_path}/data", f"paths.downloads={tmp_path}/downloads"])
     with pytest.raises(RecipeError, match=r"0_\w+_0\.wav: the word 'zero' is not in .*; it has 'Zero' \(.*:11\)"):
         prepare_stage(cfg, tmp_path / "data", "fsdd")
+
+
+def test_the_ctc_lexicon_search_weighs_each_pronunciation_by_its_probability(tmp_path):
+    """With lang/lexiconp.txt, flashlight's search gets a word per pronunciation and the word LM (a
+    PronunciationLMScorer) scores each with its probability: lm_weight * ln P(word | history) + ln P(pron); the
+    hypotheses are the words again."""
+    lang, lm_dir = lang_and_lm(tmp_path, LEXICON + "x c\n")
+    lexicon = read_lexicon(lang / "lexicon.txt")
+    probabilities = {w: [1.0] * len(p) for w, p in lexicon.items()} | {"x": [1.0, 0.25]}
+    prepare_lang(lexicon, lang, probabilities=probabilities)
+    decoder = CTCLexiconWords(load_config(["decode.words.beam_size=5"]), lang, lm_dir, {})
+    _, _, units = decoder.pronunciations
+    found = sorted((w, round(lp, 9)) for w, lp in units.values() if w != "<unk>")
+    assert found == sorted([(w, 0.0) for w in "vwxyz"] + [("x", round(math.log(0.25), 9))])
+    scorer = PronunciationLMScorer(list(units.values()), decoder.word_lm, lm_weight=0.5)
+    second_x = [k for k, (w, lp) in enumerate(units.values()) if w == "x" and lp < 0][0]
+    state, score = scorer.score(scorer.start(False), second_x)
+    assert score == pytest.approx(0.5 * decoder.word_lm.logprob("x", ["<s>"]) + math.log(0.25))
+    assert scorer.finish(state)[1] == pytest.approx(0.5 * decoder.word_lm.logprob("</s>", ["x"]))
+    torch.manual_seed(1)
+    posteriors = [(torch.randn(12, 5) * 2).log_softmax(-1) for _ in range(20)]
+    examples = [SimpleNamespace(utt=f"u{k:02d}") for k in range(len(posteriors))]
+    hyps = decoder.decode({"lm_weight": 1.0, "word_score": 0.0}, examples, posteriors)
+    assert any(hyps.values()) and {w for h in hyps.values() for w in h} <= set("vwxyz")

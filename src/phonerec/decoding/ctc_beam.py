@@ -78,6 +78,38 @@ class PhoneLMScorer(CTCDecoderLM):
         return state, state.end_score
 
 
+class PronunciationLMScorer(CTCDecoderLM):
+    """A word n-gram LM for flashlight's lexicon search whose words are pronunciations: `units[k]` = (the word, the
+    log-probability of the pronunciation) of the search's word k (lm_dict's order). A unit scores
+    lm_weight * ln P(word | the words before) + its log-probability, and the end lm_weight * ln P(</s> | ...): the
+    word LM as KenLM would score it, with each pronunciation weighed (lexiconp.txt), which a lexicon file cannot
+    say to flashlight."""
+
+    def __init__(self, units: list[tuple[str, float]], lm: NgramLM, lm_weight: float = 1.0):
+        super().__init__()
+        self.units, self.lm, self.lm_weight = units, lm, float(lm_weight)
+        self.context = lm.order - 1
+        self.states: dict[tuple[str, ...], CTCDecoderLMState] = {}  # kept alive here while the search holds them
+
+    def _state(self, history: tuple[str, ...]) -> CTCDecoderLMState:
+        state = self.states.get(history)
+        if state is None:
+            state = self.states[history] = CTCDecoderLMState()
+            state.history = history
+        return state
+
+    def start(self, start_with_nothing: bool) -> CTCDecoderLMState:
+        return self._state((BOS,)[: self.context])
+
+    def score(self, state: CTCDecoderLMState, usr_token_idx: int) -> tuple[CTCDecoderLMState, float]:
+        word, log_prob = self.units[usr_token_idx]
+        after = (state.history + (word,))[-self.context :] if self.context else ()
+        return self._state(after), self.lm_weight * self.lm.logprob(word, list(state.history)) + log_prob
+
+    def finish(self, state: CTCDecoderLMState) -> tuple[CTCDecoderLMState, float]:
+        return state, self.lm_weight * self.lm.logprob(EOS, list(state.history))
+
+
 def make_ctc_beam_decoder(
     phones: list[str],
     lm: NgramLM | None,

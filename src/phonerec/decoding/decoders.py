@@ -16,6 +16,7 @@ conf/decode/, and its name in decode.decoders; the stage and run.sh stay as they
 """
 
 import functools
+import math
 import tempfile
 from pathlib import Path
 from typing import ClassVar
@@ -38,7 +39,7 @@ from phonerec.data.lang import (
     read_topology,
 )
 from phonerec.decoding import hybrid
-from phonerec.decoding.ctc_beam import ctc_beam_decode, make_ctc_beam_decoder
+from phonerec.decoding.ctc_beam import PronunciationLMScorer, ctc_beam_decode, make_ctc_beam_decoder
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align import Topology, align_utterances, chosen_pronunciations, utterance_graph
@@ -351,6 +352,9 @@ class HybridPhoneLM(_HybridSearch, PhoneDecoder):
 # -- words through the lexicon ----------------------------------------------------------------------------------
 
 
+UNKNOWN = "<unk>"  # the lexicon's unknown word, as flashlight's search is told
+
+
 class CTCLexiconWords(WordDecoder):
     name, kind, title = "words", "ctc", "CTC lexicon beam search + word bigram"
     keys = StageKeys(hashed=("decode.words.beam_size", "decode.words.lm_weights", "decode.words.word_scores"))
@@ -368,23 +372,54 @@ class CTCLexiconWords(WordDecoder):
         path.write_text(self.lexicon.text(), encoding="utf-8")
         return str(path)
 
+    @functools.cached_property
+    def pronunciations(self) -> tuple[str, str, dict[str, tuple[str, float]]] | None:
+        """Where lang/lexiconp.txt weighs the pronunciations: the lexicon written with a word per pronunciation
+        (`u<k>`; `<unk>` keeps its name, the search's unknown word), its lm_dict, and each unit's (word,
+        log-probability) by name, for PronunciationLMScorer; None without."""
+        probabilities = read_pronunciation_probabilities(self.lang_dir)
+        if probabilities is None:
+            return None
+        units, lines = {}, []
+        for word, prons in self.lexicon.items():
+            for pron, p in zip(prons, probabilities.get(word, [1.0] * len(prons)), strict=True):
+                name = word if word == UNKNOWN else f"u{len(units)}"
+                lines.append(f"{name} {' '.join(pron)}\n")
+                units[name] = (word, math.log(p))
+        units.setdefault(UNKNOWN, (UNKNOWN, 0.0))  # flashlight looks the unknown word up in lm_dict
+        self._units_dir = tempfile.TemporaryDirectory(prefix="lexicon-")  # removed with the decoder
+        lexicon, lm_dict = (Path(self._units_dir.name) / name for name in ("lexicon.txt", "lm_dict.txt"))
+        lexicon.write_text("".join(lines), encoding="utf-8")
+        lm_dict.write_text("".join(f"{name}\n" for name in units), encoding="utf-8")
+        return str(lexicon), str(lm_dict), units
+
     def decode(self, point, examples, posteriors) -> Hyps:
-        decoder = ctc_decoder(
-            lexicon=self.lexicon_file,
-            tokens=self.tokens,
-            lm=str(self.lm_dir / "words.2gram.arpa"),
-            lm_weight=point["lm_weight"],
-            word_score=point["word_score"],
-            beam_size=self.cfg.decode.words.beam_size,
-            blank_token=self.tokens[0],
-            sil_token=self.tokens[1],
-            unk_word="<unk>",
-        )
+        common = {
+            "tokens": self.tokens,
+            "word_score": point["word_score"],
+            "beam_size": self.cfg.decode.words.beam_size,
+            "blank_token": self.tokens[0],
+            "sil_token": self.tokens[1],
+            "unk_word": UNKNOWN,
+        }
+        units = None
+        if self.pronunciations is None:
+            lm = str(self.lm_dir / "words.2gram.arpa")
+            decoder = ctc_decoder(lexicon=self.lexicon_file, lm=lm, lm_weight=point["lm_weight"], **common)
+        else:  # each pronunciation a word of the search, the word LM scoring it with its probability
+            lexicon, lm_dict, units = self.pronunciations
+            lm = PronunciationLMScorer(list(units.values()), self.word_lm, point["lm_weight"])
+            decoder = ctc_decoder(lexicon=lexicon, lm=lm, lm_dict=lm_dict, lm_weight=1.0, **common)
         hyps = {}
         for e, lp in zip(examples, posteriors, strict=True):
             best = decoder(lp.unsqueeze(0).float().contiguous(), torch.tensor([len(lp)], dtype=torch.int32))[0]
-            hyps[e.utt] = list(best[0].words) if best else []
+            words = list(best[0].words) if best else []
+            hyps[e.utt] = [units[w][0] for w in words] if units else words
         return hyps
+
+    @functools.cached_property
+    def word_lm(self) -> NgramLM:
+        return NgramLM.read_arpa(self.lm_dir / "words.2gram.arpa")
 
 
 class HybridWordLoop(_HybridSearch, WordDecoder):
