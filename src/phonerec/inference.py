@@ -41,10 +41,11 @@ from phonerec.base.files import file_digest, write_text_atomic
 from phonerec.base.schema import check_values
 from phonerec.data.audio import check_audio_file
 from phonerec.data.data_dir import UtteranceAudio, read_table, read_utterance_audio
-from phonerec.data.dataset import Example, word_ends
+from phonerec.data.dataset import Example, word_ends, word_spellings
 from phonerec.data.features import cmvn_stats, compute_features, features_at_load, warn_long_recording
 from phonerec.data.lang import (
     Lexicon,
+    max_normalised,
     read_id2phone,
     read_lexicon,
     read_pronunciation_probabilities,
@@ -595,8 +596,7 @@ class TrainedModel:
         ends = word_ends(words, phones, self.lexicon)
         if ends is None:
             raise RecipeError(f"{where}: the phones '{' '.join(phones)}' do not spell the words '{' '.join(words)}'")
-        spelled = [phones[a + 1 : b + 1] for a, b in zip([-1, *ends[:-1]], ends, strict=True)]
-        variants = self._variants(words, self.lexicon, where, spelled)
+        variants = self._variants(words, self.lexicon, where, word_spellings(phones, ends))
         return _phone_ids(phones, self.phone2id, where), ends, words, variants
 
     def _spell(self, transcript: list[str], words: bool, where: str, lexicon: Lexicon) -> tuple:
@@ -619,7 +619,7 @@ class TrainedModel:
         if lexicon is self.lexicon:
             probabilities, silence = self.probabilities, self.silence_probabilities
         else:  # (its silence probabilities are not read: the transitions' P(silence))
-            probabilities = {w: [p / max(ps) for p in ps] for w, ps in lexicon.probabilities.items()} or None
+            probabilities = max_normalised(lexicon.probabilities) or None
             silence = None
         for word in words:
             for pron in lexicon[word]:

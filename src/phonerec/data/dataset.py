@@ -85,12 +85,17 @@ def load_examples(
         ids = [phone_ids[p] for p in phones]
         variant_lists = None
         if variants:  # the pronunciation text spells first
-            spelled = [phones[a + 1 : b + 1] for a, b in zip([-1, *ends[:-1]], ends, strict=True)]
+            spelled = word_spellings(phones, ends)
             variant_lists = word_variants(words[utt].split(), lexicon, phone_ids, probabilities, spelled, silence)
         examples.append(
             Example(utt, utt2spk[utt], feats, ids, ends, variant_lists, words[utt].split() if variants else None)
         )
     return examples
+
+
+def word_spellings(phones: list[str], ends: list[int]) -> list[list[str]]:
+    """Each word's phones, cut from the phone sequence at its word ends (word_ends')."""
+    return [phones[a + 1 : b + 1] for a, b in zip([-1, *ends[:-1]], ends, strict=True)]
 
 
 def make_batches(lengths: list[int], batch_frames: int, max_utts: int, rng: random.Random | None = None):

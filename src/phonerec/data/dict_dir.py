@@ -26,7 +26,7 @@ from pathlib import Path
 
 from phonerec.base.errors import DictDirError
 from phonerec.data.data_dir import Problems
-from phonerec.data.lang import Lexicon, read_lexicon
+from phonerec.data.lang import Lexicon, max_normalised, read_lexicon
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def read_dict_dir(path: Path) -> DictDir:
         optional_silence=optional_phones[0],
         nonsilence_phones=list(nonsilence),
         lexicon=lexicon,
-        probabilities=_max_normalised(lexicon.probabilities) if use_probs else None,
+        probabilities=max_normalised(lexicon.probabilities) if use_probs else None,
         silence_probabilities=silence_probabilities,
     )
 
@@ -208,7 +208,3 @@ def _check_silprob(path: Path, known: set, problems: Problems) -> dict:
             problems.add(where, f"'{parts[0]} {' '.join(parts[5:])}' is not a pronunciation of the lexicon")
         found[entry] = (after, with_silence, without)
     return found
-
-
-def _max_normalised(probabilities: dict[str, list[float]]) -> dict[str, list[float]]:
-    return {word: [p / max(probs) for p in probs] for word, probs in probabilities.items()}

@@ -65,6 +65,11 @@ class Lexicon(dict[str, list[list[str]]]):
         return "".join(f"{word} {' '.join(pron)}\n" for word, prons in self.items() for pron in prons)
 
 
+def max_normalised(probabilities: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each word's pronunciation probabilities divided by its largest (Kaldi's max-normalised lexiconp.txt)."""
+    return {word: [p / max(probs) for p in probs] for word, probs in probabilities.items()}
+
+
 def read_lexicon(path: Path, probabilities: bool = False) -> Lexicon:
     """The one reader of lexicon files (the decoders, datasets and corpus preparation all read through it): with
     `probabilities`, a Kaldi lexiconp.txt, `<word> <probability> <phone>...`. A line repeated exactly is read
