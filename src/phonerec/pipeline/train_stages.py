@@ -1,6 +1,7 @@
 """Stages 2 and 3: Viterbi training from a flat start with re-alignment, then CTC from the Viterbi model."""
 
 import contextlib
+import copy
 import logging
 import shutil
 from pathlib import Path
@@ -27,7 +28,7 @@ from phonerec.scoring.error_rate import dev_per_scorer
 from phonerec.training import distributed
 from phonerec.training.augment import SpecAugment
 from phonerec.training.checkpoints import load_checkpoint, load_model
-from phonerec.training.ctc import CTCTask
+from phonerec.training.ctc import CTCTask, DistillGuide, FullSumGuide, SpikeGuide
 from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
 
@@ -166,10 +167,12 @@ def train_ctc_stage(
         if init != "scratch" and (init_dir / CHOSEN_PHONES).is_file():
             _use_chosen_phones(train_set, init_dir / CHOSEN_PHONES, read_phones(lang_dir))
         torch.manual_seed(cfg.train.seed)
+        guide = None
         if init != "scratch":
             model, checkpoint = load_model(init_dir / "best.pt")
-            model_args = _ctc_from_viterbi(model, checkpoint["model_args"], init, num_phones, cfg.train.ctc)
+            model_args = ctc_from_viterbi(model, checkpoint, cfg.train.ctc, num_phones)
             log.info("CTC starts from %s (epoch %d), init %s", init_dir / "best.pt", checkpoint["epoch"], init)
+            guide = _guide(cfg.train.ctc, model, checkpoint, init_dir, train_set, num_phones)
         else:
             model_args = {
                 "input_dim": train_set[0].feats.shape[1],
@@ -178,7 +181,7 @@ def train_ctc_stage(
             }
             model = BLSTMAcousticModel(**model_args)
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
-        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per)
+        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per, guide)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
 
 
@@ -200,24 +203,55 @@ def _use_chosen_phones(examples, path: Path, phone_ids: dict[str, int]) -> None:
     )
 
 
-def _ctc_from_viterbi(model, viterbi_args: dict, init: str, num_phones: int, ccfg: DictConfig) -> dict:
-    """Make the Viterbi model a CTC model of blank + phones; returns its model_args. init=viterbi keeps what the
-    Viterbi model knows: its state outputs stay, pooled per phone, and the blank is a copy of the middle state of
-    silence with train.ctc.blank_offset added to its bias, so the CTC model starts out ranking the phones as the
-    Viterbi model does, the blank taking a share of silence's frames. init=fresh: a new
-    randomly initialised output layer of blank + phones."""
+def ctc_from_viterbi(model, checkpoint: dict, ccfg: DictConfig, num_phones: int) -> dict:
+    """Make the Viterbi model of `checkpoint` (loaded into `model`) a CTC model of blank + phones, as train.ctc.init
+    says; returns its model_args. init=viterbi keeps what the Viterbi model knows: its state outputs stay, pooled
+    per phone, and the blank is a copy of the middle state of silence with train.ctc.blank_offset added to its
+    bias, so the CTC model starts out ranking the phones as the Viterbi model does, the blank taking a share of
+    silence's frames. With train.ctc.fold_prior the state priors of the model's last alignment are folded into the
+    output bias first (log-prior subtracted): the softmax then gives the posteriors / priors that the hybrid
+    decoder scores, renormalised, not the network's raw posteriors. init=fresh: a new randomly initialised output
+    layer of blank + phones."""
+    viterbi_args = checkpoint["model_args"]
     states_per_phone = viterbi_args["num_outputs"] // (num_phones - 1)
     topo = Topology(num_phones, states_per_phone)
     if topo.num_states != viterbi_args["num_outputs"]:
         raise RecipeError(
             f"the Viterbi model's {viterbi_args['num_outputs']} outputs are not {num_phones - 1} phones' states"
         )
-    if init == "fresh":
+    if ccfg.init == "fresh":
         model.replace_output_layer(num_phones)
         return {**viterbi_args, "num_outputs": num_phones}
+    if ccfg.fold_prior:
+        with torch.no_grad():
+            model.output.bias -= checkpoint["task"]["log_priors"].to(model.output.bias)
     silence = topo.states(topo.silence_phone)[states_per_phone // 2]
     model.add_blank(copy_of=silence, bias_offset=ccfg.blank_offset, pool_states=states_per_phone)
     return {**viterbi_args, "num_outputs": viterbi_args["num_outputs"] + 1, "pool_states": states_per_phone}
+
+
+def _guide(ccfg: DictConfig, model, checkpoint: dict, init_dir: Path, train_set, num_phones: int):
+    """The second loss of CTC's first epochs (train.ctc.guide; phonerec.training.ctc), or None."""
+    if ccfg.guide == "none":
+        return None
+    if model.pool_states == 1:
+        raise RecipeError(
+            f"train.ctc.guide={ccfg.guide} needs the Viterbi model's state outputs (train.ctc.init=viterbi)"
+        )
+    viterbi_cfg = checkpoint["config"]
+    topo = Topology(num_phones, model.pool_states)
+    if ccfg.guide == "fullsum":
+        hcfg = OmegaConf.create(viterbi_cfg["hmm"])
+        transitions = _transitions(hcfg, topo)
+        if transitions is not None:
+            transitions.load_state_dict(checkpoint["task"]["transitions"])
+        prior_scale = viterbi_cfg["train"]["viterbi"]["fullsum_prior_scale"]
+        return FullSumGuide(train_set, topo, hcfg.optional_silence, transitions, prior_scale)
+    if ccfg.guide == "spikes":
+        table = read_table(init_dir / "ali" / f"iter{checkpoint['task']['round']}" / "ali.train.txt")
+        alignments = {u: torch.tensor([int(x) for x in v.split()]) for u, v in table.items()}
+        return SpikeGuide(alignments, topo.state_to_phone(), model.pool_states)
+    return DistillGuide(copy.deepcopy(model), model.pool_states)
 
 
 def _training_run(

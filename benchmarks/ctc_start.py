@@ -1,0 +1,123 @@
+"""What a Viterbi-stage model's outputs look like, and where CTC training starts from it (recipes/timit/README.md,
+"CTC from the Viterbi model").
+
+  . ./path.sh && python benchmarks/ctc_start.py exp/timit_sample/viterbi [more Viterbi exp dirs ...] \
+      --data data/timit_sample/fbank40 --lang data/timit_sample/lang
+
+For each Viterbi exp dir (its best.pt and the alignment of its last round), on the dev set, it prints:
+
+- the state posteriors as the network gives them: the mean per-frame entropy (nats), the share of frames where
+  one state holds at least 0.9 of the mass, where silence's states together hold at least half, and where the
+  argmax state is the last alignment's (frame accuracy); beside it, the share of silence in that alignment;
+- the same after dividing by the alignment's state priors (as the hybrid decoder scores frames) and by the soft
+  priors (the mean posterior over dev's frames, as full-sum training divides), renormalised per frame;
+- where CTC starts from the model, for each way of making its output layer (phonerec.pipeline.train_stages,
+  `ctc_from_viterbi`): dev's CTC loss (per label, as validation reports it) and PER of the best path (greedy,
+  repeats merged, blanks dropped), before any CTC training.
+"""
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from phonerec.data.dataset import load_examples
+from phonerec.data.lang import ignored_in_scoring, read_id2phone, read_phones
+from phonerec.hmm.align import Topology
+from phonerec.model.posteriors import utterance_posteriors
+from phonerec.pipeline.train_stages import ctc_from_viterbi
+from phonerec.scoring.error_rate import dev_per_scorer
+from phonerec.training.checkpoints import load_model
+from phonerec.training.ctc import CTCTask
+
+CTC_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml"
+INITS = {  # name: the train.ctc keys that make it
+    "fresh output layer": {"init": "fresh"},
+    "pooled states": {"init": "viterbi", "fold_prior": False},
+    "pooled states, prior folded in": {"init": "viterbi", "fold_prior": True},
+    "pooled states, blank +2": {"init": "viterbi", "blank_offset": 2.0},
+    "pooled states, blank +4": {"init": "viterbi", "blank_offset": 4.0},
+    "pooled states, blank -4": {"init": "viterbi", "blank_offset": -4.0},
+}
+
+
+def output_figures(log_probs: list[torch.Tensor], alignments: list[torch.Tensor], topo: Topology) -> dict:
+    """Entropy, dominance and agreement figures of per-utterance (frames, states) log-posteriors."""
+    frames = torch.cat(log_probs)
+    ali = torch.cat(alignments)
+    probs = frames.exp()
+    silence = torch.tensor(topo.states(topo.silence_phone))
+    entropy = -(probs * frames).sum(-1)
+    phone_probs = probs.reshape(len(probs), -1, topo.states_per_phone).sum(-1)
+    phone_entropy = -(phone_probs * phone_probs.clamp(min=1e-30).log()).sum(-1)
+    return {
+        "entropy nats": entropy.mean().item(),
+        "one state >= 0.9 %": 100 * (probs.max(-1).values >= 0.9).float().mean().item(),
+        "phone entropy nats": phone_entropy.mean().item(),
+        "one phone >= 0.9 %": 100 * (phone_probs.max(-1).values >= 0.9).float().mean().item(),
+        "silence >= 0.5 %": 100 * (probs[:, silence].sum(-1) >= 0.5).float().mean().item(),
+        "argmax = alignment %": 100 * (frames.argmax(-1) == ali).float().mean().item(),
+        "silence in alignment %": 100 * torch.isin(ali, silence).float().mean().item(),
+    }
+
+
+def divided(log_probs: list[torch.Tensor], log_priors: torch.Tensor) -> list[torch.Tensor]:
+    """Posteriors / priors, renormalised per frame."""
+    return [(lp - log_priors).log_softmax(-1) for lp in log_probs]
+
+
+def last_alignment(exp_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    rounds = sorted((exp_dir / "ali").glob("iter*"), key=lambda p: int(p.name[4:]))
+    table = (rounds[-1] / f"ali.{name}.txt").read_text().splitlines()
+    return {line.split()[0]: torch.tensor([int(s) for s in line.split()[1:]]) for line in table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("exp_dirs", nargs="+", type=Path, help="Viterbi exp dirs (best.pt, ali/)")
+    parser.add_argument("--data", type=Path, required=True, help="the feature dir holding dev/")
+    parser.add_argument("--lang", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    id2phone = read_id2phone(args.lang)
+    for exp_dir in args.exp_dirs:
+        model, checkpoint = load_model(exp_dir / "best.pt")
+        cfg = OmegaConf.create(checkpoint["config"])
+        dev = load_examples(args.data / "dev", args.lang, cfg.features, word_boundaries=False)
+        num_phones = len(read_phones(args.lang))
+        topo = Topology(num_phones, checkpoint["model_args"]["num_outputs"] // (num_phones - 1))
+        alignment = last_alignment(exp_dir, "dev")
+        with torch.no_grad():
+            scored = [(e, lp) for e, lp in utterance_posteriors(model, dev, 100000, 64) if e.utt in alignment]
+        log_probs = [lp for _, lp in scored]
+        alis = [alignment[e.utt] for e, _ in scored]
+        soft = torch.cat(log_probs).exp().mean(0).clamp(min=1e-5).log()
+        print(f"\n{exp_dir} (epoch {checkpoint['epoch']}, {cfg.train.viterbi.criterion}), dev, {len(scored)} utts")
+        rows = {
+            "posteriors": output_figures(log_probs, alis, topo),
+            "/ alignment priors": output_figures(divided(log_probs, checkpoint["task"]["log_priors"]), alis, topo),
+            "/ soft priors": output_figures(divided(log_probs, soft), alis, topo),
+        }
+        keys = list(next(iter(rows.values())))
+        print("| outputs | " + " | ".join(keys) + " |")
+        for name, figures in rows.items():
+            print(f"| {name} | " + " | ".join(f"{figures[k]:.2f}" for k in keys) + " |")
+        dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, args.lang))
+        print("| CTC starts from | dev CTC loss | dev PER % (best path) |")
+        for name, keys in INITS.items():
+            tcfg = OmegaConf.merge(cfg.train, {"ctc": OmegaConf.load(CTC_DEFAULTS).ctc}, {"ctc": keys})
+            ctc_model, _ = load_model(exp_dir / "best.pt")
+            torch.manual_seed(0)
+            ctc_from_viterbi(ctc_model, checkpoint, tcfg.ctc, num_phones)
+            ctc_model.eval()
+            task = CTCTask([], dev, tcfg, ctc_model, id2phone, dev_per)
+            with torch.no_grad():
+                figures = task.validate(ctc_model)
+            loss = figures["loss"] if math.isfinite(figures["loss"]) else float("inf")
+            print(f"| {name} | {loss:.2f} | {figures['per']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
