@@ -17,7 +17,6 @@ For each Viterbi exp dir (its best.pt and the alignment of its last round), on t
 """
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -88,35 +87,40 @@ def main() -> None:
         dev = load_examples(args.data / "dev", args.lang, cfg.features, word_boundaries=False)
         num_phones = len(read_phones(args.lang))
         topo = Topology(num_phones, checkpoint["model_args"]["num_outputs"] // (num_phones - 1))
-        alignment = last_alignment(exp_dir, "dev")
-        with torch.no_grad():
-            scored = [(e, lp) for e, lp in utterance_posteriors(model, dev, 100000, 64) if e.utt in alignment]
-        log_probs = [lp for _, lp in scored]
-        alis = [alignment[e.utt] for e, _ in scored]
-        soft = torch.cat(log_probs).exp().mean(0).clamp(min=1e-5).log()
-        print(f"\n{exp_dir} (epoch {checkpoint['epoch']}, {cfg.train.viterbi.criterion}), dev, {len(scored)} utts")
-        rows = {
-            "posteriors": output_figures(log_probs, alis, topo),
-            "/ alignment priors": output_figures(divided(log_probs, checkpoint["task"]["log_priors"]), alis, topo),
-            "/ soft priors": output_figures(divided(log_probs, soft), alis, topo),
-        }
-        keys = list(next(iter(rows.values())))
-        print("| outputs | " + " | ".join(keys) + " |")
-        for name, figures in rows.items():
-            print(f"| {name} | " + " | ".join(f"{figures[k]:.2f}" for k in keys) + " |")
+        for name in ("train", "dev"):
+            examples = load_examples(args.data / name, args.lang, cfg.features, word_boundaries=False)
+            alignment = last_alignment(exp_dir, name)
+            with torch.no_grad():
+                scored = [(e, lp) for e, lp in utterance_posteriors(model, examples, 100000, 64) if e.utt in alignment]
+            log_probs = [lp for _, lp in scored]
+            alis = [alignment[e.utt] for e, _ in scored]
+            soft = torch.cat(log_probs).exp().mean(0).clamp(min=1e-5).log()
+            print(
+                f"\n{exp_dir} (epoch {checkpoint['epoch']}, {cfg.train.viterbi.criterion}), {name}, {len(scored)} utts"
+            )
+            rows = {
+                "posteriors": output_figures(log_probs, alis, topo),
+                "/ alignment priors": output_figures(divided(log_probs, checkpoint["task"]["log_priors"]), alis, topo),
+                "/ soft priors": output_figures(divided(log_probs, soft), alis, topo),
+            }
+            keys = list(next(iter(rows.values())))
+            print("| outputs | " + " | ".join(keys) + " |")
+            for row, figures in rows.items():
+                print(f"| {row} | " + " | ".join(f"{figures[k]:.2f}" for k in keys) + " |")
+        train = load_examples(args.data / "train", args.lang, cfg.features, word_boundaries=False)
+        dev = load_examples(args.data / "dev", args.lang, cfg.features, word_boundaries=False)
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, args.lang))
-        print("| CTC starts from | dev CTC loss | dev PER % (best path) |")
+        print("| CTC starts from | train CTC loss | dev CTC loss | dev PER % (best path) |")
         for name, keys in INITS.items():
             tcfg = OmegaConf.merge(cfg.train, {"ctc": OmegaConf.load(CTC_DEFAULTS).ctc}, {"ctc": keys})
             ctc_model, _ = load_model(exp_dir / "best.pt")
             torch.manual_seed(0)
             ctc_from_viterbi(ctc_model, checkpoint, tcfg.ctc, num_phones)
             ctc_model.eval()
-            task = CTCTask([], dev, tcfg, ctc_model, id2phone, dev_per)
             with torch.no_grad():
-                figures = task.validate(ctc_model)
-            loss = figures["loss"] if math.isfinite(figures["loss"]) else float("inf")
-            print(f"| {name} | {loss:.2f} | {figures['per']:.2f} |")
+                on_train = CTCTask([], train, tcfg, ctc_model, id2phone, dev_per).validate(ctc_model)
+                figures = CTCTask([], dev, tcfg, ctc_model, id2phone, dev_per).validate(ctc_model)
+            print(f"| {name} | {on_train['loss']:.2f} | {figures['loss']:.2f} | {figures['per']:.2f} |")
 
 
 if __name__ == "__main__":

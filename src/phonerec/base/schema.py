@@ -231,6 +231,7 @@ class CtcTrainConfig(PhaseConfig):
     init: str = MISSING
     blank_offset: float = MISSING
     fold_prior: bool = MISSING
+    init_checkpoint: str = MISSING
     guide: str = MISSING
     guide_weight: float = MISSING
     guide_epochs: int = MISSING

@@ -152,9 +152,10 @@ def train_ctc_stage(
     init = cfg.train.ctc.init
     init_digest = "scratch"
     if init != "scratch":  # the Viterbi stage's digest, and the content of the checkpoint read (someone may swap it)
-        if not (init_dir / "best.pt").is_file():
-            raise RecipeError(f"{init_dir}/best.pt: no such checkpoint; train the Viterbi model first (stage 2)")
-        init_digest = {"train": read_digest(init_dir, "train"), "best.pt": file_digest(init_dir / "best.pt")}
+        start = init_dir / f"{cfg.train.ctc.init_checkpoint}.pt"
+        if not start.is_file():
+            raise RecipeError(f"{start}: no such checkpoint; train the Viterbi model first (stage 2)")
+        init_digest = {"train": read_digest(init_dir, "train"), "best.pt": file_digest(start)}
         if (init_dir / CHOSEN_PHONES).is_file():  # hmm.pronunciations=variants
             init_digest[CHOSEN_PHONES] = file_digest(init_dir / CHOSEN_PHONES)
     stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
@@ -169,9 +170,9 @@ def train_ctc_stage(
         torch.manual_seed(cfg.train.seed)
         guide = None
         if init != "scratch":
-            model, checkpoint = load_model(init_dir / "best.pt")
+            model, checkpoint = load_model(start)
             model_args = ctc_from_viterbi(model, checkpoint, cfg.train.ctc, num_phones)
-            log.info("CTC starts from %s (epoch %d), init %s", init_dir / "best.pt", checkpoint["epoch"], init)
+            log.info("CTC starts from %s (epoch %d), init %s", start, checkpoint["epoch"], init)
             guide = _guide(cfg.train.ctc, model, checkpoint, init_dir, train_set, num_phones)
         else:
             model_args = {
