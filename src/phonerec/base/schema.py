@@ -231,6 +231,7 @@ class CtcTrainConfig(PhaseConfig):
     init: str = MISSING
     blank_offset: float = MISSING
     fold_prior: bool = MISSING
+    blank: str = MISSING
     init_checkpoint: str = MISSING
     guide: str = MISSING
     guide_weight: float = MISSING

@@ -14,13 +14,14 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.base.ownership import MARKER, move_entries, refuse_link, remove_tree
 from phonerec.data.data_dir import read_table
-from phonerec.data.dataset import load_examples
+from phonerec.data.dataset import collate, load_examples
 from phonerec.data.lang import ignored_in_scoring, read_id2phone, read_phones, read_topology
 from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.hmm.timing import frame_timing
 from phonerec.hmm.transitions import Transitions
 from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.posteriors import batched_posteriors
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, lang_dir_digest
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
@@ -183,6 +184,8 @@ def train_ctc_stage(
             model = BLSTMAcousticModel(**model_args)
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per, guide)
+        if init == "viterbi" and cfg.train.ctc.blank == "tuned" and not any((exp_dir / "checkpoints").glob("*.pt")):
+            _tune_blank(model, task)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
 
 
@@ -229,6 +232,30 @@ def ctc_from_viterbi(model, checkpoint: dict, ccfg: DictConfig, num_phones: int)
     silence = topo.states(topo.silence_phone)[states_per_phone // 2]
     model.add_blank(copy_of=silence, bias_offset=ccfg.blank_offset, pool_states=states_per_phone)
     return {**viterbi_args, "num_outputs": viterbi_args["num_outputs"] + 1, "pool_states": states_per_phone}
+
+
+def _tune_blank(model, task: CTCTask) -> None:
+    """The blank as a constant logit (no weights), the one whose best path gives the lowest dev PER before training,
+    among the quantiles 5%, 10%, ..., 95% of dev's frames' best phone logit: the blank takes the frames where no
+    phone is sure enough, and the frames where the Viterbi model flickers between phones give no insertions."""
+    with torch.no_grad():
+        model.output.weight[0] = 0.0
+        best_logits = []
+        for examples, _, _ in batched_posteriors(model, task.dev, task.tcfg.batch_frames, task.tcfg.max_batch_utts):
+            feats, lengths = collate(examples)
+            hidden, out_lengths = model.encode(feats, lengths)
+            logits = model.output(hidden)[..., 1:]
+            phones = logits.reshape(*logits.shape[:2], -1, model.pool_states).logsumexp(-1).max(-1).values
+            best_logits += [phones[k, :n] for k, n in enumerate(out_lengths.tolist())]
+        candidates = torch.quantile(torch.cat(best_logits), torch.arange(0.05, 0.951, 0.05)).tolist()
+        found = []
+        for bias in candidates:
+            model.output.bias[0] = bias
+            found.append((task.validate(model.eval())["per"], bias))
+        per, bias = min(found)
+        model.output.bias[0] = bias
+    model.train()
+    log.info("CTC blank: a constant logit of %.3f, dev PER %.2f%% by the best path before training", bias, per)
 
 
 def _guide(ccfg: DictConfig, model, checkpoint: dict, init_dir: Path, train_set, num_phones: int):
