@@ -169,12 +169,10 @@ def train_ctc_stage(
         if init != "scratch" and (init_dir / CHOSEN_PHONES).is_file():
             _use_chosen_phones(train_set, init_dir / CHOSEN_PHONES, read_phones(lang_dir))
         torch.manual_seed(cfg.train.seed)
-        guide = None
         if init != "scratch":
             model, checkpoint = load_model(start)
             model_args = ctc_from_viterbi(model, checkpoint, cfg.train.ctc, num_phones)
             log.info("CTC starts from %s (epoch %d), init %s", start, checkpoint["epoch"], init)
-            guide = _guide(cfg.train.ctc, model, checkpoint, init_dir, train_set, num_phones)
         else:
             model_args = {
                 "input_dim": train_set[0].feats.shape[1],
@@ -183,9 +181,11 @@ def train_ctc_stage(
             }
             model = BLSTMAcousticModel(**model_args)
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
-        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per, guide)
+        task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per)
         if init == "viterbi" and cfg.train.ctc.blank == "tuned" and not any((exp_dir / "checkpoints").glob("*.pt")):
             _tune_blank(model, task)
+        if init != "scratch":  # after the blank is tuned: the distillation's teacher is the model as CTC starts
+            task.guide = _guide(cfg.train.ctc, model, checkpoint, init_dir, train_set, num_phones)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
 
 
