@@ -238,6 +238,29 @@ def test_the_python_api_of_the_readme(run, new_recording):
     ]
 
 
+def test_the_recipes_exp_dir_loads_the_model_and_decoder_chosen_on_dev(run, tmp_path):
+    tmp, exp = run
+    result = json.loads((exp / "result.json").read_text())
+    ranked = []  # every model's phone decoders by dev PER, as stage 5 scored them
+    for model in MODELS:
+        bundle = json.loads((exp / model / "bundle" / "decoders.json").read_text())
+        for name, entry in bundle["decoders"].items():
+            if entry["metric"] == "per":
+                ranked.append((entry["per"]["dev"], model, name, entry["per"]["test"]))
+    dev, model, decoder, test = min(ranked)
+    assert (result["model"], result["decoder"], result["per"]) == (model, decoder, {"dev": dev, "test": test})
+    loaded = load_model(exp)
+    assert loaded.dir == exp / model / "bundle"
+    assert loaded.decoders["default_phones"] == decoder
+    results = (tmp / "RESULTS.md").read_text()
+    assert f"**{model}** model, decoded by **{result['title']}**: PER % dev {dev:.2f}, test {test:.2f}" in results
+    broken = tmp_path / "exp"
+    broken.mkdir()
+    (broken / "result.json").write_text(json.dumps({**result, "model": "../elsewhere"}))
+    with pytest.raises(RecipeError, match="'model' is '../elsewhere', expected the name of a model dir"):
+        load_model(broken)
+
+
 def test_stage_7_aligned_the_test_set(run):
     tmp, exp = run
     for kind in MODELS:

@@ -62,6 +62,7 @@ from phonerec.model.posteriors import utterance_posteriors
 from phonerec.training.checkpoints import load_model as load_trained
 
 log = logging.getLogger(__name__)
+RESULT_FILE = "result.json"  # <exp>/<recipe>/result.json: the model and phone decoder stage 5 chose on dev
 MAX_UTTERANCE_SECONDS = 30  # corpus.max_utterance_seconds of a bundle made before its config.yaml held it
 REMAKE = "remake it with ./run.sh --stage 6 --stop-stage 6 and the settings of the run that made it"
 
@@ -138,9 +139,16 @@ def read_recording(
 
 
 def load_model(path: str | Path, device: str = "cpu") -> "TrainedModel":
-    """The trained model of a model exp dir (<exp>/<recipe>/viterbi or .../ctc, whose stage 6 wrote bundle/) or
-    of a bundle dir itself."""
+    """The trained model of a model exp dir (<exp>/<recipe>/viterbi or .../ctc, whose stage 6 wrote bundle/), of
+    a bundle dir itself, or of a recipe's exp dir (<exp>/<recipe>): the model its stage 5 chose on dev across both
+    training phases (RESULT_FILE), whose default phone decoder is then the one chosen with it."""
     path = Path(path)
+    if (path / RESULT_FILE).is_file() and not (path / "bundle.json").is_file():
+        result = read_bundle_data(path / RESULT_FILE)
+        model = result.get("model") if isinstance(result, dict) else None
+        if not isinstance(model, str) or not model or "/" in model or model.startswith("."):
+            raise RecipeError(f"{path / RESULT_FILE}: 'model' is {model!r}, expected the name of a model dir")
+        path = path / model
     for candidate in (path, path / "bundle"):
         if (candidate / "bundle.json").is_file():
             return TrainedModel(candidate, device)

@@ -15,11 +15,12 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from phonerec.base.config import REPO_ROOT
-from phonerec.base.files import write_png_atomic, write_text_atomic
+from phonerec.base.files import write_json_atomic, write_png_atomic, write_text_atomic
 from phonerec.base.ownership import GENERATED_LINE, check_generated_file
 from phonerec.base.schema import SPEED_PERTURBED_TRAIN, SPLITS
 from phonerec.decoding.decoders import decoder_metric
 from phonerec.hmm.align_eval import ACCURACY_KEYS
+from phonerec.inference import RESULT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
         "",
         f"Command: `{command}`",
         *_seed_table_link(results_path),
+        *_result_lines(exp_dir),
         "",
         f"## Phone error rate (checkpoint: {cfg.decode.checkpoint})",
         "",
@@ -185,6 +187,58 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in stage_times if seconds is not None]
     write_report(results_path, lines)
     log.info("wrote %s", results_path)
+
+
+def choose_result(cfg: DictConfig, exp_dir: Path) -> dict | None:
+    """The recipe's result across both training phases: the model and phone decoder of the lowest PER on dev (the
+    first of decode.splits; ties go to the earlier model of `models`, then decoder of decode.decoders), with its
+    figure on every split; None before any phone decoder is scored on dev."""
+    tune_split = cfg.decode.splits[0]
+    ranked = []
+    for m, model in enumerate(cfg.models):
+        for d, name in enumerate(cfg.decode.decoders):
+            if decoder_metric(name) != "per":
+                continue
+            scored = {}
+            for split in cfg.decode.splits:
+                path = exp_dir / model / f"decode_{split}_{name}" / "per.json"
+                if path.is_file():
+                    scored[split] = json.loads(path.read_text())["total"]["per"]
+            if tune_split in scored:
+                title = _decoder(exp_dir / model / f"decode_{tune_split}_{name}", tune_split)
+                ranked.append(
+                    (scored[tune_split], m, d, {"model": model, "decoder": name, "title": title, "per": scored})
+                )
+    if not ranked:
+        return None
+    return {"chosen_on": tune_split, **min(ranked, key=lambda r: r[:3])[3]}
+
+
+def write_result(cfg: DictConfig, exp_dir: Path) -> None:
+    """<exp>/result.json (choose_result), which RESULTS.md states and phonerec.inference.load_model(<exp>) follows
+    to the chosen model's bundle; removed where nothing is scored on dev yet."""
+    result = choose_result(cfg, exp_dir)
+    if result is not None:
+        write_json_atomic(exp_dir / RESULT_FILE, result)
+    else:
+        (exp_dir / RESULT_FILE).unlink(missing_ok=True)
+
+
+def _result_lines(exp_dir: Path) -> list[str]:
+    path = exp_dir / RESULT_FILE
+    if not path.is_file():
+        return []
+    result = json.loads(path.read_text())
+    figures = ", ".join(f"{split} {per:.2f}" for split, per in result["per"].items())
+    return [
+        "",
+        "## The recipe's result",
+        "",
+        f"**{result['model']}** model, decoded by **{result['title']}**: PER % {figures}. Chosen on "
+        f"{result['chosen_on']} among every model and phone decoder below (the lowest {result['chosen_on']} PER); "
+        f'`phonerec.inference.load_model("{exp_dir}")` and the model tools given `{exp_dir}` load this model '
+        "and decoder.",
+    ]
 
 
 def seed_table_path(results_path: Path) -> Path:

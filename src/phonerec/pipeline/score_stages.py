@@ -12,7 +12,7 @@ from phonerec.data.data_dir import read_table
 from phonerec.data.lang import ignored_in_scoring, read_lexicon
 from phonerec.decoding.decoders import decoder_metric
 from phonerec.pipeline.markers import read_digest
-from phonerec.pipeline.results import write_results
+from phonerec.pipeline.results import write_result, write_results
 from phonerec.pipeline.stage_keys import SCORE
 from phonerec.scoring.error_rate import (
     closest_reference,
@@ -44,6 +44,7 @@ def score_stage(cfg: DictConfig, data_dir: Path, exp_dir: Path, command: str) ->
                 else:
                     words = word_pronunciations(data_dir, split) if variants else None
                     score_phones(cfg, decode_dir, data_dir / "lang", words)
+    write_result(cfg, exp_dir)
     write_results(cfg, data_dir, exp_dir, Path(cfg.paths.results), command)
 
 
