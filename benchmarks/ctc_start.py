@@ -4,16 +4,18 @@
   . ./path.sh && python benchmarks/ctc_start.py exp/timit_sample/viterbi [more Viterbi exp dirs ...] \
       --data data/timit_sample/fbank40 --lang data/timit_sample/lang
 
-For each Viterbi exp dir (its best.pt and the alignment of its last round), on the dev set, it prints:
+For each Viterbi exp dir and each of its checkpoints best.pt and best_alignment.pt (where training kept one), on
+the training and the dev set against the alignment of the last re-alignment round, it prints:
 
-- the state posteriors as the network gives them: the mean per-frame entropy (nats), the share of frames where
-  one state holds at least 0.9 of the mass, where silence's states together hold at least half, and where the
-  argmax state is the last alignment's (frame accuracy); beside it, the share of silence in that alignment;
+- the state posteriors as the network gives them: the mean per-frame entropy (nats) of the states and of the
+  phones (each phone's states summed), the share of frames where one state (one phone) holds at least 0.9 of the
+  mass, where silence's states together hold at least half, and where the argmax state is the alignment's;
+  beside it, the share of silence in the alignment;
 - the same after dividing by the alignment's state priors (as the hybrid decoder scores frames) and by the soft
-  priors (the mean posterior over dev's frames, as full-sum training divides), renormalised per frame;
-- where CTC starts from the model, for each way of making its output layer (phonerec.pipeline.train_stages,
-  `ctc_from_viterbi`): dev's CTC loss (per label, as validation reports it) and PER of the best path (greedy,
-  repeats merged, blanks dropped), before any CTC training.
+  priors (the mean posterior over the set's frames, as full-sum training divides), renormalised per frame;
+- where CTC starts from the checkpoint, for each way of making its output layer (phonerec.pipeline.train_stages,
+  `ctc_from_viterbi`): the CTC loss on the training and the dev set (per label, as validation reports it) and dev's
+  PER of the best path (greedy, repeats merged, blanks dropped), before any CTC training.
 """
 
 import argparse
@@ -34,11 +36,7 @@ from phonerec.training.ctc import CTCTask
 CTC_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml"
 INITS = {  # name: the train.ctc keys that make it
     "fresh output layer": {"init": "fresh"},
-    "pooled states": {"init": "viterbi", "fold_prior": False},
-    "pooled states, prior folded in": {"init": "viterbi", "fold_prior": True},
-    "pooled states, blank +2": {"init": "viterbi", "blank_offset": 2.0},
-    "pooled states, blank +4": {"init": "viterbi", "blank_offset": 4.0},
-    "pooled states, blank -4": {"init": "viterbi", "blank_offset": -4.0},
+    "pooled states": {"init": "viterbi"},
 }
 
 
@@ -73,54 +71,65 @@ def last_alignment(exp_dir: Path, name: str) -> dict[str, torch.Tensor]:
     return {line.split()[0]: torch.tensor([int(s) for s in line.split()[1:]]) for line in table}
 
 
+def print_outputs(title: str, model, checkpoint: dict, exp_dir: Path, sets: dict, topo: Topology) -> None:
+    for name, examples in sets.items():
+        alignment = last_alignment(exp_dir, name)
+        with torch.no_grad():
+            scored = [(e, lp) for e, lp in utterance_posteriors(model, examples, 100000, 64) if e.utt in alignment]
+        log_probs = [lp for _, lp in scored]
+        alis = [alignment[e.utt] for e, _ in scored]
+        soft = torch.cat(log_probs).exp().mean(0).clamp(min=1e-5).log()
+        rows = {
+            "posteriors": output_figures(log_probs, alis, topo),
+            "/ alignment priors": output_figures(divided(log_probs, checkpoint["task"]["log_priors"]), alis, topo),
+            "/ soft priors": output_figures(divided(log_probs, soft), alis, topo),
+        }
+        keys = list(rows["posteriors"])
+        print(f"\n{title}, {name} ({len(scored)} utterances)\n")
+        print("| outputs | " + " | ".join(keys) + " |")
+        print("|---|" + "---:|" * len(keys))
+        for row, figures in rows.items():
+            print(f"| {row} | " + " | ".join(f"{figures[k]:.2f}" for k in keys) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("exp_dirs", nargs="+", type=Path, help="Viterbi exp dirs (best.pt, ali/)")
-    parser.add_argument("--data", type=Path, required=True, help="the feature dir holding dev/")
+    parser.add_argument("--data", type=Path, required=True, help="the feature dir holding train/ and dev/")
     parser.add_argument("--lang", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
     id2phone = read_id2phone(args.lang)
+    num_phones = len(read_phones(args.lang))
     for exp_dir in args.exp_dirs:
-        model, checkpoint = load_model(exp_dir / "best.pt")
-        cfg = OmegaConf.create(checkpoint["config"])
-        dev = load_examples(args.data / "dev", args.lang, cfg.features, word_boundaries=False)
-        num_phones = len(read_phones(args.lang))
-        topo = Topology(num_phones, checkpoint["model_args"]["num_outputs"] // (num_phones - 1))
-        for name in ("train", "dev"):
-            examples = load_examples(args.data / name, args.lang, cfg.features, word_boundaries=False)
-            alignment = last_alignment(exp_dir, name)
-            with torch.no_grad():
-                scored = [(e, lp) for e, lp in utterance_posteriors(model, examples, 100000, 64) if e.utt in alignment]
-            log_probs = [lp for _, lp in scored]
-            alis = [alignment[e.utt] for e, _ in scored]
-            soft = torch.cat(log_probs).exp().mean(0).clamp(min=1e-5).log()
-            print(
-                f"\n{exp_dir} (epoch {checkpoint['epoch']}, {cfg.train.viterbi.criterion}), {name}, {len(scored)} utts"
-            )
-            rows = {
-                "posteriors": output_figures(log_probs, alis, topo),
-                "/ alignment priors": output_figures(divided(log_probs, checkpoint["task"]["log_priors"]), alis, topo),
-                "/ soft priors": output_figures(divided(log_probs, soft), alis, topo),
+        for checkpoint_name in ("best", "best_alignment"):
+            path = exp_dir / f"{checkpoint_name}.pt"
+            if not path.is_file():
+                continue
+            model, checkpoint = load_model(path)
+            cfg = OmegaConf.create(checkpoint["config"])
+            sets = {
+                name: load_examples(args.data / name, args.lang, cfg.features, word_boundaries=False)
+                for name in ("train", "dev")
             }
-            keys = list(next(iter(rows.values())))
-            print("| outputs | " + " | ".join(keys) + " |")
-            for row, figures in rows.items():
-                print(f"| {row} | " + " | ".join(f"{figures[k]:.2f}" for k in keys) + " |")
-        train = load_examples(args.data / "train", args.lang, cfg.features, word_boundaries=False)
-        dev = load_examples(args.data / "dev", args.lang, cfg.features, word_boundaries=False)
-        dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, args.lang))
-        print("| CTC starts from | train CTC loss | dev CTC loss | dev PER % (best path) |")
-        for name, keys in INITS.items():
-            tcfg = OmegaConf.merge(cfg.train, {"ctc": OmegaConf.load(CTC_DEFAULTS).ctc}, {"ctc": keys})
-            ctc_model, _ = load_model(exp_dir / "best.pt")
-            torch.manual_seed(0)
-            ctc_from_viterbi(ctc_model, checkpoint, tcfg.ctc, num_phones)
-            ctc_model.eval()
-            with torch.no_grad():
-                on_train = CTCTask([], train, tcfg, ctc_model, id2phone, dev_per).validate(ctc_model)
-                figures = CTCTask([], dev, tcfg, ctc_model, id2phone, dev_per).validate(ctc_model)
-            print(f"| {name} | {on_train['loss']:.2f} | {figures['loss']:.2f} | {figures['per']:.2f} |")
+            topo = Topology(num_phones, checkpoint["model_args"]["num_outputs"] // (num_phones - 1))
+            title = f"{path} (epoch {checkpoint['epoch']}, {cfg.train.viterbi.criterion})"
+            print_outputs(title, model, checkpoint, exp_dir, sets, topo)
+            dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, args.lang))
+            print(f"\nCTC from {title}\n")
+            print("| output layer | train CTC loss | dev CTC loss | dev PER % (best path) |\n|---|---:|---:|---:|")
+            for name, keys in INITS.items():
+                tcfg = OmegaConf.merge(cfg.train, {"ctc": OmegaConf.load(CTC_DEFAULTS).ctc}, {"ctc": keys})
+                ctc_model, _ = load_model(path)
+                torch.manual_seed(0)
+                ctc_from_viterbi(ctc_model, checkpoint, tcfg.ctc, num_phones)
+                ctc_model.eval()
+                with torch.no_grad():
+                    train, dev = (
+                        CTCTask([], sets[k], tcfg, ctc_model, id2phone, dev_per).validate(ctc_model)
+                        for k in ("train", "dev")
+                    )
+                print(f"| {name} | {train['loss']:.2f} | {dev['loss']:.2f} | {dev['per']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -64,14 +64,6 @@ class BLSTMLayer(nn.Module):
         return self.projection(out) if self.projection is not None else out
 
 
-def pooled(log_probs: torch.Tensor, states_per_phone: int) -> torch.Tensor:
-    """(B, T', blank + phones) from the log-posteriors of the blank and each phone's states (B, T', 1 + states): a
-    phone's posterior is the sum of its states'."""
-    batch, frames, _ = log_probs.shape
-    states = log_probs[..., 1:].reshape(batch, frames, -1, states_per_phone)
-    return torch.cat([log_probs[..., :1], states.logsumexp(dim=-1)], dim=-1)
-
-
 class BLSTMAcousticModel(nn.Module):
     """Frame posteriors (log-softmax) from features; output 0 is the CTC blank in a CTC model.
 
@@ -145,16 +137,15 @@ class BLSTMAcousticModel(nn.Module):
             x = layer(x, rev_index)
         return x, lengths
 
-    def forward(
-        self, feats: torch.Tensor, lengths: torch.Tensor, states: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log_probs (B, T', outputs), out_lengths (B,)); frames past out_lengths are don't-care. outputs is
-        num_outputs, or with pool_states=N the blank and one per group of N states (`states`: not pooled, the
-        blank and every state; `pooled` then gives the former)."""
+        num_outputs, or with pool_states=N the blank and one per group of N states."""
         hidden, out_lengths = self.encode(feats, lengths)
         log_probs = self.output(hidden).log_softmax(dim=-1)
-        if self.pool_states > 1 and not states:
-            log_probs = pooled(log_probs, self.pool_states)
+        if self.pool_states > 1:
+            batch, frames, _ = log_probs.shape
+            states = log_probs[..., 1:].reshape(batch, frames, -1, self.pool_states)
+            log_probs = torch.cat([log_probs[..., :1], states.logsumexp(dim=-1)], dim=-1)
         return log_probs, out_lengths
 
     def replace_output_layer(self, num_outputs: int) -> None:

@@ -66,9 +66,9 @@ class Autocast(nn.Module):
         super().__init__()
         self.model, self.device_type = model, device.type
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            log_probs, out_lengths = self.model(feats, lengths, **options)
+            log_probs, out_lengths = self.model(feats, lengths)
         return log_probs.float(), out_lengths
 
 

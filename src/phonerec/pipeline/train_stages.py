@@ -1,7 +1,6 @@
 """Stages 2 and 3: Viterbi training from a flat start with re-alignment, then CTC from the Viterbi model."""
 
 import contextlib
-import copy
 import logging
 import shutil
 from pathlib import Path
@@ -14,14 +13,13 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.files import file_digest, write_json_atomic, write_text_atomic
 from phonerec.base.ownership import MARKER, move_entries, refuse_link, remove_tree
 from phonerec.data.data_dir import read_table
-from phonerec.data.dataset import collate, load_examples
+from phonerec.data.dataset import load_examples
 from phonerec.data.lang import ignored_in_scoring, read_id2phone, read_phones, read_topology
 from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.hmm.timing import frame_timing
 from phonerec.hmm.transitions import Transitions
 from phonerec.model.blstm import BLSTMAcousticModel
-from phonerec.model.posteriors import batched_posteriors
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, lang_dir_digest
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
@@ -29,7 +27,7 @@ from phonerec.scoring.error_rate import dev_per_scorer
 from phonerec.training import distributed
 from phonerec.training.augment import SpecAugment
 from phonerec.training.checkpoints import load_checkpoint, load_model
-from phonerec.training.ctc import CTCTask, DistillGuide, FullSumGuide, SpikeGuide
+from phonerec.training.ctc import CTCTask
 from phonerec.training.loop import train
 from phonerec.training.viterbi_ce import ViterbiTask
 
@@ -154,9 +152,14 @@ def train_ctc_stage(
     init_digest = "scratch"
     if init != "scratch":  # the Viterbi stage's digest, and the content of the checkpoint read (someone may swap it)
         start = init_dir / f"{cfg.train.ctc.init_checkpoint}.pt"
+        if not start.is_file() and (init_dir / "best.pt").is_file():
+            raise RecipeError(
+                f"{start}: no such checkpoint (Viterbi training keeps one only where dev has hand-labelled phones: "
+                "TIMIT); give train.ctc.init_checkpoint=best"
+            )
         if not start.is_file():
             raise RecipeError(f"{start}: no such checkpoint; train the Viterbi model first (stage 2)")
-        init_digest = {"train": read_digest(init_dir, "train"), "best.pt": file_digest(start)}
+        init_digest = {"train": read_digest(init_dir, "train"), start.name: file_digest(start)}
         if (init_dir / CHOSEN_PHONES).is_file():  # hmm.pronunciations=variants
             init_digest[CHOSEN_PHONES] = file_digest(init_dir / CHOSEN_PHONES)
     stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
@@ -182,10 +185,6 @@ def train_ctc_stage(
             model = BLSTMAcousticModel(**model_args)
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per)
-        if init == "viterbi" and cfg.train.ctc.blank == "tuned" and not any((exp_dir / "checkpoints").glob("*.pt")):
-            _tune_blank(model, task)
-        if init != "scratch":  # after the blank is tuned: the distillation's teacher is the model as CTC starts
-            task.guide = _guide(cfg.train.ctc, model, checkpoint, init_dir, train_set, num_phones)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)
 
 
@@ -212,10 +211,7 @@ def ctc_from_viterbi(model, checkpoint: dict, ccfg: DictConfig, num_phones: int)
     says; returns its model_args. init=viterbi keeps what the Viterbi model knows: its state outputs stay, pooled
     per phone, and the blank is a copy of the middle state of silence with train.ctc.blank_offset added to its
     bias, so the CTC model starts out ranking the phones as the Viterbi model does, the blank taking a share of
-    silence's frames. With train.ctc.fold_prior the state priors of the model's last alignment are folded into the
-    output bias first (log-prior subtracted): the softmax then gives the posteriors / priors that the hybrid
-    decoder scores, renormalised, not the network's raw posteriors. init=fresh: a new randomly initialised output
-    layer of blank + phones."""
+    silence's frames. init=fresh: a new randomly initialised output layer of blank + phones."""
     viterbi_args = checkpoint["model_args"]
     states_per_phone = viterbi_args["num_outputs"] // (num_phones - 1)
     topo = Topology(num_phones, states_per_phone)
@@ -226,60 +222,9 @@ def ctc_from_viterbi(model, checkpoint: dict, ccfg: DictConfig, num_phones: int)
     if ccfg.init == "fresh":
         model.replace_output_layer(num_phones)
         return {**viterbi_args, "num_outputs": num_phones}
-    if ccfg.fold_prior:
-        with torch.no_grad():
-            model.output.bias -= checkpoint["task"]["log_priors"].to(model.output.bias)
     silence = topo.states(topo.silence_phone)[states_per_phone // 2]
     model.add_blank(copy_of=silence, bias_offset=ccfg.blank_offset, pool_states=states_per_phone)
     return {**viterbi_args, "num_outputs": viterbi_args["num_outputs"] + 1, "pool_states": states_per_phone}
-
-
-def _tune_blank(model, task: CTCTask) -> None:
-    """The blank as a constant logit (no weights), the one whose best path gives the lowest dev PER before training,
-    among the quantiles 5%, 10%, ..., 95% of dev's frames' best phone logit: the blank takes the frames where no
-    phone is sure enough, and the frames where the Viterbi model flickers between phones give no insertions."""
-    with torch.no_grad():
-        model.output.weight[0] = 0.0
-        best_logits = []
-        for examples, _, _ in batched_posteriors(model, task.dev, task.tcfg.batch_frames, task.tcfg.max_batch_utts):
-            feats, lengths = collate(examples)
-            hidden, out_lengths = model.encode(feats, lengths)
-            logits = model.output(hidden)[..., 1:]
-            phones = logits.reshape(*logits.shape[:2], -1, model.pool_states).logsumexp(-1).max(-1).values
-            best_logits += [phones[k, :n] for k, n in enumerate(out_lengths.tolist())]
-        candidates = torch.quantile(torch.cat(best_logits), torch.arange(0.05, 0.951, 0.05)).tolist()
-        found = []
-        for bias in candidates:
-            model.output.bias[0] = bias
-            found.append((task.validate(model.eval())["per"], bias))
-        per, bias = min(found)
-        model.output.bias[0] = bias
-    model.train()
-    log.info("CTC blank: a constant logit of %.3f, dev PER %.2f%% by the best path before training", bias, per)
-
-
-def _guide(ccfg: DictConfig, model, checkpoint: dict, init_dir: Path, train_set, num_phones: int):
-    """The second loss of CTC's first epochs (train.ctc.guide; phonerec.training.ctc), or None."""
-    if ccfg.guide == "none":
-        return None
-    if model.pool_states == 1:
-        raise RecipeError(
-            f"train.ctc.guide={ccfg.guide} needs the Viterbi model's state outputs (train.ctc.init=viterbi)"
-        )
-    viterbi_cfg = checkpoint["config"]
-    topo = Topology(num_phones, model.pool_states)
-    if ccfg.guide == "fullsum":
-        hcfg = OmegaConf.create(viterbi_cfg["hmm"])
-        transitions = _transitions(hcfg, topo)
-        if transitions is not None:
-            transitions.load_state_dict(checkpoint["task"]["transitions"])
-        prior_scale = viterbi_cfg["train"]["viterbi"]["fullsum_prior_scale"]
-        return FullSumGuide(train_set, topo, hcfg.optional_silence, transitions, prior_scale)
-    if ccfg.guide == "spikes":
-        table = read_table(init_dir / "ali" / f"iter{checkpoint['task']['round']}" / "ali.train.txt")
-        alignments = {u: torch.tensor([int(x) for x in v.split()]) for u, v in table.items()}
-        return SpikeGuide(alignments, topo.state_to_phone(), model.pool_states)
-    return DistillGuide(copy.deepcopy(model), model.pool_states)
 
 
 def _training_run(

@@ -9,9 +9,7 @@ import torch.nn.functional as F
 
 from phonerec.data.dataset import Example
 from phonerec.decoding.greedy import ctc_greedy
-from phonerec.hmm.align import Topology, build_graph, soft_log_priors
-from phonerec.hmm.fullsum import ctc_loss, ctc_min_frames, fullsum_loglik
-from phonerec.model.blstm import pooled
+from phonerec.hmm.fullsum import ctc_loss, ctc_min_frames
 from phonerec.model.posteriors import batched_posteriors
 
 log = logging.getLogger(__name__)
@@ -23,14 +21,10 @@ class CTCTask:
 
     kind = "ctc"
 
-    def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, dev_per, guide=None):
-        """dev_per(refs, hyps): the PER of validation (phonerec.scoring.error_rate.dev_per_scorer). guide: a second
-        loss added to CTC's with a weight that falls from train.ctc.guide_weight to 0 over train.ctc.guide_epochs
-        (FullSumGuide, SpikeGuide, DistillGuide below)."""
+    def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, dev_per):
+        """dev_per(refs, hyps): the PER of validation (phonerec.scoring.error_rate.dev_per_scorer)."""
         self.tcfg, self.id2phone, self.dev_per = tcfg, id2phone, dev_per
         self.dev = dev
-        self.guide = guide
-        self.epoch = 1
         self._kernel_logged = False
         self.usable = set()
         too_short = []
@@ -54,16 +48,10 @@ class CTCTask:
         return []
 
     def state(self) -> dict:
-        return {"epoch": self.epoch}
+        return {}
 
     def load_state(self, state: dict) -> None:
-        self.epoch = state.get("epoch", 1)
-
-    def guide_weight(self) -> float:
-        ccfg = self.tcfg.ctc
-        if self.guide is None or ccfg.guide_epochs <= 0:
-            return 0.0
-        return ccfg.guide_weight * max(0.0, 1.0 - (self.epoch - 1) / ccfg.guide_epochs)
+        pass
 
     def train_examples(self, train: list[Example]) -> list[Example]:
         return [e for e in train if e.utt in self.usable]
@@ -92,16 +80,9 @@ class CTCTask:
         )
 
     def loss(self, model, feats, lengths, examples):
-        weight = self.guide_weight()
-        if not weight:
-            log_probs, out_lengths = model(feats, lengths)
-            # Per utterance, divided by its label count (CTCLoss "mean"): comparable across batches.
-            return self._loss(log_probs, out_lengths, examples, "mean"), len(examples)
-        states, out_lengths = model(feats, lengths, states=True)
-        log_probs = pooled(states, self.guide.states_per_phone)
-        loss = self._loss(log_probs, out_lengths, examples, "mean")
-        guide = self.guide.loss(feats, lengths, states, log_probs, out_lengths, examples)
-        return loss + weight * guide, len(examples)
+        log_probs, out_lengths = model(feats, lengths)
+        # Per utterance, divided by its label count (CTCLoss "mean"): comparable across batches.
+        return self._loss(log_probs, out_lengths, examples, "mean"), len(examples)
 
     def validate(self, model) -> dict:
         total_loss, refs, hyps = 0.0, {}, {}
@@ -114,72 +95,4 @@ class CTCTask:
         return {"loss": total_loss / max(len(self.dev), 1), "per": self.dev_per(refs, hyps)}
 
     def end_of_epoch(self, model, epoch: int, writer) -> None:
-        self.epoch = epoch + 1
-
-
-def _valid_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
-class FullSumGuide:
-    """The first phase's criterion on the CTC model's state outputs (the CTC head read as an HMM: the states'
-    log-posteriors renormalised without the blank, divided by the soft priors ^ prior_scale, summed over every path
-    of each utterance's graph), per frame."""
-
-    def __init__(self, examples, topo: Topology, optional_silence: bool, transitions, prior_scale: float):
-        self.topo, self.transitions, self.prior_scale = topo, transitions, prior_scale
-        self.states_per_phone = topo.states_per_phone
-        self.graphs = {e.utt: build_graph(e.phones, topo, e.word_ends, optional_silence) for e in examples}
-
-    def loss(self, feats, lengths, states, log_probs, out_lengths, examples):
-        scores = states[..., 1:].log_softmax(-1)
-        if self.prior_scale:
-            scores = scores - self.prior_scale * soft_log_priors(scores.detach(), out_lengths)
-        loglik = fullsum_loglik(
-            scores, out_lengths, [self.graphs[e.utt] for e in examples], self.topo, self.transitions
-        )
-        found = torch.isfinite(loglik)
-        return -loglik[found].sum() / max(int(out_lengths.to(found.device)[found].sum()), 1)
-
-
-class SpikeGuide:
-    """Cross-entropy towards each phone at the middle frame of its segment in the Viterbi model's alignment (where
-    CTC would put its spike), per spike."""
-
-    def __init__(self, alignments: dict[str, torch.Tensor], state_to_phone: list[int], states_per_phone: int):
-        self.states_per_phone = states_per_phone
-        self.spikes = {}
-        to_phone = torch.tensor(state_to_phone)
-        for utt, ali in alignments.items():
-            phones = to_phone[ali]
-            starts = torch.nonzero(torch.cat([torch.tensor([True]), phones[1:] != phones[:-1]])).squeeze(1)
-            ends = torch.cat([starts[1:], torch.tensor([len(phones)])])
-            middles = (starts + ends - 1) // 2
-            self.spikes[utt] = (middles, phones[middles])
-
-    def loss(self, feats, lengths, states, log_probs, out_lengths, examples):
-        total, count = log_probs.new_zeros(()), 0
-        for b, e in enumerate(examples):
-            if e.utt in self.spikes:
-                frames, phones = self.spikes[e.utt]
-                keep = frames < int(out_lengths[b])
-                total = total - log_probs[b, frames[keep], phones[keep].to(log_probs.device)].sum()
-                count += int(keep.sum())
-        return total / max(count, 1)
-
-
-class DistillGuide:
-    """The Kullback-Leibler divergence from a frozen teacher's outputs (blank + phones: the CTC model as it started
-    from the Viterbi model) to the CTC model's, per frame."""
-
-    def __init__(self, teacher, states_per_phone: int):
-        self.teacher, self.states_per_phone = teacher.eval(), states_per_phone
-        for parameter in self.teacher.parameters():
-            parameter.requires_grad_(False)
-
-    def loss(self, feats, lengths, states, log_probs, out_lengths, examples):
-        self.teacher.to(feats.device)
-        with torch.no_grad():
-            target, _ = self.teacher(feats, lengths)
-        kl = (target.exp() * (target - log_probs)).sum(-1)
-        return kl[_valid_frames(out_lengths, kl.shape[1])].mean()
+        pass
