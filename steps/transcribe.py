@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Transcribe recordings with a trained model: <exp-dir> is a model's experiment dir (exp/<recipe>/viterbi or
-.../ctc, with the bundle stage 6 wrote) or a bundle dir; the recordings are audio files (any sample rate and
+.../ctc, with the bundle stage 6 wrote), a bundle dir, or the recipe's exp dir (exp/<recipe>: the model and phone
+decoder chosen on dev across both phases, result.json); the recordings are audio files (any sample rate and
 channel count: resampled and downmixed), a --wav-scp, or a --data-dir (its speakers then share CMVN statistics
 as in training). Prints each recording's phones and, for models with a word decoder (the digit recipes), words,
 then each word and phone with its start and end in seconds. Decoders: --phone-decoder and --word-decoder (names

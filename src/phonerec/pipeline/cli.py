@@ -90,7 +90,12 @@ def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentPar
     with `recordings` the audio files, --wav-scp and --data-dir, and --device, --num-threads, --log; each tool
     adds its own options."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("exp_dir", type=Path, help="a model's experiment dir (with bundle/) or a bundle dir")
+    parser.add_argument(
+        "exp_dir",
+        type=Path,
+        help="a model's experiment dir (with bundle/), a bundle dir, or a recipe's exp dir (exp/<recipe>: the model "
+        "and decoder its stage 5 chose on dev, result.json)",
+    )
     if recordings:
         parser.add_argument("wavs", type=Path, nargs="*", help="audio files")
         parser.add_argument("--wav-scp", type=Path, help="a wav.scp: <utterance> <audio file> lines")
