@@ -477,22 +477,3 @@ def test_the_alignment_checkpoint_is_the_epoch_that_aligned_dev_best(tmp_path):
     assert best_alignment_epoch(history[:1]) is None
     assert torch.load(tmp_path / "best_alignment.pt")["epoch"] == 4
     assert [p.name for p in sorted((tmp_path / "checkpoints").glob("*.pt"))] == ["epoch-1.pt", "epoch-6.pt"]
-
-
-@pytest.mark.parametrize(
-    ("present", "message"),
-    [
-        ([], "viterbi/best_alignment.pt: no such checkpoint; train the Viterbi model first"),
-        (["best.pt"], r"viterbi/best_alignment.pt: no such checkpoint \(Viterbi training keeps one only where dev"),
-    ],
-)
-def test_ctc_from_a_viterbi_checkpoint_that_is_not_there_is_a_clear_error(tmp_path, present, message):
-    """train.ctc.init_checkpoint=best_alignment where the Viterbi run kept no such epoch (FSDD: no hand labels)."""
-    cfg = load_config(["recipe=fsdd", "train.ctc.init_checkpoint=best_alignment"])
-    viterbi = tmp_path / "viterbi"
-    viterbi.mkdir()
-    for name in present:
-        (viterbi / name).write_bytes(b"")
-    with pytest.raises(RecipeError, match=message):
-        train_ctc_stage(cfg, tmp_path / "train", tmp_path / "dev", tmp_path / "lang", viterbi, tmp_path / "ctc")
-    assert not (tmp_path / "ctc").exists()

@@ -37,7 +37,6 @@ PRONUNCIATION_MODES = ("first", "variants")  # hmm.pronunciations (phonerec.hmm.
 PRONUNCIATION_PROBS = ("lexicon", "estimated")  # hmm.pronunciation_probs (phonerec.training.viterbi_ce)
 VITERBI_CRITERIA = ("ce", "fullsum")  # train.viterbi.criterion (phonerec.training.viterbi_ce.ViterbiTask)
 CTC_INITS = ("viterbi", "fresh", "scratch")  # train.ctc.init (phonerec.pipeline.train_stages)
-CTC_INIT_CHECKPOINTS = ("best", "best_alignment")  # train.ctc.init_checkpoint: the Viterbi checkpoint CTC starts from
 CTC_LOSSES = ("torch", "own")  # train.ctc.loss: torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
 PRECISIONS = ("fp32", "bf16")  # train.precision (phonerec.model.device)
 DEVICE_SPEC = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # train.device (phonerec.model.device.resolve_device)
@@ -230,7 +229,6 @@ class ViterbiTrainConfig(PhaseConfig):
 class CtcTrainConfig(PhaseConfig):
     init: str = MISSING
     blank_offset: float = MISSING
-    init_checkpoint: str = MISSING
     loss: str = MISSING
 
 
@@ -475,7 +473,6 @@ def _rules() -> dict:
         "train.viterbi.prior_scale": _at_least(0),
         "train.ctc.init": _one_of(CTC_INITS),
         "train.ctc.loss": _one_of(CTC_LOSSES),
-        "train.ctc.init_checkpoint": _one_of(CTC_INIT_CHECKPOINTS),
         "decode.decoders": _some_of(DECODERS),
         "decode.splits": _some_of(SPLITS),
         "decode.checkpoint": _one_of(CHECKPOINTS),

@@ -50,7 +50,7 @@ TRAIN_VITERBI = _TRAINING | StageKeys(
     hashed=("train.viterbi", "hmm", *FRAME_TIMING),
     added=(("hmm.pronunciations", "first"), ("hmm.pronunciation_probs", "lexicon")),
 )
-TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",), added=(("train.ctc.init_checkpoint", "best"),))
+TRAIN_CTC = _TRAINING | StageKeys(hashed=("train.ctc",))
 # Stage 4: the phone (and word) LMs, then each decoder (whose own keys are added to DECODE).
 LM = StageKeys(hashed=("decode.lm_order",), unhashed=("decode.decoders",))  # (whether words is in it is hashed)
 DECODE = StageKeys(

@@ -151,15 +151,9 @@ def train_ctc_stage(
     init = cfg.train.ctc.init
     init_digest = "scratch"
     if init != "scratch":  # the Viterbi stage's digest, and the content of the checkpoint read (someone may swap it)
-        start = init_dir / f"{cfg.train.ctc.init_checkpoint}.pt"
-        if not start.is_file() and (init_dir / "best.pt").is_file():
-            raise RecipeError(
-                f"{start}: no such checkpoint (Viterbi training keeps one only where dev has hand-labelled phones: "
-                "TIMIT); give train.ctc.init_checkpoint=best"
-            )
-        if not start.is_file():
-            raise RecipeError(f"{start}: no such checkpoint; train the Viterbi model first (stage 2)")
-        init_digest = {"train": read_digest(init_dir, "train"), start.name: file_digest(start)}
+        if not (init_dir / "best.pt").is_file():
+            raise RecipeError(f"{init_dir}/best.pt: no such checkpoint; train the Viterbi model first (stage 2)")
+        init_digest = {"train": read_digest(init_dir, "train"), "best.pt": file_digest(init_dir / "best.pt")}
         if (init_dir / CHOSEN_PHONES).is_file():  # hmm.pronunciations=variants
             init_digest[CHOSEN_PHONES] = file_digest(init_dir / CHOSEN_PHONES)
     stage = _training_run(exp_dir, TRAIN_CTC, cfg, train_dir, dev_dir, lang_dir, init_digest)
@@ -173,9 +167,9 @@ def train_ctc_stage(
             _use_chosen_phones(train_set, init_dir / CHOSEN_PHONES, read_phones(lang_dir))
         torch.manual_seed(cfg.train.seed)
         if init != "scratch":
-            model, checkpoint = load_model(start)
+            model, checkpoint = load_model(init_dir / "best.pt")
             model_args = ctc_from_viterbi(model, checkpoint, cfg.train.ctc, num_phones)
-            log.info("CTC starts from %s (epoch %d), init %s", start, checkpoint["epoch"], init)
+            log.info("CTC starts from %s (epoch %d), init %s", init_dir / "best.pt", checkpoint["epoch"], init)
         else:
             model_args = {
                 "input_dim": train_set[0].feats.shape[1],
