@@ -50,7 +50,7 @@ DEFAULT_DIGESTS = {
     "timit_sample/SPEED_PERTURB": "8d1383763d1e25cc",
     "timit_sample/FEATURES": "3d9c0cc93d728ef0",
     "timit_sample/TRAIN_VITERBI": "62b0cd0746d16a26",
-    "timit_sample/TRAIN_CTC": "db6fc86a75640e11",
+    "timit_sample/TRAIN_CTC": "3febc0e8515d8d7c",  # CTC lr 8e-3 (issue 32)
     "timit_sample/LM": "bda5e4059fb648c8",
     "timit_sample/DECODE": "552adf39fbef5ac9",
     "timit_sample/BUNDLE": "8a537e3fc799b803",
