@@ -168,7 +168,7 @@ def train_ctc_stage(
         torch.manual_seed(cfg.train.seed)
         if init != "scratch":
             model, checkpoint = load_model(init_dir / "best.pt")
-            model_args = ctc_from_viterbi(model, checkpoint, cfg.train.ctc, num_phones)
+            model_args = ctc_from_viterbi(model, checkpoint["model_args"], cfg.train.ctc, num_phones)
             log.info("CTC starts from %s (epoch %d), init %s", init_dir / "best.pt", checkpoint["epoch"], init)
         else:
             model_args = {
@@ -200,13 +200,12 @@ def _use_chosen_phones(examples, path: Path, phone_ids: dict[str, int]) -> None:
     )
 
 
-def ctc_from_viterbi(model, checkpoint: dict, ccfg: DictConfig, num_phones: int) -> dict:
-    """Make the Viterbi model of `checkpoint` (loaded into `model`) a CTC model of blank + phones, as train.ctc.init
-    says; returns its model_args. init=viterbi keeps what the Viterbi model knows: its state outputs stay, pooled
+def ctc_from_viterbi(model, viterbi_args: dict, ccfg: DictConfig, num_phones: int) -> dict:
+    """Make the Viterbi model (of model_args `viterbi_args`) a CTC model of blank + phones, as train.ctc.init says;
+    returns its model_args. init=viterbi keeps what the Viterbi model knows: its state outputs stay, pooled
     per phone, and the blank is a copy of the middle state of silence with train.ctc.blank_offset added to its
     bias, so the CTC model starts out ranking the phones as the Viterbi model does, the blank taking a share of
     silence's frames. init=fresh: a new randomly initialised output layer of blank + phones."""
-    viterbi_args = checkpoint["model_args"]
     states_per_phone = viterbi_args["num_outputs"] // (num_phones - 1)
     topo = Topology(num_phones, states_per_phone)
     if topo.num_states != viterbi_args["num_outputs"]:
