@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from phonerec.base.config import load_config
+from phonerec.data.data_dir import read_table
 from phonerec.data.dataset import load_examples
 from phonerec.data.lang import ignored_in_scoring, read_id2phone, read_phones
 from phonerec.hmm.align import Topology
@@ -33,7 +35,6 @@ from phonerec.scoring.error_rate import dev_per_scorer
 from phonerec.training.checkpoints import load_model
 from phonerec.training.ctc import CTCTask
 
-CTC_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml"
 INITS = {  # name: the train.ctc keys that make it
     "fresh output layer": {"init": "fresh"},
     "pooled states": {"init": "viterbi"},
@@ -67,8 +68,8 @@ def divided(log_probs: list[torch.Tensor], log_priors: torch.Tensor) -> list[tor
 
 def last_alignment(exp_dir: Path, name: str) -> dict[str, torch.Tensor]:
     rounds = sorted((exp_dir / "ali").glob("iter*"), key=lambda p: int(p.name[4:]))
-    table = (rounds[-1] / f"ali.{name}.txt").read_text().splitlines()
-    return {line.split()[0]: torch.tensor([int(s) for s in line.split()[1:]]) for line in table}
+    table = read_table(rounds[-1] / f"ali.{name}.txt")
+    return {utt: torch.tensor([int(s) for s in states.split()]) for utt, states in table.items()}
 
 
 def print_outputs(title: str, model, checkpoint: dict, exp_dir: Path, sets: dict, topo: Topology) -> None:
@@ -101,6 +102,7 @@ def main() -> None:
     torch.set_num_threads(1)
     id2phone = read_id2phone(args.lang)
     num_phones = len(read_phones(args.lang))
+    ctc_defaults = load_config([]).train.ctc  # the Viterbi checkpoints' config holds no train.ctc
     for exp_dir in args.exp_dirs:
         for checkpoint_name in ("best", "best_alignment"):
             path = exp_dir / f"{checkpoint_name}.pt"
@@ -119,10 +121,10 @@ def main() -> None:
             print(f"\nCTC from {title}\n")
             print("| output layer | train CTC loss | dev CTC loss | dev PER % (best path) |\n|---|---:|---:|---:|")
             for name, keys in INITS.items():
-                tcfg = OmegaConf.merge(cfg.train, {"ctc": OmegaConf.load(CTC_DEFAULTS).ctc}, {"ctc": keys})
+                tcfg = OmegaConf.merge(cfg.train, {"ctc": ctc_defaults}, {"ctc": keys})
                 ctc_model, _ = load_model(path)
                 torch.manual_seed(0)
-                ctc_from_viterbi(ctc_model, checkpoint, tcfg.ctc, num_phones)
+                ctc_from_viterbi(ctc_model, checkpoint["model_args"], tcfg.ctc, num_phones)
                 ctc_model.eval()
                 with torch.no_grad():
                     train, dev = (
