@@ -191,12 +191,13 @@ def write_results(cfg: DictConfig, data_dir: Path, exp_dir: Path, results_path: 
 
 def choose_result(cfg: DictConfig, exp_dir: Path) -> dict | None:
     """The recipe's result across both training phases: the model and phone decoder of the lowest PER on dev (the
-    first of decode.splits; ties go to the earlier model of `models`, then decoder of decode.decoders), with its
-    figure on every split; None before any phone decoder is scored on dev."""
+    first of decode.splits; ties go to the earlier model of `models`, then to the decoder name first in order, as
+    the bundle's default phone decoder is chosen), with its figure on every split; None before any phone decoder is
+    scored on dev."""
     tune_split = cfg.decode.splits[0]
     ranked = []
     for m, model in enumerate(cfg.models):
-        for d, name in enumerate(cfg.decode.decoders):
+        for name in cfg.decode.decoders:
             if decoder_metric(name) != "per":
                 continue
             scored = {}
@@ -205,13 +206,12 @@ def choose_result(cfg: DictConfig, exp_dir: Path) -> dict | None:
                 if path.is_file():
                     scored[split] = json.loads(path.read_text())["total"]["per"]
             if tune_split in scored:
-                title = _decoder(exp_dir / model / f"decode_{tune_split}_{name}", tune_split)
-                ranked.append(
-                    (scored[tune_split], m, d, {"model": model, "decoder": name, "title": title, "per": scored})
-                )
+                ranked.append((scored[tune_split], m, name, model, scored))
     if not ranked:
         return None
-    return {"chosen_on": tune_split, **min(ranked, key=lambda r: r[:3])[3]}
+    _, _, name, model, scored = min(ranked, key=lambda r: r[:3])
+    title = _decoder(exp_dir / model / f"decode_{tune_split}_{name}", tune_split)
+    return {"chosen_on": tune_split, "model": model, "decoder": name, "title": title, "per": scored}
 
 
 def write_result(cfg: DictConfig, exp_dir: Path) -> None:
