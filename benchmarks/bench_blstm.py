@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""BLSTM speed: a packed bidirectional nn.LSTM against phonerec.model.blstm's padded per-direction form (two
+"""BLSTM speed: a packed bidirectional nn.LSTM against phonerec.model.recurrent's padded per-direction form (two
 unidirectional nn.LSTMs, the backward one on each utterance reversed within its length), forward + backward
 (training) and forward alone (decoding), same sizes and batches, in one run; then the largest difference of their
 outputs with shared weights.
@@ -14,15 +14,15 @@ import time
 import torch
 from torch import nn
 
-from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel
 
 BATCH, INPUT, HIDDEN, LAYERS = 16, 39, 256, 3
 
 
-def make_pair(num_layers: int) -> tuple[nn.LSTM, BLSTMAcousticModel]:
+def make_pair(num_layers: int) -> tuple[nn.LSTM, RecurrentAcousticModel]:
     """A packed bidirectional LSTM and a model whose layers hold the same weights."""
     packed = nn.LSTM(INPUT, HIDDEN, num_layers, batch_first=True, bidirectional=True)
-    model = BLSTMAcousticModel(INPUT, 40, num_layers=num_layers, hidden_size=HIDDEN, dropout=0.0)
+    model = RecurrentAcousticModel(INPUT, 40, num_layers=num_layers, hidden_size=HIDDEN, dropout=0.0)
     with torch.no_grad():
         for k, layer in enumerate(model.layers):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
@@ -44,7 +44,7 @@ def run_packed(lstm: nn.LSTM, feats: torch.Tensor, lengths: torch.Tensor) -> tor
     return nn.utils.rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=feats.size(1))[0]
 
 
-def run_padded(model: BLSTMAcousticModel, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def run_padded(model: RecurrentAcousticModel, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return model.encode(feats, lengths)[0]
 
 

@@ -20,7 +20,7 @@ from phonerec.data.dataset import Example, collate
 from phonerec.data.features import add_deltas
 from phonerec.data.speed_perturb import perturb_samples
 from phonerec.hmm.align_eval import Segment, read_ctm, write_ctm
-from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel
 from phonerec.pipeline.prepare_stage import speed_perturb_stage
 from phonerec.training.augment import SpecAugment
 from phonerec.training.loop import train_one_epoch
@@ -127,7 +127,7 @@ def test_training_batches_are_augmented_and_the_examples_are_not():
     torch.manual_seed(0)
     examples = [Example(f"u{i}", "s", torch.randn(50, 13) + 3.0, [1], None) for i in range(4)]
     originals = [e.feats.clone() for e in examples]
-    model = BLSTMAcousticModel(input_dim=13, num_outputs=3, num_layers=1, hidden_size=8)
+    model = RecurrentAcousticModel(input_dim=13, num_outputs=3, num_layers=1, hidden_size=8)
     task = _FrameTask()
     tcfg = OmegaConf.create({"batch_frames": 1000, "max_batch_utts": 8, "grad_clip": 5.0})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -16,8 +16,8 @@ from phonerec.base.errors import RecipeError
 from phonerec.data.dataset import Example, collate
 from phonerec.hmm.align import Topology
 from phonerec.hmm.transitions import Transitions
-from phonerec.model.blstm import BLSTMAcousticModel
 from phonerec.model.device import Autocast, in_precision, resolve_device
+from phonerec.model.recurrent import RecurrentAcousticModel
 from phonerec.training import distributed
 from phonerec.training.ctc import CTCTask
 from phonerec.training.viterbi_ce import ViterbiTask
@@ -35,9 +35,9 @@ def _examples() -> list[Example]:
     ]
 
 
-def _model(outputs: int) -> BLSTMAcousticModel:
+def _model(outputs: int) -> RecurrentAcousticModel:
     torch.manual_seed(0)
-    return BLSTMAcousticModel(DIM, outputs, num_layers=2, hidden_size=8, dropout=0.0).double()
+    return RecurrentAcousticModel(DIM, outputs, num_layers=2, hidden_size=8, dropout=0.0).double()
 
 
 def _task(criterion: str, examples: list[Example], model, exp_dir):

@@ -11,7 +11,7 @@ from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
 
 from phonerec.base.config import load_config
 from phonerec.model import export
-from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel
 from phonerec.pipeline.export_stage import export_model
 from phonerec.pipeline.features_stage import make_features
 from phonerec.pipeline.prepare_stage import prepare_stage
@@ -38,7 +38,7 @@ def trained_like(tmp_path, kind: str):
     """An experiment dir with a best.pt of a model of `kind` (random weights), as training writes it."""
     torch.manual_seed(0)
     model_args = {"input_dim": 39, "dropout": 0.2, **MODELS[kind]}
-    model = BLSTMAcousticModel(**model_args)
+    model = RecurrentAcousticModel(**model_args)
     features = {"cmvn": "speaker", "norm_vars": False, "delta_order": 2, "delta_window": 2}
     priors = torch.randn(30).log_softmax(0) if kind == "viterbi" else None
     model_dir = tmp_path / kind

@@ -21,7 +21,7 @@ from phonerec.data.data_dir import Utterance, validate_data_dir, write_data_dir
 from phonerec.data.features import FeatureReader
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.inference import bundle_files, load_model, read_recordings
-from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel
 
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 MODELS = ("viterbi", "ctc")
@@ -462,7 +462,7 @@ def test_an_empty_decoder_list_is_one_line(run, tmp_path, new_recording):
 def save_model(checkpoint, path, **changed):
     """A model file like `checkpoint` with other model arguments (fresh weights of their shape)."""
     args = {**checkpoint["model_args"], **changed}
-    torch.save({**checkpoint, "model_args": args, "model": BLSTMAcousticModel(**args).state_dict()}, path)
+    torch.save({**checkpoint, "model_args": args, "model": RecurrentAcousticModel(**args).state_dict()}, path)
 
 
 def test_a_model_of_another_shape_is_refused(run, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from phonerec.model.blstm import BLSTMAcousticModel, reverse_index, splice_frames
+from phonerec.model.recurrent import RecurrentAcousticModel, reverse_index, splice_frames
 
 DIM, OUTPUTS, HIDDEN = 5, 7, 12
 LENGTHS = [7, 23, 40, 40]
@@ -18,10 +18,10 @@ SETTINGS = {
 }
 
 
-def make_model(**kwargs) -> BLSTMAcousticModel:
+def make_model(**kwargs) -> RecurrentAcousticModel:
     torch.manual_seed(0)
     args = {"num_layers": 2, "hidden_size": HIDDEN, "dropout": 0.2} | kwargs
-    return BLSTMAcousticModel(DIM, OUTPUTS, **args).eval()
+    return RecurrentAcousticModel(DIM, OUTPUTS, **args).eval()
 
 
 def padded_batch(lengths, seed=1, pad_value=0.0):
@@ -133,7 +133,7 @@ def test_training_is_reproducible_with_the_same_seed():
 
 def test_equals_packed_bidirectional_lstm_with_the_same_weights():
     torch.manual_seed(0)
-    model = BLSTMAcousticModel(DIM, OUTPUTS, num_layers=1, hidden_size=HIDDEN).eval()
+    model = RecurrentAcousticModel(DIM, OUTPUTS, num_layers=1, hidden_size=HIDDEN).eval()
     packed_lstm = nn.LSTM(DIM, HIDDEN, batch_first=True, bidirectional=True)
     layer = model.layers[0]
     with torch.no_grad():
@@ -155,11 +155,11 @@ def test_add_blank_keeps_the_viterbi_models_phone_posteriors(states_per_phone):
     """A Viterbi model of 4 phones x N states turned into a CTC model: each phone's output is the sum of its
     states' posteriors, and the blank (a copy of state 0 with its bias lowered by 1) takes a share of them."""
     torch.manual_seed(0)
-    viterbi = BLSTMAcousticModel(DIM, 4 * states_per_phone, num_layers=1, hidden_size=HIDDEN).eval()
+    viterbi = RecurrentAcousticModel(DIM, 4 * states_per_phone, num_layers=1, hidden_size=HIDDEN).eval()
     _, feats, lengths = padded_batch(LENGTHS)
     states, _ = viterbi(feats, lengths)
     logits = viterbi.output(viterbi.encode(feats, lengths)[0])
-    ctc = BLSTMAcousticModel(DIM, 4 * states_per_phone, num_layers=1, hidden_size=HIDDEN).eval()
+    ctc = RecurrentAcousticModel(DIM, 4 * states_per_phone, num_layers=1, hidden_size=HIDDEN).eval()
     ctc.load_state_dict(viterbi.state_dict())
     ctc.add_blank(copy_of=0, bias_offset=-1.0, pool_states=states_per_phone)
     log_probs, _ = ctc(feats, lengths)
@@ -174,7 +174,7 @@ def test_add_blank_keeps_the_viterbi_models_phone_posteriors(states_per_phone):
     renormalised = log_probs[..., 1:] - log_probs[..., 1:].logsumexp(-1, keepdim=True)
     torch.testing.assert_close(renormalised, pooled)
     # The CTC model rebuilds from its model_args, as a checkpoint does.
-    rebuilt = BLSTMAcousticModel(
+    rebuilt = RecurrentAcousticModel(
         DIM, 4 * states_per_phone + 1, num_layers=1, hidden_size=HIDDEN, pool_states=states_per_phone
     ).eval()
     rebuilt.load_state_dict(ctc.state_dict())

@@ -204,10 +204,10 @@ def test_a_run_killed_in_every_stage_resumes_to_what_an_uninterrupted_run_gives(
 
 def test_an_utterance_too_short_for_ctc_is_reported_and_left_out(caplog):
     from phonerec.data.dataset import Example
-    from phonerec.model.blstm import BLSTMAcousticModel
+    from phonerec.model.recurrent import RecurrentAcousticModel
     from phonerec.training.ctc import CTCTask
 
-    model = BLSTMAcousticModel(input_dim=4, num_outputs=4, num_layers=1, hidden_size=4, subsample=2)
+    model = RecurrentAcousticModel(input_dim=4, num_outputs=4, num_layers=1, hidden_size=4, subsample=2)
     examples = [
         Example("long", "s", torch.zeros(10, 4), [1, 2, 2], None),  # 5 frames for 3 labels and a repeat: enough
         Example("short", "s", torch.zeros(7, 4), [1, 2, 2, 3], None),  # 4 frames, 5 needed

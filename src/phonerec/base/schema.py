@@ -36,6 +36,10 @@ TRANSITION_MODES = ("none", "fixed", "learned")  # hmm.transitions (phonerec.hmm
 PRONUNCIATION_MODES = ("first", "variants")  # hmm.pronunciations (phonerec.hmm.align.build_word_graph)
 PRONUNCIATION_PROBS = ("lexicon", "estimated")  # hmm.pronunciation_probs (phonerec.training.viterbi_ce)
 VITERBI_CRITERIA = ("ce", "fullsum")  # train.viterbi.criterion (phonerec.training.viterbi_ce.ViterbiTask)
+# model.cell (phonerec.model.recurrent): torch's own cells, then the gated-feedback ones (phonerec.model.gated_feedback)
+GF_CELLS = ("gf_rnn", "gf_gru", "gf_lstm")
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu", *GF_CELLS)
+GF_GATES = ("scalar", "vector")  # model.gf_gate: the global reset gate of a gated-feedback cell
 CTC_INITS = ("viterbi", "fresh", "scratch")  # train.ctc.init (phonerec.pipeline.train_stages)
 CTC_LOSSES = ("torch", "own")  # train.ctc.loss: torch.nn.functional.ctc_loss, phonerec.hmm.fullsum.ctc_loss
 PRECISIONS = ("fp32", "bf16")  # train.precision (phonerec.model.device)
@@ -182,7 +186,9 @@ class MfccConfig(FbankConfig):
 
 
 @dataclass
-class BlstmConfig:
+class RecurrentConfig:
+    cell: str = MISSING
+    gf_gate: str = MISSING
     num_layers: int = MISSING
     hidden_size: int = MISSING
     dropout: float = MISSING
@@ -335,7 +341,7 @@ SCHEMAS = {
     ("corpus", "mfa"): MfaConfig,
     ("features", "mfcc"): MfccConfig,
     ("features", "fbank"): FbankConfig,
-    ("model", "blstm"): BlstmConfig,
+    ("model", "recurrent"): RecurrentConfig,
     ("train", "default"): TrainConfig,
     ("decode", "default"): DecodeConfig,
     ("score", "default"): ScoreConfig,
@@ -445,6 +451,8 @@ def _rules() -> dict:
         "features.cmvn": _one_of(CMVN_LEVELS),
         "features.delta_order": _at_least(0),
         "features.delta_window": _at_least(1),
+        "model.cell": _one_of(CELLS),
+        "model.gf_gate": _one_of(GF_GATES),
         "model.num_layers": _at_least(1),
         "model.hidden_size": _at_least(1),
         "model.dropout": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
@@ -536,6 +544,11 @@ def check_config(cfg: DictConfig) -> None:
     if "num_ceps" in kaldi and kaldi.num_ceps > kaldi.num_mel_bins:
         bins = f"features.kaldi.num_mel_bins={kaldi.num_mel_bins}"
         raise RecipeError(f"config: features.kaldi.num_ceps={kaldi.num_ceps}: must be <= {bins}")
+    if cfg.model.cell in GF_CELLS and cfg.model.projection_size:
+        raise RecipeError(
+            f"config: model.cell={cfg.model.cell}, model.projection_size={cfg.model.projection_size}: a gated-feedback "
+            "stack has no projection (it would sit inside the feedback between layers); set model.projection_size=0"
+        )
     vcfg = cfg.train.viterbi
     realign = list(vcfg.realign_epochs)
     if realign != sorted(set(realign)) or any(not 1 <= e <= vcfg.epochs for e in realign):

@@ -9,7 +9,7 @@ dynamic). Tracing records the LSTM and the masking and reversal by lengths as gr
 and length. The model's own checks (feature dim, lengths within the frames) run at trace time only.
 
 What the exported graph computes: (feats (B, T, input_dim) float32, lengths (B,) int64) -> (log_probs (B, T', outputs)
-float32, out_lengths (B,) int64), frames past out_lengths don't-care, as `BLSTMAcousticModel.forward`. What the
+float32, out_lengths (B,) int64), frames past out_lengths don't-care, as `RecurrentAcousticModel.forward`. What the
 user applies outside it: the features (Kaldi MFCC or fbank as the recipe's features config says), CMVN and
 deltas as training loaded them, and for a Viterbi (hybrid) model the division by the state priors (export.json
 beside the files holds all of these settings and the priors; phonerec.pipeline.export_stage writes it).
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel
 
 INPUTS, OUTPUTS = ["feats", "lengths"], ["log_probs", "out_lengths"]
 DYNAMIC_AXES = {
@@ -33,14 +33,16 @@ DYNAMIC_AXES = {
 ONNX_OPSET = 17
 
 
-def example_inputs(model: BLSTMAcousticModel, batch: int = 2, frames: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(
+    model: RecurrentAcousticModel, batch: int = 2, frames: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random features to trace with: `batch` utterances of `frames` and fewer frames (the masking path)."""
     generator = torch.Generator().manual_seed(0)
     lengths = torch.linspace(frames, max(1, frames // 2), batch).long()
     return torch.randn(batch, frames, model.input_dim, generator=generator), lengths
 
 
-def export_torchscript(model: BLSTMAcousticModel, path: Path, example) -> None:
+def export_torchscript(model: RecurrentAcousticModel, path: Path, example) -> None:
     with warnings.catch_warnings():  # the tracer warns of the shape checks it evaluates once, and of its deprecation
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -48,7 +50,7 @@ def export_torchscript(model: BLSTMAcousticModel, path: Path, example) -> None:
     traced.save(str(path))
 
 
-def export_onnx(model: BLSTMAcousticModel, path: Path, example) -> None:
+def export_onnx(model: RecurrentAcousticModel, path: Path, example) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -78,7 +80,7 @@ def run_onnx(path: Path, feats: torch.Tensor, lengths: torch.Tensor):
     return torch.from_numpy(log_probs), torch.from_numpy(out_lengths)
 
 
-def max_difference(model: BLSTMAcousticModel, run, path: Path, feats: torch.Tensor, lengths: torch.Tensor) -> float:
+def max_difference(model: RecurrentAcousticModel, run, path: Path, feats: torch.Tensor, lengths: torch.Tensor) -> float:
     """The largest difference between the exported model's log-posteriors and the eager model's over each
     utterance's frames, relative to the eager value where that is beyond +-1 (a trained model's unlikely outputs
     reach -30 and below, where float32 keeps 6e-6 apart); raises if the output lengths differ."""

@@ -43,6 +43,7 @@ _TRAINING = (
             *FEATURES_AT_LOAD,
         ),
         unhashed=("train.num_threads", "train.keep_checkpoints", "train.device"),
+        added=(("model.cell", "lstm"), ("model.gf_gate", "scalar")),
     )
     | PHONE_SCORING
 )

@@ -19,7 +19,7 @@ from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.hmm.timing import frame_timing
 from phonerec.hmm.transitions import Transitions
-from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, lang_dir_digest
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
@@ -110,7 +110,7 @@ def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Pat
         "num_outputs": topo.num_states,
         **OmegaConf.to_container(cfg.model),
     }
-    model = BLSTMAcousticModel(**model_args)
+    model = RecurrentAcousticModel(**model_args)
     reference = {
         name: read_ctm(d / "phones.ctm")
         for name, d in (("train", train_dir), ("dev", dev_dir))
@@ -176,7 +176,7 @@ def train_ctc_stage(
                 "num_outputs": num_phones,
                 **OmegaConf.to_container(cfg.model),
             }
-            model = BLSTMAcousticModel(**model_args)
+            model = RecurrentAcousticModel(**model_args)
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per)
         stage.seconds = _train(cfg, exp_dir, model, model_args, task, train_set, cfg.train.ctc)

@@ -14,7 +14,7 @@ import torch
 
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import atomic_path, copy_atomic, file_digest
-from phonerec.model.blstm import BLSTMAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ def load_checkpoint(path: Path) -> dict:
         raise RecipeError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from None
 
 
-def load_model(path: Path) -> tuple[BLSTMAcousticModel, dict]:
+def load_model(path: Path) -> tuple[RecurrentAcousticModel, dict]:
     """A model from a checkpoint, in eval mode, with the checkpoint's other entries (config, task state, ...)."""
     checkpoint = load_checkpoint(path)
-    model = BLSTMAcousticModel(**checkpoint["model_args"])
+    model = RecurrentAcousticModel(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
     model.eval()
     return model, checkpoint

@@ -1,8 +1,12 @@
-"""The BiLSTM acoustic model, shared by Viterbi (framewise cross-entropy) and CTC training.
+"""The recurrent acoustic model, shared by Viterbi (framewise cross-entropy) and CTC training: a bidirectional
+stack of one cell (`model.cell`, schema.CELLS): torch's LSTM (the default), GRU, tanh or ReLU RNN, or a
+gated-feedback RNN, GRU or LSTM (phonerec.model.gated_feedback, whose docstring gives their equations).
 
-Each bidirectional layer is two unidirectional nn.LSTMs run on the padded batch, the backward one on each
-utterance reversed within its own length, instead of a packed bidirectional nn.LSTM: on a 2-core CPU the
-packed form is several times slower (benchmarks/bench_blstm.py) and the result is the same exact BLSTM.
+With a standard cell each bidirectional layer is two unidirectional torch RNNs (nn.LSTM, nn.GRU, nn.RNN) run on the
+padded batch, the backward one on each utterance reversed within its own length, instead of a packed
+bidirectional one: on a 2-core CPU the packed form is several times slower (benchmarks/bench_blstm.py) and the
+result is the same exact bidirectional RNN. A gated-feedback stack is one module for all layers, since each layer
+reads every layer's previous state.
 
 Determinism on CPU: with the same seed (initialisation and dropout draw from torch's global RNG), the same
 batches in the same order and the same torch thread count, training and inference give bitwise identical
@@ -14,6 +18,17 @@ changes an utterance's output beyond that rounding. Nothing here is claimed abou
 
 import torch
 from torch import nn
+
+from phonerec.base.schema import CELLS, GF_CELLS, GF_GATES
+from phonerec.model.gated_feedback import GatedFeedbackStack
+
+# The torch module of each standard cell, and its nonlinearity for nn.RNN.
+STANDARD_CELLS = {
+    "lstm": (nn.LSTM, {}),
+    "gru": (nn.GRU, {}),
+    "rnn_tanh": (nn.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (nn.RNN, {"nonlinearity": "relu"}),
+}
 
 
 def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -46,30 +61,36 @@ def splice_frames(feats: torch.Tensor, lengths: torch.Tensor, context: int) -> t
     return spliced.view(batch, max_len, (2 * context + 1) * dim)
 
 
-class BLSTMLayer(nn.Module):
-    """One bidirectional layer: forward and backward nn.LSTM, optionally a projection of their concatenation."""
+class BidirectionalLayer(nn.Module):
+    """One bidirectional layer of a standard cell: a forward and a backward torch RNN, optionally a projection of
+    their concatenation. The RNNs are named after their torch module (forward_lstm, forward_gru, forward_rnn), so an
+    LSTM layer keeps the state_dict keys the BLSTM had."""
 
-    def __init__(self, input_dim: int, hidden_size: int, projection_size: int = 0):
+    def __init__(self, cell: str, input_dim: int, hidden_size: int, projection_size: int = 0):
         super().__init__()
-        self.forward_lstm = nn.LSTM(input_dim, hidden_size, batch_first=True)
-        self.backward_lstm = nn.LSTM(input_dim, hidden_size, batch_first=True)
+        module, options = STANDARD_CELLS[cell]
+        self.rnn_name = module.__name__.lower()
+        setattr(self, f"forward_{self.rnn_name}", module(input_dim, hidden_size, batch_first=True, **options))
+        setattr(self, f"backward_{self.rnn_name}", module(input_dim, hidden_size, batch_first=True, **options))
         self.projection = nn.Linear(2 * hidden_size, projection_size) if projection_size > 0 else None
         self.output_dim = projection_size if projection_size > 0 else 2 * hidden_size
 
     def forward(self, x: torch.Tensor, rev_index: torch.Tensor) -> torch.Tensor:
         # Padding sits at the end for both directions, so neither reads it before a valid frame.
-        forward_out, _ = self.forward_lstm(x)
-        backward_out, _ = self.backward_lstm(gather_time(x, rev_index))
+        forward_out, _ = getattr(self, f"forward_{self.rnn_name}")(x)
+        backward_out, _ = getattr(self, f"backward_{self.rnn_name}")(gather_time(x, rev_index))
         out = torch.cat([forward_out, gather_time(backward_out, rev_index)], dim=-1)
         return self.projection(out) if self.projection is not None else out
 
 
-class BLSTMAcousticModel(nn.Module):
+class RecurrentAcousticModel(nn.Module):
     """Frame posteriors (log-softmax) from features; output 0 is the CTC blank in a CTC model.
 
+    cell: schema.CELLS; gf_gate (gated-feedback cells only): the global reset gate a scalar or a vector.
+
     splice and subsample trade frame rate for context before the first layer: subsample=3 with splice=1
-    gives every third frame its two neighbours, so no frame is dropped unseen and the LSTMs run 3x fewer
-    steps.
+    gives every third frame its two neighbours, so no frame is dropped unseen and the recurrent layers run 3x
+    fewer steps.
 
     pool_states=N (a CTC model made from a Viterbi model with N HMM states per phone, `add_blank`): the output
     layer has the blank and then N outputs per phone, and a phone's posterior is the sum of its N states'
@@ -87,6 +108,8 @@ class BLSTMAcousticModel(nn.Module):
         splice: int = 0,
         subsample: int = 1,
         pool_states: int = 1,
+        cell: str = "lstm",  # checkpoints made before there was a choice of cell hold an LSTM
+        gf_gate: str = "scalar",
     ):
         super().__init__()
         if num_layers < 1 or subsample < 1 or splice < 0 or projection_size < 0 or pool_states < 1:
@@ -94,18 +117,28 @@ class BLSTMAcousticModel(nn.Module):
                 f"need num_layers >= 1, subsample >= 1, splice >= 0, projection_size >= 0, pool_states >= 1; got "
                 f"{num_layers=}, {subsample=}, {splice=}, {projection_size=}, {pool_states=}"
             )
+        if cell not in CELLS or gf_gate not in GF_GATES:
+            raise ValueError(f"cell {cell!r}, gf_gate {gf_gate!r}: expected a cell of {CELLS}, a gate of {GF_GATES}")
+        if cell in GF_CELLS and projection_size:
+            raise ValueError(f"projection_size={projection_size}: no projection in a {cell} stack")
         if pool_states > 1 and (num_outputs - 1) % pool_states:
             raise ValueError(f"num_outputs={num_outputs} is not the blank plus groups of {pool_states} states")
         self.pool_states = pool_states
         self.input_dim = input_dim
         self.splice = splice
         self.subsample = subsample
+        self.cell = cell
         dim = input_dim * (2 * splice + 1)
         self.layers = nn.ModuleList()
-        for _ in range(num_layers):
-            layer = BLSTMLayer(dim, hidden_size, projection_size)
-            self.layers.append(layer)
-            dim = layer.output_dim
+        self.gated_feedback = None
+        if cell in GF_CELLS:
+            self.gated_feedback = GatedFeedbackStack(cell, dim, hidden_size, num_layers, gf_gate, dropout)
+            dim = self.gated_feedback.output_dim
+        else:
+            for _ in range(num_layers):
+                layer = BidirectionalLayer(cell, dim, hidden_size, projection_size)
+                self.layers.append(layer)
+                dim = layer.output_dim
         # Between layers only, as nn.LSTM's dropout: the output layer sees the last layer undropped.
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(dim, num_outputs)
@@ -131,6 +164,8 @@ class BLSTMAcousticModel(nn.Module):
             x = x[:, :: self.subsample]
             lengths = self.output_lengths(lengths)
         rev_index = reverse_index(lengths, x.size(1))
+        if self.gated_feedback is not None:
+            return self.gated_feedback(x, rev_index), lengths
         for i, layer in enumerate(self.layers):
             if i > 0:
                 x = self.dropout(x)
@@ -149,7 +184,7 @@ class BLSTMAcousticModel(nn.Module):
         return log_probs, out_lengths
 
     def replace_output_layer(self, num_outputs: int) -> None:
-        """A fresh output layer with num_outputs, keeping the LSTMs: CTC training starts from a Viterbi model
+        """A fresh output layer with num_outputs, keeping the recurrent layers: CTC training starts from a Viterbi model
         with one more output (the blank, output 0), and the old phone outputs do not map onto the new ones."""
         old = self.output
         self.output = nn.Linear(old.in_features, num_outputs, device=old.weight.device, dtype=old.weight.dtype)
