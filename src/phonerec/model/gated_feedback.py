@@ -48,7 +48,9 @@ Weights, both directions stacked on axis 0 (0 forward, 1 backward); `equation_we
 with G = 0 (rnn), 2 (gru: z, r), 3 (lstm: i, f, o) and g = 1 (scalar) or H (vector).
 """
 
+import functools
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -71,17 +73,17 @@ def run_stacks(
     2, B, H) the dropout of the layers' inputs (size 0 on axis 1: none). Returns the top layer's states (T, 2, B, H)
     and what the backward pass reads, each stacked over the frames: [h, c, own-state gates, global gates,
     candidates, gated feedback s, feedback products U^{i->j} h^i_{t-1}, upper layers' inputs]."""
-    _, layers, size, n_rec = recurrent_weight.shape
+    directions, layers, size, n_rec = recurrent_weight.shape
     batch = first_input[0].size(1)
     own = (3 if cell == "gf_lstm" else 2 if cell == "gf_gru" else 0) * size  # OWN_GATES
     gates_at = layers * size + own  # where the u_g columns start in a recurrent product
-    recurrent = recurrent_weight.reshape(2 * layers, size, n_rec)
+    recurrent = recurrent_weight.reshape(directions * layers, size, n_rec)
     upper_bias = upper_bias.unsqueeze(2)  # (L-1, 2, 1, N_in)
-    h = first_input[0].new_zeros(2, layers, batch, size)
-    c = first_input[0].new_zeros(2, layers, batch, size)
+    h = first_input[0].new_zeros(directions, layers, batch, size)
+    c = first_input[0].new_zeros(directions, layers, batch, size)
     saved: list[list[torch.Tensor]] = [[] for _ in range(8)]
     for t in range(len(first_input)):
-        rec = torch.bmm(h.reshape(2 * layers, batch, size), recurrent).view(2, layers, batch, n_rec)
+        rec = torch.bmm(h.reshape(directions * layers, batch, size), recurrent).view(directions, layers, batch, n_rec)
         gate_terms = rec[..., gates_at:].sum(1)  # u_g^{k->j} h*_{t-1}: (2, B, L*L*g), summed over the sources k
         new_h: list[torch.Tensor] = []
         new_c: list[torch.Tensor] = []
@@ -102,7 +104,7 @@ def run_stacks(
                 inputs[..., own + size :] + gate_terms[..., j * layers * gate_size : (j + 1) * layers * gate_size]
             )
             feedback = rec[..., j * size : (j + 1) * size]  # U^{i->j} h^i_{t-1}: (2, L sources, B, H)
-            gated = (gates.view(2, batch, layers, gate_size).transpose(1, 2) * feedback).sum(1)
+            gated = (gates.view(directions, batch, layers, gate_size).transpose(1, 2) * feedback).sum(1)
             candidate_in = inputs[..., own : own + size]
             if cell == "gf_rnn":
                 candidate = torch.tanh(candidate_in + gated)
@@ -141,133 +143,171 @@ def run_stacks(
     return stacked[0][:, :, -1], stacked
 
 
+def by_frame_and_layer(x: torch.Tensor) -> list[torch.Tensor]:
+    """x (T, 2, L, ...) as the list of its (2, ...) slices, frame t and layer j at index t * L + j."""
+    return x.transpose(1, 2).contiguous().flatten(0, 1).unbind(0)
+
+
+def backward_stacks(
+    grad_top: torch.Tensor,
+    upper_weight: torch.Tensor,
+    recurrent_weight: torch.Tensor,
+    masks: torch.Tensor,
+    saved: list[torch.Tensor],
+    cell: str,
+    gate_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """run_stacks' backward pass through time, from the gradient of its top states (T, 2, B, H) and what it saved:
+    the gradients of first_input (2, B, T, N_in), upper_weight, upper_bias and recurrent_weight. Per frame only the
+    products that carry the gradient back (to the previous frame's states, to the layer below); the weights'
+    gradients are one product over all frames each, after the loop."""
+    h, c, own_all, gates_all, cand_all, sums, feedback_all, below = saved
+    frames, directions, layers, batch, size = h.shape
+    n_rec = recurrent_weight.size(-1)
+    own = own_all.size(-1) if own_all.numel() > 0 else 0
+    gsize = gate_size
+    recurrent_t = recurrent_weight.reshape(directions * layers, size, n_rec).transpose(1, 2).contiguous()
+    upper_t = upper_weight.transpose(2, 3).contiguous()  # (L-1, 2, N_in, H)
+    zeros = h.new_zeros(directions, layers, batch, size)
+    # What the frame loop multiplies by, for all frames at once (few large operations instead of many small ones).
+    h_prev_all = torch.cat([zeros.unsqueeze(0), h[:-1]])  # (T, 2, L, B, H)
+    candidate_slope = 1 - cand_all * cand_all  # tanh'
+    own_factor = own_all  # d(own-state gates' pre-activations) = [d of what each gate multiplies] * own_factor
+    if cell == "gf_lstm":
+        in_gate, forget, out_gate = own_all.chunk(3, dim=-1)
+        tanh_c = torch.tanh(c)
+        c_prev_all = torch.cat([zeros.unsqueeze(0), c[:-1]])
+        own_factor = torch.cat([cand_all, c_prev_all, tanh_c], dim=-1) * own_all * (1 - own_all)
+        candidate_factor = in_gate * candidate_slope  # d(candidate's pre-activation) = dc * this
+        cell_factor = out_gate * (1 - tanh_c * tanh_c)  # dc = dc(t+1) * forget + dh * this
+        keep = forget
+        reset = forget  # unused
+    elif cell == "gf_gru":
+        update, reset = own_all.chunk(2, dim=-1)
+        own_factor = torch.cat([cand_all - h_prev_all, sums], dim=-1) * own_all * (1 - own_all)
+        candidate_factor = update * candidate_slope  # d(candidate's pre-activation) = dh * this
+        cell_factor = 1 - update  # dh(t-1) gets dh * this directly
+        keep = update  # unused
+    else:
+        candidate_factor = candidate_slope
+        cell_factor = keep = reset = candidate_slope  # unused
+    # Global gates with the sources on axis 3: (T, 2, L layers j, L sources i, B, g), and their slope.
+    gates_by_source = gates_all.view(frames, directions, layers, batch, layers, gsize).transpose(3, 4).contiguous()
+    gate_slope = gates_by_source * (1 - gates_by_source)
+    # Each frame and layer's slice as a list item (index t * L + j): indexing inside the loop costs an operation.
+    own_factor_at = by_frame_and_layer(own_factor) if own > 0 else own_factor.unbind(0)  # gf_rnn: none
+    candidate_factor_at = by_frame_and_layer(candidate_factor)
+    cell_factor_at = by_frame_and_layer(cell_factor)
+    keep_at = by_frame_and_layer(keep)
+    reset_at = by_frame_and_layer(reset)
+    gates_at = by_frame_and_layer(gates_by_source)  # (2, L sources, B, g)
+    gate_slope_at = by_frame_and_layer(gate_slope)
+    feedback_at = by_frame_and_layer(feedback_all.view(frames, directions, layers, batch, layers, size).movedim(4, 2))
+    mask_at = masks.flatten(0, 1).unbind(0)  # index t * (L-1) + j - 1
+    grad_top_at = grad_top.unbind(0)
+    dh_next = zeros
+    dc_next = [zeros[:, 0] for _ in range(layers)]
+    n_in = own + size + layers * gsize
+    d_inputs = h.new_empty(layers, frames, directions, batch, n_in)
+    d_inputs_at = d_inputs.flatten(0, 1).unbind(0)  # index j * T + t
+    d_recurrent = h.new_empty(frames, directions, layers, batch, n_rec)
+    d_recurrent_at = d_recurrent.unbind(0)
+    for t in range(frames - 1, -1, -1):
+        d_feedback: list[torch.Tensor] = []
+        d_own: list[torch.Tensor] = []
+        d_gate_pre: list[torch.Tensor] = []
+        dh_direct: list[torch.Tensor] = []
+        d_below = zeros[:, 0]
+        dh_from_next = dh_next.unbind(1)
+        for j in range(layers - 1, -1, -1):
+            at = t * layers + j
+            dh = dh_from_next[j] + (grad_top_at[t] if j == layers - 1 else d_below)
+            if cell == "gf_lstm":
+                dc = torch.addcmul(dc_next[j], dh, cell_factor_at[at])
+                d_own.insert(0, torch.cat([dc, dc, dh], dim=-1) * own_factor_at[at])
+                d_candidate_in = dc * candidate_factor_at[at]
+                d_sum = d_candidate_in
+                dc_next[j] = dc * keep_at[at]
+            elif cell == "gf_gru":
+                d_candidate_in = dh * candidate_factor_at[at]
+                d_sum = d_candidate_in * reset_at[at]
+                d_own.insert(0, torch.cat([dh, d_candidate_in], dim=-1) * own_factor_at[at])
+                dh_direct.insert(0, dh * cell_factor_at[at])
+            else:
+                d_candidate_in = dh * candidate_factor_at[at]
+                d_sum = d_candidate_in
+            d_sum_by_source = d_sum.unsqueeze(1)
+            d_feedback.insert(0, gates_at[at] * d_sum_by_source)  # (2, L sources, B, H)
+            d_gates = d_sum_by_source * feedback_at[at]
+            if gsize == 1:
+                d_gates = d_gates.sum(-1, keepdim=True)
+            d_gates = (d_gates * gate_slope_at[at]).transpose(1, 2).reshape(directions, batch, layers * gsize)
+            d_gate_pre.insert(0, d_gates)
+            d_in = d_inputs_at[j * frames + t]
+            if own > 0:
+                torch.cat([d_own[0], d_candidate_in, d_gates], dim=-1, out=d_in)
+            else:
+                torch.cat([d_candidate_in, d_gates], dim=-1, out=d_in)
+            if j > 0:
+                d_below = torch.bmm(d_in, upper_t[j - 1])
+                if masks.size(1) > 0:
+                    d_below = d_below * mask_at[t * (layers - 1) + j - 1]
+        gate_grads = torch.cat(d_gate_pre, dim=-1).unsqueeze(1).expand(-1, layers, -1, -1)
+        d_rec = d_recurrent_at[t]
+        if own > 0:
+            torch.cat([torch.cat(d_feedback, dim=-1), torch.stack(d_own, 1), gate_grads], dim=-1, out=d_rec)
+        else:
+            torch.cat([torch.cat(d_feedback, dim=-1), gate_grads], dim=-1, out=d_rec)
+        dh_next = torch.bmm(d_rec.view(directions * layers, batch, n_rec), recurrent_t)
+        dh_next = dh_next.view(directions, layers, batch, size)
+        if cell == "gf_gru":
+            dh_next = dh_next + torch.stack(dh_direct, 1)
+    # The weights' gradients: one product over all frames each.
+    grad_recurrent = torch.bmm(
+        h_prev_all.permute(1, 2, 4, 0, 3).reshape(directions * layers, size, frames * batch),
+        d_recurrent.permute(1, 2, 0, 3, 4).reshape(directions * layers, frames * batch, n_rec),
+    ).view(recurrent_weight.shape)
+    grad_first = d_inputs[0].permute(1, 2, 0, 3)  # (2, B, T, N_in)
+    grad_upper = torch.zeros_like(upper_weight)
+    grad_upper_bias = upper_weight.new_zeros(upper_weight.size(0), directions, n_in)
+    for j in range(1, layers):
+        d_in = d_inputs[j]  # (T, 2, B, N_in)
+        inputs = below[:, j - 1]  # (T, 2, B, H)
+        grad_upper[j - 1] = torch.bmm(
+            inputs.permute(1, 3, 0, 2).reshape(directions, size, frames * batch),
+            d_in.permute(1, 0, 2, 3).reshape(directions, frames * batch, n_in),
+        )
+        grad_upper_bias[j - 1] = d_in.sum((0, 2))
+    return grad_first, grad_upper, grad_upper_bias, grad_recurrent
+
+
+@functools.cache
+def scripted(function):
+    """`function` compiled by torch.jit.script once (the frame loops run about a third faster than in Python)."""
+    with warnings.catch_warnings():  # torch 2.11 marks torch.jit deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(function)
+
+
 class GatedFeedbackFunction(torch.autograd.Function):
-    """run_stacks with a hand-written backward pass through time: per frame only the products that carry the
-    gradient back (to the previous frame's states, to the layer below), the weights' gradients as one product over
-    all frames after the loop, and no autograd graph of the loop's many small operations."""
+    """run_stacks with backward_stacks as its backward pass: no autograd graph of the loop's many small operations."""
 
     @staticmethod
     def forward(ctx, first_input, upper_weight, upper_bias, recurrent_weight, masks, cell: str, gate_size: int):
-        with torch.no_grad():
-            top, saved = run_stacks(
-                list(first_input.unbind(2)), upper_weight, upper_bias, recurrent_weight, masks, cell, gate_size
-            )
+        top, saved = scripted(run_stacks)(
+            list(first_input.unbind(2)), upper_weight, upper_bias, recurrent_weight, masks, cell, gate_size
+        )
         ctx.cell, ctx.gate_size = cell, gate_size
         ctx.save_for_backward(upper_weight, recurrent_weight, masks, *saved)
         return top
 
     @staticmethod
     def backward(ctx, grad_top):
-        upper_weight, recurrent_weight, masks, h, c, own_all, gates_all, cand_all, sums, feedback_all, below = (
-            ctx.saved_tensors
+        upper_weight, recurrent_weight, masks, *saved = ctx.saved_tensors
+        grads = scripted(backward_stacks)(
+            grad_top.contiguous(), upper_weight, recurrent_weight, masks, saved, ctx.cell, ctx.gate_size
         )
-        cell, gsize = ctx.cell, ctx.gate_size
-        frames, _, layers, batch, size = h.shape
-        n_rec = recurrent_weight.size(-1)
-        own = (own_all.size(-1)) if own_all.numel() else 0
-        recurrent_t = recurrent_weight.reshape(2 * layers, size, n_rec).transpose(1, 2)
-        upper_t = upper_weight.transpose(2, 3)  # (L-1, 2, N_in, H)
-        dh_next = h.new_zeros(2, layers, batch, size)
-        dc_next = h.new_zeros(2, layers, batch, size)
-        zeros = h.new_zeros(2, layers, batch, size)
-        d_inputs: list[list[torch.Tensor]] = [[] for _ in range(layers)]
-        d_recurrent: list[torch.Tensor] = []
-        for t in range(frames - 1, -1, -1):
-            h_prev = h[t - 1] if t > 0 else zeros
-            d_feedback: list[torch.Tensor] = []
-            d_own: list[torch.Tensor] = []
-            d_gate_pre: list[torch.Tensor] = []
-            dh_direct = h.new_zeros(2, layers, batch, size) if cell == "gf_gru" else None
-            d_below = None
-            for j in range(layers - 1, -1, -1):
-                dh = dh_next[:, j]
-                if j == layers - 1:
-                    dh = dh + grad_top[t]
-                if d_below is not None:
-                    dh = dh + d_below
-                candidate = cand_all[t, :, j]
-                if cell == "gf_lstm":
-                    in_gate, forget, out_gate = own_all[t, :, j].chunk(3, dim=-1)
-                    tanh_c = torch.tanh(c[t, :, j])
-                    dc = dc_next[:, j] + dh * out_gate * (1 - tanh_c * tanh_c)
-                    c_prev = c[t - 1, :, j] if t > 0 else zeros[:, j]
-                    d_own.append(
-                        torch.cat(
-                            [
-                                dc * candidate * in_gate * (1 - in_gate),
-                                dc * c_prev * forget * (1 - forget),
-                                dh * tanh_c * out_gate * (1 - out_gate),
-                            ],
-                            dim=-1,
-                        )
-                    )
-                    d_candidate_in = dc * in_gate * (1 - candidate * candidate)
-                    d_sum = d_candidate_in
-                    dc_next[:, j] = dc * forget
-                elif cell == "gf_gru":
-                    update, reset = own_all[t, :, j].chunk(2, dim=-1)
-                    d_candidate_in = dh * update * (1 - candidate * candidate)
-                    d_sum = d_candidate_in * reset
-                    d_own.append(
-                        torch.cat(
-                            [
-                                dh * (candidate - h_prev[:, j]) * update * (1 - update),
-                                d_candidate_in * sums[t, :, j] * reset * (1 - reset),
-                            ],
-                            dim=-1,
-                        )
-                    )
-                    dh_direct[:, j] = dh * (1 - update)
-                else:
-                    d_candidate_in = dh * (1 - candidate * candidate)
-                    d_sum = d_candidate_in
-                gates = gates_all[t, :, j].view(2, batch, layers, gsize).transpose(1, 2)  # (2, L sources, B, g)
-                feedback = feedback_all[t, ..., j * size : (j + 1) * size]  # (2, L sources, B, H)
-                d_feedback.append(gates * d_sum.unsqueeze(1))
-                d_gates = d_sum.unsqueeze(1) * feedback
-                if gsize == 1:
-                    d_gates = d_gates.sum(-1, keepdim=True)
-                d_gates = (d_gates * gates * (1 - gates)).transpose(1, 2).reshape(2, batch, layers * gsize)
-                d_gate_pre.append(d_gates)
-                parts = [d_own[-1]] if own else []
-                d_in = torch.cat([*parts, d_candidate_in, d_gates], dim=-1)
-                d_inputs[j].append(d_in)
-                if j > 0:
-                    d_below = torch.bmm(d_in, upper_t[j - 1])
-                    if masks.size(1) > 0:
-                        d_below = d_below * masks[t, j - 1]
-            # d_feedback, d_own, d_gate_pre were appended top layer first
-            d_feedback.reverse()
-            d_own.reverse()
-            d_gate_pre.reverse()
-            gate_grads = torch.cat(d_gate_pre, dim=-1).unsqueeze(1).expand(-1, layers, -1, -1)
-            pieces = [torch.cat(d_feedback, dim=-1)]
-            if own:
-                pieces.append(torch.stack(d_own, 1))
-            d_rec = torch.cat([*pieces, gate_grads], dim=-1)  # (2, L sources, B, N_rec)
-            d_recurrent.append(d_rec)
-            dh_next = torch.bmm(d_rec.reshape(2 * layers, batch, n_rec), recurrent_t).view(2, layers, batch, size)
-            if dh_direct is not None:
-                dh_next = dh_next + dh_direct
-        # The weights' gradients: one product over all frames each.
-        d_rec_all = torch.stack(d_recurrent[::-1])  # (T, 2, L, B, N_rec)
-        h_prev_all = torch.cat([zeros.unsqueeze(0), h[:-1]])  # (T, 2, L, B, H)
-        grad_recurrent = torch.bmm(
-            h_prev_all.permute(1, 2, 4, 0, 3).reshape(2 * layers, size, frames * batch),
-            d_rec_all.permute(1, 2, 0, 3, 4).reshape(2 * layers, frames * batch, n_rec),
-        ).view_as(recurrent_weight)
-        grad_first = torch.stack(d_inputs[0][::-1], 2)  # (2, B, T, N_in)
-        grad_upper = torch.zeros_like(upper_weight)
-        grad_upper_bias = upper_weight.new_zeros(upper_weight.size(0), 2, upper_weight.size(-1))
-        for j in range(1, layers):
-            d_in = torch.stack(d_inputs[j][::-1])  # (T, 2, B, N_in)
-            inputs = below[:, j - 1]  # (T, 2, B, H)
-            grad_upper[j - 1] = torch.bmm(
-                inputs.permute(1, 3, 0, 2).reshape(2, size, frames * batch),
-                d_in.permute(1, 0, 2, 3).reshape(2, frames * batch, -1),
-            )
-            grad_upper_bias[j - 1] = d_in.sum((0, 2))
-        return grad_first, grad_upper, grad_upper_bias, grad_recurrent, None, None, None
+        return *grads, None, None, None
 
 
 class GatedFeedbackStack(nn.Module):

@@ -201,3 +201,25 @@ class RecurrentAcousticModel(nn.Module):
             self.output.weight.copy_(torch.cat([old.weight[copy_of : copy_of + 1], old.weight]))
             self.output.bias.copy_(torch.cat([old.bias[copy_of : copy_of + 1] + bias_offset, old.bias]))
         self.pool_states = pool_states
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def hidden_size_matching(parameters: int, **model_args) -> int:
+    """The hidden size at which a model of model_args (RecurrentAcousticModel's, less hidden_size) has the number of
+    parameters closest to `parameters`: to compare cells at equal size (benchmarks/bench_cells.py, the recipes'
+    cell comparisons). The models are built on the meta device, without memory."""
+
+    def count(hidden_size: int) -> int:
+        with torch.device("meta"):
+            return num_parameters(RecurrentAcousticModel(**model_args, hidden_size=hidden_size))
+
+    low, high = 1, 1
+    while count(high) < parameters:
+        low, high = high, 2 * high
+    while high - low > 1:  # count grows with the hidden size: the last size below and the first at or above
+        middle = (low + high) // 2
+        low, high = (middle, high) if count(middle) < parameters else (low, middle)
+    return min((low, high), key=lambda size: abs(count(size) - parameters))
