@@ -348,8 +348,8 @@ class GatedFeedbackStack(nn.Module):
         masks = x.new_ones(frames, 0, 2, batch, size)
         if self.training and self.dropout > 0 and self.num_layers > 1:  # drawn for all frames at once
             masks = nn.functional.dropout(x.new_ones(frames, self.num_layers - 1, 2, batch, size), self.dropout)
-        if torch.jit.is_scripting() or not torch.is_grad_enabled():
-            top, _ = run_stacks(
+        if torch.jit.is_scripting():  # an exported model
+            top = run_stacks(
                 list(first_input.unbind(2)),
                 self.upper_weight,
                 self.upper_bias,
@@ -357,18 +357,26 @@ class GatedFeedbackStack(nn.Module):
                 masks,
                 self.cell,
                 self.gate_size,
-            )
+            )[0]
         else:
-            top = self._with_own_backward(first_input, masks)
+            top = self._frame_loop(first_input, masks)
         out = top.permute(1, 2, 0, 3)  # (2, B, T, H)
         backward_out = out[1].gather(1, rev_index.unsqueeze(-1).expand(-1, -1, size))
         return torch.cat([out[0], backward_out], dim=-1)
 
     @torch.jit.unused
-    def _with_own_backward(self, first_input: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return GatedFeedbackFunction.apply(
-            first_input, self.upper_weight, self.upper_bias, self.recurrent_weight, masks, self.cell, self.gate_size
-        )
+    def _frame_loop(self, first_input: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The compiled frame loop, with the hand-written backward pass where a gradient is wanted; under autocast
+        (train.precision=bf16) in autocast's dtype, which TorchScript does not apply by itself."""
+        weights = (self.upper_weight, self.upper_bias, self.recurrent_weight)
+        device_type = first_input.device.type
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            first_input, masks, weights = first_input.to(dtype), masks.to(dtype), tuple(w.to(dtype) for w in weights)
+        if torch.is_grad_enabled():
+            return GatedFeedbackFunction.apply(first_input, *weights, masks, self.cell, self.gate_size)
+        unbound = list(first_input.unbind(2))
+        return scripted(run_stacks)(unbound, *weights, masks, self.cell, self.gate_size)[0]
 
     @torch.jit.unused
     def equation_weights(self, direction: int) -> dict:
