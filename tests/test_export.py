@@ -10,6 +10,7 @@ import torch
 from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
 
 from phonerec.base.config import load_config
+from phonerec.base.schema import CELLS, GF_CELLS
 from phonerec.model import export
 from phonerec.model.recurrent import RecurrentAcousticModel
 from phonerec.pipeline.export_stage import export_model
@@ -34,15 +35,15 @@ def feat_dir(tmp_path_factory):
     return tmp / "data" / "mfcc" / "train"
 
 
-def trained_like(tmp_path, kind: str):
+def trained_like(tmp_path, kind: str, cell: str = "lstm"):
     """An experiment dir with a best.pt of a model of `kind` (random weights), as training writes it."""
     torch.manual_seed(0)
-    model_args = {"input_dim": 39, "dropout": 0.2, **MODELS[kind]}
+    model_args = {"input_dim": 39, "dropout": 0.2, **MODELS[kind], "cell": cell}
     model = RecurrentAcousticModel(**model_args)
     features = {"cmvn": "speaker", "norm_vars": False, "delta_order": 2, "delta_window": 2}
     priors = torch.randn(30).log_softmax(0) if kind == "viterbi" else None
-    model_dir = tmp_path / kind
-    model_dir.mkdir()
+    model_dir = tmp_path / kind / cell
+    model_dir.mkdir(parents=True)
     checkpoint = {"model": model.state_dict(), "model_args": model_args, "kind": kind, "epoch": 7}
     torch.save(checkpoint | {"task": {"log_priors": priors}, "config": {"features": features}}, model_dir / "best.pt")
     return model_dir, model.eval()
@@ -89,3 +90,21 @@ def test_the_export_step(feat_dir, tmp_path):
     assert {p.name for p in out.iterdir()} >= {"model.ts.pt", "model.onnx", "export.json"}
     missing = export_step(tmp_path / "nothing", out, "decode.checkpoint=last")
     assert missing.returncode == 1 and "nothing/last.pt: no such checkpoint" in missing.stderr
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c != "lstm"])
+def test_every_cell_exports_to_torchscript_and_the_standard_ones_to_onnx(cell, feat_dir, tmp_path):
+    """A gated-feedback stack is scripted inside the traced model: its frame loop takes any length (the check runs
+    at another length than the example). ONNX: torch's cells; a gated-feedback cell is named with the reason."""
+    model_dir, model = trained_like(tmp_path, "ctc", cell)
+    out = tmp_path / "export"
+    differences = export_model(load_config([]), model_dir, out, feat_dir)
+    info = json.loads((out / "export.json").read_text())
+    assert differences["torchscript"] <= 1e-5 and info["model_args"]["cell"] == cell
+    if cell in GF_CELLS:
+        assert "onnx" not in differences and not (out / "model.onnx").exists()
+        assert info["not_exported"]["onnx"].startswith(f"model.cell={cell}: its frame loop is a TorchScript function")
+        with pytest.raises(ValueError, match=f"no ONNX export: model.cell={cell}"):
+            export.export_onnx(model, out / "model.onnx", export.example_inputs(model))
+    else:
+        assert differences["onnx"] <= 1e-5 and info["not_exported"] == {}

@@ -13,14 +13,20 @@ float32, out_lengths (B,) int64), frames past out_lengths don't-care, as `Recurr
 user applies outside it: the features (Kaldi MFCC or fbank as the recipe's features config says), CMVN and
 deltas as training loaded them, and for a Viterbi (hybrid) model the division by the state priors (export.json
 beside the files holds all of these settings and the priors; phonerec.pipeline.export_stage writes it).
-Cells: the BLSTM (torch's nn.LSTM per direction) exports; a cell written as a Python loop over frames would be
-unrolled to the example's length by tracing and is not supported here."""
+Cells: torch's (nn.LSTM, nn.GRU, nn.RNN per direction) trace to both formats. A gated-feedback stack is a loop over
+frames, which tracing would unroll to the example's length: it is scripted (`torch.jit.script`) before the rest
+is traced, so the TorchScript file keeps the loop and takes any length. ONNX does not take it: torch.onnx's
+TorchScript-based exporter fails on the scripted loop (its lists of tensors per frame; "Invalid tensor data type"),
+and torch.export / the dynamo exporter would fix the number of frames, so `onnx_unsupported` names the cell and the
+reason and the export stage writes the TorchScript file alone."""
 
+import copy
 import warnings
 from pathlib import Path
 
 import torch
 
+from phonerec.base.schema import GF_CELLS
 from phonerec.model.recurrent import RecurrentAcousticModel
 
 INPUTS, OUTPUTS = ["feats", "lengths"], ["log_probs", "out_lengths"]
@@ -42,15 +48,31 @@ def example_inputs(
     return torch.randn(batch, frames, model.input_dim, generator=generator), lengths
 
 
+def onnx_unsupported(model: RecurrentAcousticModel) -> str | None:
+    """Why the model has no ONNX export, or None where it has one."""
+    if model.cell in GF_CELLS:
+        return (
+            f"model.cell={model.cell}: its frame loop is a TorchScript function, which torch.onnx's TorchScript-based "
+            "exporter cannot convert (lists of tensors per frame), and the dynamo exporter would fix the number of "
+            "frames; use the TorchScript export"
+        )
+    return None
+
+
 def export_torchscript(model: RecurrentAcousticModel, path: Path, example) -> None:
     with warnings.catch_warnings():  # the tracer warns of the shape checks it evaluates once, and of its deprecation
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace(model.eval(), example)
+        model = copy.deepcopy(model).eval()
+        if model.gated_feedback is not None:  # its frame loop kept as a loop (traced, it would be unrolled)
+            model.gated_feedback = torch.jit.script(model.gated_feedback)
+        traced = torch.jit.trace(model, example)
     traced.save(str(path))
 
 
 def export_onnx(model: RecurrentAcousticModel, path: Path, example) -> None:
+    if (reason := onnx_unsupported(model)) is not None:
+        raise ValueError(f"no ONNX export: {reason}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

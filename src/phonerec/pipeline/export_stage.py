@@ -21,7 +21,8 @@ TOLERANCE = 1e-5  # the largest difference to the eager model's log-posteriors a
 
 
 def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path | None = None) -> dict:
-    """model_dir's decode.checkpoint -> out_dir/{model.ts.pt, model.onnx, export.json}. The check runs on up to
+    """model_dir's decode.checkpoint -> out_dir/{model.ts.pt, model.onnx, export.json} (no model.onnx for a
+    gated-feedback cell: export.onnx_unsupported, said in the log and in export.json's not_exported). The check runs on up to
     five utterances of feat_dir (features as training loaded them), else on random features; returns the
     largest difference per format."""
     checkpoint_path = find_checkpoint(EXPORT.view(cfg), model_dir)
@@ -35,6 +36,11 @@ def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path
         "torchscript": ("model.ts.pt", export.export_torchscript, export.run_torchscript),
         "onnx": ("model.onnx", export.export_onnx, export.run_onnx),
     }
+    not_exported = {}
+    if (reason := export.onnx_unsupported(model)) is not None:
+        not_exported["onnx"] = reason
+        log.warning("%s: no ONNX export: %s", out_dir, reason)
+        del formats["onnx"]
     differences = {}
     for name, (file_name, write, run) in formats.items():
         path = out_dir / file_name
@@ -68,6 +74,7 @@ def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path
             "features_at_load": checkpoint["config"]["features"],  # CMVN and deltas as training applied them
             "log_priors": None if priors is None else [float(p) for p in priors],
             "max_difference": differences,
+            "not_exported": not_exported,
             "onnx_opset": export.ONNX_OPSET,
         },
     )
