@@ -22,9 +22,9 @@ TOLERANCE = 1e-5  # the largest difference to the eager model's log-posteriors a
 
 def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path | None = None) -> dict:
     """model_dir's decode.checkpoint -> out_dir/{model.ts.pt, model.onnx, export.json} (no model.onnx for a
-    gated-feedback cell: export.onnx_unsupported, said in the log and in export.json's not_exported). The check runs on up to
-    five utterances of feat_dir (features as training loaded them), else on random features; returns the
-    largest difference per format."""
+    gated-feedback cell: export.onnx_unsupported, said in the log and in export.json's not_exported). The check
+    runs on up to five utterances of feat_dir (features as training loaded them), else on random features;
+    returns the largest difference per format."""
     checkpoint_path = find_checkpoint(EXPORT.view(cfg), model_dir)
     model, checkpoint = load_model(checkpoint_path)
     out_dir.mkdir(parents=True, exist_ok=True)
