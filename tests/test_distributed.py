@@ -35,9 +35,9 @@ def _examples() -> list[Example]:
     ]
 
 
-def _model(outputs: int) -> RecurrentAcousticModel:
+def _model(outputs: int, cell: str = "lstm") -> RecurrentAcousticModel:
     torch.manual_seed(0)
-    return RecurrentAcousticModel(DIM, outputs, num_layers=2, hidden_size=8, dropout=0.0).double()
+    return RecurrentAcousticModel(DIM, outputs, num_layers=2, hidden_size=8, dropout=0.0, cell=cell).double()
 
 
 def _task(criterion: str, examples: list[Example], model, exp_dir):
@@ -67,26 +67,28 @@ def _gradients(task, model, examples, forward=None) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in named if p.grad is not None}
 
 
-def _rank_step(rank: int, world: int, port: int, criterion: str, tmp: str) -> None:
+def _rank_step(rank: int, world: int, port: int, criterion: str, cell: str, tmp: str) -> None:
     os.environ |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
     os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     torch.set_num_threads(1)
     examples = _examples()
     with distributed.process_group("cpu"):
-        model = _model(NUM_PHONES if criterion == "ctc" else (NUM_PHONES - 1) * STATES)
+        model = _model(NUM_PHONES if criterion == "ctc" else (NUM_PHONES - 1) * STATES, cell)
         task = _task(criterion, examples, model, Path(tmp) / f"rank{rank}")
         mine = examples[:3] if rank == 0 else examples[3:]  # unequal shares: frames 70 vs 38, utterances 3 vs 2
         grads = _gradients(task, model, mine, DistributedDataParallel(model))
         torch.save(grads, Path(tmp) / f"grads{rank}.pt")
 
 
-@pytest.mark.parametrize("criterion", ["ce", "fullsum", "ctc"])
-def test_one_ddp_step_gives_the_gradient_of_one_process_on_the_union(criterion, tmp_path):
+@pytest.mark.parametrize(
+    ("criterion", "cell"), [("ce", "lstm"), ("fullsum", "lstm"), ("ctc", "lstm"), ("ctc", "gf_lstm")]
+)
+def test_one_ddp_step_gives_the_gradient_of_one_process_on_the_union(criterion, cell, tmp_path):
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = mp.get_context("spawn")
-    workers = [context.Process(target=_rank_step, args=(r, 2, port, criterion, str(tmp_path))) for r in (0, 1)]
+    workers = [context.Process(target=_rank_step, args=(r, 2, port, criterion, cell, str(tmp_path))) for r in (0, 1)]
     for w in workers:
         w.start()
     for w in workers:
@@ -94,7 +96,7 @@ def test_one_ddp_step_gives_the_gradient_of_one_process_on_the_union(criterion, 
         assert w.exitcode == 0
     found = {rank: torch.load(tmp_path / f"grads{rank}.pt") for rank in (0, 1)}
 
-    model = _model(NUM_PHONES if criterion == "ctc" else (NUM_PHONES - 1) * STATES)
+    model = _model(NUM_PHONES if criterion == "ctc" else (NUM_PHONES - 1) * STATES, cell)
     examples = _examples()
     task = _task(criterion, examples, model, tmp_path / "one")
     union = _gradients(task, model, examples)
@@ -139,8 +141,9 @@ def test_a_device_that_is_not_there_is_a_clear_error():
             resolve_device("cuda:0", world_size=2)
 
 
-def test_bf16_autocasts_the_model_and_returns_float32_posteriors():
-    model = _model(4).float()
+@pytest.mark.parametrize("cell", ["lstm", "gf_gru"])
+def test_bf16_autocasts_the_model_and_returns_float32_posteriors(cell):
+    model = _model(4, cell).float()
     assert in_precision(model, torch.device("cpu"), "fp32") is model  # fp32: the plain model, nothing wrapped
     wrapped = in_precision(model, torch.device("cpu"), "bf16")
     assert isinstance(wrapped, Autocast) and wrapped.state_dict().keys() == {f"model.{k}" for k in model.state_dict()}
