@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Export a trained model (decode.checkpoint of <model-dir>: best or last) to TorchScript and ONNX in <out-dir>:
-model.ts.pt (torch.jit.load), model.onnx (onnxruntime; `pip install onnx onnxruntime`, in requirements-dev.txt),
-both with dynamic batch and length, and export.json (the model's settings, its output units, the state priors of
-a Viterbi model, and what to apply outside the graph: features, CMVN, deltas, priors). Each export is checked
-against the eager model on utterances of --feats (a feature dir; random features without it) at another batch
-size and length than its example; more than 1e-5 apart is an error."""
+model.ts.pt (torch.jit.load), model.onnx (onnxruntime; `pip install onnx onnxruntime`, in requirements-dev.txt;
+none for a gated-feedback cell: the log and export.json say why), both with dynamic batch and length, and
+export.json (the model's settings, its output units, the state priors of a Viterbi model, and what to apply outside
+the graph: features, CMVN, deltas, priors). Each export is checked against the eager model on utterances of --feats
+(a feature dir; random features without it) at another batch size and length than its example; more than 1e-5
+apart is an error."""
 
 from pathlib import Path
 

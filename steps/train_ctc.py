@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""CTC training of the BiLSTM (torch.nn.CTCLoss, blank = output 0) from the Viterbi model in <init-dir>, as
-train.ctc.init (or --init) says: viterbi (keeping its outputs: each phone's states pooled, the blank a copy of
-silence), fresh (a new output layer of blank + phones) or scratch (a new model). Stops early once dev stops
+"""CTC training of the recurrent acoustic model (torch.nn.CTCLoss, blank = output 0) from the Viterbi model in
+<init-dir>, as train.ctc.init (or --init) says: viterbi (keeping its outputs: each phone's states pooled, the blank
+a copy of silence), fresh (a new output layer of blank + phones) or scratch (a new model). Stops early once dev stops
 improving (train.ctc.patience); resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
 
 from omegaconf import OmegaConf

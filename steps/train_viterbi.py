@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Viterbi training of the BiLSTM: flat start (uniform segmentation), frame cross-entropy on the current
-alignment, re-alignment after the epochs in train.viterbi.realign_epochs (kept in <exp-dir>/ali/iter<N>).
-Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
+"""Viterbi training of the recurrent acoustic model (model.cell): flat start (uniform segmentation), frame
+cross-entropy on the current alignment, re-alignment after the epochs in train.viterbi.realign_epochs (kept in
+<exp-dir>/ali/iter<N>). Resumes from the newest checkpoint; <exp-dir>/best.pt is the best epoch by dev PER."""
 
 from phonerec.pipeline.cli import step_main
 from phonerec.pipeline.train_stages import STEP_INPUTS, train_viterbi_stage, training_processes

@@ -1,4 +1,5 @@
-"""phonerec: a Kaldi-style phone recognition recipe (BiLSTM, Viterbi re-alignment, CTC) in PyTorch.
+"""phonerec: a Kaldi-style phone recognition recipe (bidirectional LSTM or another recurrent cell, Viterbi
+re-alignment, CTC) in PyTorch.
 
 `phonerec.load_model(<exp>/<recipe>/<model>)` loads a trained model's bundle (phonerec.inference)."""
 
