@@ -90,4 +90,4 @@ for v in "${variants[@]}"; do
       "paths.exp=${dir}" "paths.results=${dir}/RESULTS.md"
   done
 done
-python steps/criteria_table.py "${exp}/criteria" ${overrides[@]+"${overrides[@]}"}
+python steps/comparison_table.py --comparison criteria "${exp}/criteria" ${overrides[@]+"${overrides[@]}"}

@@ -13,6 +13,7 @@ from phonerec.base.config import load_config
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.features import FeatureReader
 from phonerec.hmm.align_eval import read_ctm
+from phonerec.model.recurrent import RecurrentAcousticModel, num_parameters
 from phonerec.scoring.sclite import find_sclite
 
 SHARED_TIMIT = SHARED_FSDD.parent / "timit_sample"
@@ -350,6 +351,33 @@ def test_run_criteria_tables_every_variant_and_seed(tmp_path):
     pers = [p["total"]["per"] for p in pers]
     row = next(line for line in table.splitlines() if line.startswith("| fullsum_prior_learned |"))
     cells = row.split(" | ")
-    assert cells[2] == "0 1" and cells[10] == f"{sum(pers) / 2:.2f} ({min(pers):.2f}-{max(pers):.2f})"
+    assert cells[3] == "0 1" and cells[12] == f"{sum(pers) / 2:.2f} ({min(pers):.2f}-{max(pers):.2f})"
     assert next(line for line in table.splitlines() if line.startswith("| ce | 0 |"))  # its CTC model's row
     assert run_criteria("--variants", "mmi").returncode == 2
+
+
+@pytest.mark.slow
+def test_run_cells_compares_cells_at_the_lstms_parameter_count(tmp_path):
+    exp = tmp_path / "exp"
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(1))
+    short = ["train.viterbi.epochs=2", "train.ctc.epochs=1", "decode.decoders=[greedy]", "model.num_layers=2"]
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short]
+
+    def run_cells(*args):
+        return subprocess.run(
+            ["./run_cells.sh", *args, *overrides], cwd=REPO, env=project_env(), capture_output=True, text=True
+        )
+
+    result = run_cells("--cells", "gf_rnn:vector", "--seeds", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    gf = json.loads((exp / "cells" / "gf_rnn_vector" / "seed0" / "viterbi" / "train_summary.json").read_text())
+    assert gf["model_args"]["cell"] == "gf_rnn" and gf["model_args"]["gf_gate"] == "vector"
+    lstm = RecurrentAcousticModel(**{**gf["model_args"], "cell": "lstm", "hidden_size": 32})  # tiny_run's size
+    assert gf["model_args"]["hidden_size"] != 32 and abs(gf["parameters"] / num_parameters(lstm) - 1) < 0.05
+    table = (tmp_path / "RESULTS_cells.md").read_text()
+    assert (tmp_path / "RESULTS_cells.png").is_file() and "# Recurrent cells: fsdd" in table
+    row = next(line for line in table.splitlines() if line.startswith("| gf_rnn_vector |")).split(" | ")
+    assert row[1] == "`model.cell=gf_rnn model.gf_gate=vector model.match_lstm_parameters=true`"
+    assert row[2] == f"{gf['model_args']['hidden_size']} ({gf['parameters']})" and row[3] == "0"
+    bad = run_cells("--cells", "gru gf_cell")
+    assert bad.returncode == 2 and "model.cell=gf_cell: expected one of" in bad.stderr

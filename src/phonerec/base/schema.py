@@ -189,6 +189,7 @@ class MfccConfig(FbankConfig):
 class RecurrentConfig:
     cell: str = MISSING
     gf_gate: str = MISSING
+    match_lstm_parameters: bool = MISSING
     num_layers: int = MISSING
     hidden_size: int = MISSING
     dropout: float = MISSING

@@ -223,3 +223,15 @@ def hidden_size_matching(parameters: int, **model_args) -> int:
         middle = (low + high) // 2
         low, high = (middle, high) if count(middle) < parameters else (low, middle)
     return min((low, high), key=lambda size: abs(count(size) - parameters))
+
+
+def model_arguments(model_config: dict, input_dim: int, num_outputs: int) -> dict:
+    """RecurrentAcousticModel's arguments from the `model` config group (as a dict): with match_lstm_parameters,
+    the hidden size at which the cell's model has the parameters of the LSTM of the configured hidden size."""
+    args = {"input_dim": input_dim, "num_outputs": num_outputs, **model_config}
+    if args.pop("match_lstm_parameters", False) and args["cell"] != "lstm":
+        with torch.device("meta"):
+            lstm_parameters = num_parameters(RecurrentAcousticModel(**{**args, "cell": "lstm"}))
+        shape = {key: value for key, value in args.items() if key != "hidden_size"}
+        args["hidden_size"] = hidden_size_matching(lstm_parameters, **shape)
+    return args

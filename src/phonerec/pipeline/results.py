@@ -470,35 +470,45 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
-def criteria_table_path(results_path: Path) -> Path:
-    """Where run_criteria.sh writes the comparison of training criteria: RESULTS_criteria.md beside RESULTS.md."""
-    return results_path.with_name(f"{results_path.stem}_criteria.md")
+# The comparisons of variants of a recipe, each run by run_<name>.sh: (the table's title, the reference variant,
+# whose seed 0's best Viterbi dev PER is the target, and what its plot compares).
+COMPARISONS = {
+    "criteria": ("Training criteria", "ce", "the Viterbi stage's criteria"),
+    "cells": ("Recurrent cells", "lstm", "the recurrent cells"),
+}
 
 
-def write_criteria_table(cfg: DictConfig, runs_dir: Path, out_path: Path, command: str) -> None:
-    """The variants of run_criteria.sh side by side (runs_dir/<variant>/seed<S>, its settings in
+def comparison_table_path(results_path: Path, comparison: str) -> Path:
+    """Where run_<comparison>.sh writes its table: RESULTS_<comparison>.md beside RESULTS.md."""
+    return results_path.with_name(f"{results_path.stem}_{comparison}.md")
+
+
+def write_comparison_table(cfg: DictConfig, runs_dir: Path, out_path: Path, command: str, comparison: str) -> None:
+    """The variants of run_<comparison>.sh side by side (runs_dir/<variant>/seed<S>, its settings in
     runs_dir/<variant>/settings): per variant, the mean (min-max) over its seeds of the epochs its Viterbi model
-    took to reach the target (the ce variant's best dev PER, seed 0, by the free phone loop that validates every
-    epoch; the frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best epoch,
-    seconds per epoch, dev and test PER of each Viterbi decoder,
-    the forced alignment's accuracy where the test set has hand labels, and its CTC model's; and a plot of every
-    variant's seed-0 dev PER (free phone loop) and dev loss per epoch (<out_path>.png)."""
+    took to reach the target (the reference variant's best dev PER, seed 0, by the free phone loop that validates
+    every epoch; the frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best
+    epoch, seconds per epoch, training frames per second, dev and test PER of each Viterbi decoder, the forced
+    alignment's accuracy where the test set has hand labels, and its CTC model's; its model's hidden size and
+    parameters (seed 0's); and a plot of every variant's seed-0 dev PER (free phone loop) and dev loss per epoch
+    (<out_path>.png)."""
+    title, reference, plotted = COMPARISONS[comparison]
     variants = {
         d.name: sorted((int(s.name[4:]), s) for s in d.glob("seed*") if s.name[4:].isdigit())
         for d in sorted(runs_dir.iterdir())
         if d.is_dir()
     }
     variants = {name: seeds for name, seeds in variants.items() if seeds}
-    target_file = runs_dir / "ce" / "seed0" / "viterbi" / "train_summary.json"
+    target_file = runs_dir / reference / "seed0" / "viterbi" / "train_summary.json"
     target = json.loads(target_file.read_text())["best"]["per"] if target_file.is_file() else None
 
-    def spread(values: list) -> str:
+    def spread(values: list, digits: int = 2) -> str:
         values = [v for v in values if v is not None]
         if not values:
             return "n/a"
         if len(values) == 1:
-            return f"{values[0]:.2f}" if isinstance(values[0], float) else str(values[0])
-        return f"{sum(values) / len(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+            return f"{values[0]:.{digits}f}" if isinstance(values[0], float) else str(values[0])
+        return f"{sum(values) / len(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
     def per(run: Path, split: str, decoder: str) -> float | None:
         path = run / f"decode_{split}_{decoder}" / "per.json"
@@ -513,21 +523,23 @@ def write_criteria_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comman
             return None
         return next((r["epoch"] for r in history if r["valid_per"] <= target), None)
 
-    target_text = "n/a (no ce run)" if target is None else f"{target:.2f}"
+    target_text = f"n/a (no {reference} run)" if target is None else f"{target:.2f}"
     lines = [
-        f"# Training criteria: {cfg.recipe_name}",
+        f"# {title}: {cfg.recipe_name}",
         "",
-        f"{generated_by('run_criteria.sh')} on {date.today().isoformat()}: git {git_hash()}, "
+        f"{generated_by(f'run_{comparison}.sh')} on {date.today().isoformat()}: git {git_hash()}, "
         f"{cfg.train.num_threads} training threads. Each cell: one seed, or the mean (min-max) over the seeds listed. "
-        f"Target: the ce variant's best Viterbi dev PER (seed 0, free phone loop, as every epoch is validated), "
-        f"{target_text}; an epoch reaches it when its dev PER is no higher (- where none does). Dev PER picks each "
-        "model's best epoch and tunes the hybrid decoder; test is decoded once.",
+        f"Target: the {reference} variant's best Viterbi dev PER (seed 0, free phone loop, as every epoch is "
+        f"validated), {target_text}; an epoch reaches it when its dev PER is no higher (- where none does). Dev PER "
+        "picks each model's best epoch and tunes the hybrid decoder; test is decoded once. Seconds per epoch include "
+        "validation and re-alignment; frames/s is the training pass's.",
         "",
         f"Command: `{command}`",
         "",
-        "| variant | settings | seeds | epochs to target | best epoch | epochs run | s / epoch | dev PER % argmax | "
-        "test PER % argmax | dev PER % hybrid + LM | test PER % hybrid + LM | test alignment within 20 ms % |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | settings | hidden (parameters) | seeds | epochs to target | best epoch | epochs run | s / epoch | "
+        "frames/s | dev PER % argmax | test PER % argmax | dev PER % hybrid + LM | test PER % hybrid + LM | "
+        "test alignment within 20 ms % |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ctc_lines = []
     for name, seeds in variants.items():
@@ -543,8 +555,11 @@ def write_criteria_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comman
             accuracy.append(json.loads(path.read_text())["within_20ms"] if path.is_file() else None)
         reached = [to_target(m["history"]) for _, _, m in viterbi]
         reached_text = "-" if not any(reached) else spread(reached) + ("" if all(reached) else " (not all seeds)")
+        size = viterbi[0][2].get("parameters")  # (summaries written before it was recorded lack it)
+        size_text = f"{viterbi[0][2]['model_args']['hidden_size']} ({size})" if size else "n/a"
         lines.append(
-            f"| {name} | `{settings or '(the recipe)'}` | {' '.join(str(s) for s, _, _ in viterbi)} | {reached_text} | "
+            f"| {name} | `{settings or '(the recipe)'}` | {size_text} | {' '.join(str(s) for s, _, _ in viterbi)} | "
+            f"{reached_text} | "
             + _run_cells(viterbi, spread, per, ("epochs",), ("dev", "greedy"), ("test", "greedy"), ("dev", "lm"))
             + f" | {spread([per(d, 'test', 'lm') for _, d, _ in viterbi])} | {spread(accuracy)} |"
         )
@@ -559,9 +574,9 @@ def write_criteria_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comman
             "",
             "CTC from each variant's Viterbi model (train.ctc.init as the recipe sets it):",
             "",
-            "| variant | seeds | best epoch | s / epoch | dev PER % greedy | test PER % greedy | dev PER % beam + LM | "
-            "test PER % beam + LM |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| variant | seeds | best epoch | s / epoch | frames/s | dev PER % greedy | test PER % greedy | "
+            "dev PER % beam + LM | test PER % beam + LM |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
             *ctc_lines,
         ]
     figure = Figure(figsize=(11, 4))
@@ -580,21 +595,22 @@ def write_criteria_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comman
     per_ax.set_ylim(0, 105)
     per_ax.legend(fontsize=8)
     figure.suptitle(
-        f"{cfg.recipe_name}: the Viterbi stage's criteria, seed {min(s for v in variants.values() for s, _ in v)}"
+        f"{cfg.recipe_name}: {plotted}, seed {min(s for v in variants.values() for s, _ in v)}"
     )
     figure.tight_layout()
     png = out_path.with_suffix(".png")
     write_png_atomic(png, figure, dpi=80)
-    lines += ["", f"![dev PER and loss per epoch by criterion]({png.name})"]
+    lines += ["", f"![dev PER and loss per epoch by variant]({png.name})"]
     write_report(out_path, lines)
     log.info("wrote %s", out_path)
 
 
 def _run_cells(runs, spread, per, extra: tuple[str, ...], *decodes: tuple[str, str]) -> str:
-    """A criteria table's cells for (seed, run dir, train summary) runs: best epoch, the summaries' `extra` keys,
-    seconds per epoch, then the PER of each (split, decoder) of `decodes`."""
+    """A comparison table's cells for (seed, run dir, train summary) runs: best epoch, the summaries' `extra` keys,
+    seconds per epoch, training frames per second, then the PER of each (split, decoder) of `decodes`."""
     cells = [spread([m["best"]["epoch"] for _, _, m in runs])]
     cells += [spread([m[key] for _, _, m in runs]) for key in extra]
     cells.append(spread([m["train_seconds"] / max(m["epochs"], 1) for _, _, m in runs]))
+    cells.append(spread([m["frames_per_second"] for _, _, m in runs], digits=0))
     cells += [spread([per(d, split, decoder) for _, d, _ in runs]) for split, decoder in decodes]
     return " | ".join(cells)

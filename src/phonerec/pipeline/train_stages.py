@@ -19,7 +19,7 @@ from phonerec.hmm.align import Topology
 from phonerec.hmm.align_eval import read_ctm
 from phonerec.hmm.timing import frame_timing
 from phonerec.hmm.transitions import Transitions
-from phonerec.model.recurrent import RecurrentAcousticModel
+from phonerec.model.recurrent import RecurrentAcousticModel, model_arguments, num_parameters
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import feature_dir_digest, lang_dir_digest
 from phonerec.pipeline.stage_keys import TRAIN_CTC, TRAIN_VITERBI
@@ -105,11 +105,7 @@ def viterbi_setup(cfg: DictConfig, train_dir: Path, dev_dir: Path, lang_dir: Pat
         for d in (train_dir, dev_dir)
     )
     torch.manual_seed(cfg.train.seed)
-    model_args = {
-        "input_dim": train_set[0].feats.shape[1],
-        "num_outputs": topo.num_states,
-        **OmegaConf.to_container(cfg.model),
-    }
+    model_args = model_arguments(OmegaConf.to_container(cfg.model), train_set[0].feats.shape[1], topo.num_states)
     model = RecurrentAcousticModel(**model_args)
     reference = {
         name: read_ctm(d / "phones.ctm")
@@ -171,11 +167,7 @@ def train_ctc_stage(
             model_args = ctc_from_viterbi(model, checkpoint["model_args"], cfg.train.ctc, num_phones)
             log.info("CTC starts from %s (epoch %d), init %s", init_dir / "best.pt", checkpoint["epoch"], init)
         else:
-            model_args = {
-                "input_dim": train_set[0].feats.shape[1],
-                "num_outputs": num_phones,
-                **OmegaConf.to_container(cfg.model),
-            }
+            model_args = model_arguments(OmegaConf.to_container(cfg.model), train_set[0].feats.shape[1], num_phones)
             model = RecurrentAcousticModel(**model_args)
         dev_per = dev_per_scorer(cfg, ignored_in_scoring(cfg, lang_dir))
         task = CTCTask(train_set, dev_set, cfg.train, model, read_id2phone(lang_dir), dev_per)
@@ -253,6 +245,8 @@ def _train(cfg: DictConfig, exp_dir: Path, model, model_args: dict, task, train_
             "best": summary["best"],
             "train_seconds": seconds,
             "frames_per_second": sum(r["frames_per_second"] for r in history) / max(len(history), 1),
+            "model_args": model_args,
+            "parameters": num_parameters(model),
             "history": history,
         },
     )
