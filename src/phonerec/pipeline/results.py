@@ -594,9 +594,7 @@ def write_comparison_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comm
         ax.set_ylabel(what)
     per_ax.set_ylim(0, 105)
     per_ax.legend(fontsize=8)
-    figure.suptitle(
-        f"{cfg.recipe_name}: {plotted}, seed {min(s for v in variants.values() for s, _ in v)}"
-    )
+    figure.suptitle(f"{cfg.recipe_name}: {plotted}, seed {min(s for v in variants.values() for s, _ in v)}")
     figure.tight_layout()
     png = out_path.with_suffix(".png")
     write_png_atomic(png, figure, dpi=80)
