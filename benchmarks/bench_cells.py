@@ -8,13 +8,13 @@ whose model comes closest to it, phonerec.model.recurrent.hidden_size_matching),
   loss read back, gradient clipping, Adam), as `train_summary` reports it (epoch seconds also include validation
   and re-alignment, which this leaves out).
 
-  . ./path.sh && python benchmarks/bench_cells.py recipe=timit_sample corpus.root=../shared/corpora/timit_sample
+  . ./path.sh && python benchmarks/bench_cells.py recipe=timit_sample corpus.root=../shared/corpora/timit_sample \
+      2>/dev/null    (the training loop's progress bars)
 
 Stages 0-1 are run first (./run.sh, into --work). Each figure is the fastest of --rounds after a warm-up round;
 the cells take turns round by round (the machine is noisy). Record the table in benchmarks/RESULTS.md."""
 
 import argparse
-import os
 import random
 import subprocess
 import tempfile
@@ -33,7 +33,6 @@ from phonerec.pipeline.train_stages import viterbi_setup
 from phonerec.training.loop import train_one_epoch
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the figures
 CELLS = [
     ("lstm", "scalar"),
     ("gru", "scalar"),

@@ -96,7 +96,7 @@ def main() -> None:
           f"{len(examples)} utterances in {len(batches)} batches, {args.threads} threads")  # fmt: skip
     print(f"padding waste: {100 * (padded - real) / padded:.1f}% of the padded frames ({real} real of {padded})")
     print("| what | frames/s | ratio |\n|---|---:|---:|")
-    print(f"| raw padded BLSTM forward + cross-entropy + backward + Adam | {raw:.0f} | 1.00 |")
+    print(f"| raw padded model forward + cross-entropy + backward + Adam | {raw:.0f} | 1.00 |")
     print(f"| `train_one_epoch` | {loop:.0f} | {loop / raw:.2f} |")
     print(f"(each round, loop: {[round(x) for x in loop_fps]}, raw: {[round(x) for x in raw_fps]})")
 

@@ -68,20 +68,22 @@ def run_stacks(
     masks: torch.Tensor,
     cell: str,
     gate_size: int,
+    save: bool = True,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Both directions' stacks over the frames: first_input[t] (2, B, N_in) is layer 1's W x_t + b; masks (T, L-1,
     2, B, H) the dropout of the layers' inputs (size 0 on axis 1: none). Returns the top layer's states (T, 2, B, H)
-    and what the backward pass reads, each stacked over the frames: [h, c, own-state gates, global gates,
-    candidates, gated feedback s, feedback products U^{i->j} h^i_{t-1}, upper layers' inputs]."""
+    and, with `save`, what the backward pass reads, each stacked over the frames: [h, c, own-state gates, global
+    gates, candidates, gated feedback s, feedback products U^{i->j} h^i_{t-1}, upper layers' inputs]."""
     directions, layers, size, n_rec = recurrent_weight.shape
     batch = first_input[0].size(1)
-    own = (3 if cell == "gf_lstm" else 2 if cell == "gf_gru" else 0) * size  # OWN_GATES
+    own = (3 if cell == "gf_lstm" else 2 if cell == "gf_gru" else 0) * size  # OWN_GATES (TorchScript reads no dict)
     gates_at = layers * size + own  # where the u_g columns start in a recurrent product
     recurrent = recurrent_weight.reshape(directions * layers, size, n_rec)
     upper_bias = upper_bias.unsqueeze(2)  # (L-1, 2, 1, N_in)
     h = first_input[0].new_zeros(directions, layers, batch, size)
     c = first_input[0].new_zeros(directions, layers, batch, size)
     saved: list[list[torch.Tensor]] = [[] for _ in range(8)]
+    tops: list[torch.Tensor] = []
     for t in range(len(first_input)):
         rec = torch.bmm(h.reshape(directions * layers, batch, size), recurrent).view(directions, layers, batch, n_rec)
         gate_terms = rec[..., gates_at:].sum(1)  # u_g^{k->j} h*_{t-1}: (2, B, L*L*g), summed over the sources k
@@ -127,9 +129,13 @@ def run_stacks(
             candidates.append(candidate)
             gated_sums.append(gated)
         h = torch.stack(new_h, 1)
-        saved[0].append(h)
+        tops.append(new_h[-1])
         if cell == "gf_lstm":
             c = torch.stack(new_c, 1)
+        if not save:
+            continue
+        saved[0].append(h)
+        if cell == "gf_lstm":
             saved[1].append(c)
         if own > 0:
             saved[2].append(torch.stack(own_gates, 1))
@@ -139,8 +145,7 @@ def run_stacks(
         saved[6].append(rec[..., : layers * size])
         if layers > 1:
             saved[7].append(torch.stack(belows))
-    stacked = [torch.stack(s) if len(s) > 0 else h.new_zeros(0) for s in saved]
-    return stacked[0][:, :, -1], stacked
+    return torch.stack(tops), [torch.stack(s) if len(s) > 0 else h.new_zeros(0) for s in saved]
 
 
 def by_frame_and_layer(x: torch.Tensor) -> list[torch.Tensor]:
@@ -357,6 +362,7 @@ class GatedFeedbackStack(nn.Module):
                 masks,
                 self.cell,
                 self.gate_size,
+                False,
             )[0]
         else:
             top = self._frame_loop(first_input, masks)
@@ -376,7 +382,7 @@ class GatedFeedbackStack(nn.Module):
         if torch.is_grad_enabled():
             return GatedFeedbackFunction.apply(first_input, *weights, masks, self.cell, self.gate_size)
         unbound = list(first_input.unbind(2))
-        return scripted(run_stacks)(unbound, *weights, masks, self.cell, self.gate_size)[0]
+        return scripted(run_stacks)(unbound, *weights, masks, self.cell, self.gate_size, False)[0]
 
     @torch.jit.unused
     def equation_weights(self, direction: int) -> dict:
