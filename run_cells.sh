@@ -11,7 +11,7 @@ cells="lstm gru rnn_tanh rnn_relu gf_rnn:scalar gf_rnn:vector gf_gru:scalar gf_g
 help_message="Usage: $0 [--seeds \"0 1 2\"] [--cells \"lstm gru ...\"] [key=value ...]
 
 Runs ./run.sh --stop-stage 1 once, then for each cell C (a model.cell, or model.cell:model.gf_gate) and seed S
-./run.sh --stage 2 model.cell=... model.gf_gate=... model.match_lstm_parameters=true train.seed=S
+./run.sh --stage 2 --stop-stage 5 model.cell=... model.gf_gate=... model.match_lstm_parameters=true train.seed=S
 paths.exp=<paths.exp>/cells/C/seed<S> (the variant dir named C with ':' as '_') and paths.results=<that
 dir>/RESULTS.md, and writes <paths.results without .md>_cells.md and _cells.png from every cell's seeds found
 there (so runs with other --seeds or --cells add to one table). A run whose stages are done is skipped stage by
@@ -68,7 +68,7 @@ for c in "${cells[@]}"; do
     echo "$(date '+%Y-%m-%dT%H:%M:%S') cell ${c}, seed ${s}: stages 2-5 -> ${dir}"
     mkdir -p "${dir}"
     echo "${extra[*]}" > "${exp}/cells/${c/:/_}/settings"
-    ./run.sh --stage 2 ${overrides[@]+"${overrides[@]}"} "${extra[@]}" "train.seed=${s}" \
+    ./run.sh --stage 2 --stop-stage 5 ${overrides[@]+"${overrides[@]}"} "${extra[@]}" "train.seed=${s}" \
       "paths.exp=${dir}" "paths.results=${dir}/RESULTS.md"
   done
 done

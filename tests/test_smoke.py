@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, kill_run_sh_when, project_env, run_sh, tiny_run
 
 from phonerec.base.config import load_config
@@ -357,27 +358,58 @@ def test_run_criteria_tables_every_variant_and_seed(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_cells_compares_cells_at_the_lstms_parameter_count(tmp_path):
+def test_run_cells_trains_and_decodes_every_cell_at_the_lstms_parameter_count(tmp_path):
+    """Every cell but the LSTM (every other pipeline test runs it) through stages 2-5 of a tiny run, by
+    run_cells.sh; then a gated-feedback model's bundle (stage 6) transcribes and aligns a recording."""
     exp = tmp_path / "exp"
-    root = fsdd_subset(tmp_path / "fsdd", takes=range(1))
-    short = ["train.viterbi.epochs=2", "train.ctc.epochs=1", "decode.decoders=[greedy]", "model.num_layers=2"]
-    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short]
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(1))  # 10 utterances per split
+    short = ["train.viterbi.epochs=2", "train.ctc.epochs=1", "decode.decoders=[greedy]", "decode.splits=[dev]"]
+    overrides = [
+        f"corpus.root={root}",
+        *tiny_run(tmp_path, exp),
+        *short,
+        "model.num_layers=2",
+    ]  # feedback runs between layers
 
     def run_cells(*args):
         return subprocess.run(
             ["./run_cells.sh", *args, *overrides], cwd=REPO, env=project_env(), capture_output=True, text=True
         )
 
-    result = run_cells("--cells", "gf_rnn:vector", "--seeds", "0")
+    cells = ["gru", "rnn_tanh", "rnn_relu", "gf_rnn:vector", "gf_gru", "gf_lstm"]
+    result = run_cells("--cells", " ".join(cells), "--seeds", "0")
     assert result.returncode == 0, result.stdout + result.stderr
-    gf = json.loads((exp / "cells" / "gf_rnn_vector" / "seed0" / "viterbi" / "train_summary.json").read_text())
-    assert gf["model_args"]["cell"] == "gf_rnn" and gf["model_args"]["gf_gate"] == "vector"
-    lstm = RecurrentAcousticModel(**{**gf["model_args"], "cell": "lstm", "hidden_size": 32})  # tiny_run's size
-    assert gf["model_args"]["hidden_size"] != 32 and abs(gf["parameters"] / num_parameters(lstm) - 1) < 0.05
     table = (tmp_path / "RESULTS_cells.md").read_text()
     assert (tmp_path / "RESULTS_cells.png").is_file() and "# Recurrent cells: fsdd" in table
-    row = next(line for line in table.splitlines() if line.startswith("| gf_rnn_vector |")).split(" | ")
-    assert row[1] == "`model.cell=gf_rnn model.gf_gate=vector model.match_lstm_parameters=true`"
-    assert row[2] == f"{gf['model_args']['hidden_size']} ({gf['parameters']})" and row[3] == "0"
+    for name in cells:
+        cell, _, gate = name.partition(":")
+        run = exp / "cells" / name.replace(":", "_") / "seed0"
+        summary = json.loads((run / "viterbi" / "train_summary.json").read_text())
+        args = summary["model_args"]
+        assert args["cell"] == cell and args["gf_gate"] == (gate or "scalar")
+        lstm = RecurrentAcousticModel(**{**args, "cell": "lstm", "hidden_size": 32})  # tiny_run's size
+        assert args["hidden_size"] != 32 and abs(summary["parameters"] / num_parameters(lstm) - 1) < 0.05
+        ctc = torch.load(run / "ctc" / "best.pt", map_location="cpu", weights_only=False)
+        assert ctc["model_args"]["cell"] == cell and ctc["model_args"]["hidden_size"] == args["hidden_size"]
+        for model in ("viterbi", "ctc"):
+            assert json.loads((run / model / "decode_dev_greedy" / "per.json").read_text())["total"]["utts"] == 10
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name.replace(':', '_')} |"))
+        assert row.split(" | ")[2] == f"{args['hidden_size']} ({summary['parameters']})"
+    # The gated-feedback LSTM's bundle, made by stage 6 of its run, transcribes and aligns a new speaker's recording.
+    run = exp / "cells" / "gf_lstm" / "seed0"
+    settings = (exp / "cells" / "gf_lstm" / "settings").read_text().split()
+    bundle = run_sh("--stage", "6", "--stop-stage", "6", *overrides, *settings, "train.seed=0", f"paths.exp={run}")
+    assert bundle.returncode == 0, bundle.stdout + bundle.stderr[-3000:]
+    recording = SHARED_FSDD / "recordings" / "7_jackson_10.wav"
+    for script, args in (("transcribe.py", [recording]), ("align.py", [recording, "seven"])):
+        step = subprocess.run(
+            ["python", f"steps/{script}", str(run / "ctc"), *map(str, args), "--out-dir", str(tmp_path / script)],
+            cwd=REPO,
+            env=project_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert step.returncode == 0, step.stderr
+        assert (tmp_path / script / "phones.ctm").read_text().strip()
     bad = run_cells("--cells", "gru gf_cell")
     assert bad.returncode == 2 and "model.cell=gf_cell: expected one of" in bad.stderr

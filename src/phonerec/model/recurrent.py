@@ -34,7 +34,7 @@ STANDARD_CELLS = {
 def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B, T) time indices reversing each row within its length and leaving padding in place.
 
-    Reversing inside the length keeps padding at the end, so the backward LSTM sees every valid frame
+    Reversing inside the length keeps padding at the end, so the backward RNN sees every valid frame
     before any padding frame and padding cannot reach valid outputs. The map is its own inverse."""
     t = torch.arange(max_len, device=lengths.device).unsqueeze(0)
     lengths = lengths.unsqueeze(1)
