@@ -364,12 +364,8 @@ def test_run_cells_trains_and_decodes_every_cell_at_the_lstms_parameter_count(tm
     exp = tmp_path / "exp"
     root = fsdd_subset(tmp_path / "fsdd", takes=range(1))  # 10 utterances per split
     short = ["train.viterbi.epochs=2", "train.ctc.epochs=1", "decode.decoders=[greedy]", "decode.splits=[dev]"]
-    overrides = [
-        f"corpus.root={root}",
-        *tiny_run(tmp_path, exp),
-        *short,
-        "model.num_layers=2",
-    ]  # feedback runs between layers
+    # Two layers: a gated-feedback stack's feedback runs between layers.
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short, "model.num_layers=2"]
 
     def run_cells(*args):
         return subprocess.run(
