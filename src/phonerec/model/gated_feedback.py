@@ -17,10 +17,12 @@ reset gate computed from the layer's input and all layers' previous states:
                 h~^j_t = tanh(W^j h^{j-1}_t + r * s^j_t + b^j)
                 h^j_t = (1 - z) * h^j_{t-1} + z * h~^j_t          (the paper's z: the share of the new candidate)
 
-Equations (5), (8)-(10) and (12)-(15) of the paper; it writes no biases, here every affine map has one (as
-RecurrentNN.jl's). The gate g^{i->j} is a scalar in the paper (w_g, u_g vectors) and a vector of the layer's
-size in RecurrentNN.jl (src/gflstm.jl, src/gfgru.jl: w_g, u_g matrices, an elementwise product):
-`model.gf_gate=scalar | vector`. The stack's output is its top layer h^L_t, as a stacked RNN's.
+The paper's section 3, as its published summaries and RecurrentNN.jl's code (src/gflstm.jl, src/gfgru.jl, read for
+this) state it: the global gates read the layer's input and all previous states; in the LSTM only the candidate
+takes the gated sum; in the GRU the reset gate scales the gated sum. The paper writes no biases; here every
+affine map has one, as in RecurrentNN.jl. The gate g^{i->j} is a scalar in the paper (w_g, u_g vectors) and a
+vector of the layer's size in RecurrentNN.jl (w_g, u_g matrices, an elementwise product): `model.gf_gate=scalar |
+vector`. The stack's output is its top layer h^L_t, as a stacked RNN's.
 
 Bidirectional: a forward stack over the utterance and a backward stack over it reversed within its length (padding
 stays at the end, so it never reaches a valid frame), each with its own weights and gates, their top layers joined
