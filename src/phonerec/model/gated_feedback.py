@@ -19,7 +19,7 @@ reset gate computed from the layer's input and all layers' previous states:
 
 The paper's section 3, as its published summaries and RecurrentNN.jl's code (src/gflstm.jl, src/gfgru.jl, read for
 this) state it: the global gates read the layer's input and all previous states; in the LSTM only the candidate
-takes the gated sum; in the GRU the reset gate scales the gated sum. The paper writes no biases; here every
+takes the gated sum; in the GRU the reset gate scales the gated sum. Those equations have no biases; here every
 affine map has one, as in RecurrentNN.jl. The gate g^{i->j} is a scalar in the paper (w_g, u_g vectors) and a
 vector of the layer's size in RecurrentNN.jl (w_g, u_g matrices, an elementwise product): `model.gf_gate=scalar |
 vector`. The stack's output is its top layer h^L_t, as a stacked RNN's.
