@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_train_loop import first_epoch_batches  # benchmarks/, the script's own dir
 
 from phonerec.base.config import load_config
 from phonerec.base.schema import GF_CELLS
-from phonerec.data.dataset import collate, make_batches
 from phonerec.model.recurrent import hidden_size_matching, num_parameters
 from phonerec.pipeline.stage_keys import TRAIN_VITERBI
 from phonerec.pipeline.train_stages import viterbi_setup
@@ -58,16 +58,7 @@ class Contender:
         self.task.start(self.model)
         self.parameters = [*self.model.parameters(), *self.task.parameters()]
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.train.viterbi.lr)
-        examples = self.task.train_examples(self.train_set)
-        random.seed(cfg.train.seed)
-        self.batches = []
-        for batch in make_batches(
-            [e.feats.shape[0] for e in examples], cfg.train.batch_frames, cfg.train.max_batch_utts, random
-        ):
-            feats_b, lengths = collate([examples[i] for i in batch])
-            targets = torch.randint(self.model.output.out_features, feats_b.shape[:2])
-            targets[torch.arange(feats_b.shape[1])[None, :] >= lengths[:, None]] = -100
-            self.batches.append((feats_b, lengths, targets))
+        self.batches = first_epoch_batches(self.model, self.task, self.train_set, cfg.train)
         self.ms_per_batch, self.frames_per_second = [], []
 
     def round(self, epoch: int) -> None:

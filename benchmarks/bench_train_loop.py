@@ -47,6 +47,20 @@ def raw_epoch(model, optimizer, batches) -> float:
     return frames / (time.perf_counter() - start)
 
 
+def first_epoch_batches(model, task, train_set, tcfg) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The raw step's batches: those of the loop's first epoch (train.seed), padded once, each with random frame
+    targets of the model's outputs (-100 on padding): (feats, lengths, targets)."""
+    examples = task.train_examples(train_set)
+    random.seed(tcfg.seed)
+    padded_batches = []
+    for batch in make_batches([e.feats.shape[0] for e in examples], tcfg.batch_frames, tcfg.max_batch_utts, random):
+        feats, lengths = collate([examples[i] for i in batch])
+        targets = torch.randint(model.output.out_features, feats.shape[:2])
+        targets[torch.arange(feats.shape[1])[None, :] >= lengths[:, None]] = -100
+        padded_batches.append((feats, lengths, targets))
+    return padded_batches
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_train_loop")
@@ -69,19 +83,9 @@ def main() -> None:
     raw_optimizer = torch.optim.Adam(raw_model.parameters(), lr=cfg.train.viterbi.lr)
     augment = SpecAugment.from_config(cfg)
 
-    # The raw step's batches: those of the loop's first epoch, padded once.
-    examples = task.train_examples(train_set)
-    random.seed(cfg.train.seed)
-    batches = make_batches(
-        [e.feats.shape[0] for e in examples], cfg.train.batch_frames, cfg.train.max_batch_utts, random
-    )
-    padded_batches, real, padded = [], 0, 0
-    for batch in batches:
-        feats_b, lengths = collate([examples[i] for i in batch])
-        targets = torch.randint(model.output.out_features, feats_b.shape[:2])
-        targets[torch.arange(feats_b.shape[1])[None, :] >= lengths[:, None]] = -100
-        padded_batches.append((feats_b, lengths, targets))
-        real, padded = real + int(lengths.sum()), padded + feats_b.shape[0] * feats_b.shape[1]
+    padded_batches = first_epoch_batches(model, task, train_set, cfg.train)
+    real = sum(int(lengths.sum()) for _, lengths, _ in padded_batches)
+    padded = sum(feats.shape[0] * feats.shape[1] for feats, _, _ in padded_batches)
 
     loop_fps, raw_fps = [], []
     for epoch in range(args.rounds + 1):
@@ -93,7 +97,8 @@ def main() -> None:
     m = cfg.model
     print(f"recipe {recipe}: model {m.num_layers}x{m.hidden_size}, "
           f"criterion {cfg.train.viterbi.criterion}, SpecAugment {'on' if augment else 'off'}, "
-          f"{len(examples)} utterances in {len(batches)} batches, {args.threads} threads")  # fmt: skip
+          f"{len(task.train_examples(train_set))} utterances in {len(padded_batches)} batches, "
+          f"{args.threads} threads")  # fmt: skip
     print(f"padding waste: {100 * (padded - real) / padded:.1f}% of the padded frames ({real} real of {padded})")
     print("| what | frames/s | ratio |\n|---|---:|---:|")
     print(f"| raw padded model forward + cross-entropy + backward + Adam | {raw:.0f} | 1.00 |")
