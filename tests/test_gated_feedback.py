@@ -10,7 +10,8 @@ from phonerec.base.config import load_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.schema import GF_CELLS, GF_GATES
 from phonerec.model.gated_feedback import GatedFeedbackStack
-from phonerec.model.recurrent import RecurrentAcousticModel, reverse_index
+from phonerec.model.recurrent import RecurrentAcousticModel
+from phonerec.model.time_axis import reverse_index
 
 DIM, HIDDEN = 4, 5
 LENGTHS = [9, 4, 6]

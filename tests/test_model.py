@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from phonerec.base.schema import CELLS, GF_CELLS
-from phonerec.model.recurrent import STANDARD_CELLS, RecurrentAcousticModel, reverse_index, splice_frames
+from phonerec.model.recurrent import STANDARD_CELLS, RecurrentAcousticModel
+from phonerec.model.time_axis import reverse_index, splice_frames
 
 DIM, OUTPUTS, HIDDEN = 5, 7, 12
 LENGTHS = [7, 23, 40, 40]

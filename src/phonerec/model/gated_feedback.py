@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from phonerec.base.schema import GF_CELLS, GF_GATES
+from phonerec.model.time_axis import gather_time
 
 OWN_GATES = {"gf_rnn": 0, "gf_gru": 2, "gf_lstm": 3}
 
@@ -151,7 +152,10 @@ def run_stacks(
 
 
 def by_frame_and_layer(x: torch.Tensor) -> list[torch.Tensor]:
-    """x (T, 2, L, ...) as the list of its (2, ...) slices, frame t and layer j at index t * L + j."""
+    """x (T, 2, L, ...) as the list of its (2, ...) slices, frame t and layer j at index t * L + j; [] for an empty
+    x (a factor the cell does not have)."""
+    if x.dim() < 3:
+        return []
     return x.transpose(1, 2).contiguous().flatten(0, 1).unbind(0)
 
 
@@ -188,21 +192,22 @@ def backward_stacks(
         candidate_factor = in_gate * candidate_slope  # d(candidate's pre-activation) = dc * this
         cell_factor = out_gate * (1 - tanh_c * tanh_c)  # dc = dc(t+1) * forget + dh * this
         keep = forget
-        reset = forget  # unused
+        reset = own_factor.new_zeros(0)  # no reset gate
     elif cell == "gf_gru":
         update, reset = own_all.chunk(2, dim=-1)
         own_factor = torch.cat([cand_all - h_prev_all, sums], dim=-1) * own_all * (1 - own_all)
         candidate_factor = update * candidate_slope  # d(candidate's pre-activation) = dh * this
         cell_factor = 1 - update  # dh(t-1) gets dh * this directly
-        keep = update  # unused
+        keep = own_factor.new_zeros(0)  # no cell
     else:
         candidate_factor = candidate_slope
-        cell_factor = keep = reset = candidate_slope  # unused
+        cell_factor = keep = reset = own_factor.new_zeros(0)  # neither gates nor a cell
     # Global gates with the sources on axis 3: (T, 2, L layers j, L sources i, B, g), and their slope.
     gates_by_source = gates_all.view(frames, directions, layers, batch, layers, gsize).transpose(3, 4).contiguous()
     gate_slope = gates_by_source * (1 - gates_by_source)
     # Each frame and layer's slice as a list item (index t * L + j): indexing inside the loop costs an operation.
-    own_factor_at = by_frame_and_layer(own_factor) if own > 0 else own_factor.unbind(0)  # gf_rnn: none
+    # (A factor the cell does not have is empty, and so is its list.)
+    own_factor_at = by_frame_and_layer(own_factor)
     candidate_factor_at = by_frame_and_layer(candidate_factor)
     cell_factor_at = by_frame_and_layer(cell_factor)
     keep_at = by_frame_and_layer(keep)
@@ -349,8 +354,7 @@ class GatedFeedbackStack(nn.Module):
     def forward(self, x: torch.Tensor, rev_index: torch.Tensor) -> torch.Tensor:
         batch, frames, _ = x.shape
         size = self.hidden_size
-        backward_x = x.gather(1, rev_index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
-        both = torch.stack([x, backward_x]).reshape(2, batch * frames, -1)
+        both = torch.stack([x, gather_time(x, rev_index)]).reshape(2, batch * frames, -1)
         first_input = torch.baddbmm(self.input_bias.unsqueeze(1), both, self.input_weight).view(2, batch, frames, -1)
         masks = x.new_ones(frames, 0, 2, batch, size)
         if self.training and self.dropout > 0 and self.num_layers > 1:  # drawn for all frames at once
@@ -369,8 +373,7 @@ class GatedFeedbackStack(nn.Module):
         else:
             top = self._frame_loop(first_input, masks)
         out = top.permute(1, 2, 0, 3)  # (2, B, T, H)
-        backward_out = out[1].gather(1, rev_index.unsqueeze(-1).expand(-1, -1, size))
-        return torch.cat([out[0], backward_out], dim=-1)
+        return torch.cat([out[0], gather_time(out[1], rev_index)], dim=-1)
 
     @torch.jit.unused
     def _frame_loop(self, first_input: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
