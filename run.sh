@@ -6,8 +6,13 @@ set -euo pipefail
 stage=0
 stop_stage=100
 ngpu=1
+nnodes=1
+node_rank=0
+rdzv_endpoint=""
+multirun=false
 
-help_message="Usage: $0 [--stage N] [--stop-stage M] [key=value ...]
+help_message="Usage: $0 [--stage N] [--stop-stage M] [--ngpu N] [--nnodes N --node-rank R --rdzv-endpoint HOST:PORT]
+       [-m] [key=value ...]
 
 Stages:
   0  data preparation: corpus (corpus.root, or a download; recipe=kaldi: your data dirs and dict dir) ->
@@ -33,6 +38,15 @@ Options:
   --stop-stage M   last stage to run (default ${stop_stage})
   --ngpu N         train stages 2-3 in N processes (torchrun, DistributedDataParallel): one per GPU, or with
                    train.device=cpu N shares of the CPU's train.num_threads (default ${ngpu})
+  --nnodes N       train stages 2-3 on N machines (torchrun's c10d rendezvous), --ngpu processes on each; run.sh
+                   is started on every machine with the same arguments, the exp and data dirs on a filesystem they
+                   share (default ${nnodes})
+  --node-rank R    this machine's number, 0 to N-1: machine 0 hosts the rendezvous, takes the locks and runs every
+                   stage; the others take part in stages 2-3 alone (default ${node_rank})
+  --rdzv-endpoint HOST:PORT   where machine 0 hosts the rendezvous (with --nnodes > 1)
+  -m, --multirun   a hydra sweep (steps/sweep.py): a job per combination of the values of key=a,b,... overrides,
+                   each in its own exp dir <paths.exp>/sweep/<its overrides>, run by hydra's launcher
+                   (hydra/launcher=joblib: side by side); the stages 0-1 it shares run once, first
   -h, --help       this message
 
 Any other argument is a hydra override passed to every step, for example
@@ -41,7 +55,8 @@ Any other argument is a hydra override passed to every step, for example
   $0 recipe=timit_sample corpus.root=../shared/corpora/timit_sample     the TIMIT sample
   $0 recipe=kaldi corpus.name=mine corpus.train_dir=data/mine_train corpus.dict_dir=data/mine_dict   your own
   $0 --stage 1 features=fbank features.kaldi.num_mel_bins=80
-  $0 --stage 2 --ngpu 4 recipe=timit corpus.root=/data/timit train.precision=bf16     4 GPUs, mixed precision"
+  $0 --stage 2 --ngpu 4 recipe=timit corpus.root=/data/timit train.precision=bf16     4 GPUs, mixed precision
+  $0 -m train.seed=0,1,2 model.hidden_size=128,256         six runs, one after the other"
 
 log() {
   # A timestamp and the caller's file:line, as ESPnet's recipes print them (echo without -e: an override's
@@ -58,6 +73,13 @@ while [ $# -gt 0 ]; do
     --stop-stage=*|--stop_stage=*) stop_stage="${1#*=}"; shift ;;
     --ngpu) ngpu="${2:?--ngpu needs a value}"; shift 2 ;;
     --ngpu=*) ngpu="${1#*=}"; shift ;;
+    --nnodes) nnodes="${2:?--nnodes needs a value}"; shift 2 ;;
+    --nnodes=*) nnodes="${1#*=}"; shift ;;
+    --node-rank|--node_rank) node_rank="${2:?--node-rank needs a value}"; shift 2 ;;
+    --node-rank=*|--node_rank=*) node_rank="${1#*=}"; shift ;;
+    --rdzv-endpoint|--rdzv_endpoint) rdzv_endpoint="${2:?--rdzv-endpoint needs a value}"; shift 2 ;;
+    --rdzv-endpoint=*|--rdzv_endpoint=*) rdzv_endpoint="${1#*=}"; shift ;;
+    -m|--multirun) multirun=true; shift ;;
     -h|--help) echo "${help_message}"; exit 0 ;;
     --*) echo "$0: unknown option $1" >&2; echo "${help_message}" >&2; exit 2 ;;
     *) overrides+=("$1"); shift ;;
@@ -69,9 +91,22 @@ done
 [ "${stage}" -le "${stop_stage}" ] || {
   echo "$0: --stop-stage ${stop_stage} is before --stage ${stage}: no stage to run" >&2; exit 2; }
 [[ "${ngpu}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --ngpu must be a number of processes >= 1, got '${ngpu}'" >&2; exit 2; }
+[[ "${nnodes}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nnodes must be a number of machines >= 1, got '${nnodes}'" >&2; exit 2; }
+[[ "${node_rank}" =~ ^[0-9]+$ ]] && [ "${node_rank}" -lt "${nnodes}" ] || {
+  echo "$0: --node-rank must be 0 to $((nnodes - 1)) (--nnodes ${nnodes}), got '${node_rank}'" >&2; exit 2; }
+if [ "${nnodes}" -gt 1 ]; then
+  [[ "${rdzv_endpoint}" =~ ^[^:]+:[0-9]+$ ]] || {
+    echo "$0: --nnodes ${nnodes} needs --rdzv-endpoint HOST:PORT (machine 0's), got '${rdzv_endpoint}'" >&2; exit 2; }
+  [ "${multirun}" = false ] || { echo "$0: -m runs its jobs by hydra's launcher, not with --nnodes" >&2; exit 2; }
+fi
 
 cd "$(dirname "$0")"   # relative paths in the config and on the command line are relative to the repo root
 . ./path.sh
+
+if [ "${multirun}" = true ]; then  # hydra's sweeper and launcher run this script once per job
+  exec python steps/sweep.py --stage "${stage}" --stop-stage "${stop_stage}" --ngpu "${ngpu}" \
+    ${overrides[@]+"${overrides[@]}"}
+fi
 
 # run_step <log file> <command...>: a failing step stops the pipeline with the tail of its log (and of the logs
 # of its other training processes, <log>.rank<N>.log). Logs append across reruns, so each run first marks its
@@ -108,16 +143,28 @@ run_step() {
   fi
 }
 
-# Stages 2 and 3 start their training in one process, or with --ngpu N in N under torchrun (on one machine).
+# Stages 2 and 3 start their training in one process, or with --ngpu N in N under torchrun: on one machine, or on
+# --nnodes machines that meet at machine 0's rendezvous (each training a rendezvous of its own, named by its stage;
+# a machine waits there up to 6 hours, as long as the ranks wait for each other, for machine 0 to finish stages 0-1).
 train_python=(python)
-if [ "${ngpu}" -gt 1 ]; then
+if [ "${nnodes}" -gt 1 ]; then
+  is_host=$([ "${node_rank}" -eq 0 ] && echo true || echo false)
+  train_python=(torchrun --nnodes "${nnodes}" --nproc-per-node "${ngpu}" --rdzv-backend c10d
+    --rdzv-endpoint "${rdzv_endpoint}" --rdzv-conf "is_host=${is_host},join_timeout=21600" --rdzv-id)
+elif [ "${ngpu}" -gt 1 ]; then
   train_python=(torchrun --standalone --nproc-per-node "${ngpu}" --)  # --: the step's options are its own
 fi
+trainer() {  # trainer <training's name>: train_cmd, what starts that training step (its rendezvous id across machines)
+  train_cmd=("${train_python[@]}")
+  [ "${nnodes}" -eq 1 ] || train_cmd+=("phonerec-$1" --)
+}
 
 # Compose the config once up front: a bad override fails here, before any stage runs.
-mapfile -t settings < <(python steps/get_config.py --preflight recipe_name corpus.name paths.data features.name paths.exp \
+preflight=(--preflight)  # the dirs claimed (machine 0's: the other machines write nothing but their ranks' logs)
+[ "${node_rank}" -eq 0 ] || preflight=()
+mapfile -t settings < <(python steps/get_config.py ${preflight[@]+"${preflight[@]}"} recipe_name corpus.name paths.data features.name paths.exp \
   paths.results decode.splits decode.decoders models train.ctc.init train.compare_ctc_inits train.speed_perturb \
-  corpus_kind corpus_splits hmm.pronunciations -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
+  corpus_kind corpus_splits hmm.pronunciations paths.lm -- ${overrides[@]+"${overrides[@]}"} || echo "__failed__")
 if [ "${settings[-1]}" = "__failed__" ]; then
   log "ERROR: bad configuration (see above); overrides: ${overrides[*]:-none}"
   exit 1
@@ -133,7 +180,7 @@ read -r -a compare_ctc_inits <<< "$(tr -d "[],'" <<< "${settings[10]}")"
 read -r -a speed_perturb <<< "$(tr -d "[],'" <<< "${settings[11]}")"
 corpus_kind=${settings[12]}   # local/<kind>/prepare_data.py prepares the corpus
 read -r -a splits <<< "${settings[13]}"   # the data dirs stage 0 writes: train dev test, or train dev (no test)
-lm_dir=${data}/lm lm_transcripts=()   # the phone LMs, from the training transcripts
+lm_dir=${settings[15]} lm_transcripts=()   # the phone LMs, from the training transcripts
 if [ "${settings[14]}" = variants ] && [[ " ${models[*]} " == *" viterbi "* ]]; then
   # from the pronunciations the Viterbi run's alignments chose: this experiment's own
   lm_dir=${exp}/lm lm_transcripts=(--transcripts "${exp}/viterbi/phones.train.txt")
@@ -148,7 +195,15 @@ if [ "${#speed_perturb[@]}" -gt 0 ]; then
 fi
 commas() { local IFS=,; echo "$*"; }  # commas a b c: a,b,c (the lists in log lines)
 start_time=${SECONDS}
-log "Recipe ${recipe}: stages ${stage} to ${stop_stage}$([ "${ngpu}" -eq 1 ] || echo ", training in ${ngpu} processes"); overrides: ${overrides[*]:-none}"
+training="$([ "${ngpu}" -eq 1 ] || echo ", training in ${ngpu} processes")"
+if [ "${nnodes}" -gt 1 ]; then
+  training=", training in ${ngpu} process(es) on each of ${nnodes} machines (this one: ${node_rank})"
+fi
+if [ "${node_rank}" -gt 0 ]; then  # takes part in the trainings alone: machine 0 takes the locks and runs the rest
+  [ "${stage}" -ge 2 ] || stage=2
+  [ "${stop_stage}" -le 3 ] || stop_stage=3
+fi
+log "Recipe ${recipe}: stages ${stage} to ${stop_stage}${training}; overrides: ${overrides[*]:-none}"
 
 # One lock set per run, taken before anything is written and held until the run ends (its steps, torchrun's
 # ranks included, inherit it): an exclusive lock on every dir the run's stages write, a shared one on every dir
@@ -157,8 +212,9 @@ log "Recipe ${recipe}: stages ${stage} to ${stop_stage}$([ "${ngpu}" -eq 1 ] || 
 # runs that only read the same inputs (a sweep of training settings on one feature dir) go side by side. The lock
 # files are <dir>/.run.lock (the steps' own per-dir .lock stays theirs: one process at a time within a dir).
 declare -A lock_mode=()
-want_lock() {  # want_lock x|s <dir> <root>
+want_lock() {  # want_lock x|s <dir> <root> (on machine 0 alone)
   local mode=$1 dir root
+  [ "${node_rank}" -eq 0 ] || return 0
   dir=$(realpath -m "$2"); root=$(realpath -m "$3")
   [ "${mode}" = x ] && lock_mode[${dir}]=x || lock_mode[${dir}]=${lock_mode[${dir}]:-s}
   while [ "${dir}" != "${root}" ] && [[ "${dir}" == "${root}"/* ]]; do
@@ -273,8 +329,9 @@ fi
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   stage_now=2
   log "Stage 2: Viterbi training: ${data}/${feats}/{${train_set},dev} -> ${exp}/viterbi"
+  trainer viterbi
   run_step "${exp}/viterbi/log/train.log" \
-    "${train_python[@]}" steps/train_viterbi.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
+    "${train_cmd[@]}" steps/train_viterbi.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi"
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${models[*]} " != *" ctc "* ]]; then
@@ -282,13 +339,15 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${models[*]} " != *
 elif [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   stage_now=3
   log "Stage 3: CTC training: ${data}/${feats}/{${train_set},dev}, ${exp}/viterbi -> ${exp}/ctc"
+  trainer ctc
   run_step "${exp}/ctc/log/train.log" \
-    "${train_python[@]}" steps/train_ctc.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
+    "${train_cmd[@]}" steps/train_ctc.py "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" "${exp}/viterbi" "${exp}/ctc"
   for init in "${compare_ctc_inits[@]}"; do   # the same training from other inits, for RESULTS.md's comparison
     [ "${init}" != "${ctc_init}" ] || continue
     log "Stage 3: CTC training from init ${init} (train.compare_ctc_inits): -> ${exp}/ctc_${init}"
+    trainer "ctc_${init}"
     run_step "${exp}/ctc_${init}/log/train.log" \
-      "${train_python[@]}" steps/train_ctc.py --init "${init}" "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" \
+      "${train_cmd[@]}" steps/train_ctc.py --init "${init}" "${data}/${feats}/${train_set}" "${data}/${feats}/dev" "${data}/lang" \
       "${exp}/viterbi" "${exp}/ctc_${init}"
   done
 fi

@@ -4,11 +4,14 @@ each rank's share of the batches; the device and precision settings."""
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import REPO, project_env
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
@@ -70,9 +73,15 @@ def _gradients(task, model, examples, forward=None) -> dict[str, torch.Tensor]:
 def _rank_step(rank: int, world: int, port: int, criterion: str, cell: str, tmp: str) -> None:
     os.environ |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
     os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    _step(criterion, cell, tmp)
+
+
+def _step(criterion: str, cell: str, tmp: str) -> None:
+    """One DDP step of this process (its rank from the environment) on its share of the examples."""
     torch.set_num_threads(1)
     examples = _examples()
     with distributed.process_group("cpu"):
+        rank = distributed.rank()
         model = _model(NUM_PHONES if criterion == "ctc" else (NUM_PHONES - 1) * STATES, cell)
         task = _task(criterion, examples, model, Path(tmp) / f"rank{rank}")
         mine = examples[:3] if rank == 0 else examples[3:]  # unequal shares: frames 70 vs 38, utterances 3 vs 2
@@ -80,13 +89,17 @@ def _rank_step(rank: int, world: int, port: int, criterion: str, cell: str, tmp:
         torch.save(grads, Path(tmp) / f"grads{rank}.pt")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize(
     ("criterion", "cell"), [("ce", "lstm"), ("fullsum", "lstm"), ("ctc", "lstm"), ("ctc", "gf_lstm")]
 )
 def test_one_ddp_step_gives_the_gradient_of_one_process_on_the_union(criterion, cell, tmp_path):
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     context = mp.get_context("spawn")
     workers = [context.Process(target=_rank_step, args=(r, 2, port, criterion, cell, str(tmp_path))) for r in (0, 1)]
     for w in workers:
@@ -94,6 +107,50 @@ def test_one_ddp_step_gives_the_gradient_of_one_process_on_the_union(criterion, 
     for w in workers:
         w.join(timeout=300)
         assert w.exitcode == 0
+    _check_against_one_process(criterion, cell, tmp_path)
+
+
+def test_two_torchrun_launches_meet_as_two_machines_and_give_the_gradient_of_one_process(tmp_path):
+    """run.sh --nnodes 2 as two machines would start it: two torchrun launches, one process each, meeting at a
+    c10d rendezvous on 127.0.0.1 (the first hosting it, as machine 0 does)."""
+    port = _free_port()
+    launches = [
+        subprocess.Popen(
+            [
+                "torchrun",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv-conf",
+                f"is_host={str(node == 0).lower()}",
+                "--rdzv-id",
+                "test",
+                "--",
+                __file__,
+                "ctc",
+                "gf_lstm",
+                str(tmp_path),
+            ],
+            cwd=REPO,
+            env=project_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for node in (0, 1)
+    ]
+    for launch in launches:
+        output, _ = launch.communicate(timeout=300)
+        assert launch.returncode == 0, output[-3000:]
+    _check_against_one_process("ctc", "gf_lstm", tmp_path)
+
+
+def _check_against_one_process(criterion: str, cell: str, tmp_path: Path) -> None:
     found = {rank: torch.load(tmp_path / f"grads{rank}.pt") for rank in (0, 1)}
 
     model = _model(NUM_PHONES if criterion == "ctc" else (NUM_PHONES - 1) * STATES, cell)
@@ -121,11 +178,14 @@ def test_each_rank_takes_an_equal_share_of_the_batches(monkeypatch):
     assert distributed.shard(batches) == batches
 
 
-def test_the_threads_are_shared_between_the_ranks(monkeypatch):
+def test_the_threads_are_shared_between_the_ranks_of_a_machine(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert distributed.threads_per_rank(2) == 1 and distributed.threads_per_rank(1) == 1
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert distributed.threads_per_rank(2) == 2
+    monkeypatch.setenv("WORLD_SIZE", "4")  # two machines, two ranks each: each rank half of its machine's threads
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert distributed.threads_per_rank(8) == 4
 
 
 def test_a_device_that_is_not_there_is_a_clear_error():
@@ -154,3 +214,7 @@ def test_bf16_autocasts_the_model_and_returns_float32_posteriors(cell):
     torch.testing.assert_close(log_probs, reference, atol=0.1, rtol=0.05)  # bfloat16's 8 bits of mantissa
     with pytest.raises(RecipeError, match="train.precision=fp16"):
         in_precision(model, torch.device("cpu"), "fp16")
+
+
+if __name__ == "__main__":  # one rank of the two-machine test, started by torchrun: criterion, cell, output dir
+    _step(*sys.argv[1:])

@@ -11,7 +11,7 @@ import soundfile as sf
 from conftest import make_fsdd_copy
 
 from phonerec.base.config import load_config
-from phonerec.base.errors import CorpusError
+from phonerec.base.errors import CorpusError, RecipeError
 from phonerec.data.corpora.fsdd import DIGIT_WORDS
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.lang import read_lexicon, read_phones
@@ -97,6 +97,21 @@ def test_speaker_in_two_lists_is_an_error(tmp_path, corpus):
     root, manifest = corpus
     with pytest.raises(CorpusError, match="theo is in both"):
         prepare(tmp_path, root, manifest, "corpus.test_speakers=[theo]")
+
+
+def test_a_held_out_speaker_fold(tmp_path, corpus):
+    """corpus.held_out_speaker (the leave-one-speaker-out sweep): that training speaker is dev, the dev speakers are
+    test, the test speakers in no split."""
+    root, manifest = corpus
+    data = prepare(tmp_path, root, manifest, "corpus.held_out_speaker=lucas")
+    speakers = {split: set(read_table(data / split / "utt2spk").values()) for split in ("train", "dev", "test")}
+    assert speakers == {"train": {"george"}, "dev": {"lucas"}, "test": {"theo"}}
+    with pytest.raises(CorpusError, match="held_out_speaker=theo is not a training speaker of this split"):
+        prepare(tmp_path / "2", root, manifest, "corpus.held_out_speaker=theo")
+    with pytest.raises(CorpusError, match="leaving one out needs at least 2"):
+        prepare(tmp_path / "3", root, manifest, "corpus.held_out_speaker=lucas", "corpus.train_speakers=[lucas]")
+    with pytest.raises(RecipeError, match="needs a corpus split by speakers"):
+        load_config([f"corpus.root={root}", "corpus.held_out_speaker=lucas", "corpus.split=takes"])
 
 
 def test_the_corpus_own_split_by_takes(tmp_path, corpus):

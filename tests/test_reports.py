@@ -256,7 +256,7 @@ def test_word_reports_are_named_and_labelled_for_words(tmp_path):
 
 
 def test_the_seed_table_holds_the_forced_alignments_accuracy(tmp_path):
-    """run_seeds.sh's table: beside each decoder's PER, the share of boundaries the forced alignment puts within
+    """The seed sweep's table: beside each decoder's PER, the share of boundaries the forced alignment puts within
     20 ms of the hand labels, mean (min-max) over the seeds, and which checkpoint aligned."""
     cfg = load_config(["recipe=timit_sample", "models=[viterbi]", "decode.decoders=[greedy]"])
     dirs = {}
@@ -269,7 +269,7 @@ def test_the_seed_table_holds_the_forced_alignments_accuracy(tmp_path):
             (decode_dir / "decoder.json").write_text(json.dumps({"decoder": "frame argmax"}))
             accuracy = {"within_20ms": within - (split == "test"), "checkpoint": {"file": "best_alignment.pt"}}
             (decode_dir / "alignment_accuracy.json").write_text(json.dumps(accuracy))
-    write_seed_table(cfg, dirs, tmp_path / "seeds.md", "./run_seeds.sh")
+    write_seed_table(cfg, dirs, tmp_path / "seeds.md", "./run.sh -m sweep=seeds")
     table = (tmp_path / "seeds.md").read_text()
     assert "| viterbi | frame argmax | PER | 40.50 (40.00-41.00) | 40.50 (40.00-41.00) |" in table
     assert (

@@ -3,18 +3,26 @@
 import fcntl
 import json
 import os
+import socket
 import subprocess
 import time
 
 import pytest
-import torch
-from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, kill_run_sh_when, project_env, run_sh, tiny_run
+from conftest import (
+    ONE_POINT_GRIDS,
+    REPO,
+    SHARED_FSDD,
+    fsdd_subset,
+    kill_run_sh_when,
+    project_env,
+    run_sh,
+    tiny_run,
+)
 
 from phonerec.base.config import load_config
 from phonerec.data.data_dir import read_table, validate_data_dir
 from phonerec.data.features import FeatureReader
 from phonerec.hmm.align_eval import read_ctm
-from phonerec.model.recurrent import RecurrentAcousticModel, num_parameters
 from phonerec.scoring.sclite import find_sclite
 
 SHARED_TIMIT = SHARED_FSDD.parent / "timit_sample"
@@ -79,8 +87,9 @@ def _lock_is_free(path) -> bool:
 
 
 @pytest.mark.slow
-def test_training_in_two_processes_resumes_after_a_kill_and_decodes(tmp_path):
-    """./run.sh --ngpu 2 train.device=cpu: stages 2-3 under torchrun (gloo), killed during Viterbi training."""
+def test_training_in_two_processes_resumes_after_a_kill_on_two_machines_and_decodes(tmp_path):
+    """./run.sh --ngpu 2 train.device=cpu: stages 2-3 under torchrun (gloo), killed during Viterbi training; then
+    resumed as two machines would run it (--nnodes 2, a process each, meeting at 127.0.0.1) through stage 5."""
     exp = tmp_path / "exp"
     overrides = [
         f"corpus.root={fsdd_subset(tmp_path / 'fsdd', takes=range(3))}",
@@ -101,9 +110,39 @@ def test_training_in_two_processes_resumes_after_a_kill_and_decodes(tmp_path):
         time.sleep(0.1)
     assert not (exp / "viterbi" / ".done.train").exists()
 
-    result = run_sh("--ngpu", "2", "--stage", "2", *overrides)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "training in 2 processes" in result.stdout
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{s.getsockname()[1]}"
+    machines = [
+        subprocess.Popen(
+            [
+                "./run.sh",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(node),
+                "--rdzv-endpoint",
+                endpoint,
+                "--stage",
+                "2",
+                "--stop-stage",
+                "5",
+                *overrides,
+            ],
+            cwd=REPO,
+            env=project_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for node in (0, 1)
+    ]
+    outputs = [machine.communicate(timeout=600) for machine in machines]
+    for machine, (stdout, stderr) in zip(machines, outputs, strict=True):
+        assert machine.returncode == 0, stdout + stderr[-3000:]
+    assert "training in 1 process(es) on each of 2 machines (this one: 0)" in outputs[0][0]
+    assert "stages 2 to 3, training in 1 process(es) on each of 2 machines (this one: 1)" in outputs[1][0]
+    assert "Stage 4" not in outputs[1][0] and "Stage 4" in outputs[0][0]
     log = (exp / "viterbi" / "log" / "train.log").read_text()
     assert "training on CPU, fp32, 2 processes" in log and "resuming from" in log
     assert "process 1 of 2 (gloo backend)" in (exp / "viterbi" / "log" / "train.rank1.log").read_text()
@@ -245,167 +284,3 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     assert "| Viterbi model, forced (best_alignment.pt, epoch " in results
     assert "| CTC model, forced_align (best.pt, epoch " in results
     assert "| 0 speed perturbation (train_sp) |" in results and "| 1 features (train, dev, test, train_sp) |" in results
-
-
-@pytest.mark.slow
-def test_run_seeds_writes_the_mean_and_range_of_every_decoder(tmp_path):
-    exp = tmp_path / "exp"
-    root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
-    short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "train.compare_ctc_inits=[]"]
-    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short, *ONE_POINT_GRIDS]
-    result = subprocess.run(
-        ["./run_seeds.sh", "--seeds", "0 1", *overrides],
-        cwd=REPO,
-        env=project_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    table = (tmp_path / "RESULTS_seeds.md").read_text()
-    assert "seeds 0 1 (train.seed)" in table
-    pers = {}
-    for seed in (0, 1):
-        per = json.loads((exp / "seeds" / f"seed{seed}" / "ctc" / "decode_test_greedy" / "per.json").read_text())
-        pers[seed] = per["total"]["per"]
-    low, high = min(pers.values()), max(pers.values())
-    row = next(line for line in table.splitlines() if line.startswith("| ctc | CTC best path | PER |"))
-    assert f"{(low + high) / 2:.2f} ({low:.2f}-{high:.2f}) |" in row
-    assert "| viterbi | hybrid Viterbi word loop + word bigram | WER |" in table
-    assert (exp / "seeds" / "seed1" / "RESULTS.md").is_file()
-
-
-@pytest.mark.slow
-def test_run_loso_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
-    exp = tmp_path / "exp"
-    root = fsdd_subset(tmp_path / "fsdd", takes=range(3), speakers=("george", "jackson", "nicolas", "theo"))
-    short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "train.compare_ctc_inits=[]", "decode.decoders=[greedy]"]
-    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short, "train.seed=3"]
-    result = subprocess.run(
-        ["./run_loso.sh", *overrides], cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=900
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert not (tmp_path / "data" / "mfcc").exists()  # the recipe's own split is only prepared, to read its speakers
-
-    folds = {"george": ("jackson", 3), "jackson": ("george", 4)}  # held out: (trained on, seed)
-    pers = []
-    for held, (trained_on, seed) in folds.items():
-        data = tmp_path / "data" / "loso" / held
-        speakers = {split: set(read_table(data / split / "utt2spk").values()) for split in ("train", "dev", "test")}
-        assert speakers == {"train": {trained_on}, "dev": {held}, "test": {"theo"}}  # nicolas in no fold
-        fold_exp = exp / "loso" / held
-        assert f"seed: {seed}" in (fold_exp / "ctc" / "config.yaml").read_text()
-        pers.append(json.loads((fold_exp / "ctc" / "decode_dev_greedy" / "per.json").read_text())["total"]["per"])
-    table = (tmp_path / "RESULTS_loso.md").read_text()
-    assert "george, jackson held out" in table and "| test: theo % |" in table
-    row = next(line for line in table.splitlines() if line.startswith("| ctc | CTC best path | PER |"))
-    assert row.split(" | ")[3] == f"{sum(pers) / 2:.2f} ({min(pers):.2f}-{max(pers):.2f})"
-
-    # A split with one training speaker has nothing to leave out.
-    one = fsdd_subset(tmp_path / "one", takes=range(1))
-    result = subprocess.run(
-        ["./run_loso.sh", f"corpus.root={one}", f"paths.data={tmp_path}/one_data", f"paths.exp={tmp_path}/one_exp"],
-        cwd=REPO,
-        env=project_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2 and "has 1 speaker(s); leaving one out needs at least 2" in result.stderr
-
-
-@pytest.mark.slow
-def test_run_criteria_tables_every_variant_and_seed(tmp_path):
-    exp = tmp_path / "exp"
-    root = fsdd_subset(tmp_path / "fsdd", takes=range(3))
-    short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "decode.decoders=[greedy,lm]", *ONE_POINT_GRIDS]
-    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short]
-
-    def run_criteria(*args):
-        return subprocess.run(
-            ["./run_criteria.sh", *args, *overrides],
-            cwd=REPO,
-            env=project_env(),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-
-    result = run_criteria("--variants", "ce fullsum_prior_learned")
-    assert result.returncode == 0, result.stdout + result.stderr
-    result = run_criteria("--variants", "fullsum_prior_learned", "--seeds", "1")  # adds a seed to the table
-    assert result.returncode == 0, result.stdout + result.stderr
-    runs = exp / "criteria"
-    assert (runs / "ce" / "seed0" / "ctc" / "best.pt").is_file()
-    assert not (runs / "fullsum_prior_learned" / "seed0" / "ctc").exists()  # the Viterbi model alone
-    config = (runs / "fullsum_prior_learned" / "seed1" / "viterbi" / "config.yaml").read_text()
-    assert "criterion: fullsum" in config and "transitions: learned" in config and "seed: 1" in config
-
-    table = (tmp_path / "RESULTS_criteria.md").read_text()
-    assert (tmp_path / "RESULTS_criteria.png").is_file()
-    pers = [
-        json.loads(
-            (runs / "fullsum_prior_learned" / f"seed{s}" / "viterbi" / "decode_test_lm" / "per.json").read_text()
-        )
-        for s in (0, 1)
-    ]
-    pers = [p["total"]["per"] for p in pers]
-    row = next(line for line in table.splitlines() if line.startswith("| fullsum_prior_learned |"))
-    cells = row.split(" | ")
-    assert cells[3] == "0 1" and cells[12] == f"{sum(pers) / 2:.2f} ({min(pers):.2f}-{max(pers):.2f})"
-    assert next(line for line in table.splitlines() if line.startswith("| ce | 0 |"))  # its CTC model's row
-    assert run_criteria("--variants", "mmi").returncode == 2
-
-
-@pytest.mark.slow
-def test_run_cells_trains_and_decodes_every_cell_at_the_lstms_parameter_count(tmp_path):
-    """Every cell but the LSTM (every other pipeline test runs it) through stages 2-5 of a tiny run, by
-    run_cells.sh; then a gated-feedback model's bundle (stage 6) transcribes and aligns a recording."""
-    exp = tmp_path / "exp"
-    root = fsdd_subset(tmp_path / "fsdd", takes=range(1))  # 10 utterances per split
-    short = ["train.viterbi.epochs=2", "train.ctc.epochs=1", "decode.decoders=[greedy]", "decode.splits=[dev]"]
-    # Two layers: a gated-feedback stack's feedback runs between layers.
-    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, exp), *short, "model.num_layers=2"]
-
-    def run_cells(*args):
-        return subprocess.run(
-            ["./run_cells.sh", *args, *overrides], cwd=REPO, env=project_env(), capture_output=True, text=True
-        )
-
-    cells = ["gru", "rnn_tanh", "rnn_relu", "gf_rnn:vector", "gf_gru", "gf_lstm"]
-    result = run_cells("--cells", " ".join(cells), "--seeds", "0")
-    assert result.returncode == 0, result.stdout + result.stderr
-    table = (tmp_path / "RESULTS_cells.md").read_text()
-    assert (tmp_path / "RESULTS_cells.png").is_file() and "# Recurrent cells: fsdd" in table
-    for name in cells:
-        cell, _, gate = name.partition(":")
-        run = exp / "cells" / name.replace(":", "_") / "seed0"
-        summary = json.loads((run / "viterbi" / "train_summary.json").read_text())
-        args = summary["model_args"]
-        assert args["cell"] == cell and args["gf_gate"] == (gate or "scalar")
-        lstm = RecurrentAcousticModel(**{**args, "cell": "lstm", "hidden_size": 32})  # tiny_run's size
-        assert args["hidden_size"] != 32 and abs(summary["parameters"] / num_parameters(lstm) - 1) < 0.05
-        ctc = torch.load(run / "ctc" / "best.pt", map_location="cpu", weights_only=False)
-        assert ctc["model_args"]["cell"] == cell and ctc["model_args"]["hidden_size"] == args["hidden_size"]
-        for model in ("viterbi", "ctc"):
-            assert json.loads((run / model / "decode_dev_greedy" / "per.json").read_text())["total"]["utts"] == 10
-        row = next(line for line in table.splitlines() if line.startswith(f"| {name.replace(':', '_')} |"))
-        assert row.split(" | ")[2] == f"{args['hidden_size']} ({summary['parameters']})"
-    # The gated-feedback LSTM's bundle, made by stage 6 of its run, transcribes and aligns a new speaker's recording.
-    run = exp / "cells" / "gf_lstm" / "seed0"
-    settings = (exp / "cells" / "gf_lstm" / "settings").read_text().split()
-    bundle = run_sh("--stage", "6", "--stop-stage", "6", *overrides, *settings, "train.seed=0", f"paths.exp={run}")
-    assert bundle.returncode == 0, bundle.stdout + bundle.stderr[-3000:]
-    recording = SHARED_FSDD / "recordings" / "7_jackson_10.wav"
-    for script, args in (("transcribe.py", [recording]), ("align.py", [recording, "seven"])):
-        step = subprocess.run(
-            ["python", f"steps/{script}", str(run / "ctc"), *map(str, args), "--out-dir", str(tmp_path / script)],
-            cwd=REPO,
-            env=project_env(),
-            capture_output=True,
-            text=True,
-        )
-        assert step.returncode == 0, step.stderr
-        assert (tmp_path / script / "phones.ctm").read_text().strip()
-    bad = run_cells("--cells", "gru gf_cell")
-    assert bad.returncode == 2 and "model.cell=gf_cell: expected one of" in bad.stderr

@@ -26,5 +26,6 @@ shellcheck -x "${scripts[@]}"
 # pytest no longer reads). The slow tests go first (tests/conftest.py) and are handed out one at a time
 # (--maxschedchunk 1: by default the first worker would get the first 60 tests, all the slow ones), so the workers
 # share them and end together. (nproc: the cores this process may use, unless an OMP_ variable path.sh sets caps its
-# answer; pytest-xdist's own "auto" counts the machine's.) -n 0 runs the suite in this process.
-python -m pytest -n "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" --maxschedchunk 1 "$@"
+# answer; pytest-xdist's own "auto" counts the machine's.) -n 0 runs the suite in this process. The slowest tests
+# are listed at the end, so that CI's log shows where its 30 minutes go.
+python -m pytest -n "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" --maxschedchunk 1 --durations 40 "$@"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -24,8 +25,11 @@ def load_config(overrides: list[str]) -> DictConfig:
     """Compose conf/config.yaml with command-line overrides, then check it (phonerec.base.schema): an unknown
     key, a value of the wrong type or out of range is a RecipeError of one line, before any stage runs."""
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        if GlobalHydra.instance().is_initialized():  # in the app of ./run.sh -m (steps/sweep.py), on conf/ too
             cfg = compose(config_name="config", overrides=list(overrides))
+        else:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         message = str(err)
         if err.__cause__ is not None:  # why an override did not merge: a type error's first line

@@ -52,6 +52,7 @@ DECODERS = ("greedy", "lm", "words")  # decode.decoders: the names phonerec.deco
 class PathsConfig:
     data: str = MISSING
     exp: str = MISSING
+    lm: str = MISSING
     downloads: str = MISSING
     results: str = MISSING
 
@@ -81,6 +82,7 @@ class FsddConfig:
     dev_speakers: list[str] = MISSING
     test_speakers: list[str] = MISSING
     train_speakers: list[str] | None = MISSING
+    held_out_speaker: str | None = MISSING
     test_takes: list[int] = MISSING
     dev_takes: list[int] = MISSING
     connected: ConnectedConfig = MISSING
@@ -322,6 +324,7 @@ class Config:
     recipe_name: str = MISSING
     nj: int = MISSING
     models: list[str] = MISSING
+    sweep_name: str = MISSING
     hmm: HmmConfig = MISSING
     paths: Any = MISSING
     corpus: Any = MISSING
@@ -561,6 +564,12 @@ def check_config(cfg: DictConfig) -> None:
         raise RecipeError(
             f"config: train.viterbi.init_alignment={_show(vcfg.init_alignment)}, "
             f"train.viterbi.init_alignment_phones={_show(vcfg.init_alignment_phones)}: give both or neither"
+        )
+    held_out = OmegaConf.select(cfg, "corpus.held_out_speaker", default=None)
+    if held_out is not None and cfg.corpus.split != "speakers":
+        raise RecipeError(
+            f"config: corpus.held_out_speaker={held_out}, corpus.split={cfg.corpus.split}: leaving a speaker out "
+            "needs a corpus split by speakers (corpus.split=speakers)"
         )
     connected = OmegaConf.select(cfg, "corpus.connected", default=None)
     if connected is not None and not 1 <= connected.min_digits <= connected.max_digits:

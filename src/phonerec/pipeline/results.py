@@ -241,31 +241,28 @@ def _result_lines(exp_dir: Path) -> list[str]:
     ]
 
 
-def seed_table_path(results_path: Path) -> Path:
-    """Where run_seeds.sh writes the seed ranges of a recipe: RESULTS_seeds.md beside RESULTS.md."""
-    return results_path.with_name(f"{results_path.stem}_seeds.md")
+def sweep_table_path(results_path: Path, sweep_name: str) -> Path:
+    """Where a sweep (./run.sh -m, conf/sweep/) writes its table: RESULTS_<sweep_name>.md beside RESULTS.md (the seed
+    sweep's RESULTS_seeds.md, the criteria's RESULTS_criteria.md, ...)."""
+    return results_path.with_name(f"{results_path.stem}_{sweep_name}.md")
 
 
 def _seed_table_link(results_path: Path) -> list[str]:
-    table = seed_table_path(results_path)
+    table = sweep_table_path(results_path, "seeds")
     if not table.is_file():
         return []
     return [
         "",
-        f"Each figure here is one run; its spread over seeds (`run_seeds.sh`): [{table.name}]({table.name}).",
+        f"Each figure here is one run; its spread over seeds (`./run.sh -m sweep=seeds`): "
+        f"[{table.name}]({table.name}).",
     ]
 
 
-def loso_table_path(results_path: Path) -> Path:
-    """Where run_loso.sh writes the leave-one-speaker-out table of a recipe: RESULTS_loso.md beside RESULTS.md."""
-    return results_path.with_name(f"{results_path.stem}_loso.md")
-
-
 def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path, command: str) -> None:
-    """The mean and min-max over seeds (run_seeds.sh: one exp dir per seed) of every model and decoder's PER or
-    WER on each split, of the training figures and of the CTC initialisation comparison."""
+    """The mean and min-max over seeds (a sweep over train.seed: one exp dir per seed) of every model and decoder's
+    PER or WER on each split, of the training figures and of the CTC initialisation comparison."""
     about = (
-        f"{generated_by('run_seeds.sh')} on {date.today().isoformat()}: git {git_hash()}, seeds "
+        f"{generated_by('run.sh -m')} on {date.today().isoformat()}: git {git_hash()}, seeds "
         f"{' '.join(map(str, seed_dirs))} (train.seed), {cfg.train.num_threads} training threads. Each cell: mean "
         f"(min-max) over the {len(seed_dirs)} seeds."
     )
@@ -274,14 +271,15 @@ def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path
 
 
 def write_loso_table(cfg: DictConfig, fold_dirs: dict[str, Path], test_speakers: str, out_path: Path, command: str):
-    """The mean and min-max over the folds of run_loso.sh (one exp dir per held-out training speaker), as the seed
-    table: dev is each fold's held-out speaker, test the recipe's dev speakers."""
+    """The mean and min-max over the folds of a leave-one-speaker-out sweep (corpus.held_out_speaker: one exp dir
+    per held-out training speaker), as the seed table: dev is each fold's held-out speaker, test the recipe's dev
+    speakers (test_speakers)."""
     about = (
-        f"{generated_by('run_loso.sh')} on {date.today().isoformat()}: git {git_hash()}, {cfg.train.num_threads} "
-        f"training threads. Fold k trains on all training speakers but one, the held-out speaker is its dev set "
+        f"{generated_by('run.sh -m')} on {date.today().isoformat()}: git {git_hash()}, {cfg.train.num_threads} "
+        f"training threads. Each fold trains on all training speakers but one, the held-out speaker is its dev set "
         f"(which picks the best epoch and tunes the decoders) and the recipe's dev speakers ({test_speakers}) its "
-        f"test set; the recipe's test speakers are in no fold. Fold k runs with train.seed = {cfg.train.seed} + k. "
-        f"Each cell: mean (min-max) over the {len(fold_dirs)} folds ({', '.join(fold_dirs)} held out)."
+        f"test set; the recipe's test speakers are in no fold. Each cell: mean (min-max) over the {len(fold_dirs)} "
+        f"folds ({', '.join(map(str, fold_dirs))})."
     )
     splits = {"dev": "dev: held-out speaker", "test": f"test: {test_speakers}"}
     splits = {split: splits.get(split, split) for split in cfg.decode.splits}
@@ -470,36 +468,36 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
-# The comparisons of variants of a recipe, each run by run_<name>.sh: (the table's title, the reference variant,
-# whose seed 0's best Viterbi dev PER is the target, and what its plot compares).
+# The comparisons of conf/sweep/, by sweep_name: (the table's title, the reference variant, whose seed 0's best
+# Viterbi dev PER is the target, and what its plot compares). Another sweep's reference is its first variant.
 COMPARISONS = {
     "criteria": ("Training criteria", "ce", "the Viterbi stage's criteria"),
     "cells": ("Recurrent cells", "lstm", "the recurrent cells"),
 }
 
 
-def comparison_table_path(results_path: Path, comparison: str) -> Path:
-    """Where run_<comparison>.sh writes its table: RESULTS_<comparison>.md beside RESULTS.md."""
-    return results_path.with_name(f"{results_path.stem}_{comparison}.md")
-
-
-def write_comparison_table(cfg: DictConfig, runs_dir: Path, out_path: Path, command: str, comparison: str) -> None:
-    """The variants of run_<comparison>.sh side by side (runs_dir/<variant>/seed<S>, its settings in
-    runs_dir/<variant>/settings): per variant, the mean (min-max) over its seeds of the epochs its Viterbi model
+def write_comparison_table(
+    cfg: DictConfig,
+    variants: dict[str, list[tuple[int, Path]]],
+    settings: dict[str, str],
+    out_path: Path,
+    command: str,
+    sweep_name: str,
+) -> None:
+    """The variants of a sweep side by side (each variant's (seed, exp dir) runs, and its settings): per variant,
+    the mean (min-max) over its seeds of the epochs its Viterbi model
     took to reach the target (the reference variant's best dev PER, seed 0, by the free phone loop that validates
     every epoch; the frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best
     epoch, seconds per epoch, training frames per second, dev and test PER of each Viterbi decoder, the forced
     alignment's accuracy where the test set has hand labels, and its CTC model's; its model's hidden size and
     parameters (seed 0's); and a plot of every variant's seed-0 dev PER (free phone loop) and dev loss per epoch
     (<out_path>.png)."""
-    title, reference, plotted = COMPARISONS[comparison]
-    variants = {
-        d.name: sorted((int(s.name[4:]), s) for s in d.glob("seed*") if s.name[4:].isdigit())
-        for d in sorted(runs_dir.iterdir())
-        if d.is_dir()
-    }
-    variants = {name: seeds for name, seeds in variants.items() if seeds}
-    target_file = runs_dir / reference / "seed0" / "viterbi" / "train_summary.json"
+    first = next(iter(variants))
+    title, reference, plotted = COMPARISONS.get(sweep_name, (f"Sweep {sweep_name}", first, "the variants"))
+    reference = reference if reference in variants else first
+    reference_runs = dict(variants[reference])
+    target_run = reference_runs.get(0, reference_runs[min(reference_runs)])
+    target_file = target_run / "viterbi" / "train_summary.json"
     target = json.loads(target_file.read_text())["best"]["per"] if target_file.is_file() else None
 
     def spread(values: list, digits: int = 2) -> str:
@@ -527,7 +525,7 @@ def write_comparison_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comm
     lines = [
         f"# {title}: {cfg.recipe_name}",
         "",
-        f"{generated_by(f'run_{comparison}.sh')} on {date.today().isoformat()}: git {git_hash()}, "
+        f"{generated_by('run.sh -m')} on {date.today().isoformat()}: git {git_hash()}, "
         f"{cfg.train.num_threads} training threads. Each cell: one seed, or the mean (min-max) over the seeds listed. "
         f"Target: the {reference} variant's best Viterbi dev PER (seed 0, free phone loop, as every epoch is "
         f"validated), {target_text}; an epoch reaches it when its dev PER is no higher (- where none does). Dev PER "
@@ -543,8 +541,6 @@ def write_comparison_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comm
     ]
     ctc_lines = []
     for name, seeds in variants.items():
-        settings_file = runs_dir / name / "settings"
-        settings = settings_file.read_text().strip() if settings_file.is_file() else ""
         viterbi = [(s, d / "viterbi", summary(d / "viterbi")) for s, d in seeds]
         viterbi = [(s, d, m) for s, d, m in viterbi if m is not None]
         if not viterbi:
@@ -558,7 +554,8 @@ def write_comparison_table(cfg: DictConfig, runs_dir: Path, out_path: Path, comm
         size = viterbi[0][2].get("parameters")  # (summaries written before it was recorded lack it)
         size_text = f"{viterbi[0][2]['model_args']['hidden_size']} ({size})" if size else "n/a"
         lines.append(
-            f"| {name} | `{settings or '(the recipe)'}` | {size_text} | {' '.join(str(s) for s, _, _ in viterbi)} | "
+            f"| {name} | `{settings[name] or '(the recipe)'}` | {size_text} | "
+            f"{' '.join(str(s) for s, _, _ in viterbi)} | "
             f"{reached_text} | "
             + _run_cells(viterbi, spread, per, ("epochs",), ("dev", "greedy"), ("test", "greedy"), ("dev", "lm"))
             + f" | {spread([per(d, 'test', 'lm') for _, d, _ in viterbi])} | {spread(accuracy)} |"

@@ -21,6 +21,7 @@ FEATURES_AT_LOAD = ("features.cmvn", "features.norm_vars", "features.delta_order
 PREPARE = StageKeys(
     hashed=("corpus", "hmm.states_per_phone", "paths.downloads"),
     unhashed=("corpus.max_utterance_seconds", "features.kaldi", "model.subsample", "models"),
+    added=(("corpus.held_out_speaker", None),),
 )
 # Stage 0, when on: the speed-perturbed copy of the training data dir.
 SPEED_PERTURB = StageKeys(hashed=("train.speed_perturb",))

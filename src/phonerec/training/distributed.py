@@ -87,8 +87,9 @@ def _die_with_the_launcher() -> None:
 
 
 def threads_per_rank(total: int) -> int:
-    """Each rank's share of train.num_threads CPU threads."""
-    return max(1, total // world_size())
+    """Each rank's share of train.num_threads CPU threads: of its machine's (torchrun's LOCAL_WORLD_SIZE, the
+    ranks on this machine; run.sh --nnodes puts --ngpu ranks on each)."""
+    return max(1, total // int(os.environ.get("LOCAL_WORLD_SIZE", world_size())))
 
 
 @contextlib.contextmanager

@@ -215,10 +215,28 @@ def _split_speakers(present: list[str], ccfg: DictConfig) -> dict[str, str]:
             speaker_split[speaker] = split
     if ccfg.train_speakers is None:
         speaker_split.update({s: "train" for s in present if s not in speaker_split})
+    if ccfg.held_out_speaker is not None:
+        speaker_split = _fold(speaker_split, ccfg.held_out_speaker)
     left_out = [s for s in present if s not in speaker_split]
     if left_out:
         log.info("speakers in no list, left out: %s", " ".join(left_out))
     return speaker_split
+
+
+def _fold(speaker_split: dict[str, str], held_out: str) -> dict[str, str]:
+    """A leave-one-speaker-out fold of a speaker split (corpus.held_out_speaker, conf/sweep/loso.yaml): the held-out
+    training speaker is dev, the split's dev speakers are test, its test speakers are in no split."""
+    training = sorted(s for s, split in speaker_split.items() if split == "train")
+    if held_out not in training:
+        raise CorpusError(
+            f"corpus.held_out_speaker={held_out} is not a training speaker of this split ({' '.join(training)})"
+        )
+    if len(training) < 2:
+        raise CorpusError(f"the split has one training speaker ({held_out}); leaving one out needs at least 2")
+    fold = {s: "test" for s, split in speaker_split.items() if split == "dev"}
+    fold.update({s: "train" for s in training if s != held_out})
+    fold[held_out] = "dev"
+    return fold
 
 
 def _pronunciation(lexicon: Lexicon, r: Recording) -> list[str]:
