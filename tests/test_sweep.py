@@ -139,7 +139,8 @@ def test_a_seed_sweep_runs_each_job_in_its_own_dir_after_the_shared_stages_and_r
 def test_leave_one_speaker_out_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
     root = fsdd_subset(tmp_path / "fsdd", takes=range(3), speakers=("george", "jackson", "nicolas", "theo"))
     short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "train.compare_ctc_inits=[]", "decode.decoders=[greedy]"]
-    result = run(["./run_loso.sh", f"corpus.root={root}", *tiny_run(tmp_path, tmp_path / "exp"), *short])
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, tmp_path / "exp"), *short]
+    result = run(["./run_loso.sh", "--stop-stage=5", *overrides])  # (stages 6-8 of each fold: not this test's)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not (tmp_path / "data" / "mfcc").exists()  # the recipe's own split is only prepared, to read its speakers
 
@@ -251,22 +252,24 @@ def test_the_cells_sweep_trains_and_decodes_every_cell_at_the_lstms_parameter_co
 SLURM_DAEMONS = ("munged", "slurmctld", "slurmd")
 
 
-def _kill_tree_of(marker: str) -> None:
-    """SIGKILL the processes whose command line holds `marker`, their parents and all their descendants."""
+def _kill_tree_of(marker: str, parents: bool = True) -> None:
+    """SIGKILL the processes whose command line holds `marker`, their descendants and (`parents`) their parents: all
+    stopped first, so that none sees another die and acts on it (a parent writing a result as its child fails)."""
     table = [line.split(maxsplit=2) for line in subprocess.run(
         ["ps", "-eww", "-o", "pid=,ppid=,args="], capture_output=True, text=True, check=True
     ).stdout.splitlines()]  # fmt: skip
     parent = {int(pid): int(ppid) for pid, ppid, *_ in table}
     found = {int(pid) for pid, _, *args in table if args and marker in args[0]}
-    doomed = found | {parent[pid] for pid in found}
+    doomed = found | ({parent[pid] for pid in found} if parents else set())
     while True:
         more = {pid for pid, ppid in parent.items() if ppid in doomed} - doomed
         if not more:
             break
         doomed |= more
-    for pid in doomed - {os.getpid()}:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in doomed - {os.getpid()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
 
 @pytest.fixture
@@ -322,6 +325,12 @@ def slurm_cluster():
     try:
         yield (env if reason is None else None), reason
     finally:
+        if reason is None:  # the jobs cancelled and their step daemons ended before the daemons that started them
+            run(["scancel", "--full", f"--user={user}"], env=env)
+            deadline = time.time() + 15
+            while run(["squeue", "-h"], env=env).stdout.strip() and time.time() < deadline:
+                time.sleep(0.2)
+            _kill_tree_of(f"slurmd -f {conf}", parents=False)
         for pid_file in reversed(pid_files):
             if pid_file.is_file():
                 with contextlib.suppress(ProcessLookupError, ValueError):
@@ -371,7 +380,11 @@ def test_a_seed_sweep_on_slurm_resumes_a_requeued_job_and_writes_its_table(tmp_p
             while "PENDING" not in run(["squeue", "-h", "-j", job, "-o", "%T"], env=env).stdout:
                 time.sleep(0.2)
             run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env)
-    output, _ = sweep.communicate(timeout=900)
+    try:
+        output, _ = sweep.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        _kill_tree_of(f"corpus.root={root} ", parents=False)  # the sweep and its jobs, not this test
+        raise
     assert sweep.returncode == 0, output[-4000:]
     jobs = sorted(d for d in (tmp_path / "exp" / "seeds").iterdir() if d.is_dir() and d.name != ".submitit")
     assert len(jobs) == 2 and all((job / "result.json").is_file() for job in jobs)

@@ -2,16 +2,16 @@
 @hydra.main app), so that any of hydra's launcher or sweeper plugins runs it.
 
 Each job runs run.sh's stages from 2 on (run.sh stays the one stage driver) with the job's overrides, in its own
-exp dir under hydra.sweep.dir (<paths.exp>/sweep), named by hydra from the job's overrides
-(hydra.job.override_dirname, leaving out where files go and thread counts: conf/config.yaml), with its
-RESULTS.md there; it returns the dev PER of the result stage 5 chose (<job dir>/result.json), which an optimising
-sweeper minimises. Stages 0-1 are shared: `SweepCallback` runs them once before any job is launched, so that no
-two jobs race for the exclusive lock on paths.data. Jobs that differ in data or feature settings (stages 0 or 1)
-get data or feature dirs of their own, named by those settings (<paths.data>/<key=value,...>,
-<features.name>-<key=value,...>), each made once before the jobs. A sweeper that chooses its jobs as it goes
-(not hydra's basic one) cannot know them up front: its jobs share the data and features of the overrides that
-sweep nothing, and a job that would need others is refused. A rerun of the sweep skips every job's finished
-stages, as run.sh does.
+exp dir under hydra.sweep.dir (<paths.exp>/<sweep_name>), named by hydra from the job's overrides
+(hydra.job.override_dirname) but those every job shares and those conf/config.yaml leaves out (where files go,
+thread counts: `naming_override`), with its RESULTS.md there and its own phone LMs (paths.lm); it returns the
+dev PER of the result stage 5 chose (<job dir>/result.json), which an optimising sweeper minimises. Stages 0-1
+are shared: `SweepCallback` runs them once before any job is launched, so that no two jobs race for the
+exclusive lock on paths.data. Jobs that differ in data or feature settings (stages 0 or 1) get data or feature
+dirs of their own, named by those settings (<paths.data>/<key=value,...>, <features.name>-<key=value,...>),
+each made once before the jobs. A sweeper that chooses its jobs as it goes (not hydra's basic one) cannot know
+them up front: its jobs share the data and features of the overrides that sweep nothing, and a job that would
+need others is refused. A rerun of the sweep skips every job's finished stages, as run.sh does.
 
 Jobs that a launcher runs side by side on one machine (hydra's joblib launcher) share its cores: each job's
 train.num_threads, decode.num_threads and nj are the configured ones divided by the jobs running at once. A Slurm
