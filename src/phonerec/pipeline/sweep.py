@@ -159,7 +159,8 @@ class SweepCallback(Callback):
         parser = OverridesParser.create()
         names = [get_overrides_dirname(parser.parse_overrides(job), **naming) for job in jobs]
         for name, job in zip(names, jobs, strict=True):
-            check_job_name(name, job)
+            if known:  # (another sweeper's jobs are named as it makes them: each checks its own, run_job)
+                check_job_name(name, job)
         # Jobs that differ in the settings of stage 0 (1) within one paths.data (feature dir) get a data (feature)
         # dir each, named by the settings they differ in, so that no job's stages 0-1 overwrite another's.
         dirs: list[list[str]] = [[] for _ in jobs]
@@ -180,7 +181,7 @@ class SweepCallback(Callback):
                     dirs[i].append(f"{key}={hydra_quoted(value)}")
             configs = [load_config(job + extra) for job, extra in zip(jobs, dirs, strict=True)]
         needs = [_shared_settings(cfg) for cfg in configs]
-        history = _check_history(repo_path(config.hydra.sweep.dir), names, jobs)
+        history = _check_history(repo_path(config.hydra.sweep.dir), names if known else [], jobs if known else [])
         claim_dir(repo_path(config.paths.exp), "paths.exp")
         sweep_dir = claim_dir(repo_path(config.hydra.sweep.dir), "hydra.sweep.dir")
         named = [
