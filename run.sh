@@ -44,9 +44,10 @@ Options:
   --node-rank R    this machine's number, 0 to N-1: machine 0 hosts the rendezvous, takes the locks and runs every
                    stage; the others take part in stages 2-3 alone (default ${node_rank})
   --rdzv-endpoint HOST:PORT   where machine 0 hosts the rendezvous (with --nnodes > 1)
-  -m, --multirun   a hydra sweep (steps/sweep.py): a job per combination of the values of key=a,b,... overrides,
-                   each in its own exp dir <paths.exp>/sweep/<its overrides>, run by hydra's launcher
-                   (hydra/launcher=joblib: side by side); the stages 0-1 it shares run once, first
+  -m, --multirun   a hydra sweep (steps/sweep.py): a job per combination of the values of key=a,b,... overrides
+                   (and of conf/sweep/'s: sweep=seeds, criteria, cells), each in its own exp dir
+                   <paths.exp>/<sweep_name>/<its swept settings>, run by hydra's launcher (hydra/launcher=joblib:
+                   side by side; slurm: Slurm jobs); the stages 0-1 they share run once, first (README: "Sweeps")
   -h, --help       this message
 
 Any other argument is a hydra override passed to every step, for example

@@ -485,19 +485,19 @@ def write_comparison_table(
     sweep_name: str,
 ) -> None:
     """The variants of a sweep side by side (each variant's (seed, exp dir) runs, and its settings): per variant,
-    the mean (min-max) over its seeds of the epochs its Viterbi model
-    took to reach the target (the reference variant's best dev PER, seed 0, by the free phone loop that validates
-    every epoch; the frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best
-    epoch, seconds per epoch, training frames per second, dev and test PER of each Viterbi decoder, the forced
-    alignment's accuracy where the test set has hand labels, and its CTC model's; its model's hidden size and
-    parameters (seed 0's); and a plot of every variant's seed-0 dev PER (free phone loop) and dev loss per epoch
+    the mean (min-max) over its seeds of the epochs its Viterbi model took to reach the target (the reference
+    variant's best dev PER, seed 0's or its lowest seed's, by the free phone loop that validates every epoch; the
+    frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best epoch, seconds
+    per epoch, training frames per second, dev and test PER of each Viterbi decoder, the forced alignment's
+    accuracy where the test set has hand labels, and its CTC model's; its model's hidden size and parameters (its
+    first seed's); and a plot of every variant's first seed's dev PER (free phone loop) and dev loss per epoch
     (<out_path>.png)."""
     first = next(iter(variants))
     title, reference, plotted = COMPARISONS.get(sweep_name, (f"Sweep {sweep_name}", first, "the variants"))
     reference = reference if reference in variants else first
     reference_runs = dict(variants[reference])
-    target_run = reference_runs.get(0, reference_runs[min(reference_runs)])
-    target_file = target_run / "viterbi" / "train_summary.json"
+    target_seed = 0 if 0 in reference_runs else min(reference_runs)
+    target_file = reference_runs[target_seed] / "viterbi" / "train_summary.json"
     target = json.loads(target_file.read_text())["best"]["per"] if target_file.is_file() else None
 
     def spread(values: list, digits: int = 2) -> str:
@@ -527,8 +527,8 @@ def write_comparison_table(
         "",
         f"{generated_by('run.sh -m')} on {date.today().isoformat()}: git {git_hash()}, "
         f"{cfg.train.num_threads} training threads. Each cell: one seed, or the mean (min-max) over the seeds listed. "
-        f"Target: the {reference} variant's best Viterbi dev PER (seed 0, free phone loop, as every epoch is "
-        f"validated), {target_text}; an epoch reaches it when its dev PER is no higher (- where none does). Dev PER "
+        f"Target: the {reference} variant's best Viterbi dev PER (seed {target_seed}, free phone loop, as every epoch "
+        f"is validated), {target_text}; an epoch reaches it when its dev PER is no higher (- where none does). Dev PER "
         "picks each model's best epoch and tunes the hybrid decoder; test is decoded once. Seconds per epoch include "
         "validation and re-alignment; frames/s is the training pass's.",
         "",
