@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from phonerec.base.errors import RecipeError
 from phonerec.data.data_dir import read_table
 from phonerec.model.recurrent import RecurrentAcousticModel, num_parameters
-from phonerec.pipeline.sweep import check_job_name, hydra_quoted, thread_shares
+from phonerec.pipeline.sweep import check_job_name, hydra_quoted, thread_shares, write_sweep_table
 
 needs_fsdd = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 
@@ -392,3 +392,77 @@ def test_a_seed_sweep_on_slurm_resumes_a_requeued_job_and_writes_its_table(tmp_p
     if launcher[0] == "hydra/launcher=slurm":
         log = (job_dir / "viterbi" / "log" / "train.log").read_text()
         assert "resuming from" in log, log[-3000:]
+
+
+def _finished_job(job_dir: Path, per: float, epochs: int = 3) -> None:
+    """What a job's stages 2-5 leave that the tables read: the Viterbi model's greedy decodes and its summary."""
+    for split in ("dev", "test"):
+        decode_dir = job_dir / "viterbi" / f"decode_{split}_greedy"
+        decode_dir.mkdir(parents=True)
+        (decode_dir / "per.json").write_text(json.dumps({"total": {"per": per + (split == "test")}}))
+        (decode_dir / "decoder.json").write_text(json.dumps({"decoder": "frame argmax"}))
+    history = [{"epoch": e, "valid_per": per + epochs - e, "valid_loss": 1.0 / e} for e in range(1, epochs + 1)]
+    summary = {"best": {"epoch": epochs, "per": per}, "history": history, "epochs": epochs, "train_seconds": 30.0}
+    summary |= {"frames_per_second": 1000.0, "model_args": {"hidden_size": 128}, "parameters": 4321}
+    (job_dir / "viterbi" / "train_summary.json").write_text(json.dumps(summary))
+
+
+def _write_table(tmp_path: Path, sweep_name: str, jobs: dict[str, list[str]], fixed: list[str], params=None):
+    """write_sweep_table on jobs (dir name -> overrides) made by _finished_job, as hydra would hand it the sweep's
+    config; the table's text."""
+    sweep_dir = tmp_path / "exp" / sweep_name
+    record = {"jobs": [{"name": name, "overrides": [*fixed, *job], "dirs": []} for name, job in jobs.items()]}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.json").write_text(json.dumps(record))
+    free = list(OmegaConf.load(REPO / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys)
+    config = OmegaConf.create(
+        {
+            "sweep_name": sweep_name,
+            "hydra": {
+                "sweep": {"dir": str(sweep_dir)},
+                "job": {"config": {"override_dirname": {"exclude_keys": free + [o.split("=")[0] for o in fixed]}}},
+                "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
+                "sweeper": {"params": params or {}},
+            },
+        }
+    )
+    write_sweep_table(config)
+    return (tmp_path / f"RESULTS_{sweep_name}.md").read_text()
+
+
+def test_one_table_writer_for_seeds_folds_and_variants(tmp_path):
+    """The sweep's table on finished job dirs: over seeds alone the seed table, over held-out speakers the
+    leave-one-speaker-out one, over a conf/sweep comparison's variants (a config group's choices, their settings
+    spelled out from its files) the variants side by side, each figure the mean (min-max) of its jobs'."""
+    fixed = [
+        "recipe=timit_sample",
+        "models=[viterbi]",
+        "decode.decoders=[greedy]",
+        f"paths.results={tmp_path}/RESULTS.md",
+    ]
+    for seed, per in ((0, 40.0), (1, 42.0)):
+        _finished_job(tmp_path / "exp" / "seeds" / f"train.seed={seed}", per)
+    table = _write_table(tmp_path, "seeds", {f"train.seed={s}": [f"train.seed={s}"] for s in (0, 1)}, fixed)
+    assert table.startswith("# Seed ranges: timit_sample") and "seeds 0 1 (train.seed)" in table
+    assert "| viterbi | frame argmax | PER | 41.00 (40.00-42.00) | 42.00 (41.00-43.00) |" in table
+
+    jobs = {}
+    for criterion, per in (("ce", 50.0), ("fullsum", 40.0)):
+        for seed in (0, 1):
+            name = f"criterion={criterion},train.seed={seed}"
+            _finished_job(tmp_path / "exp" / "criteria" / name, per + seed)
+            jobs[name] = [f"criterion={criterion}", f"train.seed={seed}"]
+    table = _write_table(tmp_path, "criteria", jobs, fixed, {"criterion": "ce,fullsum", "train.seed": "0"})
+    assert table.startswith("# Training criteria: timit_sample") and "Target: the ce variant's best" in table
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    settings = "train.viterbi.criterion=fullsum train.viterbi.fullsum_prior_scale=0.0 hmm.transitions=none"
+    assert rows["fullsum"][1:4] == [f"`{settings} models=[viterbi]`", "128 (4321)", "0 1"]
+    assert rows["fullsum"][9] == "40.50 (40.00-41.00)" and rows["ce"][9] == "50.50 (50.00-51.00)"  # dev PER argmax
+
+    fixed = ["models=[viterbi]", "decode.decoders=[greedy]", f"paths.results={tmp_path}/RESULTS.md", "train.seed=0"]
+    for speaker, per in (("george", 10.0), ("jackson", 20.0)):
+        _finished_job(tmp_path / "exp" / "loso" / f"corpus.held_out_speaker={speaker}", per)
+    jobs = {f"corpus.held_out_speaker={s}": [f"corpus.held_out_speaker={s}"] for s in ("george", "jackson")}
+    table = _write_table(tmp_path, "loso", jobs, fixed, {"train.seed": "0"})
+    assert "folds (george, jackson)" in table and "| test: theo % |" in table
+    assert "| viterbi | frame argmax | PER | 15.00 (10.00-20.00) | 16.00 (11.00-21.00) |" in table

@@ -410,4 +410,6 @@ def _described(key: str, value: str) -> str:
     if not path.is_file():
         return f"{key}={value}"
     settings = _flatten({k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items() if k != "defaults"})
-    return " ".join(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in settings.items())
+    return " ".join(
+        f"{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"{k}={v}" for k, v in settings.items()
+    )
