@@ -47,7 +47,7 @@ Options:
   -m, --multirun   a hydra sweep (steps/sweep.py): a job per combination of the values of key=a,b,... overrides
                    (and of conf/sweep/'s: sweep=seeds, criteria, cells), each in its own exp dir
                    <paths.exp>/<sweep_name>/<its swept settings>, run by hydra's launcher (hydra/launcher=joblib:
-                   side by side; slurm: Slurm jobs); the stages 0-1 they share run once, first (README: "Sweeps")
+                   side by side; slurm: Slurm jobs); the stages 0-1 they share run once, first (README, Sweeps)
   -h, --help       this message
 
 Any other argument is a hydra override passed to every step, for example
