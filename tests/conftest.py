@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -179,6 +180,13 @@ def tiny_run(tmp_path, exp):
         "train.viterbi.realign_epochs=[1,2]",  # within the 3 epochs (phonerec.base.schema.check_config)
         "train.speed_perturb=[]",
     ]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (a rendezvous's, a test cluster's daemons')."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_sh(*args):

@@ -3,7 +3,6 @@ DistributedDataParallel step gives the gradient that one process computes on the
 each rank's share of the batches; the device and precision settings."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import REPO, project_env
+from conftest import REPO, free_port, project_env
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
@@ -89,17 +88,11 @@ def _step(criterion: str, cell: str, tmp: str) -> None:
         torch.save(grads, Path(tmp) / f"grads{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     ("criterion", "cell"), [("ce", "lstm"), ("fullsum", "lstm"), ("ctc", "lstm"), ("ctc", "gf_lstm")]
 )
 def test_one_ddp_step_gives_the_gradient_of_one_process_on_the_union(criterion, cell, tmp_path):
-    port = _free_port()
+    port = free_port()
     context = mp.get_context("spawn")
     workers = [context.Process(target=_rank_step, args=(r, 2, port, criterion, cell, str(tmp_path))) for r in (0, 1)]
     for w in workers:
@@ -113,7 +106,7 @@ def test_one_ddp_step_gives_the_gradient_of_one_process_on_the_union(criterion, 
 def test_two_torchrun_launches_meet_as_two_machines_and_give_the_gradient_of_one_process(tmp_path):
     """run.sh --nnodes 2 as two machines would start it: two torchrun launches, one process each, meeting at a
     c10d rendezvous on 127.0.0.1 (the first hosting it, as machine 0 does)."""
-    port = _free_port()
+    port = free_port()
     launches = [
         subprocess.Popen(
             [

@@ -3,7 +3,6 @@
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import time
 
@@ -12,6 +11,7 @@ from conftest import (
     ONE_POINT_GRIDS,
     REPO,
     SHARED_FSDD,
+    free_port,
     fsdd_subset,
     kill_run_sh_when,
     project_env,
@@ -110,9 +110,7 @@ def test_training_in_two_processes_resumes_after_a_kill_on_two_machines_and_deco
         time.sleep(0.1)
     assert not (exp / "viterbi" / ".done.train").exists()
 
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"127.0.0.1:{s.getsockname()[1]}"
+    endpoint = f"127.0.0.1:{free_port()}"  # the rendezvous
     machines = [
         subprocess.Popen(
             [

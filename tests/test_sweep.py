@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run
+from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, free_port, fsdd_subset, project_env, run_sh, tiny_run
 from omegaconf import OmegaConf
 
 from phonerec.base.errors import RecipeError
@@ -76,12 +76,6 @@ def test_jobs_that_differ_in_feature_settings_get_a_feature_dir_each_made_before
 
 def run(command: list[str], timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, env=env or project_env(), capture_output=True, text=True, timeout=timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spread(values: list[float]) -> str:
@@ -289,7 +283,7 @@ def slurm_cluster():
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     user, host = getpass.getuser(), socket.gethostname().split(".")[0]
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     conf = root / "slurm.conf"
     conf.write_text(
         f"ClusterName=phonerec\nSlurmctldHost={host}\nSlurmUser={user}\nSlurmdUser={user}\n"
