@@ -134,7 +134,7 @@ def test_two_torchrun_launches_meet_as_two_machines_and_give_the_gradient_of_one
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for node in (0, 1)
     ]
     for launch in launches:

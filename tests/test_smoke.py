@@ -132,7 +132,7 @@ def test_training_in_two_processes_resumes_after_a_kill_on_two_machines_and_deco
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for node in (0, 1)
     ]
     outputs = [machine.communicate(timeout=600) for machine in machines]

@@ -124,9 +124,10 @@ def _dir_of(cfg: DictConfig, stage: str) -> str:
     return cfg.paths.data if stage == "data" else f"{cfg.paths.data}/{cfg.features.name}"
 
 
-def _shared_settings(cfg: DictConfig) -> dict[str, tuple[str, str]]:
-    """What a job needs of the shared stages: per stage, (the dir it writes, the digest of its settings)."""
-    return {name: (_dir_of(cfg, name), keys.digest(cfg)) for name, (_, keys) in SHARED.items()}
+def _shared_settings(cfg: DictConfig) -> dict[str, list[str]]:
+    """What a job needs of the shared stages: per stage, [the dir it writes, the digest of its settings] (a list,
+    as sweep.json gives it back)."""
+    return {name: [_dir_of(cfg, name), keys.digest(cfg)] for name, (_, keys) in SHARED.items()}
 
 
 def _differing_keys(keys: StageKeys, configs: list[DictConfig]) -> list[str]:
@@ -169,9 +170,11 @@ class SweepCallback(Callback):
             groups: dict[str, list[int]] = {}
             for i, cfg in enumerate(configs):
                 groups.setdefault(_dir_of(cfg, name), []).append(i)
+            separated = False
             for members in groups.values():
                 if len({keys.digest(configs[i]) for i in members}) == 1:
                     continue
+                separated = True
                 differing = _differing_keys(hashed, [configs[i] for i in members])
                 for i in members:
                     flat = _flatten(OmegaConf.to_container(hashed.view(configs[i])))
@@ -179,7 +182,8 @@ class SweepCallback(Callback):
                     value = OmegaConf.select(configs[i], key)
                     value = f"{value}/{label}" if name == "data" else f"{value}-{label}"
                     dirs[i].append(f"{key}={hydra_quoted(value)}")
-            configs = [load_config(job + extra) for job, extra in zip(jobs, dirs, strict=True)]
+            if separated:  # the configs with their own dirs, which the next stage's groups are made from
+                configs = [load_config(job + extra) for job, extra in zip(jobs, dirs, strict=True)]
         needs = [_shared_settings(cfg) for cfg in configs]
         history = _check_history(repo_path(config.hydra.sweep.dir), names if known else [], jobs if known else [])
         claim_dir(repo_path(config.paths.exp), "paths.exp")
@@ -244,7 +248,7 @@ def _parallel_jobs(launcher: DictConfig, jobs: int | None) -> int:
     """How many of the sweep's jobs run at once on this machine: the joblib launcher's n_jobs (joblib's
     negative counts from the cores), at most the jobs there are (where known); 1 for any other launcher (one job a
     machine)."""
-    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+    if not _launcher_is(launcher, "JoblibLauncher"):
         return 1
     n = int(launcher.n_jobs)
     if n < 0:
@@ -260,15 +264,16 @@ def thread_shares(cfg: DictConfig, launcher: DictConfig, jobs: int | None) -> li
     return [f"{key}={max(1, int(OmegaConf.select(cfg, key)) // n)}" for key in THREAD_KEYS]
 
 
-def _is_slurm(launcher: DictConfig) -> bool:
-    return str(launcher.get("_target_", "")).endswith("SlurmLauncher")
+def _launcher_is(launcher: DictConfig, name: str) -> bool:
+    """Whether hydra's launcher is the plugin class `name` (JoblibLauncher, SlurmLauncher)."""
+    return str(launcher.get("_target_", "")).endswith(name)
 
 
 def machine_options(launcher: DictConfig, ngpu: int) -> list[str]:
     """run.sh's --ngpu for a job, and --nnodes, --node-rank and --rdzv-endpoint for one on several machines: a
     Slurm job (hydra-submitit-launcher) trains in gpus_per_node processes (where set); one of nodes > 1 runs on
     each of its machines, machine k as --node-rank k, the rendezvous on the job's first machine."""
-    if not _is_slurm(launcher):
+    if not _launcher_is(launcher, "SlurmLauncher"):
         return ["--ngpu", str(ngpu)]
     if launcher.tasks_per_node != 1:
         raise RecipeError(
@@ -305,7 +310,7 @@ def run_job(cfg: DictConfig) -> float | None:
     named = {job["name"]: job["dirs"] for job in sweep["jobs"] or []}
     dirs = named.get(hydra.job.override_dirname, [])  # the job's own data or feature dir, where it has one
     need = _shared_settings(load_config(overrides + dirs))
-    if json.loads(json.dumps(need)) not in sweep["shared"]:
+    if need not in sweep["shared"]:
         raise RecipeError(
             f"job {job_dir.name}: its data or feature settings (stages 0-1) are not those the sweep's shared stages "
             f"ran with ({sweep_file}): a sweeper that chooses data or feature settings as it goes cannot share them; "
@@ -325,7 +330,7 @@ def run_job(cfg: DictConfig) -> float | None:
     _say(f"job {job_dir.name}: stages {first}-{options['stop_stage']} -> {job_dir}")
     arguments = ["--stage", str(first), "--stop-stage", str(options["stop_stage"])]
     arguments += machine_options(hydra.launcher, options["ngpu"])
-    _run_sh([*arguments, *job], f"job {job_dir.name}", slurm=_is_slurm(hydra.launcher))
+    _run_sh([*arguments, *job], f"job {job_dir.name}", slurm=_launcher_is(hydra.launcher, "SlurmLauncher"))
     if os.environ.get("SLURM_NODEID", "0") != "0":  # a machine of a job on several: machine 0 returns its figure
         return None
     result = job_dir / RESULT_FILE
