@@ -50,8 +50,8 @@ def main(args) -> None:
     model = load_model(args.exp_dir, args.device)
     recordings = read_recordings(model.sample_rate, [args.wav])
     aligned = model.align(recordings, [args.transcript.split()], words=not args.phones)
-    write_alignments(args.out_dir, aligned)
-    log.info("%s: phones.ctm, words.ctm and textgrid/ of %d recordings", args.out_dir, len(aligned))
+    written = write_alignments(args.out_dir, aligned)
+    log.info("%s: %s of %d recordings", args.out_dir, ", ".join(written), len(aligned))
 
 
 def parser():

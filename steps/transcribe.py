@@ -33,8 +33,8 @@ def main(args) -> None:
             for s in segments:
                 print(f"{utt} {kind} {s.start:.4f} {s.end:.4f} {s.label}")
     if args.out_dir is not None:
-        write_alignments(args.out_dir, found, recordings)
-        log.info("%s: phones.ctm, words.ctm and textgrid/ of %d recordings", args.out_dir, len(found))
+        written = write_alignments(args.out_dir, found, recordings)
+        log.info("%s: %s of %d recordings", args.out_dir, ", ".join(written), len(found))
 
 
 def parser():

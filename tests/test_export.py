@@ -1,13 +1,12 @@
-"""Export of the acoustic model (phonerec.model.export, steps/export_model.py): TorchScript and ONNX with
+"""Export of the acoustic model (phonerec.model.export, phonerec.pipeline.export_stage): TorchScript and ONNX with
 dynamic batch and length, equal to the eager model on real FSDD features at another batch size and length than
-the export example."""
+the export example. steps/export_model.py on a bundle: tests/test_inference.py."""
 
 import json
-import subprocess
 
 import pytest
 import torch
-from conftest import REPO, SHARED_FSDD, fsdd_subset, project_env
+from conftest import SHARED_FSDD, fsdd_subset
 
 from phonerec.base.config import load_config
 from phonerec.base.schema import CELLS, GF_CELLS
@@ -16,6 +15,7 @@ from phonerec.model.recurrent import RecurrentAcousticModel
 from phonerec.pipeline.export_stage import export_model
 from phonerec.pipeline.features_stage import make_features
 from phonerec.pipeline.prepare_stage import prepare_stage
+from phonerec.training.checkpoints import load_model
 
 pytestmark = pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="needs ../shared/corpora")
 # A Viterbi model that splices and subsamples, and a CTC model made from one (pooled states, blank first).
@@ -49,14 +49,19 @@ def trained_like(tmp_path, kind: str, cell: str = "lstm"):
     return model_dir, model.eval()
 
 
+def export_trained(model_dir, out, feat_dir) -> dict:
+    return export_model(*load_model(model_dir / "best.pt"), out, feat_dir, model_dir / "best.pt")
+
+
 @pytest.mark.parametrize("kind", ["viterbi", "ctc"])
 def test_exports_match_the_eager_model_at_other_batch_sizes_and_lengths(kind, feat_dir, tmp_path):
     model_dir, model = trained_like(tmp_path, kind)
     out = tmp_path / "export"
-    differences = export_model(load_config([]), model_dir, out, feat_dir)
+    differences = export_trained(model_dir, out, feat_dir)
     assert differences.keys() == {"torchscript", "onnx"} and max(differences.values()) <= 1e-5
     info = json.loads((out / "export.json").read_text())
     assert info["kind"] == kind and info["epoch"] == 7 and info["model_args"]["input_dim"] == 39
+    assert info["checkpoint"] == str((model_dir / "best.pt").resolve())
     assert (info["log_priors"] is not None) == (kind == "viterbi") and info["features_at_load"]["cmvn"] == "speaker"
 
     # Loaded back on their own: one utterance, of a length that is neither the example's nor the check's.
@@ -70,35 +75,13 @@ def test_exports_match_the_eager_model_at_other_batch_sizes_and_lengths(kind, fe
     assert export.max_difference(model, export.run_onnx, out / "model.onnx", feats, lengths) > 1e-2
 
 
-def export_step(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["python", "steps/export_model.py", *map(str, args)],
-        cwd=REPO,
-        env=project_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_the_export_step(feat_dir, tmp_path):
-    model_dir, _ = trained_like(tmp_path, "viterbi")
-    out = tmp_path / "out"
-    result = export_step(model_dir, out, "--feats", feat_dir)
-    assert result.returncode == 0, result.stderr
-    assert "onnx, max difference to the eager model" in result.stderr and "checked on a batch of 5" in result.stderr
-    assert {p.name for p in out.iterdir()} >= {"model.ts.pt", "model.onnx", "export.json"}
-    missing = export_step(tmp_path / "nothing", out, "decode.checkpoint=last")
-    assert missing.returncode == 1 and "nothing/last.pt: no such checkpoint" in missing.stderr
-
-
 @pytest.mark.parametrize("cell", [c for c in CELLS if c != "lstm"])
 def test_every_cell_exports_to_torchscript_and_the_standard_ones_to_onnx(cell, feat_dir, tmp_path):
     """A gated-feedback stack is scripted inside the traced model: its frame loop takes any length (the check runs
     at another length than the example). ONNX: torch's cells; a gated-feedback cell is named with the reason."""
     model_dir, model = trained_like(tmp_path, "ctc", cell)
     out = tmp_path / "export"
-    differences = export_model(load_config([]), model_dir, out, feat_dir)
+    differences = export_trained(model_dir, out, feat_dir)
     info = json.loads((out / "export.json").read_text())
     assert differences["torchscript"] <= 1e-5 and info["model_args"]["cell"] == cell
     if cell in GF_CELLS:

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as taf
 from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run, write_wav
+from omegaconf import OmegaConf
 
 from phonerec.base.errors import DataDirError, RecipeError
 from phonerec.base.files import file_digest
@@ -136,8 +137,9 @@ def test_a_data_dir_gets_the_features_training_saw(run):
 @pytest.mark.parametrize("kind", MODELS)
 def test_transcribe_prints_digits_and_phones_with_times(kind, run, new_recording, tmp_path):
     _, exp = run
-    result = step("transcribe.py", exp / kind, new_recording, "--out-dir", tmp_path)
+    result = step("transcribe.py", exp / kind, "--out-dir", tmp_path, new_recording)  # options anywhere
     assert result.returncode == 0, result.stderr
+    assert f"{tmp_path}: phones.ctm, words.ctm, textgrid/ of 1 recordings" in result.stderr  # what it wrote
     assert (
         "2 channels, downmixed to mono" in result.stderr
         and "22050 Hz, resampled to the model's 8000 Hz" in result.stderr
@@ -158,7 +160,7 @@ def test_transcribe_prints_digits_and_phones_with_times(kind, run, new_recording
 @pytest.mark.parametrize("kind", MODELS)
 def test_align_writes_a_ctm_and_a_textgrid_praat_reads_alike(kind, run, new_recording, tmp_path):
     _, exp = run
-    result = step("align.py", exp / kind, new_recording, "seven", "--out-dir", tmp_path)
+    result = step("align.py", "--out-dir", tmp_path, exp / kind, new_recording, "seven")  # options anywhere
     assert result.returncode == 0, result.stderr
     tiers = praat_intervals(tmp_path / "textgrid" / "seven.TextGrid")
     assert set(tiers) == {"words", "phones"}
@@ -172,6 +174,25 @@ def test_align_writes_a_ctm_and_a_textgrid_praat_reads_alike(kind, run, new_reco
     word_start, word_end, _ = tiers["words"][0]
     inside = [p for p in tiers["phones"] if p[2] != "sil"]
     assert word_start == pytest.approx(inside[0][0]) and word_end == pytest.approx(inside[-1][1])
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_export_a_bundle_with_the_files_it_leaves_outside_the_graph(kind, run, tmp_path):
+    tmp, exp = run
+    out = tmp_path / "export"
+    result = step("export_model.py", "--feats", tmp / "data" / "mfcc" / "test", exp / kind, out)
+    assert result.returncode == 0, result.stderr
+    units = ["phones.txt", "states.txt"] if kind == "viterbi" else ["phones.txt"]
+    written = ["model.ts.pt", "model.onnx", "export.json", *units, "features.yaml"]
+    assert f"{out}: {', '.join(written)}" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([*written, ".phonerec"])  # no lock left behind
+    bundle = load_model(exp / kind)
+    for name in units:
+        assert (out / name).read_text() == (bundle.lang_dir / name).read_text()
+    assert OmegaConf.load(out / "features.yaml") == bundle.cfg.features
+    assert json.loads((out / "export.json").read_text())["checkpoint"] == str((bundle.dir / "model.pt").resolve())
+    missing = step("export_model.py", tmp_path / "nothing", tmp_path / "out")
+    assert missing.returncode == 1 and "no model bundle (bundle.json) here" in missing.stderr
 
 
 @pytest.mark.parametrize("kind", MODELS)

@@ -682,22 +682,27 @@ def _write_tiers(path: Path, tiers: list[tuple[str, list[Segment]]], duration: f
 
 def write_alignments(
     out_dir: Path, aligned: dict[str, "Aligned | Transcription"], recordings: list[Recording] = ()
-) -> None:
+) -> list[str]:
     """out_dir/phones.ctm, words.ctm (where there are words) and textgrid/<utt>.TextGrid, in each utterance's
     timeline; where `recordings` has segments of longer recordings (a data dir's segments), also
     phones.recording.ctm and words.recording.ctm in the recordings' timeline (`<recording> 1 <start> <dur> <label>`,
-    as Kaldi's steps/conf/convert_ctm.pl writes them)."""
+    as Kaldi's steps/conf/convert_ctm.pl writes them). Returns the names written, for the log."""
     words = {utt: a.words for utt, a in aligned.items() if a.words is not None}
+    written = ["phones.ctm"]
     write_ctm(out_dir / "phones.ctm", {utt: a.phones for utt, a in aligned.items()})
     if words:
         write_ctm(out_dir / "words.ctm", words)
+        written.append("words.ctm")
     for utt, a in aligned.items():
         write_textgrid(out_dir / "textgrid" / f"{utt}.TextGrid", a)
+    written.append("textgrid/")
     segments = {rec.utt: rec for rec in recordings if rec.recording is not None and rec.utt in aligned}
     if segments:
         for name, by_utt in (("phones", {utt: a.phones for utt, a in aligned.items()}), ("words", words)):
             if by_utt:
                 write_ctm(out_dir / f"{name}.recording.ctm", _in_recordings(by_utt, segments))
+                written.append(f"{name}.recording.ctm")
+    return written
 
 
 def _in_recordings(by_utt: dict[str, list[Segment]], segments: dict[str, Recording]) -> dict[str, list[Segment]]:

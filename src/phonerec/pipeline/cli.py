@@ -85,10 +85,10 @@ def run_guarded(work, out_path: Path | None = None) -> None:
         sys.exit(1)
 
 
-def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentParser:
-    """The command line that steps/transcribe.py, align.py and compute_loglikes.py share: a trained model's dir,
-    with `recordings` the audio files, --wav-scp and --data-dir, and --device, --num-threads, --log; each tool
-    adds its own options."""
+def model_tool_parser(doc: str, recordings: bool = True, device: bool = True) -> argparse.ArgumentParser:
+    """The command line that steps/transcribe.py, align.py, compute_loglikes.py and export_model.py share: a
+    trained model's dir, with `recordings` the audio files, --wav-scp and --data-dir, with `device` --device, and
+    --num-threads, --log; each tool adds its own options."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "exp_dir",
@@ -100,7 +100,8 @@ def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentPar
         parser.add_argument("wavs", type=Path, nargs="*", help="audio files")
         parser.add_argument("--wav-scp", type=Path, help="a wav.scp: <utterance> <audio file> lines")
         parser.add_argument("--data-dir", type=Path, help="a data dir (its wav.scp and utt2spk)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    if device:
+        parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--log", type=Path, help="log file")
     return parser
@@ -109,8 +110,8 @@ def model_tool_parser(doc: str, recordings: bool = True) -> argparse.ArgumentPar
 def model_tool_main(main, parser: argparse.ArgumentParser) -> None:
     """Run `main(args)` as step_main runs a step: the log starts with the command line, errors exit 1. An
     --out-dir is claimed first (phonerec.base.ownership): one holding files the recipe did not make is refused
-    before any work."""
-    args = parser.parse_args()
+    before any work. Options go anywhere among the positional arguments, as people type them."""
+    args = parser.parse_intermixed_args()
     setup_logging(args.log)
     log.info("Running: %s", shlex.join(sys.argv))
     out_dir = getattr(args, "out_dir", None)

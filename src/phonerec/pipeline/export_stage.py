@@ -1,40 +1,56 @@
-"""Export of a trained model (steps/export_model.py): its acoustic model as TorchScript and ONNX
+"""Export of a trained model's bundle (steps/export_model.py): its acoustic model as TorchScript and ONNX
 (phonerec.model.export), checked against the eager model on real features of a feature dir at another batch
-size and length than the export example, and export.json: what a user must apply outside the graph."""
+size and length than the export example; export.json, and the files it names for what a user must apply outside
+the graph: phones.txt (and a Viterbi model's states.txt), features.yaml."""
 
 import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from phonerec.base.errors import RecipeError
-from phonerec.base.files import write_json_atomic
+from phonerec.base.files import copy_atomic, write_json_atomic, write_text_atomic
 from phonerec.data.features import FeatureReader
+from phonerec.inference import load_model
 from phonerec.model import export
-from phonerec.pipeline.recipe import find_checkpoint
-from phonerec.pipeline.stage_keys import EXPORT
-from phonerec.training.checkpoints import load_model
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-5  # the largest difference to the eager model's log-posteriors accepted (export.max_difference)
 
 
-def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path | None = None) -> dict:
-    """model_dir's decode.checkpoint -> out_dir/{model.ts.pt, model.onnx, export.json} (no model.onnx for a
-    gated-feedback cell: export.onnx_unsupported, said in the log and in export.json's not_exported). The check
-    runs on up to five utterances of feat_dir (features as training loaded them), else on random features;
-    returns the largest difference per format."""
-    checkpoint_path = find_checkpoint(EXPORT.view(cfg), model_dir)
-    model, checkpoint = load_model(checkpoint_path)
+def export_bundle(exp_dir: Path, out_dir: Path, feat_dir: Path | None = None) -> list[str]:
+    """The model of a bundle (exp_dir as phonerec.inference.load_model takes it: a model's exp dir, a bundle dir,
+    or a recipe's exp dir) -> out_dir: export_model's files, the bundle's lang/phones.txt (a CTC model's outputs
+    are blank, then these phones) and, for a Viterbi model, lang/states.txt (its outputs, in order), and
+    features.yaml: the bundle's feature settings (extraction as stage 1 made them, CMVN and deltas as training
+    loaded them). Returns the names written, for the log."""
+    trained = load_model(exp_dir)
+    differences = export_model(trained.model, trained.checkpoint, out_dir, feat_dir, trained.dir / "model.pt")
+    units = ["phones.txt"] + (["states.txt"] if trained.kind == "viterbi" else [])
+    for name in units:
+        copy_atomic(trained.lang_dir / name, out_dir / name)
+    write_text_atomic(out_dir / "features.yaml", OmegaConf.to_yaml(trained.cfg.features))
+    return [*(FILES[name] for name in differences), "export.json", *units, "features.yaml"]
+
+
+FILES = {"torchscript": "model.ts.pt", "onnx": "model.onnx"}  # each export format's file
+
+
+def export_model(model, checkpoint: dict, out_dir: Path, feat_dir: Path | None = None, source: Path | None = None):
+    """A loaded model and its checkpoint (phonerec.training.checkpoints.load_model; `source`: the file it came
+    from, for export.json) -> out_dir/{model.ts.pt, model.onnx, export.json} (no model.onnx for a gated-feedback
+    cell: export.onnx_unsupported, said in the log and in export.json's not_exported). The check runs on up to
+    five utterances of feat_dir (features as training loaded them), else on random features; returns the largest
+    difference per format."""
     out_dir.mkdir(parents=True, exist_ok=True)
     example = export.example_inputs(model)
     feats, lengths = _check_inputs(model, feat_dir, checkpoint)
     if feats.shape[0] == example[0].shape[0] and feats.shape[1] == example[0].shape[1]:
         raise RecipeError("the check batch has the export example's shape: it would not test the dynamic axes")
     formats = {
-        "torchscript": ("model.ts.pt", export.export_torchscript, export.run_torchscript),
-        "onnx": ("model.onnx", export.export_onnx, export.run_onnx),
+        "torchscript": (FILES["torchscript"], export.export_torchscript, export.run_torchscript),
+        "onnx": (FILES["onnx"], export.export_onnx, export.run_onnx),
     }
     not_exported = {}
     if (reason := export.onnx_unsupported(model)) is not None:
@@ -53,9 +69,9 @@ def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path
         if not differences[name] <= TOLERANCE:
             raise RecipeError(f"{path}: differs from the eager model by {differences[name]:.2e} > {TOLERANCE}")
     priors = checkpoint.get("task", {}).get("log_priors")
-    units = "blank, then the phones of lang/phones.txt" if checkpoint["kind"] == "ctc" else "lang/states.txt's states"
+    units = "blank, then the phones of phones.txt" if checkpoint["kind"] == "ctc" else "the states of states.txt"
     outside = [
-        "features: Kaldi MFCC or fbank as the training feature dir's config.yaml says",
+        "features: Kaldi MFCC or fbank as features.yaml says (the training feature dir's config.yaml)",
         "CMVN (features.cmvn, features.norm_vars) and deltas (features.delta_order, features.delta_window)",
     ]
     if priors is not None:
@@ -63,7 +79,7 @@ def export_model(cfg: DictConfig, model_dir: Path, out_dir: Path, feat_dir: Path
     write_json_atomic(
         out_dir / "export.json",
         {
-            "checkpoint": str(checkpoint_path.resolve()),
+            "checkpoint": None if source is None else str(source.resolve()),
             "epoch": checkpoint["epoch"],
             "kind": checkpoint["kind"],
             "model_args": checkpoint["model_args"],

@@ -65,8 +65,6 @@ DECODE = StageKeys(
     ),
     unhashed=("decode.num_threads", "train.device"),
 )
-# steps/export_model.py (not a stage: it always runs): which checkpoint.
-EXPORT = StageKeys(hashed=(), unhashed=("decode.checkpoint",))
 # Stage 6: a model's bundle (phonerec.pipeline.bundle_stage): what applying it needs, the decoders' settings included.
 BUNDLE = StageKeys(
     hashed=("features", "corpus.sample_rate", "hmm", "decode", "score"),
