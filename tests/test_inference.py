@@ -227,6 +227,10 @@ def test_bad_recordings_and_transcripts_get_clear_errors(run, new_recording, tmp
             ("align.py", exp / "viterbi", new_recording, "Seven", "--out-dir", tmp_path / "a"),
             "the word 'Seven' is not in the lexicon",  # no case folding; the message gives the lexicon's spelling
         ),
+        (
+            ("align.py", exp / "viterbi", new_recording, "seven eleven", "--out-dir", tmp_path / "a"),
+            "its words: ",  # a digit lexicon is listed whole
+        ),
         (("align.py", exp / "ctc", short, "seven seven seven", "--out-dir", tmp_path / "a"), f"{short}: 8 frames"),
         (("align.py", exp / "viterbi", short, "seven seven seven", "--out-dir", tmp_path / "a"), f"{short}: 8 frames"),
         (("transcribe.py", tmp_path), "no model bundle"),
@@ -250,6 +254,11 @@ def test_the_python_api_of_the_readme(run, new_recording):
     assert transcribed.words is not None and transcribed.phones and transcribed.word_decoder
     aligned = model.align(recordings, [["seven"]])["seven"]
     assert [w.label for w in aligned.words] == ["seven"]
+    assert model.align(recordings, ["seven"])["seven"] == aligned  # a string: its words, separated by spaces
+    with pytest.raises(TypeError, match="a list of one transcript per recording"):
+        model.align(recordings, "seven")
+    # Times of frames, rounded: k * 10 ms + 7.5 ms reads as 4 decimals (it read 0.08750000000000001).
+    assert all(round(t, 4) == t for p in aligned.phones for t in (p.start, p.end) if t != aligned.phones[-1].end)
     assert [p.label for p in model.align(recordings, [["s", "eh", "v", "ah", "n"]], words=False)["seven"].phones] == [
         "s",
         "eh",

@@ -77,8 +77,18 @@ def test_a_word_in_another_case_is_an_error_naming_the_line_and_the_lexicons_spe
         match=rf"t\.words:7: 'u7': the word 'z' is not in the lexicon {lexicon}; it has 'Z' \({lexicon}:5\)",
     ):
         read_lexicon(lexicon).pronunciations("z", "t.words:7: 'u7'")
-    with pytest.raises(RecipeError, match=r"the word 'q' is not in the lexicon [^;]*$"):
+    words = " ".join(read_lexicon(lexicon))
+    with pytest.raises(RecipeError, match=rf"the word 'q' is not in the lexicon {lexicon}; its words: {words}$"):
         read_lexicon(lexicon).pronunciations("q", "t.words:7: 'u7'")
+
+
+def test_a_word_not_in_a_large_lexicon_names_the_closest(tmp_path):
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("".join(f"w{k:03d} a\n" for k in range(100)) + "seven s eh v ah n\nseventy s eh v ah n t iy\n")
+    with pytest.raises(RecipeError, match=r"'sevn' is not in the lexicon \S+; the closest of its 102 words: seven "):
+        read_lexicon(lexicon).pronunciations("sevn", "t.words:7: 'u7'")
+    with pytest.raises(RecipeError, match=r"'zzz' is not in the lexicon \S+$"):  # nothing close: nothing listed
+        read_lexicon(lexicon).pronunciations("zzz", "t.words:7: 'u7'")
 
 
 def test_a_text_words_word_only_in_another_case_is_named_by_its_line_when_loading(tmp_path):

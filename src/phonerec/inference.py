@@ -25,6 +25,7 @@ sha256 that bundle.json recorded when the bundle was made.
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -535,11 +536,12 @@ class TrainedModel:
         lexicon: Lexicon | None = None,
         unaligned: dict[str, str] | None = None,
     ) -> dict[str, Aligned]:
-        """Each recording force-aligned with its transcript: words (through the first pronunciation of each in
-        `lexicon`, by default the model's) or phones. A word the lexicon lacks, a phone the model lacks, or a
-        recording too short for its transcript is a RecipeError naming the recording, or with `unaligned` entered
-        there with the reason."""
+        """Each recording force-aligned with its transcript (a list of words, or a string of them separated by
+        spaces): words (through the first pronunciation of each in `lexicon`, by default the model's) or phones.
+        A word the lexicon lacks, a phone the model lacks, or a recording too short for its transcript is a
+        RecipeError naming the recording, or with `unaligned` entered there with the reason."""
         lexicon = self.lexicon if lexicon is None else lexicon
+        transcripts = _word_lists(transcripts, len(recordings))
         spelled = [self._spell(t, words, r.path, lexicon) for r, t in zip(recordings, transcripts, strict=True)]
         return self.align_spelled(recordings, spelled, examples, posteriors, unaligned)
 
@@ -633,6 +635,22 @@ class TrainedModel:
             for pron in lexicon[word]:
                 _phone_ids(pron, self.phone2id, where)  # a phone the model lacks, named
         return word_variants(words, lexicon, self.phone2id, probabilities, spelled, silence)
+
+
+def _word_lists(transcripts, count: int) -> list[list[str]]:
+    """align's transcripts, one per recording, each a list of words or a string of them separated by spaces."""
+    if isinstance(transcripts, str) or not isinstance(transcripts, Sequence):
+        raise TypeError(
+            f"transcripts: a list of one transcript per recording (a list of words or a string), got "
+            f"{type(transcripts).__name__} {transcripts!r:.60}"
+        )
+    if len(transcripts) != count:
+        raise ValueError(f"transcripts: {len(transcripts)} for {count} recordings; give one per recording")
+    lists = [t.split() if isinstance(t, str) else t for t in transcripts]
+    for k, words in enumerate(lists):
+        if not isinstance(words, Sequence) or not all(isinstance(w, str) for w in words):
+            raise TypeError(f"transcripts[{k}]: a list of words or a string of them, got {words!r:.60}")
+    return [list(words) for words in lists]
 
 
 def _phone_ids(phones: list[str], phone2id: dict[str, int], where: str) -> list[int]:

@@ -20,6 +20,7 @@ states.txt  `<phone>_<k> <id>`: the HMM states of the Viterbi model, states_per_
             (see phonerec.hmm.align.Topology).
 """
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -38,6 +39,7 @@ PROBABILITIES_FILE = "lexiconp.txt"  # in a lang dir only where the dictionary g
 SILENCE_PROBABILITIES_FILE = "lexiconp_silprob.txt"  # only where it gave silence probabilities
 OPTIONAL_LANG_FILES = (PROBABILITIES_FILE, SILENCE_PROBABILITIES_FILE)
 EPSILON = "<eps>"
+FEW_WORDS = 30  # a lexicon this small is listed whole when a word is not in it (a digit recipe's)
 
 
 class Lexicon(dict[str, list[list[str]]]):
@@ -57,8 +59,14 @@ class Lexicon(dict[str, list[list[str]]]):
         if word in self:
             return self[word]
         others = [w for w in self if w.lower() == word.lower()]
-        spelling = f"; it has '{others[0]}' ({self.path}:{self.lines[others[0]]}), in another case" if others else ""
-        raise RecipeError(f"{where}: the word '{word}' is not in the lexicon {self.path}{spelling}")
+        if others:
+            hint = f"; it has '{others[0]}' ({self.path}:{self.lines[others[0]]}), in another case"
+        elif len(self) <= FEW_WORDS:
+            hint = f"; its words: {' '.join(self)}"
+        else:
+            close = difflib.get_close_matches(word, self, n=5)
+            hint = f"; the closest of its {len(self)} words: {' '.join(close)}" if close else ""
+        raise RecipeError(f"{where}: the word '{word}' is not in the lexicon {self.path}{hint}")
 
     def text(self) -> str:
         """lexicon.txt's lines: `<word> <phone>...`, each pronunciation once."""

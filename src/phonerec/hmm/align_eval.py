@@ -61,6 +61,12 @@ class Segment:
     label: str
 
 
+def frame_time(frame: int, frame_shift: float, offset: float = 0.0) -> float:
+    """Where frame `frame` starts, in seconds (frame 0 at 0: `frame_offset`), rounded to the microsecond: a time
+    of frames reads 0.0875, not 0.08750000000000001."""
+    return round(frame * frame_shift + offset, 6) if frame else 0.0
+
+
 # --- CTM ----------------------------------------------------------------------------------------------------
 
 
@@ -129,8 +135,9 @@ def frames_to_segments(labels: Sequence[str], frame_shift: float, offset: float 
     t0 = 0
     for t in range(1, len(labels) + 1):
         if t == len(labels) or labels[t] != labels[t0]:
-            start = t0 * frame_shift + offset if t0 else 0.0
-            segments.append(Segment(start, t * frame_shift + offset, labels[t0]))
+            segments.append(
+                Segment(frame_time(t0, frame_shift, offset), frame_time(t, frame_shift, offset), labels[t0])
+            )
             t0 = t
     return segments
 
@@ -208,7 +215,7 @@ def ctc_segments(
     starts = [0] + [span.start for span in spans[1:]]
     ends = starts[1:] + [num_frames]
     return [
-        Segment(s * frame_shift + offset if s else 0.0, e * frame_shift + offset, id2label[token])
+        Segment(frame_time(s, frame_shift, offset), frame_time(e, frame_shift, offset), id2label[token])
         for s, e, token in zip(starts, ends, targets, strict=True)
     ]
 
