@@ -140,6 +140,10 @@ def test_transcribe_prints_digits_and_phones_with_times(kind, run, new_recording
     result = step("transcribe.py", exp / kind, "--out-dir", tmp_path, new_recording)  # options anywhere
     assert result.returncode == 0, result.stderr
     assert f"{tmp_path}: phones.ctm, words.ctm, textgrid/ of 1 recordings" in result.stderr  # what it wrote
+    assert "Loading the LM" not in result.stderr and "****" not in result.stderr  # KenLM's, below --verbose
+    if kind == "ctc":
+        verbose = step("transcribe.py", exp / kind, new_recording, "--verbose")
+        assert verbose.returncode == 0 and "Loading the LM will be faster" in verbose.stderr
     assert (
         "2 channels, downmixed to mono" in result.stderr
         and "22050 Hz, resampled to the model's 8000 Hz" in result.stderr

@@ -15,8 +15,12 @@ conf/decode/, and its name in decode.decoders; the stage and run.sh stay as they
     viterbi FrameArgmax  HybridPhoneLM (hybrid Viterbi, phone loop)  HybridWordLoop (hybrid Viterbi, word loop)
 """
 
+import contextlib
 import functools
+import logging
 import math
+import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import ClassVar
@@ -48,6 +52,8 @@ from phonerec.hmm.fullsum import ctc_min_frames
 from phonerec.hmm.timing import FRAME_TIMING, frame_timing
 from phonerec.hmm.transitions import Transitions
 from phonerec.scoring.error_rate import PHONE_SCORING, score, scoring_fold, word_error_rates
+
+log = logging.getLogger(__name__)
 
 Hyps = dict[str, list[str]]
 _REGISTRY: dict[tuple[str, str], type["Decoder"]] = {}
@@ -405,7 +411,8 @@ class CTCLexiconWords(WordDecoder):
         units = None
         if self.pronunciations is None:
             lm = str(self.lm_dir / "words.2gram.arpa")
-            decoder = ctc_decoder(lexicon=self.lexicon_file, lm=lm, lm_weight=point["lm_weight"], **common)
+            with _native_stderr_below_debug():  # KenLM's "Loading the LM will be faster ...", "Reading ...", bar
+                decoder = ctc_decoder(lexicon=self.lexicon_file, lm=lm, lm_weight=point["lm_weight"], **common)
         else:  # each pronunciation a word of the search, the word LM scoring it with its probability
             lexicon, lm_dict, units = self.pronunciations
             lm = PronunciationLMScorer(list(units.values()), self.word_lm, point["lm_weight"])
@@ -454,3 +461,22 @@ class HybridWordLoop(_HybridSearch, WordDecoder):
         )
         paths = self._search(examples, posteriors, point["acoustic_scale"], graph)
         return {e.utt: hybrid.path_labels(path, words) for e, path in zip(examples, paths, strict=True)}
+
+
+@contextlib.contextmanager
+def _native_stderr_below_debug():
+    """What native code writes to the process's stderr (file descriptor 2) dropped while the block runs, unless
+    the log shows debug messages (the model tools' --verbose): KenLM prints its loading progress there, which
+    Python's logging cannot silence."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -33,14 +33,17 @@ log = logging.getLogger("phonerec")
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s"
 
 
-def setup_logging(log_file: Path | None = None, console_level: int = logging.INFO) -> None:
+def setup_logging(log_file: Path | None = None, console_level: int = logging.INFO, verbose: bool = False) -> None:
+    """Messages from INFO up (`verbose`: from DEBUG up, and the decoder libraries' own output) to the console from
+    `console_level` up, and to `log_file`."""
     console = logging.StreamHandler(sys.stderr)
-    console.setLevel(console_level)
+    console.setLevel(logging.DEBUG if verbose else console_level)
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a"))  # reruns append: no history lost
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
 def step_main(main, doc: str, positional: list[tuple[str, str]], options: dict[str, dict] | None = None) -> None:
@@ -104,6 +107,7 @@ def model_tool_parser(doc: str, recordings: bool = True, device: bool = True) ->
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--log", type=Path, help="log file")
+    parser.add_argument("--verbose", action="store_true", help="debug messages, and what the decoder libraries print")
     return parser
 
 
@@ -112,7 +116,7 @@ def model_tool_main(main, parser: argparse.ArgumentParser) -> None:
     --out-dir is claimed first (phonerec.base.ownership): one holding files the recipe did not make is refused
     before any work. Options go anywhere among the positional arguments, as people type them."""
     args = parser.parse_intermixed_args()
-    setup_logging(args.log)
+    setup_logging(args.log, verbose=args.verbose)
     log.info("Running: %s", shlex.join(sys.argv))
     out_dir = getattr(args, "out_dir", None)
 
