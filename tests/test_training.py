@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import make_fsdd_copy
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, TENSORS, EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
 from phonerec.base.config import load_config
@@ -35,6 +36,7 @@ TINY = [
     "train.viterbi.epochs=3",
     "train.viterbi.realign_epochs=[1,2]",
     "train.ctc.epochs=2",
+    "train.log_every_batches=1",
     "nj=1",
 ]
 
@@ -85,6 +87,24 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
     resumed = torch.load(exp / "checkpoints" / "epoch-3.pt", weights_only=False)["model"]
     for name, tensor in uninterrupted.items():
         assert torch.equal(tensor, resumed[name]), name
+
+    # TensorBoard, read back: the training curves in the first groups (every group numbered, as the Scalars page
+    # orders groups by name), the losses named by the criterion, a batch's loss at every batch (train.log_every_
+    # batches=1) on one axis across the resume, the best epoch; the config as text, once.
+    events = EventAccumulator(str(exp / "tensorboard"), size_guidance={SCALARS: 0, TENSORS: 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    criterion = cfg.train.viterbi.criterion
+    assert min(scalars) == f"1_loss/dev_{criterion}" and all(tag[0].isdigit() for tag in scalars)
+    assert {f"1_loss/train_{criterion}", "2_per_percent/dev", "2_per_percent/dev_frame_argmax"} <= scalars
+    history = torch.load(exp / "last.pt", weights_only=False)["history"]
+    steps = [e.step for e in events.Scalars(f"1_loss/train_{criterion}_by_batch")]
+    assert steps == list(range(1, sum(r["batches"] for r in history) + 1))
+    best = torch.load(exp / "best.pt", weights_only=False)["epoch"]
+    assert [(e.step, e.value) for e in events.Scalars("3_training/best_epoch")][-1] == (3, best)
+    config = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("config/text_summary")]
+    assert len(config) == 1 and "      hidden_size: 16" in config[0].splitlines()  # model: hidden_size, indented
+    assert events.Tensors("best/text_summary")[-1].tensor_proto.string_val[0].decode().startswith(f"epoch {best}:")
 
     # Done: the same command is a logged no-op.
     caplog.clear()
@@ -371,7 +391,7 @@ def test_a_decode_reruns_when_a_setting_or_file_it_reads_changes_and_only_then(p
 class ScriptedTask:
     """A task whose dev figures are given: what the loop does with them is under test."""
 
-    kind = "ctc"
+    kind = criterion = "ctc"
 
     def __init__(self, pers, losses):
         self.figures = list(zip(pers, losses, strict=True))
@@ -415,7 +435,14 @@ def test_early_stopping_waits_for_both_dev_per_and_loss_and_survives_resume(tmp_
         }
     )
     tcfg = OmegaConf.create(
-        {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+        {
+            "seed": 0,
+            "batch_frames": 100,
+            "max_batch_utts": 4,
+            "grad_clip": 5.0,
+            "keep_checkpoints": 2,
+            "log_every_batches": 1,
+        }
         | {"num_threads": 1, "device": "cpu", "precision": "fp32"}
     )
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
@@ -448,7 +475,14 @@ def test_lr_halves_on_a_plateau_or_stays_constant_with_null_patience(tmp_path):
         | {"lr_metric": "per"}
     )
     tcfg = OmegaConf.create(
-        {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+        {
+            "seed": 0,
+            "batch_frames": 100,
+            "max_batch_utts": 4,
+            "grad_clip": 5.0,
+            "keep_checkpoints": 2,
+            "log_every_batches": 1,
+        }
         | {"num_threads": 1, "device": "cpu", "precision": "fp32"}
     )
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]

@@ -251,6 +251,7 @@ class TrainConfig:
     max_batch_utts: int = MISSING
     grad_clip: float = MISSING
     keep_checkpoints: int = MISSING
+    log_every_batches: int = MISSING
     spec_augment: SpecAugmentConfig = MISSING
     speed_perturb: list[float] = MISSING
     compare_ctc_inits: list[str] = MISSING
@@ -470,6 +471,7 @@ def _rules() -> dict:
         "train.max_batch_utts": _at_least(1),
         "train.grad_clip": _above(0),
         "train.keep_checkpoints": _at_least(1),  # 0 would keep every checkpoint ([:-0] is empty)
+        "train.log_every_batches": _at_least(1),
         "train.spec_augment.freq_masks": _at_least(0),
         "train.spec_augment.freq_width": _at_least(0),
         "train.spec_augment.time_masks": _at_least(0),

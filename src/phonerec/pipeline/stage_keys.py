@@ -43,7 +43,7 @@ _TRAINING = (
             "train.precision",
             *FEATURES_AT_LOAD,
         ),
-        unhashed=("train.num_threads", "train.keep_checkpoints", "train.device"),
+        unhashed=("train.num_threads", "train.keep_checkpoints", "train.device", "train.log_every_batches"),
         added=(("model.cell", "lstm"), ("model.gf_gate", "scalar"), ("model.match_lstm_parameters", False)),
     )
     | PHONE_SCORING

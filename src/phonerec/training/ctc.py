@@ -20,6 +20,7 @@ class CTCTask:
     reported and left out."""
 
     kind = "ctc"
+    criterion = "ctc"
 
     def __init__(self, train: list[Example], dev: list[Example], tcfg, model, id2phone, dev_per):
         """dev_per(refs, hyps): the PER of validation (phonerec.scoring.error_rate.dev_per_scorer)."""

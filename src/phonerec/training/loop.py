@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -39,6 +39,7 @@ class Task(Protocol):
     """What the loop asks of a training criterion (phonerec.training.viterbi_ce.ViterbiTask, ...ctc.CTCTask).
 
     kind            the model kind it trains ("viterbi" or "ctc"), stored in each checkpoint for decoding.
+    criterion       the loss it trains with (train.viterbi.criterion, or "ctc"), which names its curves.
     start           before the first epoch of a fresh run (the Viterbi task writes its flat start).
     state           what must survive a kill, saved in each checkpoint (the alignment round, state priors).
     load_state      restore `state()` when a run resumes.
@@ -56,6 +57,7 @@ class Task(Protocol):
     """
 
     kind: str
+    criterion: str
 
     def start(self, model: torch.nn.Module) -> None: ...
 
@@ -114,6 +116,9 @@ def train(
     start_epoch, best, history = resume(exp_dir, model, optimizer, scheduler, task, scfg.epochs, tcfg.num_threads)
     # purge_step drops events a killed run logged past its last checkpoint.
     writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=start_epoch) if main else None
+    if main and start_epoch == 1:
+        writer.add_text("config", _as_text(saved_with.get("config")), 0)
+    curves = Curves(writer, task.criterion, tcfg.log_every_batches, sum(r.get("batches", 0) for r in history))
     for epoch in range(start_epoch, scfg.epochs + 1):
         if scfg.patience is not None and epochs_without_improvement(history) >= scfg.patience:
             log.info(
@@ -123,7 +128,7 @@ def train(
             )
             break
         start = time.perf_counter()
-        record = train_one_epoch(train_forward, task, train_set, optimizer, tcfg, epoch, augment, parameters)
+        record = train_one_epoch(train_forward, task, train_set, optimizer, tcfg, epoch, augment, parameters, curves)
         with distributed.main_alone(tcfg.num_threads):
             valid = validate(forward, task) if main else None
         valid = distributed.broadcast(valid)
@@ -134,12 +139,12 @@ def train(
         with torch.no_grad():  # on every rank (a task may split its work over them), then rank 0's state on all
             task.end_of_epoch(forward, epoch, writer)
             _share_state(task)
-        if main:
-            _log_to_tensorboard(writer, record, valid, epoch)
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         if valid["per"] < best["per"]:
             best = {"per": valid["per"], "epoch": epoch}
+        if main:
+            curves.epoch(record, valid, best, epoch)
         rng = distributed.gather(rng_state())  # every rank's, for a resumed run to continue each
         if main:
             checkpoint = {
@@ -157,9 +162,10 @@ def train(
             save_checkpoint(exp_dir, checkpoint, best["epoch"], tcfg.keep_checkpoints, best_alignment_epoch(history))
         distributed.barrier()  # no rank starts the next epoch (or ends) before the checkpoint is written
         log.info(
-            "epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%% (best %.2f%% at %d), lr %.2e, "
+            "epoch %d/%d: train loss %.4f, dev loss %.4f, dev PER %.2f%% (best %.2f%% at %d), lr %.2e, "
             "%.0f frames/s, %.1f s",
             epoch,
+            scfg.epochs,
             record["train_loss"],
             valid["loss"],
             valid["per"],
@@ -170,6 +176,7 @@ def train(
             record["seconds"],
         )
     if main:
+        writer.add_text("best", f"epoch {best['epoch']}: dev PER {best['per']:.2f}%", history[-1]["epoch"])
         writer.close()
         copy_atomic(exp_dir / "checkpoints" / f"epoch-{history[-1]['epoch']}.pt", exp_dir / "last.pt")
     return {"best": best, "history": history}
@@ -252,12 +259,20 @@ def _own_rng_state(saved, path: Path) -> dict:
 
 
 def train_one_epoch(
-    model, task: Task, train_set: list[Example], optimizer, tcfg: DictConfig, epoch: int, augment=None, parameters=None
+    model,
+    task: Task,
+    train_set: list[Example],
+    optimizer,
+    tcfg: DictConfig,
+    epoch: int,
+    augment=None,
+    parameters=None,
+    curves: "Curves | None" = None,
 ) -> dict:
     """One pass over the task's training examples in shuffled length-bucketed batches (train.batch_frames,
     train.max_batch_utts; under torchrun this rank's share of them), each utterance's features mapped by `augment`
-    where given, clipping the gradient norm of `parameters` (default: the model's) to train.grad_clip. Returns the
-    epoch's training figures (over all ranks)."""
+    where given, clipping the gradient norm of `parameters` (default: the model's) to train.grad_clip, the batches'
+    loss to `curves`. Returns the epoch's training figures (over all ranks)."""
     parameters = list(model.parameters()) if parameters is None else parameters
     outside_model = [p for p in parameters if all(p is not q for q in model.parameters())]
     device = model_device(model)
@@ -277,6 +292,8 @@ def train_one_epoch(
         distributed.average_gradients(outside_model)
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(parameters, tcfg.grad_clip)))
         optimizer.step()
+        if curves is not None:
+            curves.batch(loss.item())
         total_loss += loss.item() * weight
         total_weight += weight
         frames += int(lengths.sum())
@@ -286,6 +303,7 @@ def train_one_epoch(
         "train_loss": total_loss / max(total_weight, 1),
         "grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
         "frames_per_second": frames / (time.perf_counter() - start),
+        "batches": len(mine),
     }
 
 
@@ -295,10 +313,43 @@ def validate(model, task: Task) -> dict:
         return task.validate(model)
 
 
-def _log_to_tensorboard(writer: SummaryWriter, record: dict, valid: dict, epoch: int) -> None:
-    writer.add_scalar("train/loss", record["train_loss"], epoch)
-    writer.add_scalar("train/grad_norm", record["grad_norm"], epoch)
-    writer.add_scalar("train/frames_per_second", record["frames_per_second"], epoch)
-    writer.add_scalar("lr", record["lr"], epoch)
-    for key, value in valid.items():
-        writer.add_scalar(f"valid/{key}", value, epoch)
+class Curves:
+    """The training's TensorBoard scalars (rank 0's; `writer` None on the others), in numbered groups so that the
+    Scalars page, which orders groups by name, opens on the training curves: 1_loss (the training loss of each
+    epoch and, every `every` batches, of the batch, and the dev loss; named by the criterion, per frame or, for
+    CTC, per utterance), 2_per_percent (dev PER, as validation decodes), 3_training (learning rate, gradient norm,
+    frames per second, the best epoch so far). The Viterbi task adds 4_realign, 5_align_accuracy, 6_transitions."""
+
+    VALID = {  # validation's figures -> their tags ({criterion} filled in)
+        "loss": "1_loss/dev_{criterion}",
+        "per": "2_per_percent/dev",
+        "argmax_per": "2_per_percent/dev_frame_argmax",
+        "frame_accuracy": "3_training/dev_frame_accuracy_percent",
+        "alignment_within_20ms": "5_align_accuracy/dev_within_20ms_percent_each_epoch",
+        "alignment_error_ms": "5_align_accuracy/dev_mean_abs_error_ms_each_epoch",
+    }
+
+    def __init__(self, writer: SummaryWriter | None, criterion: str, every: int, batches_done: int):
+        self.writer, self.criterion, self.every, self.batches = writer, criterion, every, batches_done
+
+    def batch(self, loss: float) -> None:
+        self.batches += 1
+        if self.writer is not None and self.batches % self.every == 0:
+            self.writer.add_scalar(f"1_loss/train_{self.criterion}_by_batch", loss, self.batches)
+
+    def epoch(self, record: dict, valid: dict, best: dict, epoch: int) -> None:
+        self.writer.add_scalar(f"1_loss/train_{self.criterion}", record["train_loss"], epoch)
+        for key, value in valid.items():
+            tag = self.VALID.get(key, "3_training/dev_" + key).format(criterion=self.criterion)
+            self.writer.add_scalar(tag, value, epoch)
+        self.writer.add_scalar("3_training/lr", record["lr"], epoch)
+        self.writer.add_scalar("3_training/grad_norm", record["grad_norm"], epoch)
+        self.writer.add_scalar("3_training/frames_per_second", record["frames_per_second"], epoch)
+        self.writer.add_scalar("3_training/best_epoch", best["epoch"], epoch)
+
+
+def _as_text(config) -> str:
+    """A config as TensorBoard's text plugin shows it: YAML as a code block (markdown, indented)."""
+    if config is None:
+        return "(no config)"
+    return "".join(f"    {line}\n" for line in OmegaConf.to_yaml(config).splitlines())

@@ -92,6 +92,7 @@ class ViterbiTask:
         estimate_pronunciations: bool = False,
     ):
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
+        self.criterion = vcfg.criterion
         self.sets = {"train": train, "dev": dev}
         self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): scoring.error_rate.dev_per_scorer
         self.optional_silence = optional_silence
@@ -503,19 +504,19 @@ class ViterbiTask:
         self._save_round(epoch, stats)
         figure = self._plot(model)
         write_png_atomic(self._ali_dir(epoch) / "dev_posteriors.png", figure, dpi=80)
-        writer.add_figure("align/dev_posteriors", figure, epoch)
+        writer.add_figure("4_realign/dev_posteriors", figure, epoch)
         for key in ("changed_frames_percent", "train_loglik_per_frame", "dev_frame_accuracy", "dev_per"):
-            writer.add_scalar(f"align/{key}", stats[key], epoch)
+            writer.add_scalar(f"4_realign/{key}", stats[key], epoch)
         if self.transitions is not None:
             for key, value in stats["transitions"].items():
-                writer.add_scalar(f"transitions/{key}", value, epoch)
+                writer.add_scalar(f"6_transitions/{key}", value, epoch)
             log.info(
                 "round %d, transitions: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in stats["transitions"].items())
             )
         for name, accuracy in stats["alignment_accuracy"].items():
             for key in ACCURACY_KEYS:
                 if accuracy[key] is not None:
-                    writer.add_scalar(f"align_accuracy/{name}_{key}", accuracy[key], epoch)
+                    writer.add_scalar(f"5_align_accuracy/{name}_{key}", accuracy[key], epoch)
             log.info("round %d, %s alignment vs hand labels: %s", epoch, name, format_accuracy(accuracy))
         log.info(
             "re-alignment round %d: %.2f%% of train frames changed, log-likelihood per frame %.3f, "
