@@ -50,6 +50,10 @@ def main(args) -> None:
     model = load_model(args.exp_dir, args.device)
     recordings = read_recordings(model.sample_rate, [args.wav])
     aligned = model.align(recordings, [args.transcript.split()], words=not args.phones)
+    floor = f" (the model's floor: {model.score_floor['value']:.3f})" if model.score_floor else ""
+    for utt, found in aligned.items():
+        score = "-" if found.score is None else f"{found.score:.3f}"
+        log.info("%s: alignment score %s per frame%s", utt, score, floor)
     written = write_alignments(args.out_dir, aligned)
     log.info("%s: %s of %d recordings", args.out_dir, ", ".join(written), len(aligned))
 

@@ -9,6 +9,8 @@ from phonerec.base.errors import RecipeError
 from phonerec.hmm.align_eval import (
     Segment,
     align_labels,
+    alignment_gap,
+    ctc_scored_segments,
     ctc_segments,
     evaluate_alignment,
     frames_to_segments,
@@ -204,6 +206,20 @@ def test_ctc_segments():
     assert [s.label for s in got] == ["a", "b", "c"]
     assert [s.start for s in got] == pytest.approx([0.0, 0.04, 0.07])  # a takes the leading blank
     assert [s.end for s in got] == pytest.approx([0.04, 0.07, 0.08])
+
+
+def test_a_wrong_transcript_lies_far_below_the_free_path():
+    """The gap (alignment_gap) of a forced alignment to the best path free of the transcript: 0 where the
+    transcript is what the outputs say, far below where it is not, while the forced path's own log-likelihood is
+    a figure of the recording as much as of the transcript."""
+    log_probs = peaky([0, 1, 1, 0, 2, 0, 0, 3])  # blank a a blank b blank blank c
+    gaps = {}
+    for name, targets in (("right", [1, 2, 3]), ("wrong", [3, 1, 2]), ("missing a word", [1, 3])):
+        _, per_frame = ctc_scored_segments(log_probs, targets, 0, SHIFT, ID2LABEL)
+        score, gaps[name] = alignment_gap(per_frame * len(log_probs), log_probs)
+        assert score == pytest.approx(per_frame) and gaps[name] <= 1e-6
+    assert gaps["right"] == pytest.approx(0, abs=1e-6)
+    assert gaps["wrong"] < -4 and gaps["missing a word"] < -1
 
 
 def test_ctc_segments_forced_not_greedy():

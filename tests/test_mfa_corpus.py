@@ -193,7 +193,8 @@ def test_run_sh_aligns_the_whole_corpus_and_a_second_corpus_without_training(tmp
             start - 0.01 <= w.start and w.end <= end + 0.01 for w, (start, end, _) in zip(aligned, entries, strict=True)
         )
     scores = (out / "alignment_scores.tsv").read_text().splitlines()
-    assert scores[0].split("\t")[-1] == "scaled_log_likelihood_per_frame" and len(scores) == 1 + 4 * 20 - 1 + 6
+    assert scores[0].split("\t")[-2:] == ["log_likelihood_per_frame", "gap_to_free_path_per_frame"]
+    assert len(scores) == 1 + 4 * 20 - 1 + 6 and all(float(row.split("\t")[-1]) <= 0 for row in scores[1:])
 
     other = mfa_folder(tmp_path / "other", speakers=("nicolas",), takes=range(5, 6))
     (other / "nicolas" / "2_nicolas_5.lab").write_text("two twelve\n")

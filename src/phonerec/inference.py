@@ -87,6 +87,8 @@ class Transcription:
     words: list[Segment] | None
     word_decoder: str | None
     duration: float  # seconds of audio
+    score: float | None = None  # its phones' alignment's log-likelihood per frame (Aligned.score)
+    gap: float | None = None  # and its gap to the free path (Aligned.gap)
 
 
 @dataclass
@@ -96,7 +98,12 @@ class Aligned:
     phones: list[Segment]
     words: list[Segment] | None
     duration: float  # seconds of audio
-    score: float | None = None  # a Viterbi alignment's scaled log-likelihood per frame (as MFA reports its score)
+    # The alignment's log-likelihood per frame: a Viterbi model's scaled (posteriors / priors, as MFA reports its
+    # score), a CTC model's the forced path's log-posteriors; and its gap, how far it lies below the best path free
+    # of the transcript, per frame (phonerec.hmm.align_eval.alignment_gap). Below the bundle's floor for the
+    # gap, the transcript is suspect.
+    score: float | None = None
+    gap: float | None = None
 
 
 def read_recording(
@@ -265,7 +272,12 @@ _KINDS = {
 }
 _ABSENT = object()
 # bundle.json: sha256 and model_args are absent from bundles made before they were recorded.
-BUNDLE_SCHEMA = {"kind": "viterbi or ctc", "sha256": "a mapping or absent", "model_args": "a mapping or absent"}
+BUNDLE_SCHEMA = {
+    "kind": "viterbi or ctc",
+    "sha256": "a mapping or absent",
+    "model_args": "a mapping or absent",
+    "alignment_score_floor": "a mapping or absent",  # (absent from bundles made before it was recorded)
+}
 # config.yaml: what features, decoders and alignment read (decode's tuning grids are decoders.json's `chosen`): the
 # types here, the ranges and names as the recipe's config has them (phonerec.base.schema.check_values).
 CONFIG_SCHEMA = {
@@ -381,6 +393,12 @@ class TrainedModel:
         # hmm.pronunciations=variants (bundles made before it have no such key): words aligned through every
         # pronunciation, weighted by lang/lexiconp.txt's probabilities where the bundle has them
         self.variants = self.cfg.hmm.get("pronunciations", "first") == "variants"
+        floor = self.info.get("alignment_score_floor")
+        if floor is not None and not _number(floor.get("value")):
+            raise RecipeError(
+                f"{self.dir}/bundle.json: alignment_score_floor.value is {floor.get('value')!r}, not a number"
+            )
+        self.score_floor: dict | None = floor
         self.model, self.checkpoint = self._load_model_file(self.dir / "model.pt")
         self.model.to(self.device)
         align_file = self.dir / "align_model.pt"
@@ -498,7 +516,7 @@ class TrainedModel:
         examples = self._examples(recordings)
         posteriors = self._posteriors(self.model, examples)
         phones = self._hypotheses(phone_decoder, "per", examples, posteriors)
-        timed = self.align(recordings, phones, words=False, examples=examples, posteriors=posteriors)
+        timed = self.align(recordings, phones, False, examples, posteriors, check_scores=False)
         words = {}
         if word_decoder is not None:
             hyps = self._hypotheses(word_decoder, "wer", examples, posteriors)
@@ -510,6 +528,8 @@ class TrainedModel:
                 words[rec.utt].words if words else None,
                 self.decoders["decoders"][word_decoder]["title"] if words else None,
                 timed[rec.utt].duration,
+                timed[rec.utt].score,
+                timed[rec.utt].gap,
             )
             for rec in recordings
         }
@@ -535,15 +555,39 @@ class TrainedModel:
         posteriors: list[torch.Tensor] | None = None,
         lexicon: Lexicon | None = None,
         unaligned: dict[str, str] | None = None,
+        check_scores: bool = True,
     ) -> dict[str, Aligned]:
         """Each recording force-aligned with its transcript (a list of words, or a string of them separated by
         spaces): words (through the first pronunciation of each in `lexicon`, by default the model's) or phones.
         A word the lexicon lacks, a phone the model lacks, or a recording too short for its transcript is a
-        RecipeError naming the recording, or with `unaligned` entered there with the reason."""
+        RecipeError naming the recording, or with `unaligned` entered there with the reason. With `check_scores`,
+        alignments scoring below the bundle's floor are warned about (check_scores)."""
         lexicon = self.lexicon if lexicon is None else lexicon
         transcripts = _word_lists(transcripts, len(recordings))
         spelled = [self._spell(t, words, r.path, lexicon) for r, t in zip(recordings, transcripts, strict=True)]
-        return self.align_spelled(recordings, spelled, examples, posteriors, unaligned)
+        aligned = self.align_spelled(recordings, spelled, examples, posteriors, unaligned)
+        if check_scores:
+            self.check_scores(aligned)
+        return aligned
+
+    def check_scores(self, aligned: dict[str, Aligned]) -> list[str]:
+        """The utterances whose alignment lies further below the free path than the bundle's floor allows (the 1st
+        percentile of dev's own transcripts' gaps, phonerec.pipeline.bundle_stage), warned about: a transcript that
+        does not fit the recording aligns, but badly. Bundles made before the floor was recorded check nothing."""
+        if self.score_floor is None:
+            return []
+        floor = self.score_floor["value"]
+        low = {utt: a.gap for utt, a in aligned.items() if a.gap is not None and a.gap < floor}
+        if low:
+            named = ", ".join(f"{utt} {gap:.3f}" for utt, gap in list(low.items())[:10])
+            more = f" and {len(low) - 10} more" if len(low) > 10 else ""
+            log.warning(
+                "%d of %d alignments lie further below the free path than %.3f per frame, the %s percentile of the "
+                "model's (%s): %s%s; is the transcript right?",
+                *(len(low), len(aligned), floor, _ordinal(self.score_floor["percentile"]), self.score_floor["of"]),
+                *(named, more),
+            )
+        return sorted(low)
 
     def align_spelled(
         self,
@@ -593,7 +637,7 @@ class TrainedModel:
                 ends = [end - 1 for end in accumulate(lengths)]
             word_segments = None if word_list is None else _word_segments(segments, ends, word_list)
             aligned[example.utt] = Aligned(
-                [seg for seg, _ in segments], word_segments, duration, scores.get(example.utt)
+                [seg for seg, _ in segments], word_segments, duration, *scores.get(example.utt, (None, None))
             )
         return aligned
 
@@ -635,6 +679,10 @@ class TrainedModel:
             for pron in lexicon[word]:
                 _phone_ids(pron, self.phone2id, where)  # a phone the model lacks, named
         return word_variants(words, lexicon, self.phone2id, probabilities, spelled, silence)
+
+
+def _ordinal(n) -> str:
+    return f"{n}{'st' if n == 1 else 'nd' if n == 2 else 'rd' if n == 3 else 'th'}"
 
 
 def _word_lists(transcripts, count: int) -> list[list[str]]:
@@ -704,7 +752,8 @@ def write_alignments(
     """out_dir/phones.ctm, words.ctm (where there are words) and textgrid/<utt>.TextGrid, in each utterance's
     timeline; where `recordings` has segments of longer recordings (a data dir's segments), also
     phones.recording.ctm and words.recording.ctm in the recordings' timeline (`<recording> 1 <start> <dur> <label>`,
-    as Kaldi's steps/conf/convert_ctm.pl writes them). Returns the names written, for the log."""
+    as Kaldi's steps/conf/convert_ctm.pl writes them); alignment_scores.tsv (each utterance's span and alignment
+    score) where there are scores. Returns the names written, for the log."""
     words = {utt: a.words for utt, a in aligned.items() if a.words is not None}
     written = ["phones.ctm"]
     write_ctm(out_dir / "phones.ctm", {utt: a.phones for utt, a in aligned.items()})
@@ -714,6 +763,9 @@ def write_alignments(
     for utt, a in aligned.items():
         write_textgrid(out_dir / "textgrid" / f"{utt}.TextGrid", a)
     written.append("textgrid/")
+    if any(a.score is not None for a in aligned.values()):  # (hand labels have none)
+        write_text_atomic(out_dir / "alignment_scores.tsv", _score_rows(aligned, {rec.utt: rec for rec in recordings}))
+        written.append("alignment_scores.tsv")
     segments = {rec.utt: rec for rec in recordings if rec.recording is not None and rec.utt in aligned}
     if segments:
         for name, by_utt in (("phones", {utt: a.phones for utt, a in aligned.items()}), ("words", words)):
@@ -771,14 +823,22 @@ def write_corpus_alignments(
     write_ctm(out_dir / "phones.ctm", _in_recordings({u: a.phones for u, a in aligned.items()}, by_utt))
     write_ctm(out_dir / "words.ctm", _in_recordings(words, by_utt))
     write_text_atomic(out_dir / "unaligned.txt", "".join(f"{utt} {why}\n" for utt, why in sorted(unaligned.items())))
-    rows = ["utterance\trecording\tspeaker\tbegin\tend\tscaled_log_likelihood_per_frame\n"]
+    write_text_atomic(out_dir / "alignment_scores.tsv", _score_rows(aligned, by_utt))
+
+
+def _score_rows(aligned: dict[str, "Aligned | Transcription"], by_utt: dict[str, Recording]) -> str:
+    """alignment_scores.tsv: each utterance's recording, speaker, span in it, alignment score and gap (Aligned),
+    - where there is none."""
+    rows = ["utterance\trecording\tspeaker\tbegin\tend\tlog_likelihood_per_frame\tgap_to_free_path_per_frame\n"]
     for utt in sorted(aligned):
-        rec, score = by_utt[utt], aligned[utt].score
+        rec, found = by_utt.get(utt), aligned[utt]
+        start = rec.start if rec is not None else 0.0
+        score, gap = ("-" if x is None else f"{x:.4f}" for x in (found.score, getattr(found, "gap", None)))
         rows.append(
-            f"{utt}\t{rec.recording or utt}\t{rec.speaker or '-'}\t{rec.start:.4f}\t"
-            f"{rec.start + aligned[utt].duration:.4f}\t{'-' if score is None else f'{score:.4f}'}\n"
+            f"{utt}\t{(rec and rec.recording) or utt}\t{(rec and rec.speaker) or '-'}\t{start:.4f}\t"
+            f"{start + found.duration:.4f}\t{score}\t{gap}\n"
         )
-    write_text_atomic(out_dir / "alignment_scores.tsv", "".join(rows))
+    return "".join(rows)
 
 
 # -- input: audio files, a wav.scp or a data dir --------------------------------------------------------------

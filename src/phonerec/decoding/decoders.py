@@ -47,7 +47,7 @@ from phonerec.decoding.ctc_beam import PronunciationLMScorer, ctc_beam_decode, m
 from phonerec.decoding.greedy import ctc_greedy, frame_argmax
 from phonerec.decoding.lm import NgramLM
 from phonerec.hmm.align import Topology, align_utterances, chosen_pronunciations, utterance_graph
-from phonerec.hmm.align_eval import Segment, ctc_segments, graph_segments
+from phonerec.hmm.align_eval import Segment, alignment_gap, ctc_scored_segments, graph_segments
 from phonerec.hmm.fullsum import ctc_min_frames
 from phonerec.hmm.timing import FRAME_TIMING, frame_timing
 from phonerec.hmm.transitions import Transitions
@@ -125,16 +125,13 @@ class Decoder:
     def scored_alignments(
         self, examples: list[Example], posteriors: list[torch.Tensor]
     ) -> tuple[dict | None, dict, dict]:
-        """aligned_segments, utterance -> the log-likelihood per frame of its alignment where the decoder's model
-        scores one (the Viterbi model: the path's scaled log-likelihoods, as MFA reports them), and utterance -> the
+        """aligned_segments, utterance -> (the log-likelihood per frame of its alignment, and how far that lies
+        below the best path through the frames free of any transcript, per frame: align_eval.alignment_gap) where the
+        decoder's model scores one (the Viterbi model: the path's scaled log-likelihoods, as MFA reports them; the
+        CTC model: the forced path's log-posteriors), and utterance -> the
         pronunciation its path chose for each word, where the example has several (Example.pronunciations; the
         segments' phone indices are into the phones of those)."""
         return self.aligned_segments(examples, posteriors), {}, {}
-
-    def forced_alignment(self, examples: list[Example], posteriors: list[torch.Tensor]) -> dict | None:
-        """The phone segments of `aligned_segments`: what is scored against hand labels where the set has them."""
-        aligned = self.aligned_segments(examples, posteriors)
-        return None if aligned is None else {utt: [seg for seg, _ in found] for utt, found in aligned.items()}
 
 
 def decoder_names(kind: str) -> list[str]:
@@ -213,12 +210,17 @@ class CTCGreedy(PhoneDecoder):
 
     def aligned_segments(self, examples, posteriors) -> dict[str, list[tuple[Segment, int]]]:
         """torchaudio's CTC forced alignment (utterances too short for their labels are left out)."""
+        return self.scored_alignments(examples, posteriors)[0]
+
+    def scored_alignments(self, examples, posteriors) -> tuple[dict[str, list[tuple[Segment, int]]], dict, dict]:
         shift, offset = frame_timing(self.cfg, self.checkpoint["model_args"]["subsample"])
-        return {
-            e.utt: [(seg, k) for k, seg in enumerate(ctc_segments(lp, e.phones, 0, shift, self.id2phone, offset))]
-            for e, lp in zip(examples, posteriors, strict=True)
-            if len(lp) >= ctc_min_frames(e.phones)
-        }
+        segments, scores = {}, {}
+        for e, lp in zip(examples, posteriors, strict=True):
+            if len(lp) >= ctc_min_frames(e.phones):
+                found, per_frame = ctc_scored_segments(lp, e.phones, 0, shift, self.id2phone, offset)
+                scores[e.utt] = alignment_gap(per_frame * len(lp), lp)
+                segments[e.utt] = list(zip(found, range(len(found)), strict=True))
+        return segments, scores, {}
 
 
 class FrameArgmax(PhoneDecoder):
@@ -268,7 +270,9 @@ class FrameArgmax(PhoneDecoder):
                 if nodes is not None:
                     e = examples[i]
                     segments[e.utt] = graph_segments(nodes.tolist(), graph, self.topo, self.id2phone, shift, offset)
-                    scores[e.utt] = float(loglik) / len(posteriors[i])
+                    lp = posteriors[i]
+                    scaled = lp if priors is None else lp - self.cfg.decode.prior_scale * priors.to(lp.device)
+                    scores[e.utt] = alignment_gap(float(loglik), scaled)
                     if e.pronunciations is not None:
                         choices[e.utt] = chosen_pronunciations(graph, nodes.tolist(), len(e.pronunciations))
         return segments, scores, choices

@@ -181,13 +181,26 @@ def ctc_segments(
     id2label: Mapping[int, str],
     offset: float = 0.0,
 ) -> list[Segment]:
+    """The segments of `ctc_scored_segments`."""
+    return ctc_scored_segments(log_probs, targets, blank, frame_shift, id2label, offset)[0]
+
+
+def ctc_scored_segments(
+    log_probs: torch.Tensor,
+    targets: Sequence[int],
+    blank: int,
+    frame_shift: float,
+    id2label: Mapping[int, str],
+    offset: float = 0.0,
+) -> tuple[list[Segment], float]:
     """Segments of `targets` from CTC forced alignment (torchaudio's forced_align and merge_tokens) over
     `log_probs` (T, V), log-softmax outputs. Token k's segment starts at the first frame of its spike and ends
     where token k + 1's starts (the last at T * frame_shift + offset, boundaries timed as frames_to_segments):
     blank frames after a token belong to it. Blank frames before the first token belong to the first token,
     which starts at 0. Raises ValueError when the
     targets are empty, hold the blank or an id outside the outputs, or T is too short for them (CTC needs one
-    frame per token plus one blank between each pair of repeated tokens)."""
+    frame per token plus one blank between each pair of repeated tokens). With the segments, the alignment's
+    log-probability per frame (the forced path's frames' log-posteriors, averaged)."""
     if frame_shift <= 0:
         raise ValueError(f"frame_shift must be > 0, got {frame_shift}")
     if log_probs.dim() != 2:
@@ -214,10 +227,21 @@ def ctc_segments(
         raise RuntimeError(f"forced alignment gave tokens {[s.token for s in spans]}, expected {targets}")
     starts = [0] + [span.start for span in spans[1:]]
     ends = starts[1:] + [num_frames]
-    return [
+    segments = [
         Segment(frame_time(s, frame_shift, offset), frame_time(e, frame_shift, offset), id2label[token])
         for s, e, token in zip(starts, ends, targets, strict=True)
     ]
+    return segments, float(scores[0].sum()) / num_frames
+
+
+def alignment_gap(loglik: float, frame_scores: torch.Tensor) -> tuple[float, float]:
+    """(an alignment's log-likelihood per frame, its gap): how far below the best path free of the transcript it
+    lies, per frame, the free path taking each frame's best output (no transitions, so never below the forced
+    path): about 0 where the transcript fits the recording, far below 0 where words are missing or wrong, which
+    the log-likelihood alone, swayed by the recording (its silence, its speaker), does not show."""
+    frames = len(frame_scores)
+    free = float(frame_scores.max(dim=-1).values.sum())
+    return loglik / frames, (loglik - free) / frames
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------

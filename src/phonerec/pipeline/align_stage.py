@@ -57,8 +57,9 @@ def align_stage(model_dir: Path, data_dir: Path, out_dir: Path, device: str = "c
         if hand_words is not None:
             for utt, found in aligned.items():
                 found.words = hand_words.get(utt, [])
-        write_alignments(out_dir, aligned, recordings)
-        log.info("%s: phones.ctm, words.ctm and textgrid/ of %d utterances (%s)", out_dir, len(aligned), model.dir)
+        model.check_scores(aligned)
+        written = write_alignments(out_dir, aligned, recordings)
+        log.info("%s: %s of %d utterances (%s)", out_dir, ", ".join(written), len(aligned), model.dir)
         if hand_phones is None:
             return
         reference = {
@@ -119,6 +120,7 @@ def align_corpus_stage(model_dir: Path, data_dir: Path, out_dir: Path, device: s
             aligned.update(done)
             recordings += found
             log.info("%s: %d utterances aligned", data_dir / split, len(found))
+        model.check_scores(aligned)
         write_corpus_alignments(out_dir, aligned, recordings, layout, unaligned)
         log.info(
             "%s: %d utterances aligned, %d could not be (unaligned.txt); TextGrids of %d recordings in textgrids/",

@@ -14,7 +14,8 @@ config.yaml     the settings that applying it reads: features (extraction as sta
 decoders.json   each decoder of decode.decoders for this model: its values chosen on dev and its dev and test
                 figures (PER or WER), and the default phone and word decoders (lowest dev PER / WER)
 bundle.json     what it is: kind, model arguments, epoch, the checkpoints it came from, sample rate, frame shift,
-                git hash, date, and the sha256 of every other file (written last, when they are whole)
+                the floor of its alignments' gaps (dev's 1st percentile: below it a transcript is suspect), git
+                hash, date, and the sha256 of every other file (written last, when they are whole)
 
 The loader checks them all (phonerec.inference): a bundle is data, never code or environment. A bundle made before
 bundle.json held the checksums is made again by this stage, whatever its digest.
@@ -25,11 +26,13 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from phonerec.base.config import save_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import copy_atomic, file_digest, write_json_atomic
+from phonerec.data.data_dir import read_table
 from phonerec.data.lang import LANG_FILES, OPTIONAL_LANG_FILES
 from phonerec.decoding.decoders import decoder_class, decoder_names
 from phonerec.hmm.timing import frame_shift
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 # What of a training checkpoint applying the model needs (not the optimizer, scheduler, RNG states, history).
 KEPT = ("epoch", "kind", "model", "model_args", "task", "config")
 AT_LOAD = [key.removeprefix("features.") for key in FEATURES_AT_LOAD]  # as training read them (its checkpoint)
+FLOOR_PERCENTILE = 1  # of dev's alignment scores: an alignment scoring below it is warned about
 
 
 def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, model_dir: Path, bundle_dir: Path):
@@ -99,6 +103,7 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
                 "align_epoch": align_epoch,
                 "sample_rate": cfg.corpus.sample_rate,
                 "frame_shift_seconds": frame_shift(cfg, checkpoint["model_args"].get("subsample", 1)),
+                "alignment_score_floor": _alignment_score_floor(cfg, model_dir),
                 "git": git_hash(),
                 "date": datetime.datetime.now().isoformat(timespec="seconds"),
                 "sha256": {name: file_digest(bundle_dir / name) for name in bundle_files(bundle_dir)},
@@ -109,6 +114,24 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
             *(bundle_dir, kind, checkpoint["epoch"], ", ".join(decoders["decoders"])),
             *(decoders["default_phones"], decoders["default_words"]),
         )
+
+
+def _alignment_score_floor(cfg: DictConfig, model_dir: Path) -> dict | None:
+    """The gap below which an alignment is suspect (a wrong transcript): the 1st percentile of the gaps to the free
+    path of dev's own transcripts force-aligned by stage 4 (decode_<dev>_greedy/alignment_scores.txt); None
+    where stage 4 wrote none (a decode made before it did, or no greedy decoder)."""
+    path = model_dir / f"decode_{cfg.decode.splits[0]}_greedy" / "alignment_scores.txt"
+    if not path.is_file():
+        return None
+    scores = [float(v.split()[1]) for v in read_table(path).values()]  # the gaps
+    if not scores:
+        return None
+    value = float(np.percentile(scores, FLOOR_PERCENTILE))
+    return {
+        "value": round(value, 4),
+        "percentile": FLOOR_PERCENTILE,
+        "of": f"{path.parent.name}: {len(scores)} utterances",
+    }
 
 
 def _save_for_use(checkpoint: dict, path: Path) -> None:

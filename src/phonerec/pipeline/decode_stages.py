@@ -120,9 +120,13 @@ def decode_stage(
             decode_dir / "model", f"{checkpoint_path.resolve()} epoch {checkpoint['epoch']} {checkpoint['kind']}\n"
         )
         write_text_atomic(decode_dir / "decoder.json", json.dumps({"decoder": decoder.title, **chosen}) + "\n")
-        if align_path is not None:
+        if name == "greedy":  # the decoder that force-aligns, as the bundle's model does (phonerec.inference)
+            # A Viterbi model aligns with its own checkpoint choice (decode.align_checkpoint: without hand labels,
+            # decode.checkpoint, which the digest covers).
+            if align_path is None:
+                align_path = find_alignment_checkpoint(cfg, model_dir) if checkpoint["kind"] == "viterbi" else None
             aligner, aligned_on = decoder, [scored[e.utt] for e in examples]  # forced alignment on train.device
-            if align_path != checkpoint_path:
+            if align_path is not None and align_path != checkpoint_path:
                 align_model, align_checkpoint = load_model(align_path)
                 align_model.to(resolve_device(cfg.train.device))
                 aligner = decoder_type(cfg, lang_dir, lm_dir, align_checkpoint)
@@ -132,7 +136,7 @@ def decode_stage(
                     )
                     by_utt = {e.utt: log_probs for e, log_probs in batches}
                 aligned_on = [by_utt[e.utt] for e in examples]
-            _alignment_accuracy(aligner, decode_dir, feat_dir / "phones.ctm", examples, aligned_on, align_path)
+            _forced_alignments(aligner, decode_dir, feat_dir, examples, aligned_on, align_path or checkpoint_path)
         log.info(
             "%s: decoded %d utterances with %s (%s, epoch %d)",
             decode_dir,
@@ -170,18 +174,23 @@ def _tune_or_decode(decoder: Decoder, decode_dir: Path, examples, posteriors, re
     return best_point, best_hyps
 
 
-def _alignment_accuracy(
-    decoder: Decoder, decode_dir: Path, reference_ctm: Path, examples, posteriors, checkpoint_path: Path
-) -> None:
-    """The decoder's forced alignments (ali.ctm) scored against the hand-labelled segments of the set; the
-    checkpoint that aligned (its file and epoch) recorded with the figures."""
-    aligned = decoder.forced_alignment(examples, posteriors)
-    if aligned is None:
+def _forced_alignments(decoder: Decoder, decode_dir: Path, feat_dir: Path, examples, posteriors, checkpoint_path):
+    """The set's transcripts force-aligned by the decoder: each utterance's log-likelihood per frame and its gap to
+    the free path in alignment_scores.txt (`<utt> <score> <gap>`, align_eval.alignment_gap; the bundle's floor for a
+    wrong transcript is dev's 1st percentile of the gaps, phonerec.pipeline.bundle_stage); where the set has
+    hand-labelled segments (phones.ctm), the alignments (ali.ctm) scored against them, the checkpoint that aligned
+    (its file and epoch) recorded with the figures."""
+    found, scores, _ = decoder.scored_alignments(examples, posteriors)
+    write_table(
+        decode_dir / "alignment_scores.txt", {utt: f"{score:.4f} {gap:.4f}" for utt, (score, gap) in scores.items()}
+    )
+    if not (feat_dir / "phones.ctm").is_file():
         return
+    aligned = {utt: [seg for seg, _ in segments] for utt, segments in found.items()}
     write_ctm(decode_dir / "ali.ctm", aligned)
     shift = frame_shift(decoder.cfg, decoder.checkpoint["model_args"]["subsample"])
     write_alignment_accuracy(
-        decode_dir, read_ctm(reference_ctm), aligned, shift, checkpoint_path, decoder.checkpoint["epoch"]
+        decode_dir, read_ctm(feat_dir / "phones.ctm"), aligned, shift, checkpoint_path, decoder.checkpoint["epoch"]
     )
 
 
