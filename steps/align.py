@@ -2,13 +2,23 @@
 """Force-align recordings with their transcripts: a Viterbi model through its HMM graph (optional silence as in
 training), a CTC model by torchaudio's forced_align. Writes <out-dir>/phones.ctm and words.ctm (Kaldi CTM:
 `<utt> 1 <start> <duration> <label>`) and <out-dir>/textgrid/<utt>.TextGrid (Praat, tiers "words" and
-"phones"). Either one recording and its transcript (words, through the lexicon's first pronunciation of each;
-with --phones, phones), or a whole --data-dir (its text as phones; the word tier from its words.ctm where it has
-hand-labelled words, as TIMIT's, else from text.words; where it has hand-labelled phones, phones.ctm, also
-<out-dir>/reference/textgrid/ of those and alignment_accuracy.json: phonerec.pipeline.align_stage). An empty
-transcript is refused; a recording longer than the bundle's corpus.max_utterance_seconds is warned about.
+"phones"). Either one recording and its transcript, or a whole --data-dir (its text as phones; the word tier
+from its words.ctm where it has hand-labelled words, as TIMIT's, else from text.words; where it has hand-labelled
+phones, phones.ctm, also <out-dir>/reference/textgrid/ of those and alignment_accuracy.json:
+phonerec.pipeline.align_stage). An empty transcript is refused; a recording longer than the bundle's
+corpus.max_utterance_seconds is warned about.
+
+What a model takes is what it was trained on: words of its lexicon for the digit recipes (FSDD, TIDIGITS); phones
+for TIMIT (its lexicon is its 48 phones: --phones), either the model's own or TIMIT's 61 labels, which are folded
+as training folded them (the bundle's phone_map.tsv), and a TIMIT .phn file as the transcript reads its labels.
+Where the model was trained without optional silence (hmm.optional_silence=false, as TIMIT's recipes), `sil` is
+added at an edge of a phone transcript that lacks it, as TIMIT's h# gave every training transcript. Each
+alignment's score goes to the log and alignment_scores.tsv; one that fits far worse than the model's dev
+transcripts did is warned about (is the transcript right?).
 
   steps/align.py exp/fsdd/viterbi my_recording.wav "seven" --out-dir ali_out
+  steps/align.py exp/timit_sample/viterbi --phones si1392.wav "h# ax s uw m f ao r ix dcl z ae m" --out-dir ali
+  steps/align.py exp/timit_sample/viterbi --phones si1392.wav si1392.phn --out-dir ali
   steps/align.py exp/fsdd/viterbi --data-dir data/fsdd/test --out-dir exp/fsdd/viterbi/align_test
 
 Or a whole corpus in Montreal Forced Aligner's form, without training (MFA's `align` with a pretrained model):
@@ -24,6 +34,7 @@ from pathlib import Path
 
 from phonerec.base.errors import RecipeError
 from phonerec.base.ownership import claim_dir
+from phonerec.data.corpora.timit import read_phn
 from phonerec.inference import load_model, read_recordings, write_alignments
 from phonerec.pipeline.align_stage import align_mfa_folder, align_stage
 from phonerec.pipeline.cli import model_tool_main, model_tool_parser
@@ -45,11 +56,14 @@ def main(args) -> None:
         return
     if args.wav is None or args.transcript is None:
         raise RecipeError("give a recording and its transcript, or --data-dir")
-    if not args.transcript.split():  # it would align to nothing and write empty files
+    transcript = args.transcript
+    if args.phones and transcript.lower().endswith(".phn") and Path(transcript).is_file():  # TIMIT's labels
+        transcript = " ".join(label for _, _, label in read_phn(Path(transcript)))
+    if not transcript.split():  # it would align to nothing and write empty files
         raise RecipeError(f"{args.wav}: the transcript is empty: give its words (or its phones with --phones)")
     model = load_model(args.exp_dir, args.device)
     recordings = read_recordings(model.sample_rate, [args.wav])
-    aligned = model.align(recordings, [args.transcript.split()], words=not args.phones)
+    aligned = model.align(recordings, [transcript.split()], words=not args.phones)
     floor = f" (the model's floor: {model.score_floor['value']:.3f})" if model.score_floor else ""
     for utt, found in aligned.items():
         score = "-" if found.score is None else f"{found.score:.3f}"
@@ -61,8 +75,13 @@ def main(args) -> None:
 def parser():
     p = model_tool_parser(__doc__, recordings=False)
     p.add_argument("wav", type=Path, nargs="?", help="an audio file")
-    p.add_argument("transcript", nargs="?", help="its transcript: words (or phones with --phones)")
-    p.add_argument("--phones", action="store_true", help="the transcript is phones, not words")
+    p.add_argument(
+        "transcript",
+        nargs="?",
+        help='its transcript: words of the model\'s lexicon (FSDD: "seven"), or with --phones phones (TIMIT: the '
+        "model's 48 or TIMIT's 61, or a .phn file)",
+    )
+    p.add_argument("--phones", action="store_true", help="the transcript is phones, not words (TIMIT's models)")
     p.add_argument("--data-dir", type=Path, help="align every utterance of a data dir (text, text.words)")
     p.add_argument("--corpus", type=Path, help="align a corpus in MFA's form: a folder of recordings and transcripts")
     p.add_argument("--dictionary", type=Path, help="the --corpus's pronunciation dictionary (MFA's format)")

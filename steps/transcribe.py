@@ -9,7 +9,10 @@ in the bundle's decoders.json: greedy, lm, words); by default those of the lowes
 --out-dir also writes phones.ctm, words.ctm and a Praat TextGrid per recording. A recording longer than the
 bundle's corpus.max_utterance_seconds is warned about: segment it first.
 
+A digit model (FSDD, TIDIGITS) gives words and phones, a TIMIT model phones (its 48):
+
   steps/transcribe.py exp/fsdd/ctc my_recording.wav
+  steps/transcribe.py exp/timit_sample --out-dir transcribed ../shared/corpora/timit_sample/timit/dr3-falk0/si1086.wav
 """
 
 import logging

@@ -282,3 +282,21 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
     assert "| Viterbi model, forced (best_alignment.pt, epoch " in results
     assert "| CTC model, forced_align (best.pt, epoch " in results
     assert "| 0 speed perturbation (train_sp) |" in results and "| 1 features (train, dev, test, train_sp) |" in results
+
+    # A TIMIT recording aligned as a user tries it: with its .phn file (TIMIT's 61 labels: h#, dcl, ...), folded as
+    # training folded them (the bundle's phone_map.tsv); with the model's 48 phones and no silence at the edges,
+    # which is added (the model's graphs have none: hmm.optional_silence=false). Both give the same alignment.
+    wav = SHARED_TIMIT / "timit" / "dr3-falk0" / "si1086.wav"
+    folded = " ".join(s.label for s in read_ctm(tmp_path / "data" / "train" / "phones.ctm")["falk0_si1086"])
+    assert folded.startswith("sil dh eh n") and folded.endswith("r ey cl t sil")
+    found = {}
+    for transcript, said in (
+        (wav.with_suffix(".phn"), "the corpus's phones folded to the model's (phone_map.tsv): " + folded),
+        (folded.removeprefix("sil ").removesuffix(" sil"), "sil added at its start and end"),
+    ):
+        out = tmp_path / f"aligned_{len(found)}"
+        args = ["python", "steps/align.py", exp / "viterbi", "--phones", wav, transcript, "--out-dir", out]
+        result = subprocess.run(list(map(str, args)), cwd=REPO, env=project_env(), capture_output=True, text=True)
+        assert result.returncode == 0 and said in result.stderr, result.stderr
+        found[transcript] = [s.label for s in read_ctm(out / "phones.ctm")["si1086"]]
+    assert list(found.values())[0] == list(found.values())[1] == folded.split()

@@ -50,6 +50,7 @@ from phonerec.data.lang import (
     read_id2phone,
     read_lexicon,
     read_pronunciation_probabilities,
+    read_silence_phones,
     read_silence_probabilities,
     read_topology,
 )
@@ -60,9 +61,12 @@ from phonerec.hmm.align_eval import Segment, write_ctm
 from phonerec.hmm.fullsum import ctc_min_frames
 from phonerec.model.device import resolve_device
 from phonerec.model.posteriors import utterance_posteriors
+from phonerec.scoring.error_rate import phone_map_columns, read_phone_map
 from phonerec.training.checkpoints import load_model as load_trained
 
 log = logging.getLogger(__name__)
+BUNDLE_TOP_FILES = ("model.pt", "align_model.pt", "config.yaml", "decoders.json")
+PHONE_MAP_FILE = "phone_map.tsv"  # the corpus's phone set folded to the model's (score.phone_map), where it has one
 RESULT_FILE = "result.json"  # <exp>/<recipe>/result.json: the model and phone decoder stage 5 chose on dev
 MAX_UTTERANCE_SECONDS = 30  # corpus.max_utterance_seconds of a bundle made before its config.yaml held it
 REMAKE = "remake it with ./run.sh --stage 6 --stop-stage 6 and the settings of the run that made it"
@@ -168,10 +172,8 @@ def load_model(path: str | Path, device: str = "cpu") -> "TrainedModel":
 
 def bundle_files(bundle_dir: Path) -> list[str]:
     """The files of a bundle that the loader reads besides bundle.json (paths relative to the bundle), which
-    bundle.json's sha256 covers: the models, config.yaml, decoders.json, lang/ and lm/."""
-    names = [
-        name for name in ("model.pt", "align_model.pt", "config.yaml", "decoders.json") if (bundle_dir / name).is_file()
-    ]
+    bundle.json's sha256 covers: the models, config.yaml, decoders.json, phone_map.tsv, lang/ and lm/."""
+    names = [name for name in (*BUNDLE_TOP_FILES, PHONE_MAP_FILE) if (bundle_dir / name).is_file()]
     for folder in ("lang", "lm"):
         names += sorted(
             f"{folder}/{path.name}"
@@ -393,6 +395,11 @@ class TrainedModel:
         # hmm.pronunciations=variants (bundles made before it have no such key): words aligned through every
         # pronunciation, weighted by lang/lexiconp.txt's probabilities where the bundle has them
         self.variants = self.cfg.hmm.get("pronunciations", "first") == "variants"
+        # The corpus's own phone labels (TIMIT's 61) folded to the model's, where the bundle has the table.
+        self.corpus_phones: dict[str, str | None] | None = None
+        if (self.dir / PHONE_MAP_FILE).is_file():
+            table = self.dir / PHONE_MAP_FILE
+            self.corpus_phones = read_phone_map(table, phone_map_columns(table)[0], self.cfg.score.fold_from)
         floor = self.info.get("alignment_score_floor")
         if floor is not None and not _number(floor.get("value")):
             raise RecipeError(
@@ -657,12 +664,34 @@ class TrainedModel:
         """(phone ids, word ends, the words, every pronunciation of each word or None) of a transcript of words
         (first pronunciations) or of phones."""
         if not words:
-            return _phone_ids(transcript, self.phone2id, where), None, None, None
+            return _phone_ids(self._model_phones(transcript, where), self.phone2id, where), None, None, None
         phones, ends = [], []
         for word in transcript:
             phones += _phone_ids(lexicon.pronunciations(word, where)[0], self.phone2id, where)
             ends.append(len(phones) - 1)
         return phones, ends, list(transcript), self._variants(transcript, lexicon, where)
+
+    def _model_phones(self, phones: list[str], where: str) -> list[str]:
+        """A phone transcript in the model's phones: labels of the corpus's own set that the model lacks (TIMIT's
+        61: dcl, h#, ...) folded as training's were (the bundle's phone_map.tsv; equal neighbours merged, `q`
+        dropped); and, where the model was trained on transcripts with silence at their edges and graphs without
+        optional silence (hmm.optional_silence=false, TIMIT's h#), `sil` added at an edge that lacks it."""
+        foreign = [p for p in phones if p not in self.phone2id]
+        if foreign and self.corpus_phones is not None and all(p in self.corpus_phones for p in foreign):
+            folded = [p if p in self.phone2id else self.corpus_phones[p] for p in phones]
+            phones = [p for k, p in enumerate(folded) if p is not None and (k == 0 or p != folded[k - 1])]
+            log.info("%s: the corpus's phones folded to the model's (%s): %s", where, PHONE_MAP_FILE, " ".join(phones))
+        silence = read_silence_phones(self.lang_dir)[0]
+        if phones and not self.cfg.hmm.optional_silence and silence in self.phone2id:
+            start, end = ([] if phone == silence else [silence] for phone in (phones[0], phones[-1]))
+            if start or end:
+                phones = start + phones + end
+                edges = " and ".join(e for e, added in (("start", start), ("end", end)) if added)
+                log.info(
+                    "%s: %s added at its %s, as the model's training transcripts have it (hmm.optional_silence=false)",
+                    *(where, silence, edges),
+                )
+        return phones
 
     def _variants(self, words: list[str], lexicon: Lexicon, where: str, spelled=None):
         """With hmm.pronunciations=variants, every pronunciation of each word in `lexicon` (the bundle's weighted

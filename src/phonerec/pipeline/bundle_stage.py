@@ -8,6 +8,8 @@ align_model.pt  a Viterbi model's alignment checkpoint where it is another epoch
                 best_alignment.pt, the epoch that aligned dev closest to its hand labels)
 lang/           the lang dir: phones, HMM states (states.txt, the Viterbi model's output order), lexicon, words
 lm/             the phone and word LMs the decoders read
+phone_map.tsv   the corpus's phone labels folded to the model's (score.phone_map: TIMIT's 61 to its 48), where
+                the recipe has one: steps/align.py --phones takes the corpus's labels
 config.yaml     the settings that applying it reads: features (extraction as stage 1 made them, CMVN and deltas
                 as training loaded them), corpus.sample_rate and max_utterance_seconds, hmm (topology, optional
                 silence), decode (the decoders' settings), score (the scoring fold)
@@ -29,14 +31,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from phonerec.base.config import save_config
+from phonerec.base.config import repo_path, save_config
 from phonerec.base.errors import RecipeError
 from phonerec.base.files import copy_atomic, file_digest, write_json_atomic
 from phonerec.data.data_dir import read_table
 from phonerec.data.lang import LANG_FILES, OPTIONAL_LANG_FILES
 from phonerec.decoding.decoders import decoder_class, decoder_names
 from phonerec.hmm.timing import frame_shift
-from phonerec.inference import bundle_files, bundle_intact
+from phonerec.inference import PHONE_MAP_FILE, bundle_files, bundle_intact
 from phonerec.pipeline.markers import StageRun, read_digest
 from phonerec.pipeline.recipe import find_alignment_checkpoint, find_checkpoint, lang_dir_digest
 from phonerec.pipeline.results import git_hash
@@ -87,6 +89,9 @@ def bundle_stage(cfg: DictConfig, feat_dir: Path, lang_dir: Path, lm_dir: Path, 
                 (bundle_dir / "lang" / name).unlink(missing_ok=True)
         for arpa in sorted(lm_dir.glob("*.arpa")):
             copy_atomic(arpa, bundle_dir / "lm" / arpa.name)
+        (bundle_dir / PHONE_MAP_FILE).unlink(missing_ok=True)
+        if cfg.score.phone_map:  # to fold the corpus's own labels (TIMIT's 61) as training did
+            copy_atomic(repo_path(cfg.score.phone_map), bundle_dir / PHONE_MAP_FILE)
         settings = OmegaConf.to_container(cfg, resolve=True)
         settings["features"] = features
         settings.pop("train", None)  # the device is the user's choice when applying it

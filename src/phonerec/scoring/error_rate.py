@@ -35,13 +35,8 @@ class ScoringError(RecipeError, ValueError):
     """Bad scoring input: a malformed phone map, a phone missing from it, mismatched utterance sets."""
 
 
-def read_phone_map(path: Path | str, source: str = "timit61", target: str = "score39") -> dict[str, str | None]:
-    """Read a phone-set table as `source` phone -> `target` phone.
-
-    The table (local/timit/phones.tsv) has `#` comment lines, then a header naming its columns (phone sets),
-    then one row per phone of the first set; `-` marks a phone with no mapping (TIMIT's `q`), which
-    `fold_phones` deletes. Several rows may share a source phone (61 -> 48 merges closures) only if they agree
-    on the target: a table that folds one phone two ways is an error, as are rows of the wrong width."""
+def _phone_map_rows(path: Path | str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of a phone map's lines but comments and blanks: its header first."""
     rows: list[tuple[int, list[str]]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -49,7 +44,22 @@ def read_phone_map(path: Path | str, source: str = "timit61", target: str = "sco
                 rows.append((lineno, line.split()))
     if not rows:
         raise ScoringError(f"{path}: empty phone map")
-    (_, header), body = rows[0], rows[1:]
+    return rows
+
+
+def phone_map_columns(path: Path | str) -> list[str]:
+    """The phone sets a phone map's header names, the corpus's own labels (one row each) first."""
+    return _phone_map_rows(path)[0][1]
+
+
+def read_phone_map(path: Path | str, source: str = "timit61", target: str = "score39") -> dict[str, str | None]:
+    """Read a phone-set table as `source` phone -> `target` phone.
+
+    The table (local/timit/phones.tsv) has `#` comment lines, then a header naming its columns (phone sets),
+    then one row per phone of the first set; `-` marks a phone with no mapping (TIMIT's `q`), which
+    `fold_phones` deletes. Several rows may share a source phone (61 -> 48 merges closures) only if they agree
+    on the target: a table that folds one phone two ways is an error, as are rows of the wrong width."""
+    (_, header), *body = _phone_map_rows(path)
     for name in (source, target):
         if name not in header:
             raise ScoringError(f"{path}: no column '{name}' (columns: {' '.join(header)})")
