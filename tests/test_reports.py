@@ -197,6 +197,9 @@ def test_confusion_matrix_rows_refs_and_ins_cols_hyps_and_del():
     assert data[rows.index(INS), cols.index("dx")] == 1
     assert data.sum() == sum(counts.values())
     assert ax.images[0].norm.__class__.__name__ == "LogNorm"
+    # Each counted cell holds its count, where it is drawn.
+    written = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
+    assert written == {(i, j): int(data[i, j]) for i, j in zip(*np.nonzero(data), strict=True)}
 
 
 def test_write_reports_files(tmp_path):

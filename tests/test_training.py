@@ -1,11 +1,13 @@
 """Training stages in process on a tiny FSDD-like corpus made here: Viterbi rounds on disk, resume after an
 interruption giving the same model as an uninterrupted run, CTC from the Viterbi model, decode and score."""
 
+import itertools
 import json
 import logging
 import math
 import shutil
 
+import matplotlib.image
 import pytest
 import torch
 from conftest import make_fsdd_copy
@@ -72,7 +74,14 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
     stats = json.loads((exp / "ali" / "iter1" / "stats.json").read_text())
     for key in ("changed_frames_percent", "train_loglik_per_frame", "dev_frame_accuracy", "dev_per"):
         assert key in stats
-    assert (exp / "ali" / "iter2" / "dev_posteriors.png").is_file()
+    # The posterior picture is sized to the utterance: a tenth of an inch (8 pixels at 80 dpi) a row, a row per
+    # state its alignment passes (runs of a state), at least 6 inches across.
+    picture = matplotlib.image.imread(exp / "ali" / "iter2" / "dev_posteriors.png")
+    runs = [
+        1 + sum(a != b for a, b in itertools.pairwise(line.split()[1:]))
+        for line in open(exp / "ali" / "iter2" / "ali.dev.txt")
+    ]
+    assert picture.shape[0] >= 8 * min(runs) and picture.shape[1] >= 6 * 80
     assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
     flat = (exp / "ali" / "iter0" / "ali.train.txt").read_text()
     assert flat != (exp / "ali" / "iter1" / "ali.train.txt").read_text()

@@ -1,5 +1,6 @@
 """Stage 5: PER and WER of the decode dirs and their reports, then the recipe's RESULTS.md (pipeline.results)."""
 
+import json
 import logging
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def score_stage(cfg: DictConfig, data_dir: Path, exp_dir: Path, command: str) ->
                 if not decode_dir.is_dir():
                     continue
                 if decoder_metric(name) == "wer":
-                    score_words(decode_dir)
+                    score_words(decode_dir, cfg.recipe_name)
                 else:
                     words = word_pronunciations(data_dir, split) if variants else None
                     score_phones(cfg, decode_dir, data_dir / "lang", words)
@@ -75,7 +76,13 @@ def score_phones(cfg: DictConfig, decode_dir: Path, lang_dir: Path, words: dict 
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
     write_score_report(result, decode_dir, title=title)
     writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))
-    write_reports(result, decode_dir, title, writer=writer)
+    write_reports(
+        result,
+        decode_dir,
+        title,
+        writer=writer,
+        heading=_heading(cfg.recipe_name, decode_dir, "PER", result["total"]["per"]),
+    )
     writer.close()
     total = result["total"]
     log.info(
@@ -106,7 +113,7 @@ def score_phones(cfg: DictConfig, decode_dir: Path, lang_dir: Path, words: dict 
     return result
 
 
-def score_words(decode_dir: Path) -> dict:
+def score_words(decode_dir: Path, recipe: str = "") -> dict:
     """WER of a word decode dir: wer.json (WER and sentence error rate), wer.txt (per speaker), wer.pra (each
     utterance's alignment), confusions.txt and confusion.png (words; also in the model's TensorBoard)."""
     result = score(*_read_decode(decode_dir))
@@ -115,7 +122,8 @@ def score_words(decode_dir: Path) -> dict:
     title = f"{decode_dir.parent.name}/{decode_dir.name}"
     write_text_atomic(decode_dir / "wer.txt", score_table(result, title, metric="wer"))
     writer = SummaryWriter(str(decode_dir.parent / "tensorboard"))
-    write_reports(result, decode_dir, title, writer=writer, metric="wer")
+    heading = _heading(recipe, decode_dir, "WER", rates["wer"])
+    write_reports(result, decode_dir, title, writer=writer, metric="wer", heading=heading)
     writer.close()
     log.info(
         "%s: WER %.2f%%, SER %.2f%% (%d sub, %d del, %d ins of %d words)",
@@ -136,3 +144,12 @@ def _read_decode(decode_dir: Path) -> tuple[dict, dict, dict]:
     refs = {u: v.split() for u, v in read_table(decode_dir / "ref.txt").items()}
     hyps = {u: v.split() for u, v in read_table(decode_dir / "hyp.txt").items()}
     return refs, hyps, read_table(decode_dir / "utt2spk")
+
+
+def _heading(recipe: str, decode_dir: Path, metric: str, value: float) -> str:
+    """A confusion matrix's title: the recipe, model, set, decoder and its error rate."""
+    decoder_file = decode_dir / "decoder.json"
+    decoder = json.loads(decoder_file.read_text())["decoder"] if decoder_file.is_file() else decode_dir.name
+    split = decode_dir.name.removeprefix("decode_").split("_")[0]
+    where = f"{recipe}, " if recipe else ""
+    return f"{where}{decode_dir.parent.name} model, {split} set, {decoder}: {metric} {value:.2f}%"

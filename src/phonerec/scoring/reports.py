@@ -226,8 +226,8 @@ def confusion_matrix_figure(
     """The confusion matrix as a matplotlib Figure (no pyplot state): rows are reference phones then <ins>,
     columns hypothesis phones then <del>, in the order of `labels` (phones counted but not in `labels` are
     added after them, sorted; None: all counted phones, sorted). Colours are log-scaled counts; zero cells are
-    blank. Sized to stay readable at 48 phones and more (about a quarter inch per row). `unit` names the
-    axes' symbols (phone, word)."""
+    blank, the others hold their count where it fits (up to 64 symbols). Sized to stay readable at 48 phones and
+    more (about a quarter inch per row). `unit` names the axes' symbols (phone, word)."""
     phones = _phone_order(counts, labels)
     rows, cols = [*phones, INS], [*phones, DEL]
     row_index = {p: i for i, p in enumerate(rows)}
@@ -257,6 +257,12 @@ def confusion_matrix_figure(
     edges = np.arange(len(cols) + 1) - 0.5
     ax.vlines(edges[1:-2], -0.5, len(rows) - 0.5, colors="0.92", linewidth=0.3)
     ax.hlines(edges[1:-2], -0.5, len(cols) - 0.5, colors="0.92", linewidth=0.3)
+    if len(cols) <= 64:  # counts in the cells: three digits fit a quarter inch at 4.5 points
+        for i, j in zip(*np.nonzero(matrix), strict=True):
+            count = int(matrix[i, j])
+            dark = norm(count) < 0.6  # viridis: light text on its dark half
+            text = str(count) if count < 1000 else f"{count / 1000:.0f}k"
+            ax.text(j, i, text, ha="center", va="center", fontsize=4.5, color="white" if dark else "black")
     ax.axhline(len(rows) - 1.5, color="0.3", linewidth=0.8)
     ax.axvline(len(cols) - 1.5, color="0.3", linewidth=0.8)
     total = int(matrix.sum())
@@ -283,12 +289,13 @@ def write_reports(
     labels: Sequence[str] | None = None,
     top: int = 20,
     metric: str = "per",
+    heading: str | None = None,
 ) -> dict[str, Path]:
     """Write out_dir/per.pra (`alignment_report`; wer.pra for metric "wer"), out_dir/confusions.txt (the `top`
     most frequent substitutions, deletions and insertions) and out_dir/confusion.png (`confusion_matrix_figure`
-    over `labels`), each to a temporary name then renamed. `source` is a `score()` result or a (refs, hyps) pair.
-    With a TensorBoard SummaryWriter (anything with add_figure), the figure is also logged as
-    `confusion/<title>` (whitespace in the title made `_`) at `step`. Returns the paths written."""
+    over `labels`, headed `heading`, else `title`), each to a temporary name then renamed. `source` is a `score()`
+    result or a (refs, hyps) pair. With a TensorBoard SummaryWriter (anything with add_figure), the figure is also
+    logged as `confusion/<title>` (whitespace in the title made `_`) at `step`. Returns the paths written."""
     if isinstance(source, tuple):
         refs, hyps = source
     elif isinstance(source, Mapping) and "utterances" in source:
@@ -309,7 +316,7 @@ def write_reports(
     write_text_atomic(paths["pra"], f"# {clean_title}\n\n{report}" if clean_title else report)
     write_text_atomic(paths["confusions"], confusions_text(counts, top, clean_title, metric))
 
-    fig = confusion_matrix_figure(counts, labels, title=clean_title, unit="word" if metric == "wer" else "phone")
+    fig = confusion_matrix_figure(counts, labels, heading or clean_title, unit="word" if metric == "wer" else "phone")
     write_png_atomic(paths["png"], fig)
     if writer is not None:
         writer.add_figure(_tag(clean_title), fig, global_step=step, close=False)

@@ -596,21 +596,42 @@ class ViterbiTask:
         }
 
     def _plot(self, model):
+        """The first dev utterance's state posteriors along its alignment: a row per HMM state the alignment
+        passes, in the transcript's order (a phone spoken twice has its rows twice), so the path runs diagonally;
+        sized to the utterance (about 40 frames an inch across, a tenth of an inch a row, within limits), the path
+        a thin line that leaves the posteriors visible, each phone named once, at its middle state."""
         example = self.sets["dev"][0]
         _, log_probs = next(self._posteriors(model, [example]))
-        log_probs = log_probs.cpu()
-        fig = Figure(figsize=(8, 4))
-        ax = fig.subplots()
-        ax.imshow(log_probs.exp().T.numpy(), origin="lower", aspect="auto", cmap="Greys", interpolation="nearest")
+        posteriors = log_probs.cpu().exp()
         ali = self.alignments["dev"].get(example.utt)
-        if ali is not None:
-            ax.plot(range(len(ali)), ali.numpy(), color="red", linewidth=1, label="alignment")
-            ax.legend(loc="upper right")
-            states = sorted(set(ali.tolist()))
-            state_to_phone, n = self.topo.state_to_phone(), self.topo.states_per_phone
-            ax.set_yticks(states, [f"{self.id2phone[state_to_phone[s]]}_{s % n}" for s in states])
+        frames = len(posteriors)
+        states_per_phone, state_to_phone = self.topo.states_per_phone, self.topo.state_to_phone()
+        if ali is None:  # not aligned (too short for its transcript): every state, in id order
+            rows, path = list(range(posteriors.shape[1])), None
+        else:
+            starts = [0] + [t for t in range(1, len(ali)) if ali[t] != ali[t - 1]]
+            rows = [int(ali[t]) for t in starts]
+            path = [
+                k
+                for k, (start, end) in enumerate(zip(starts, [*starts[1:], len(ali)], strict=True))
+                for _ in range(start, end)
+            ]
+        width = min(max(6.0, frames / 40 + 1.5), 40.0)
+        height = min(max(3.0, len(rows) / 10 + 1.2), 30.0)
+        fig = Figure(figsize=(width, height))
+        ax = fig.subplots()
+        image = posteriors[:, rows].T.numpy()
+        ax.imshow(image, origin="lower", aspect="auto", cmap="Greys", interpolation="nearest", vmin=0.0, vmax=1.0)
+        if path is not None:
+            ax.plot(range(len(path)), path, color="red", linewidth=0.6, alpha=0.5, label="alignment")
+            ax.legend(loc="upper left", fontsize=7)
+        middle = [k for k, state in enumerate(rows) if state % states_per_phone == states_per_phone // 2]
+        ax.set_yticks(middle, [self.id2phone[state_to_phone[rows[k]]] for k in middle], fontsize=7)
+        for k, state in enumerate(rows):
+            if k and state % states_per_phone == 0:  # a phone's first state: a faint line between phones
+                ax.axhline(k - 0.5, color="0.85", linewidth=0.4)
         ax.set_xlabel("frame")
-        ax.set_ylabel("HMM state")
-        ax.set_title(f"{example.utt}: posteriors and alignment, round {self.round}")
+        ax.set_ylabel("HMM states of the transcript, in order" if path is not None else "HMM state")
+        ax.set_title(f"{example.utt}: state posteriors (grey) and alignment (red), round {self.round}", fontsize=9)
         fig.tight_layout()
         return fig
