@@ -5,6 +5,7 @@ import functools
 import hashlib
 import http.server
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -216,3 +217,25 @@ def kill_run_sh_when(path, *args) -> None:
     wait_for(Path(path), process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def readme_short_path(exp: str) -> list[list[str]]:
+    """The commands of the README's short path (the code block after its `<!-- short path` marker) that use the
+    model dirs under `exp` (exp/fsdd, exp/timit_sample): each `python steps/...` line, continuations joined, as
+    an argument list without comments."""
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("<!-- short path") :].split("```")[1]
+    lines = block.replace("\\\n", " ").splitlines()
+    commands = [shlex.split(line, comments=True) for line in lines if line.startswith("python steps/")]
+    return [c for c in commands if c[2] == exp or c[2].startswith(exp + "/")]
+
+
+def run_short_path(exp_name: str, exp: Path, out: Path) -> list[subprocess.CompletedProcess]:
+    """readme_short_path(exp_name)'s commands run as written, in the repository, with `exp` (a test's run) in
+    place of exp_name and --out-dir under `out`."""
+    results = []
+    for command in readme_short_path(exp_name):
+        args = [str(exp) + a.removeprefix(exp_name) if a.startswith(exp_name) else a for a in command]
+        args = [str(out / a) if k and args[k - 1] == "--out-dir" else a for k, a in enumerate(args)]
+        results.append(subprocess.run(args, cwd=REPO, env=project_env(), capture_output=True, text=True))
+    return results

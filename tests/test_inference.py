@@ -12,7 +12,17 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as taf
-from conftest import ONE_POINT_GRIDS, REPO, SHARED_FSDD, fsdd_subset, project_env, run_sh, tiny_run, write_wav
+from conftest import (
+    ONE_POINT_GRIDS,
+    REPO,
+    SHARED_FSDD,
+    fsdd_subset,
+    project_env,
+    run_sh,
+    run_short_path,
+    tiny_run,
+    write_wav,
+)
 from omegaconf import OmegaConf
 
 from phonerec.base.errors import DataDirError, RecipeError
@@ -658,3 +668,11 @@ def test_alignment_scores_and_the_floor_that_warns_of_a_wrong_transcript(kind, r
         model.align(recordings, ["seven"])
     assert caplog.text.count("further below the free path than") == 1
     assert f"seven {gap:.3f}; is the transcript right?" in caplog.text
+
+
+def test_the_readmes_short_path_for_fsdd(run, tmp_path):
+    _, exp = run
+    transcribed, aligned = run_short_path("exp/fsdd", exp, tmp_path)
+    assert transcribed.returncode == 0 and "7_jackson_10 words (" in transcribed.stdout, transcribed.stderr
+    assert aligned.returncode == 0, aligned.stderr
+    assert [s.label for s in read_ctm(tmp_path / "aligned" / "words.ctm")["7_jackson_10"]] == ["seven"]

@@ -16,6 +16,7 @@ from conftest import (
     kill_run_sh_when,
     project_env,
     run_sh,
+    run_short_path,
     tiny_run,
 )
 
@@ -300,3 +301,7 @@ def test_timit_sample_all_stages_with_alignment_accuracy(tmp_path):
         assert result.returncode == 0 and said in result.stderr, result.stderr
         found[transcript] = [s.label for s in read_ctm(out / "phones.ctm")["si1086"]]
     assert list(found.values())[0] == list(found.values())[1] == folded.split()
+    # The README's short path for TIMIT, as written.
+    transcribed, aligned = run_short_path("exp/timit_sample", exp, tmp_path)
+    assert transcribed.returncode == 0 and "si1086 phones (" in transcribed.stdout, transcribed.stderr
+    assert aligned.returncode == 0 and (tmp_path / "aligned_timit" / "textgrid" / "si1086.TextGrid").is_file()
