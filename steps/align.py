@@ -34,9 +34,8 @@ from pathlib import Path
 
 from phonerec.base.errors import RecipeError
 from phonerec.base.ownership import claim_dir
-from phonerec.data.corpora.timit import read_phn
 from phonerec.inference import load_model, read_recordings, write_alignments
-from phonerec.pipeline.align_stage import align_mfa_folder, align_stage
+from phonerec.pipeline.align_stage import align_mfa_folder, align_stage, transcript_phones
 from phonerec.pipeline.cli import model_tool_main, model_tool_parser
 
 log = logging.getLogger("phonerec")
@@ -56,9 +55,7 @@ def main(args) -> None:
         return
     if args.wav is None or args.transcript is None:
         raise RecipeError("give a recording and its transcript, or --data-dir")
-    transcript = args.transcript
-    if args.phones and transcript.lower().endswith(".phn") and Path(transcript).is_file():  # TIMIT's labels
-        transcript = " ".join(label for _, _, label in read_phn(Path(transcript)))
+    transcript = transcript_phones(args.transcript) if args.phones else args.transcript
     if not transcript.split():  # it would align to nothing and write empty files
         raise RecipeError(f"{args.wav}: the transcript is empty: give its words (or its phones with --phones)")
     model = load_model(args.exp_dir, args.device)

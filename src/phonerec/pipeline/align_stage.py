@@ -22,6 +22,7 @@ from phonerec.base.errors import RecipeError
 from phonerec.base.files import contents_sha256
 from phonerec.base.schema import SPLITS
 from phonerec.data.corpora import mfa
+from phonerec.data.corpora.timit import read_phn
 from phonerec.data.data_dir import UtteranceAudio, read_table
 from phonerec.data.lang import BLANK
 from phonerec.data.oovs import find_oovs
@@ -194,3 +195,10 @@ def align_mfa_folder(
     aligned = model.align(recordings, transcripts, lexicon=lexicon, unaligned=unaligned)
     write_corpus_alignments(out_dir, aligned, recordings, mfa.textgrid_paths(utterances, layout), unaligned)
     log.info("%s: %d utterances aligned, %d not (unaligned.txt)", out_dir, len(aligned), len(unaligned))
+
+
+def transcript_phones(transcript: str) -> str:
+    """A phone transcript as steps/align.py takes it: the phones themselves, or a TIMIT .phn file's labels."""
+    if transcript.lower().endswith(".phn") and Path(transcript).is_file():
+        return " ".join(label for _, _, label in read_phn(Path(transcript)))
+    return transcript

@@ -92,7 +92,6 @@ class ViterbiTask:
         estimate_pronunciations: bool = False,
     ):
         self.exp_dir, self.topo, self.vcfg, self.tcfg = exp_dir, topo, vcfg, tcfg
-        self.criterion = vcfg.criterion
         self.sets = {"train": train, "dev": dev}
         self.id2phone, self.dev_per = id2phone, dev_per  # dev_per(refs, hyps): scoring.error_rate.dev_per_scorer
         self.optional_silence = optional_silence
@@ -594,6 +593,10 @@ class ViterbiTask:
         return {f"{name}_aligned": len(self.alignments[name]) for name in self.sets} | {
             f"{name}_utterances": len(examples) for name, examples in self.sets.items()
         }
+
+    @property
+    def criterion(self) -> str:
+        return self.vcfg.criterion
 
     def _plot(self, model):
         """The first dev utterance's state posteriors along its alignment: a row per HMM state the alignment
