@@ -1,5 +1,6 @@
 """run.sh: option parsing, override pass-through, and a failing step stopping the pipeline."""
 
+import re
 import subprocess
 
 from conftest import REPO, project_env
@@ -15,6 +16,11 @@ def test_help_lists_stages_and_options():
     result = run_sh("--help")
     assert result.returncode == 0
     assert "--stop-stage" in result.stdout and "Stage" not in result.stderr
+    # The usage line names every option run.sh parses (it lacked --ngpu).
+    usage = result.stdout.split("\n\n")[0]
+    parsed = set(re.findall(r"^\s+(-[-\w]+)[|)]", (REPO / "run.sh").read_text(), flags=re.MULTILINE)) - {"-h"}
+    assert parsed >= {"--stage", "--stop-stage", "--ngpu", "--nnodes", "-m"}
+    assert all(option in usage for option in parsed), parsed
     for stage in (
         "0  data preparation",
         "1  features",
