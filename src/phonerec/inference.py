@@ -523,11 +523,16 @@ class TrainedModel:
         examples = self._examples(recordings)
         posteriors = self._posteriors(self.model, examples)
         phones = self._hypotheses(phone_decoder, "per", examples, posteriors)
-        timed = self.align(recordings, phones, False, examples, posteriors, check_scores=False)
+        # Its own hypotheses, timed: in the model's phones already (no folding, no silence added), and not checked
+        # against the floor, which is for transcripts given to it.
+        spelled = [
+            (_phone_ids(h, self.phone2id, r.path), None, None, None) for r, h in zip(recordings, phones, strict=True)
+        ]
+        timed = self.align_spelled(recordings, spelled, examples, posteriors)
         words = {}
         if word_decoder is not None:
             hyps = self._hypotheses(word_decoder, "wer", examples, posteriors)
-            words = self.align(recordings, hyps, words=True, examples=examples, posteriors=posteriors)
+            words = self.align(recordings, hyps, True, examples, posteriors, check_scores=False)
         return {
             rec.utt: Transcription(
                 timed[rec.utt].phones,
