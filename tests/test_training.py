@@ -63,7 +63,7 @@ def dirs(tmp):
 
 def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
     tmp, overrides = prepared
-    cfg = load_config(overrides)
+    cfg = load_config([*overrides, "train.batch_frames=100"])  # several batches an epoch (TensorBoard's by-batch)
     train_dir, dev_dir, lang_dir = dirs(tmp)
     exp = tmp_path / "viterbi"
     train_viterbi_stage(cfg, train_dir, dev_dir, lang_dir, exp)
@@ -99,7 +99,8 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
 
     # TensorBoard, read back: the training curves in the first groups (every group numbered, as the Scalars page
     # orders groups by name), the losses named by the criterion, a batch's loss at every batch (train.log_every_
-    # batches=1) on one axis across the resume, the best epoch; the config as text, once.
+    # batches=1) on one axis across the resume (a run of its own, stepped by batch), the best epoch; the config as
+    # text, once.
     events = EventAccumulator(str(exp / "tensorboard"), size_guidance={SCALARS: 0, TENSORS: 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
@@ -107,8 +108,10 @@ def test_viterbi_rounds_resume_and_ctc(prepared, tmp_path, caplog):
     assert min(scalars) == f"1_loss/dev_{criterion}" and all(tag[0].isdigit() for tag in scalars)
     assert {f"1_loss/train_{criterion}", "2_per_percent/dev", "2_per_percent/dev_frame_argmax"} <= scalars
     history = torch.load(exp / "last.pt", weights_only=False)["history"]
-    steps = [e.step for e in events.Scalars(f"1_loss/train_{criterion}_by_batch")]
-    assert steps == list(range(1, sum(r["batches"] for r in history) + 1))
+    batches = EventAccumulator(str(exp / "tensorboard" / "batches"), size_guidance={SCALARS: 0})
+    batches.Reload()
+    steps = [e.step for e in batches.Scalars(f"1_loss/train_{criterion}_by_batch")]
+    assert steps == list(range(1, sum(r["batches"] for r in history) + 1)) and history[0]["batches"] > 1
     best = torch.load(exp / "best.pt", weights_only=False)["epoch"]
     assert [(e.step, e.value) for e in events.Scalars("3_training/best_epoch")][-1] == (3, best)
     config = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("config/text_summary")]

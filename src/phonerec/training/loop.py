@@ -118,7 +118,7 @@ def train(
     writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=start_epoch) if main else None
     if main and start_epoch == 1:
         writer.add_text("config", _as_text(saved_with.get("config")), 0)
-    curves = Curves(writer, task.criterion, tcfg.log_every_batches, sum(r.get("batches", 0) for r in history))
+    curves = Curves(writer, exp_dir, task.criterion, tcfg.log_every_batches, sum(r.get("batches", 0) for r in history))
     for epoch in range(start_epoch, scfg.epochs + 1):
         if scfg.patience is not None and epochs_without_improvement(history) >= scfg.patience:
             log.info(
@@ -178,6 +178,7 @@ def train(
     if main:
         writer.add_text("best", f"epoch {best['epoch']}: dev PER {best['per']:.2f}%", history[-1]["epoch"])
         writer.close()
+        curves.close()
         copy_atomic(exp_dir / "checkpoints" / f"epoch-{history[-1]['epoch']}.pt", exp_dir / "last.pt")
     return {"best": best, "history": history}
 
@@ -292,9 +293,10 @@ def train_one_epoch(
         distributed.average_gradients(outside_model)
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(parameters, tcfg.grad_clip)))
         optimizer.step()
+        batch_loss = loss.item()
         if curves is not None:
-            curves.batch(loss.item())
-        total_loss += loss.item() * weight
+            curves.batch(batch_loss)
+        total_loss += batch_loss * weight
         total_weight += weight
         frames += int(lengths.sum())
     total_loss, total_weight, frames = distributed.all_sum([total_loss, total_weight, frames])
@@ -316,9 +318,11 @@ def validate(model, task: Task) -> dict:
 class Curves:
     """The training's TensorBoard scalars (rank 0's; `writer` None on the others), in numbered groups so that the
     Scalars page, which orders groups by name, opens on the training curves: 1_loss (the training loss of each
-    epoch and, every `every` batches, of the batch, and the dev loss; named by the criterion, per frame or, for
-    CTC, per utterance), 2_per_percent (dev PER, as validation decodes), 3_training (learning rate, gradient norm,
-    frames per second, the best epoch so far). The Viterbi task adds 4_realign, 5_align_accuracy, 6_transitions."""
+    epoch and the dev loss, named by the criterion, per frame or, for CTC, per utterance; every `every` batches, a
+    batch's, in the run tensorboard/batches, whose steps are batches: a resumed run purges its own events from the
+    epoch it resumes at, by epoch in one and by batch in the other), 2_per_percent (dev PER, as validation decodes),
+    3_training (learning rate, gradient norm, frames per second, the best epoch so far). The Viterbi task adds
+    4_realign, 5_align_accuracy, 6_transitions."""
 
     VALID = {  # validation's figures -> their tags ({criterion} filled in)
         "loss": "1_loss/dev_{criterion}",
@@ -329,13 +333,20 @@ class Curves:
         "alignment_error_ms": "5_align_accuracy/dev_mean_abs_error_ms_each_epoch",
     }
 
-    def __init__(self, writer: SummaryWriter | None, criterion: str, every: int, batches_done: int):
+    def __init__(self, writer: SummaryWriter | None, exp_dir: Path, criterion: str, every: int, batches_done: int):
         self.writer, self.criterion, self.every, self.batches = writer, criterion, every, batches_done
+        self.batch_writer = None
+        if writer is not None:
+            self.batch_writer = SummaryWriter(str(exp_dir / "tensorboard" / "batches"), purge_step=batches_done + 1)
 
     def batch(self, loss: float) -> None:
         self.batches += 1
-        if self.writer is not None and self.batches % self.every == 0:
-            self.writer.add_scalar(f"1_loss/train_{self.criterion}_by_batch", loss, self.batches)
+        if self.batch_writer is not None and self.batches % self.every == 0:
+            self.batch_writer.add_scalar(f"1_loss/train_{self.criterion}_by_batch", loss, self.batches)
+
+    def close(self) -> None:
+        if self.batch_writer is not None:
+            self.batch_writer.close()
 
     def epoch(self, record: dict, valid: dict, best: dict, epoch: int) -> None:
         self.writer.add_scalar(f"1_loss/train_{self.criterion}", record["train_loss"], epoch)
