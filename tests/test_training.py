@@ -434,6 +434,26 @@ class ScriptedTask:
         pass
 
 
+class DivergingTask(ScriptedTask):
+    def loss(self, model, feats, lengths, examples):
+        return model(feats).sum() * float("nan"), 1
+
+
+def test_a_diverged_training_stops_at_once_with_a_clear_error(tmp_path):
+    """It was: a ReLU RNN's CTC training ran 16 epochs of NaN loss, and stage 4 crashed on its posteriors."""
+    scfg = OmegaConf.create(
+        {"epochs": 5, "patience": None, "lr": 1e-3, "weight_decay": 0.0, "lr_decay": 0.5, "lr_patience": None}
+        | {"lr_metric": "per"}
+    )
+    tcfg = OmegaConf.create(
+        {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+        | {"num_threads": 1, "device": "cpu", "precision": "fp32", "log_every_batches": 1}
+    )
+    examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
+    with pytest.raises(RecipeError, match=r"epoch 1: the training loss is nan: training diverged; lower the"):
+        train(tmp_path / "x", torch.nn.Linear(3, 2), DivergingTask([50] * 5, [1.0] * 5), examples, scfg, tcfg, {})
+
+
 def test_early_stopping_waits_for_both_dev_per_and_loss_and_survives_resume(tmp_path):
     scfg = OmegaConf.create(
         {

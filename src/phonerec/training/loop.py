@@ -129,6 +129,11 @@ def train(
             break
         start = time.perf_counter()
         record = train_one_epoch(train_forward, task, train_set, optimizer, tcfg, epoch, augment, parameters, curves)
+        if not math.isfinite(record["train_loss"]):  # it stays so: epochs of NaN, then posteriors no decoder reads
+            raise RecipeError(
+                f"{exp_dir}: epoch {epoch}: the training loss is {record['train_loss']}: training diverged; lower the "
+                "learning rate (train.viterbi.lr, train.ctc.lr) or train.grad_clip, or try another train.seed"
+            )
         with distributed.main_alone(tcfg.num_threads):
             valid = validate(forward, task) if main else None
         valid = distributed.broadcast(valid)
