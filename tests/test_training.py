@@ -400,6 +400,14 @@ def test_a_decode_reruns_when_a_setting_or_file_it_reads_changes_and_only_then(p
     assert read_table(decode_dir / "ref.txt")[utt] == f"{phones} {phones.split()[0]}"
 
 
+def loop_train_settings():
+    """train.* as the loop reads them, for the loop's tests on a Linear model: small batches, one thread."""
+    return OmegaConf.create(
+        {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
+        | {"num_threads": 1, "device": "cpu", "precision": "fp32", "log_every_batches": 1}
+    )
+
+
 class ScriptedTask:
     """A task whose dev figures are given: what the loop does with them is under test."""
 
@@ -445,10 +453,7 @@ def test_a_diverged_training_stops_at_once_with_a_clear_error(tmp_path):
         {"epochs": 5, "patience": None, "lr": 1e-3, "weight_decay": 0.0, "lr_decay": 0.5, "lr_patience": None}
         | {"lr_metric": "per"}
     )
-    tcfg = OmegaConf.create(
-        {"seed": 0, "batch_frames": 100, "max_batch_utts": 4, "grad_clip": 5.0, "keep_checkpoints": 2}
-        | {"num_threads": 1, "device": "cpu", "precision": "fp32", "log_every_batches": 1}
-    )
+    tcfg = loop_train_settings()
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
     with pytest.raises(RecipeError, match=r"epoch 1: the training loss is nan: training diverged; lower the"):
         train(tmp_path / "x", torch.nn.Linear(3, 2), DivergingTask([50] * 5, [1.0] * 5), examples, scfg, tcfg, {})
@@ -466,17 +471,7 @@ def test_early_stopping_waits_for_both_dev_per_and_loss_and_survives_resume(tmp_
             "lr_metric": "per",
         }
     )
-    tcfg = OmegaConf.create(
-        {
-            "seed": 0,
-            "batch_frames": 100,
-            "max_batch_utts": 4,
-            "grad_clip": 5.0,
-            "keep_checkpoints": 2,
-            "log_every_batches": 1,
-        }
-        | {"num_threads": 1, "device": "cpu", "precision": "fp32"}
-    )
+    tcfg = loop_train_settings()
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
     # PER reaches new lows at epochs 1 and 2; the loss at 1, 2 and 4 (as CTC's does while its PER sits at 100%):
     # with patience 2, training stops after epoch 6, whichever figure the learning rate follows.
@@ -506,17 +501,7 @@ def test_lr_halves_on_a_plateau_or_stays_constant_with_null_patience(tmp_path):
         {"epochs": 5, "patience": None, "lr": 1e-3, "weight_decay": 0.0, "lr_decay": 0.5, "lr_patience": 1}
         | {"lr_metric": "per"}
     )
-    tcfg = OmegaConf.create(
-        {
-            "seed": 0,
-            "batch_frames": 100,
-            "max_batch_utts": 4,
-            "grad_clip": 5.0,
-            "keep_checkpoints": 2,
-            "log_every_batches": 1,
-        }
-        | {"num_threads": 1, "device": "cpu", "precision": "fp32"}
-    )
+    tcfg = loop_train_settings()
     examples = [Example(f"u{i}", "s", torch.randn(5, 3), [1], None) for i in range(4)]
     pers, losses = [50, 50, 50, 50, 50], [1.0] * 5  # no new low after epoch 1
     decayed = train(tmp_path / "decay", torch.nn.Linear(3, 2), ScriptedTask(pers, losses), examples, scfg, tcfg, {})
