@@ -11,7 +11,6 @@ from phonerec.hmm.align_eval import (
     align_labels,
     alignment_gap,
     ctc_scored_segments,
-    ctc_segments,
     evaluate_alignment,
     frames_to_segments,
     read_ctm,
@@ -142,7 +141,7 @@ def test_boundaries_lie_between_the_windows_middles():
     got = frames_to_segments(["sil", "sil", "sil", "a", "a", "b", "sil"], 0.01, offset)
     assert [s.start for s in got] == pytest.approx([0.0, 0.0375, 0.0575, 0.0675])
     assert [s.end for s in got] == pytest.approx([0.0375, 0.0575, 0.0675, 0.0775])
-    ctc = ctc_segments(peaky([0, 1, 1, 0, 2, 0, 0, 3]), [1, 2, 3], 0, SHIFT, ID2LABEL, offset)
+    ctc = ctc_scored_segments(peaky([0, 1, 1, 0, 2, 0, 0, 3]), [1, 2, 3], 0, SHIFT, ID2LABEL, offset)[0]
     assert [s.start for s in ctc] == pytest.approx([0.0, 0.0475, 0.0775])
     with pytest.raises(ValueError, match="offset"):
         frames_to_segments(["a"], 0.01, -0.001)
@@ -202,7 +201,7 @@ ID2LABEL = {1: "a", 2: "b", 3: "c"}
 
 def test_ctc_segments():
     log_probs = peaky([0, 1, 1, 0, 2, 0, 0, 3])  # blank a a blank b blank blank c
-    got = ctc_segments(log_probs, [1, 2, 3], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
+    got = ctc_scored_segments(log_probs, [1, 2, 3], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)[0]
     assert [s.label for s in got] == ["a", "b", "c"]
     assert [s.start for s in got] == pytest.approx([0.0, 0.04, 0.07])  # a takes the leading blank
     assert [s.end for s in got] == pytest.approx([0.04, 0.07, 0.08])
@@ -225,7 +224,7 @@ def test_a_wrong_transcript_lies_far_below_the_free_path():
 def test_ctc_segments_forced_not_greedy():
     # the targets decide, not the argmax: frame 2 peaks on c, but the targets are a b
     log_probs = peaky([1, 0, 3, 2, 2, 0])
-    got = ctc_segments(log_probs, [1, 2], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
+    got = ctc_scored_segments(log_probs, [1, 2], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)[0]
     assert [s.label for s in got] == ["a", "b"]
     assert got[0].start == 0.0 and got[-1].end == pytest.approx(0.06)
     assert got[0].end == got[1].start and 0.01 <= got[1].start <= 0.03
@@ -233,20 +232,20 @@ def test_ctc_segments_forced_not_greedy():
 
 def test_ctc_segments_repeats_and_too_short():
     log_probs = peaky([1, 0, 1])
-    got = ctc_segments(log_probs, [1, 1], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
+    got = ctc_scored_segments(log_probs, [1, 1], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)[0]
     assert [(s.label, round(s.start, 6), round(s.end, 6)) for s in got] == [("a", 0.0, 0.02), ("a", 0.02, 0.03)]
+    with pytest.raises(ValueError, match="too few frames"):  # repeated tokens need a blank between them
+        ctc_scored_segments(peaky([1, 1]), [1, 1], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
     with pytest.raises(ValueError, match="too few frames"):
-        ctc_segments(peaky([1, 1]), [1, 1], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)  # needs a blank between
-    with pytest.raises(ValueError, match="too few frames"):
-        ctc_segments(peaky([1, 2]), [1, 2, 3], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
+        ctc_scored_segments(peaky([1, 2]), [1, 2, 3], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
     with pytest.raises(ValueError, match="blank"):
-        ctc_segments(peaky([1, 0, 2]), [1, 0], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
+        ctc_scored_segments(peaky([1, 0, 2]), [1, 0], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
 
 
 def test_ctc_segments_evaluate_end_to_end():
     # CTC segments against the frame-level reference they were built from: boundaries at the spikes' starts
     log_probs = peaky([0, 1, 1, 0, 2, 0, 0, 3])
-    hyp = ctc_segments(log_probs, [1, 2, 3], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)
+    hyp = ctc_scored_segments(log_probs, [1, 2, 3], blank=0, frame_shift=SHIFT, id2label=ID2LABEL)[0]
     ref = segs(("a", 0.0, 0.04), ("b", 0.04, 0.06), ("c", 0.06, 0.08))
     res = evaluate_alignment({"u": ref}, {"u": hyp}, SHIFT)
     assert res["matched_boundaries"] == 2 and res["mean_abs_error_ms"] == pytest.approx(5.0)

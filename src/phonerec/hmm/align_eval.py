@@ -8,7 +8,7 @@ Conventions:
   t * shift + (length - shift) / 2 (`frame_offset`: 7.5 ms for 25 ms windows every 10 ms), the first segment
   starting at 0 (`frames_to_segments`). Kaldi's CTMs put that boundary at t * shift, the start of frame t's
   window: 7.5 ms early.
-- CTC alignments (`ctc_segments`): a token's segment starts at the first frame the forced alignment gives it;
+- CTC alignments (`ctc_scored_segments`): a token's segment starts at the first frame the forced alignment gives it;
   the blank frames that follow a token belong to it, so its segment ends where the next token starts (the last
   one at the end of the last frame), and blank frames before the first token belong to the first token (it starts at 0).
   A CTC boundary is thus the frame where the next token's spike begins.
@@ -171,18 +171,6 @@ def graph_segments(
         found.append((Segment(run.start, run.end, phone), None if optional else spelled))
         spelled += not optional  # a path passes every phone it spells, in order, each once
     return found
-
-
-def ctc_segments(
-    log_probs: torch.Tensor,
-    targets: Sequence[int],
-    blank: int,
-    frame_shift: float,
-    id2label: Mapping[int, str],
-    offset: float = 0.0,
-) -> list[Segment]:
-    """The segments of `ctc_scored_segments`."""
-    return ctc_scored_segments(log_probs, targets, blank, frame_shift, id2label, offset)[0]
 
 
 def ctc_scored_segments(
