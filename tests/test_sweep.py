@@ -130,6 +130,32 @@ def test_a_seed_sweep_runs_each_job_in_its_own_dir_after_the_shared_stages_and_r
 
 @needs_fsdd
 @pytest.mark.slow
+def test_a_job_that_fails_leaves_the_others_and_the_table_and_the_sweep_ends_with_its_error(tmp_path):
+    """A job whose training diverges (Adam at lr 1e36: parameters near float32's largest, an infinite loss in epoch
+    2): the other job finishes, the table holds it and lists the failed one with its error, the sweep exits 1 with
+    that error; a rerun resumes the failed job alone."""
+    root = fsdd_subset(tmp_path / "fsdd", takes=range(1))
+    short = ["models=[viterbi]", "train.viterbi.epochs=2", "train.viterbi.realign_epochs=[]", "decode.decoders=[greedy]"]
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, tmp_path / "exp"), *short, "sweep_name=lr"]
+    result = run_sh("-m", "--stop-stage", "5", *overrides, "train.viterbi.lr=1e36,1e-3")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    error = "viterbi: epoch 2: the training loss is inf: training diverged"
+    assert f"1 job(s) of the sweep failed (the others finished): train.viterbi.lr=1e+36: job" in result.stderr
+    assert error in result.stderr.splitlines()[-1]
+    sweep = tmp_path / "exp" / "lr"
+    assert error in json.loads((sweep / "train.viterbi.lr=1e+36" / "failed.json").read_text())["error"]
+    assert (sweep / "train.viterbi.lr=0.001" / "result.json").is_file()
+    table = (tmp_path / "RESULTS_lr.md").read_text()
+    assert "| train.viterbi.lr=0.001 |" in table and "| train.viterbi.lr=1e+36 |" not in table
+    assert table.split("## Failed jobs")[1].count(f"- `train.viterbi.lr=1e+36`: job train.viterbi.lr=1e+36: ") == 1
+
+    again = run_sh("-m", "--stop-stage", "5", *overrides, "train.viterbi.lr=1e36,1e-3")
+    assert again.returncode == 1 and again.stderr.count("train already done with these settings") == 1
+    assert again.stdout.count("job train.viterbi.lr=1e+36 failed") == 1
+
+
+@needs_fsdd
+@pytest.mark.slow
 def test_leave_one_speaker_out_holds_out_each_training_speaker_and_never_uses_test(tmp_path):
     root = fsdd_subset(tmp_path / "fsdd", takes=range(3), speakers=("george", "jackson", "nicolas", "theo"))
     short = ["train.viterbi.epochs=2", "train.ctc.epochs=2", "train.compare_ctc_inits=[]", "decode.decoders=[greedy]"]

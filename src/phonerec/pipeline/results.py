@@ -258,7 +258,9 @@ def _seed_table_link(results_path: Path) -> list[str]:
     ]
 
 
-def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path, command: str) -> None:
+def write_seed_table(
+    cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path, command: str, failed: dict[str, str] | None = None
+) -> None:
     """The mean and min-max over seeds (a sweep over train.seed: one exp dir per seed) of every model and decoder's
     PER or WER on each split, of the training figures and of the CTC initialisation comparison."""
     about = (
@@ -267,10 +269,18 @@ def write_seed_table(cfg: DictConfig, seed_dirs: dict[int, Path], out_path: Path
         f"(min-max) over the {len(seed_dirs)} seeds."
     )
     splits = {split: split for split in cfg.decode.splits}
-    _write_spread_table(cfg, seed_dirs, out_path, f"Seed ranges: {cfg.recipe_name}", about, splits, command)
+    title = f"Seed ranges: {cfg.recipe_name}"
+    _write_spread_table(cfg, seed_dirs, out_path, title, about, splits, command, failed)
 
 
-def write_loso_table(cfg: DictConfig, fold_dirs: dict[str, Path], test_speakers: str, out_path: Path, command: str):
+def write_loso_table(
+    cfg: DictConfig,
+    fold_dirs: dict[str, Path],
+    test_speakers: str,
+    out_path: Path,
+    command: str,
+    failed: dict[str, str] | None = None,
+):
     """The mean and min-max over the folds of a leave-one-speaker-out sweep (corpus.held_out_speaker: one exp dir
     per held-out training speaker), as the seed table: dev is each fold's held-out speaker, test the recipe's dev
     speakers (test_speakers)."""
@@ -284,12 +294,15 @@ def write_loso_table(cfg: DictConfig, fold_dirs: dict[str, Path], test_speakers:
     splits = {"dev": "dev: held-out speaker", "test": f"test: {test_speakers}"}
     splits = {split: splits.get(split, split) for split in cfg.decode.splits}
     title = f"Leave one training speaker out: {cfg.recipe_name}"
-    _write_spread_table(cfg, fold_dirs, out_path, title, about, splits, command)
+    _write_spread_table(cfg, fold_dirs, out_path, title, about, splits, command, failed)
 
 
-def _write_spread_table(cfg, run_dirs: dict, out_path: Path, title: str, about: str, splits: dict, command: str):
+def _write_spread_table(
+    cfg, run_dirs: dict, out_path: Path, title: str, about: str, splits: dict, command: str, failed: dict | None
+):
     """Mean and min-max over run_dirs (each an exp dir of the recipe) of every model and decoder's PER or WER on
-    each split (splits: decode split -> its column's name) and of the training figures."""
+    each split (splits: decode split -> its column's name) and of the training figures; the jobs that `failed`
+    (job name -> error), which the figures leave out."""
     n = len(run_dirs)
 
     def spread(values: list[float]) -> str:
@@ -363,7 +376,7 @@ def _write_spread_table(cfg, run_dirs: dict, out_path: Path, title: str, about: 
             f"{spread([s['best']['epoch'] for s in summaries])} | {spread([s['best']['per'] for s in summaries])} | "
             f"{spread([s['history'][0]['valid_per'] for s in summaries])} |"
         )
-    write_report(out_path, lines)
+    write_report(out_path, lines + _failed_jobs(failed))
     log.info("wrote %s", out_path)
 
 
@@ -483,6 +496,7 @@ def write_comparison_table(
     out_path: Path,
     command: str,
     sweep_name: str,
+    failed: dict[str, str] | None = None,
 ) -> None:
     """The variants of a sweep side by side (each variant's (seed, exp dir) runs, and its settings): per variant,
     the mean (min-max) over its seeds of the epochs its Viterbi model took to reach the target (the reference
@@ -490,8 +504,8 @@ def write_comparison_table(
     frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best epoch, seconds
     per epoch, training frames per second, dev and test PER of each Viterbi decoder, the forced alignment's
     accuracy where the test set has hand labels, and its CTC model's; its model's hidden size and parameters (its
-    first seed's); and a plot of every variant's first seed's dev PER (free phone loop) and dev loss per epoch
-    (<out_path>.png)."""
+    first seed's); a plot of every variant's first seed's dev PER (free phone loop) and dev loss per epoch
+    (<out_path>.png); and the jobs that `failed` (job name -> error), which the figures leave out."""
     first = next(iter(variants))
     title, reference, plotted = COMPARISONS.get(sweep_name, (f"Sweep {sweep_name}", first, "the variants"))
     reference = reference if reference in variants else first
@@ -596,8 +610,16 @@ def write_comparison_table(
     png = out_path.with_suffix(".png")
     write_png_atomic(png, figure, dpi=80)
     lines += ["", f"![dev PER and loss per epoch by variant]({png.name})"]
-    write_report(out_path, lines)
+    write_report(out_path, lines + _failed_jobs(failed))
     log.info("wrote %s", out_path)
+
+
+def _failed_jobs(failed: dict[str, str] | None) -> list[str]:
+    """A sweep table's section on the jobs that failed (job name -> its error), which its figures leave out."""
+    if not failed:
+        return []
+    lines = ["", "## Failed jobs", "", "Left out of every figure above; a rerun of the sweep resumes them.", ""]
+    return lines + [f"- `{name}`: {error}" for name, error in failed.items()]
 
 
 def _run_cells(runs, spread, per, extra: tuple[str, ...], *decodes: tuple[str, str]) -> str:

@@ -5,7 +5,9 @@ Each job runs run.sh's stages from 2 on (run.sh stays the one stage driver) with
 exp dir under hydra.sweep.dir (<paths.exp>/<sweep_name>), named by hydra from the job's overrides
 (hydra.job.override_dirname) but those every job shares and those conf/config.yaml leaves out (where files go,
 thread counts: `naming_override`), with its RESULTS.md there and its own phone LMs (paths.lm); it returns the
-dev PER of the result stage 5 chose (<job dir>/result.json), which an optimising sweeper minimises. Stages 0-1
+dev PER of the result stage 5 chose (<job dir>/result.json), which an optimising sweeper minimises. A job that
+fails (a training that diverges) leaves its error in its dir: the other jobs go on, the table lists it, and the
+sweep ends with the errors of those that failed (exit 1); a rerun resumes them. Stages 0-1
 are shared: `SweepCallback` runs them once before any job is launched, so that no two jobs race for the
 exclusive lock on paths.data. Jobs that differ in data or feature settings (stages 0 or 1) get data or feature
 dirs of their own, named by those settings (<paths.data>/<key=value,...>, <features.name>-<key=value,...>),
@@ -18,12 +20,15 @@ train.num_threads, decode.num_threads and nj are the configured ones divided by 
 job (hydra-submitit-launcher, conf/hydra/launcher/slurm.yaml) trains on its gpus_per_node GPUs, and on its nodes
 machines (run.sh --nnodes); requeued, it resumes where it stopped."""
 
+import codecs
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -53,9 +58,14 @@ OPTIONS_ENV = "PHONEREC_SWEEP_OPTIONS"
 # In hydra.sweep.dir: the sweep's jobs (their dir names and overrides, as the basic sweeper launches them; none for
 # another sweeper) and the data and feature settings the shared stages ran with, which every job is checked against
 SWEEP_FILE = "sweep.json"
+# In a job's dir: its error, where its run.sh failed (a job of hydra's basic sweeper); a rerun of the job removes it
+FAILED_FILE = "failed.json"
 # The settings of the shared stages: (the setting that names their dir, their stage keys)
 SHARED = {"data": ("paths.data", PREPARE | SPEED_PERTURB), "features": ("features.name", FEATURES)}
 THREAD_KEYS = ("train.num_threads", "decode.num_threads", "nj")
+# An error line of run.sh or a step: `<time> ERROR [<file>:<line>] <text>` (logging), `ERROR: <text>`, `<time>
+# (run.sh:<line>) ERROR: <text>`
+ERROR_LINE = re.compile(r"^(?P<head>.*?)\bERROR\b(?: \[[^]]*\])?:? (?P<text>.*)$", re.MULTILINE)
 
 
 def sweep_options() -> dict:
@@ -204,9 +214,20 @@ class SweepCallback(Callback):
             _run_sh(["--stage", str(options["stage"]), "--stop-stage", str(stop), *job], "the shared stages")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        run_guarded(lambda: self._end_sweep(config))
+
+    def _end_sweep(self, config: DictConfig) -> None:
+        """The table (where stage 5 ran), then the jobs that failed, as the sweep's error."""
         options = sweep_options()
         if options["stage"] <= 5 <= options["stop_stage"]:
-            run_guarded(lambda: write_sweep_table(config))
+            write_sweep_table(config)
+        sweep_dir = repo_path(config.hydra.sweep.dir)
+        failed = failed_jobs(sweep_dir, json.loads((sweep_dir / SWEEP_FILE).read_text()))
+        if failed:
+            raise RecipeError(
+                f"{len(failed)} job(s) of the sweep failed (the others finished): "
+                + "; ".join(f"{name}: {error}" for name, error in failed.items())
+            )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         if job_return.status == JobStatus.COMPLETED and job_return.return_value is not None:
@@ -235,13 +256,39 @@ def _check_history(sweep_dir: Path, names: list[str], jobs: list[list[str]]) -> 
 
 
 def _run_sh(arguments: list[str], what: str, slurm: bool = False) -> None:
-    """./run.sh with these arguments. In a Slurm job (`slurm`) it ignores SIGTERM, as submitit's own process does:
-    Slurm sends it before it kills a job it preempts or requeues, and a run.sh stopped by it would end the job as
-    failed; killed (SIGKILL, KillWait seconds later), the requeued job resumes where it stopped."""
+    """./run.sh with these arguments, its stderr passed on as it comes; where it fails, a RecipeError with its last
+    error line. In a Slurm job (`slurm`) it ignores SIGTERM, as submitit's own process does: Slurm sends it before
+    it kills a job it preempts or requeues, and a run.sh stopped by it would end the job as failed; killed (SIGKILL,
+    KillWait seconds later), the requeued job resumes where it stopped."""
     ignore_term = (lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)) if slurm else None
-    status = subprocess.run(["./run.sh", *arguments], cwd=REPO_ROOT, preexec_fn=ignore_term).returncode
+    process = subprocess.Popen(["./run.sh", *arguments], cwd=REPO_ROOT, preexec_fn=ignore_term, stderr=subprocess.PIPE)
+    decoder, tail = codecs.getincrementaldecoder("utf-8")("replace"), ""
+    while chunk := os.read(process.stderr.fileno(), 1 << 16):  # (not by lines: progress bars redraw with \r)
+        text = decoder.decode(chunk)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        tail = (tail + text)[-(1 << 16) :]
+    status = process.wait()
     if status != 0:
-        raise RecipeError(f"{what}: ./run.sh failed (exit {status}, its error above); rerun the sweep to resume")
+        raise RecipeError(f"{what}: ./run.sh failed (exit {status}): {_last_error(tail)}; rerun the sweep to resume")
+
+
+def _last_error(output: str) -> str:
+    """The last error line of run.sh's stderr, its step's (a logged ERROR, or `ERROR: ...`) before run.sh's own
+    (`(run.sh:N) ERROR: step failed: ...`), without the time and source of the line."""
+    errors = list(ERROR_LINE.finditer(output))
+    steps = [m for m in errors if "(run.sh:" not in m.group("head")]
+    return (steps or errors)[-1].group("text").strip() if errors else "its error above"
+
+
+def failed_jobs(sweep_dir: Path, sweep: dict) -> dict[str, str]:
+    """The jobs of the sweep (sweep.json's) whose run.sh failed: job name -> its error (FAILED_FILE)."""
+    failed = {}
+    for job in sweep["jobs"] or []:
+        record = sweep_dir / job["name"] / FAILED_FILE
+        if record.is_file():
+            failed[job["name"]] = json.loads(record.read_text())["error"]
+    return failed
 
 
 def _parallel_jobs(launcher: DictConfig, jobs: int | None) -> int:
@@ -330,7 +377,17 @@ def run_job(cfg: DictConfig) -> float | None:
     _say(f"job {job_dir.name}: stages {first}-{options['stop_stage']} -> {job_dir}")
     arguments = ["--stage", str(first), "--stop-stage", str(options["stop_stage"])]
     arguments += machine_options(hydra.launcher, options["ngpu"])
-    _run_sh([*arguments, *job], f"job {job_dir.name}", slurm=_launcher_is(hydra.launcher, "SlurmLauncher"))
+    failed = job_dir / FAILED_FILE
+    failed.unlink(missing_ok=True)
+    try:
+        _run_sh([*arguments, *job], f"job {job_dir.name}", slurm=_launcher_is(hydra.launcher, "SlurmLauncher"))
+    except RecipeError as err:
+        if sweep["jobs"] is None:  # a sweeper that chooses as it goes takes a failed job as its own
+            raise
+        # (raised, hydra's basic sweeper would end the sweep on it without on_multirun_end: no table of the others)
+        write_json_atomic(failed, {"error": str(err)})
+        _say(f"job {job_dir.name} failed; the sweep goes on, and its table lists it: {err}")
+        return None
     if os.environ.get("SLURM_NODEID", "0") != "0":  # a machine of a job on several: machine 0 returns its figure
         return None
     result = job_dir / RESULT_FILE
@@ -354,8 +411,9 @@ def write_sweep_table(config: DictConfig) -> None:
     its jobs' decode dirs and training summaries: over seeds alone, the seed table (mean and min-max of every model
     and decoder); over held-out speakers (corpus.held_out_speaker), the leave-one-speaker-out table; over other
     settings (and seeds), the comparison of the variants (phonerec.pipeline.results): the settings that vary, and
-    those hydra.sweeper.params names (a comparison of conf/sweep/ with one variant given is still one). Hydra's
-    sweep dir holds the jobs; a rerun with --stage 5 writes the table again."""
+    those hydra.sweeper.params names (a comparison of conf/sweep/ with one variant given is still one). Jobs that
+    failed are listed with their errors, not counted. Hydra's sweep dir holds the jobs; a rerun with --stage 5
+    writes the table again."""
     sweep_dir = repo_path(config.hydra.sweep.dir)
     sweep = json.loads((sweep_dir / SWEEP_FILE).read_text())
     if sweep["jobs"] is None:
@@ -368,6 +426,11 @@ def write_sweep_table(config: DictConfig) -> None:
     ]
     keys = list(dict.fromkeys(key for _, settings in jobs for key in settings))
     varying = [key for key in keys if len({settings.get(key) for _, settings in jobs}) > 1]
+    failed = failed_jobs(sweep_dir, sweep)
+    jobs = [(job_dir, settings) for job_dir, settings in jobs if job_dir.name not in failed]
+    if not jobs:
+        log.warning("no table: every job of the sweep failed")
+        return
     params = set(OmegaConf.select(config, "hydra.sweeper.params") or {})
     variant_keys = [key for key in keys if (key in varying or key in params) and key not in (SEED_KEY, FOLD_KEY)]
     first = jobs[0][1]
@@ -387,9 +450,9 @@ def write_sweep_table(config: DictConfig) -> None:
     if not variant_keys and FOLD_KEY in varying:
         label = "{fold}, seed {seed}" if SEED_KEY in varying else "{fold}"
         folds = {label.format(fold=settings[FOLD_KEY], seed=seed(settings)): job_dir for job_dir, settings in jobs}
-        write_loso_table(cfg, folds, ", ".join(full.corpus.dev_speakers), out_path, command)
+        write_loso_table(cfg, folds, ", ".join(full.corpus.dev_speakers), out_path, command, failed)
     elif not variant_keys:
-        write_seed_table(cfg, {seed(settings): job_dir for job_dir, settings in jobs}, out_path, command)
+        write_seed_table(cfg, {seed(settings): job_dir for job_dir, settings in jobs}, out_path, command, failed)
     elif FOLD_KEY in varying:
         log.warning("no table: the sweep varies the held-out speaker and other settings at once")
     else:
@@ -400,7 +463,7 @@ def write_sweep_table(config: DictConfig) -> None:
             variants.setdefault(name, []).append((seed(settings), job_dir))
             described[name] = " ".join(_described(key, settings.get(key, "")) for key in variant_keys)
         variants = {name: sorted(runs) for name, runs in variants.items()}
-        write_comparison_table(cfg, variants, described, out_path, command, config.sweep_name)
+        write_comparison_table(cfg, variants, described, out_path, command, config.sweep_name, failed)
     log.info("the sweep's table: %s", out_path)
 
 
