@@ -135,19 +135,20 @@ def test_a_job_that_fails_leaves_the_others_and_the_table_and_the_sweep_ends_wit
     2): the other job finishes, the table holds it and lists the failed one with its error, the sweep exits 1 with
     that error; a rerun resumes the failed job alone."""
     root = fsdd_subset(tmp_path / "fsdd", takes=range(1))
-    short = ["models=[viterbi]", "train.viterbi.epochs=2", "train.viterbi.realign_epochs=[]", "decode.decoders=[greedy]"]
-    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, tmp_path / "exp"), *short, "sweep_name=lr"]
+    short = ["models=[viterbi]", "train.viterbi.epochs=2", "train.viterbi.realign_epochs=[]"]
+    overrides = [f"corpus.root={root}", *tiny_run(tmp_path, tmp_path / "exp"), *short, "decode.decoders=[greedy]"]
+    overrides.append("sweep_name=lr")
     result = run_sh("-m", "--stop-stage", "5", *overrides, "train.viterbi.lr=1e36,1e-3")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     error = "viterbi: epoch 2: the training loss is inf: training diverged"
-    assert f"1 job(s) of the sweep failed (the others finished): train.viterbi.lr=1e+36: job" in result.stderr
+    assert "1 job(s) of the sweep failed (the others finished): train.viterbi.lr=1e+36: job" in result.stderr
     assert error in result.stderr.splitlines()[-1]
     sweep = tmp_path / "exp" / "lr"
     assert error in json.loads((sweep / "train.viterbi.lr=1e+36" / "failed.json").read_text())["error"]
     assert (sweep / "train.viterbi.lr=0.001" / "result.json").is_file()
     table = (tmp_path / "RESULTS_lr.md").read_text()
     assert "| train.viterbi.lr=0.001 |" in table and "| train.viterbi.lr=1e+36 |" not in table
-    assert table.split("## Failed jobs")[1].count(f"- `train.viterbi.lr=1e+36`: job train.viterbi.lr=1e+36: ") == 1
+    assert table.split("## Failed jobs")[1].count("- `train.viterbi.lr=1e+36`: job train.viterbi.lr=1e+36: ") == 1
 
     again = run_sh("-m", "--stop-stage", "5", *overrides, "train.viterbi.lr=1e36,1e-3")
     assert again.returncode == 1 and again.stderr.count("train already done with these settings") == 1
@@ -486,3 +487,23 @@ def test_one_table_writer_for_seeds_folds_and_variants(tmp_path):
     table = _write_table(tmp_path, "loso", jobs, fixed, {"train.seed": "0"})
     assert "folds (george, jackson)" in table and "| test: theo % |" in table
     assert "| viterbi | frame argmax | PER | 15.00 (10.00-20.00) | 16.00 (11.00-21.00) |" in table
+
+    # Cells side by side over the folds (./run_loso.sh cell=lstm,gru); a fold that failed is listed, not counted.
+    jobs = {}
+    for cell, per in (("lstm", 30.0), ("gru", 20.0)):
+        for speaker in ("george", "jackson", "nicolas"):
+            name = f"cell={cell},corpus.held_out_speaker={speaker}"
+            jobs[name] = [f"cell={cell}", f"corpus.held_out_speaker={speaker}"]
+            if (cell, speaker) == ("gru", "nicolas"):
+                (tmp_path / "exp" / "loso_cells" / name).mkdir(parents=True)
+                (tmp_path / "exp" / "loso_cells" / name / "failed.json").write_text('{"error": "it diverged"}')
+            else:
+                _finished_job(tmp_path / "exp" / "loso_cells" / name, per + (speaker == "jackson"))
+    table = _write_table(tmp_path, "loso_cells", jobs, fixed, {"train.seed": "0"})
+    assert table.startswith("# Recurrent cells: fsdd") and "tests on the recipe's dev speakers (theo)" in table
+    assert "Target: the lstm variant's best Viterbi dev PER (fold george, free phone loop" in table
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert rows["variant"][3] == "folds" and rows["gru"][3] == "george jackson"
+    assert rows["lstm"][3] == "george jackson nicolas" and rows["lstm"][9] == "30.33 (30.00-31.00)"
+    assert rows["gru"][9] == "20.50 (20.00-21.00)"
+    assert "## Failed jobs" in table and "- `cell=gru,corpus.held_out_speaker=nicolas`: it diverged" in table

@@ -481,11 +481,12 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
-# The comparisons of conf/sweep/, by sweep_name: (the table's title, the reference variant, whose seed 0's best
-# Viterbi dev PER is the target, and what its plot compares). Another sweep's reference is its first variant.
+# The comparisons of conf/sweep/, by the config group they sweep: (the table's title, the reference variant, whose
+# seed 0's best Viterbi dev PER is the target, and what its plot compares). Another sweep's reference is its first
+# variant.
 COMPARISONS = {
-    "criteria": ("Training criteria", "ce", "the Viterbi stage's criteria"),
-    "cells": ("Recurrent cells", "lstm", "the recurrent cells"),
+    "criterion": ("Training criteria", "ce", "the Viterbi stage's criteria"),
+    "cell": ("Recurrent cells", "lstm", "the recurrent cells"),
 }
 
 
@@ -496,18 +497,23 @@ def write_comparison_table(
     out_path: Path,
     command: str,
     sweep_name: str,
+    swept: list[str],
     failed: dict[str, str] | None = None,
+    test_speakers: str | None = None,
 ) -> None:
-    """The variants of a sweep side by side (each variant's (seed, exp dir) runs, and its settings): per variant,
-    the mean (min-max) over its seeds of the epochs its Viterbi model took to reach the target (the reference
-    variant's best dev PER, seed 0's or its lowest seed's, by the free phone loop that validates every epoch; the
-    frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best epoch, seconds
-    per epoch, training frames per second, dev and test PER of each Viterbi decoder, the forced alignment's
+    """The variants of a sweep side by side (each variant's (seed, exp dir) runs, or with `test_speakers` its
+    leave-one-speaker-out (held-out speaker, exp dir) folds, whose test set is those speakers; its settings; the
+    keys it sweeps, a conf/sweep/ comparison's group as COMPARISONS names it):
+    per variant, the mean (min-max) over its seeds of the epochs its Viterbi model took to reach the target (the
+    reference variant's best dev PER, seed 0's or its lowest seed's, by the free phone loop that validates every
+    epoch; the frame argmax's PER is no measure of progress, as it rises while the model sharpens), its best epoch,
+    seconds per epoch, training frames per second, dev and test PER of each Viterbi decoder, the forced alignment's
     accuracy where the test set has hand labels, and its CTC model's; its model's hidden size and parameters (its
     first seed's); a plot of every variant's first seed's dev PER (free phone loop) and dev loss per epoch
     (<out_path>.png); and the jobs that `failed` (job name -> error), which the figures leave out."""
     first = next(iter(variants))
-    title, reference, plotted = COMPARISONS.get(sweep_name, (f"Sweep {sweep_name}", first, "the variants"))
+    known = COMPARISONS.get(swept[0]) if len(swept) == 1 else None
+    title, reference, plotted = known or (f"Sweep {sweep_name}", first, "the variants")
     reference = reference if reference in variants else first
     reference_runs = dict(variants[reference])
     target_seed = 0 if 0 in reference_runs else min(reference_runs)
@@ -536,21 +542,28 @@ def write_comparison_table(
         return next((r["epoch"] for r in history if r["valid_per"] <= target), None)
 
     target_text = f"n/a (no {reference} run)" if target is None else f"{target:.2f}"
+    run = "seed" if test_speakers is None else "fold"
+    folds = (
+        ""
+        if test_speakers is None
+        else "Leave one training speaker out: each fold holds out one training speaker, its dev set, and tests on the "
+        f"recipe's dev speakers ({test_speakers}); the recipe's test speakers are in no fold. "
+    )
     lines = [
         f"# {title}: {cfg.recipe_name}",
         "",
         f"{generated_by('run.sh -m')} on {date.today().isoformat()}: git {git_hash()}, "
-        f"{cfg.train.num_threads} training threads. Each cell: one seed, or the mean (min-max) over the seeds listed. "
-        f"Target: the {reference} variant's best Viterbi dev PER (seed {target_seed}, free phone loop, as every epoch "
-        f"is validated), {target_text}; an epoch reaches it when its dev PER is no higher (- where none does). Dev PER "
-        "picks each model's best epoch and tunes the hybrid decoder; test is decoded once. Seconds per epoch include "
-        "validation and re-alignment; frames/s is the training pass's.",
+        f"{cfg.train.num_threads} training threads. {folds}Each cell: one {run}, or the mean (min-max) over the "
+        f"{run}s listed. Target: the {reference} variant's best Viterbi dev PER ({run} {target_seed}, free phone "
+        f"loop, as every epoch is validated), {target_text}; an epoch reaches it when its dev PER is no higher (- "
+        "where none does). Dev PER picks each model's best epoch and tunes the hybrid decoder; test is decoded once. "
+        "Seconds per epoch include validation and re-alignment; frames/s is the training pass's.",
         "",
         f"Command: `{command}`",
         "",
-        "| variant | settings | hidden (parameters) | seeds | epochs to target | best epoch | epochs run | s / epoch | "
-        "frames/s | dev PER % argmax | test PER % argmax | dev PER % hybrid + LM | test PER % hybrid + LM | "
-        "test alignment within 20 ms % |",
+        f"| variant | settings | hidden (parameters) | {run}s | epochs to target | best epoch | epochs run | "
+        "s / epoch | frames/s | dev PER % argmax | test PER % argmax | dev PER % hybrid + LM | "
+        "test PER % hybrid + LM | test alignment within 20 ms % |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ctc_lines = []
@@ -564,7 +577,7 @@ def write_comparison_table(
             path = d / "decode_test_greedy" / "alignment_accuracy.json"
             accuracy.append(json.loads(path.read_text())["within_20ms"] if path.is_file() else None)
         reached = [to_target(m["history"]) for _, _, m in viterbi]
-        reached_text = "-" if not any(reached) else spread(reached) + ("" if all(reached) else " (not all seeds)")
+        reached_text = "-" if not any(reached) else spread(reached) + ("" if all(reached) else f" (not all {run}s)")
         size = viterbi[0][2].get("parameters")  # (summaries written before it was recorded lack it)
         size_text = f"{viterbi[0][2]['model_args']['hidden_size']} ({size})" if size else "n/a"
         lines.append(
@@ -585,7 +598,7 @@ def write_comparison_table(
             "",
             "CTC from each variant's Viterbi model (train.ctc.init as the recipe sets it):",
             "",
-            "| variant | seeds | best epoch | s / epoch | frames/s | dev PER % greedy | test PER % greedy | "
+            f"| variant | {run}s | best epoch | s / epoch | frames/s | dev PER % greedy | test PER % greedy | "
             "dev PER % beam + LM | test PER % beam + LM |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
             *ctc_lines,
@@ -605,7 +618,7 @@ def write_comparison_table(
         ax.set_ylabel(what)
     per_ax.set_ylim(0, 105)
     per_ax.legend(fontsize=8)
-    figure.suptitle(f"{cfg.recipe_name}: {plotted}, seed {min(s for v in variants.values() for s, _ in v)}")
+    figure.suptitle(f"{cfg.recipe_name}: {plotted}, {run} {min(s for v in variants.values() for s, _ in v)}")
     figure.tight_layout()
     png = out_path.with_suffix(".png")
     write_png_atomic(png, figure, dpi=80)

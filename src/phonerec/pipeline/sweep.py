@@ -410,10 +410,10 @@ def write_sweep_table(config: DictConfig) -> None:
     """The table of a finished sweep (the basic sweeper's jobs), <paths.results without .md>_<sweep_name>.md, from
     its jobs' decode dirs and training summaries: over seeds alone, the seed table (mean and min-max of every model
     and decoder); over held-out speakers (corpus.held_out_speaker), the leave-one-speaker-out table; over other
-    settings (and seeds), the comparison of the variants (phonerec.pipeline.results): the settings that vary, and
-    those hydra.sweeper.params names (a comparison of conf/sweep/ with one variant given is still one). Jobs that
-    failed are listed with their errors, not counted. Hydra's sweep dir holds the jobs; a rerun with --stage 5
-    writes the table again."""
+    settings (over seeds, or over held-out speakers), the comparison of the variants (phonerec.pipeline.results):
+    the settings that vary, and those hydra.sweeper.params names (a comparison of conf/sweep/ with one variant
+    given is still one). Jobs that failed are listed with their errors, not counted. Hydra's sweep dir holds the
+    jobs; a rerun with --stage 5 writes the table again."""
     sweep_dir = repo_path(config.hydra.sweep.dir)
     sweep = json.loads((sweep_dir / SWEEP_FILE).read_text())
     if sweep["jobs"] is None:
@@ -453,17 +453,21 @@ def write_sweep_table(config: DictConfig) -> None:
         write_loso_table(cfg, folds, ", ".join(full.corpus.dev_speakers), out_path, command, failed)
     elif not variant_keys:
         write_seed_table(cfg, {seed(settings): job_dir for job_dir, settings in jobs}, out_path, command, failed)
-    elif FOLD_KEY in varying:
-        log.warning("no table: the sweep varies the held-out speaker and other settings at once")
+    elif FOLD_KEY in varying and SEED_KEY in varying:
+        log.warning("no table: the sweep varies the held-out speaker, the seed and other settings at once")
     else:
-        variants: dict[str, list[tuple[int, Path]]] = {}
+        folds = FOLD_KEY in varying  # each variant's runs: its folds, else its seeds
+        variants: dict[str, list[tuple[int | str, Path]]] = {}
         described: dict[str, str] = {}
         for job_dir, settings in jobs:
             name = " ".join(_variant_name(key, settings.get(key, "")) for key in variant_keys)
-            variants.setdefault(name, []).append((seed(settings), job_dir))
+            variants.setdefault(name, []).append((settings[FOLD_KEY] if folds else seed(settings), job_dir))
             described[name] = " ".join(_described(key, settings.get(key, "")) for key in variant_keys)
         variants = {name: sorted(runs) for name, runs in variants.items()}
-        write_comparison_table(cfg, variants, described, out_path, command, config.sweep_name, failed)
+        test_speakers = ", ".join(full.corpus.dev_speakers) if folds else None
+        write_comparison_table(
+            cfg, variants, described, out_path, command, config.sweep_name, variant_keys, failed, test_speakers
+        )
     log.info("the sweep's table: %s", out_path)
 
 
