@@ -446,7 +446,9 @@ def _ctc_init_comparison(cfg: DictConfig, exp_dir: Path, results_path: Path) -> 
 def git_hash() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True)
+        # (untracked files do not count: the tables and runs a checkout writes are untracked)
+        changed = ["git", "status", "--porcelain", "--untracked-files=no"]
+        dirty = subprocess.run(changed, cwd=REPO_ROOT, capture_output=True, text=True)
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except OSError:
         return "unknown"
