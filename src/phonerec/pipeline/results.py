@@ -607,18 +607,20 @@ def write_comparison_table(
         ]
     figure = Figure(figsize=(11, 4))
     per_ax, loss_ax = figure.subplots(1, 2)
+    highest = 100.0  # (a free phone loop's PER passes 100% with insertions: the axis goes as high as the curves)
     for name, seeds in variants.items():
         first = summary(seeds[0][1] / "viterbi")
         if first is None:
             continue
         epochs = [r["epoch"] for r in first["history"]]
         per_ax.plot(epochs, [r["valid_per"] for r in first["history"]], label=name)
+        highest = max(highest, *(r["valid_per"] for r in first["history"]))
         loss_ax.plot(epochs, [r["valid_loss"] for r in first["history"]], label=name)
     for ax, what in ((per_ax, "dev PER % (free phone loop)"), (loss_ax, "dev loss per frame")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Viterbi-stage epoch")
         ax.set_ylabel(what)
-    per_ax.set_ylim(0, 105)
+    per_ax.set_ylim(0, highest + 5)
     per_ax.legend(fontsize=8)
     figure.suptitle(f"{cfg.recipe_name}: {plotted}, {run} {min(s for v in variants.values() for s, _ in v)}")
     figure.tight_layout()
