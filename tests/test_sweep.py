@@ -500,7 +500,7 @@ def test_one_table_writer_for_seeds_folds_and_variants(tmp_path):
             else:
                 _finished_job(tmp_path / "exp" / "loso_cells" / name, per + (speaker == "jackson"))
     table = _write_table(tmp_path, "loso_cells", jobs, fixed, {"train.seed": "0"})
-    assert table.startswith("# Recurrent cells: fsdd") and "tests on the recipe's dev speakers (theo)" in table
+    assert table.startswith("# Recurrent cells: fsdd") and "the recipe's dev speakers (theo) its test set" in table
     assert "Target: the lstm variant's best Viterbi dev PER (fold george, free phone loop" in table
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
     assert rows["variant"][3] == "folds" and rows["gru"][3] == "george jackson"

@@ -286,15 +286,22 @@ def write_loso_table(
     speakers (test_speakers)."""
     about = (
         f"{generated_by('run.sh -m')} on {date.today().isoformat()}: git {git_hash()}, {cfg.train.num_threads} "
-        f"training threads. Each fold trains on all training speakers but one, the held-out speaker is its dev set "
-        f"(which picks the best epoch and tunes the decoders) and the recipe's dev speakers ({test_speakers}) its "
-        f"test set; the recipe's test speakers are in no fold. Each cell: mean (min-max) over the {len(fold_dirs)} "
+        f"training threads. {_folds_text(test_speakers)} Each cell: mean (min-max) over the {len(fold_dirs)} "
         f"folds ({', '.join(map(str, fold_dirs))})."
     )
     splits = {"dev": "dev: held-out speaker", "test": f"test: {test_speakers}"}
     splits = {split: splits.get(split, split) for split in cfg.decode.splits}
     title = f"Leave one training speaker out: {cfg.recipe_name}"
     _write_spread_table(cfg, fold_dirs, out_path, title, about, splits, command, failed)
+
+
+def _folds_text(test_speakers: str) -> str:
+    """What a leave-one-speaker-out table's folds are, its test set the recipe's dev speakers (test_speakers)."""
+    return (
+        "Each fold trains on all training speakers but one, the held-out speaker is its dev set (which picks the best "
+        f"epoch and tunes the decoders) and the recipe's dev speakers ({test_speakers}) its test set; the recipe's "
+        "test speakers are in no fold."
+    )
 
 
 def _write_spread_table(
@@ -545,12 +552,7 @@ def write_comparison_table(
 
     target_text = f"n/a (no {reference} run)" if target is None else f"{target:.2f}"
     run = "seed" if test_speakers is None else "fold"
-    folds = (
-        ""
-        if test_speakers is None
-        else "Leave one training speaker out: each fold holds out one training speaker, its dev set, and tests on the "
-        f"recipe's dev speakers ({test_speakers}); the recipe's test speakers are in no fold. "
-    )
+    folds = "" if test_speakers is None else f"Leave one training speaker out. {_folds_text(test_speakers)} "
     lines = [
         f"# {title}: {cfg.recipe_name}",
         "",
